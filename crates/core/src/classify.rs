@@ -1,0 +1,298 @@
+//! Outcome classification: the one seam through which the breaker, the retry layer and the
+//! metrics layer decide what a finished call means.
+//!
+//! The default rules ([`HttpClassifier`]):
+//!
+//! | result | outcome |
+//! |---|---|
+//! | connect error (refused, DNS, connect timeout) | `Failure(Connect)` |
+//! | attempt timeout (tower's or tokio's `Elapsed`) | `Failure(Timeout)` |
+//! | reset, broken pipe, incomplete message, other transport error | `Failure(Transport)` |
+//! | 429, or 503 with `Retry-After` | `Failure(Throttled)` |
+//! | other 5xx | `Failure(ServerError)` |
+//! | 1xx, 2xx, 3xx, other 4xx | `Success` |
+//! | an error of a type seawall does not know | `Failure(Other)` |
+//!
+//! A closure `Fn(&Result<Res, E>) -> Outcome` is a classifier too, and
+//! [`TowerHttpClassifier`] adapts any tower-http `ClassifyResponse`.
+
+use std::any::Any;
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+use http::{Response, StatusCode, header};
+
+/// What a finished call means to the resilience layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The upstream did its job (including 4xx answers other than 429: the caller erred).
+    Success,
+    /// The call failed; the kind says how.
+    Failure(FailureKind),
+    /// The call says nothing about the upstream's health (for example it was cancelled).
+    Ignored,
+}
+
+impl Outcome {
+    /// A label for metrics: `success`, `ignored` or the failure kind's label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Ignored => "ignored",
+            Outcome::Failure(kind) => kind.as_str(),
+        }
+    }
+
+    /// `true` for [`Outcome::Success`].
+    pub const fn is_success(self) -> bool {
+        matches!(self, Outcome::Success)
+    }
+
+    /// `true` for any [`Outcome::Failure`].
+    pub const fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failure(_))
+    }
+
+    /// `true` for a throttling answer (429, or 503 with `Retry-After`).
+    pub const fn is_throttled(self) -> bool {
+        matches!(self, Outcome::Failure(FailureKind::Throttled))
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a call failed. The set is small and fixed so that it can label metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// No connection could be made; the request never left this machine.
+    Connect,
+    /// The attempt ran out of time.
+    Timeout,
+    /// The connection broke while the request or response was in flight.
+    Transport,
+    /// The upstream answered 5xx.
+    ServerError,
+    /// The upstream asked us to slow down: 429, or 503 with `Retry-After`.
+    Throttled,
+    /// An error of a type seawall does not recognise.
+    Other,
+}
+
+impl FailureKind {
+    /// A stable, low-cardinality label: `connect`, `timeout`, `transport`, `server_error`,
+    /// `throttled` or `other`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Transport => "transport",
+            FailureKind::ServerError => "server_error",
+            FailureKind::Throttled => "throttled",
+            FailureKind::Other => "other",
+        }
+    }
+
+    /// `true` when the request provably never reached the upstream, so resending it is safe
+    /// whatever its method.
+    pub const fn never_sent(self) -> bool {
+        matches!(self, FailureKind::Connect)
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Decides the [`Outcome`] of a finished call.
+///
+/// Implemented by [`HttpClassifier`], [`TowerHttpClassifier`] and by every closure
+/// `Fn(&Result<Res, E>) -> Outcome`.
+pub trait Classify<Res, E> {
+    /// Classifies one finished call.
+    fn classify(&self, result: &Result<Res, E>) -> Outcome;
+}
+
+impl<F, Res, E> Classify<Res, E> for F
+where
+    F: Fn(&Result<Res, E>) -> Outcome,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        self(result)
+    }
+}
+
+/// The default HTTP classification rules (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpClassifier;
+
+impl HttpClassifier {
+    /// Classifies a response by its status and headers.
+    pub fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
+        classify_status(response.status(), response.headers())
+    }
+}
+
+impl<B, E: 'static> Classify<Response<B>, E> for HttpClassifier {
+    fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
+        match result {
+            Ok(response) => self.classify_response(response),
+            Err(error) => Outcome::Failure(classify_error(error)),
+        }
+    }
+}
+
+/// Classifies a status code with its headers by the default rules.
+pub fn classify_status(status: StatusCode, headers: &http::HeaderMap) -> Outcome {
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && headers.contains_key(header::RETRY_AFTER))
+    {
+        Outcome::Failure(FailureKind::Throttled)
+    } else if status.is_server_error() {
+        Outcome::Failure(FailureKind::ServerError)
+    } else {
+        Outcome::Success
+    }
+}
+
+/// Classifies an error value of any type by what it is or wraps.
+///
+/// Recognised directly: `tower::BoxError` (and `Box<dyn Error + Send>`), hyper-util's
+/// client error, `hyper::Error`, `std::io::Error`, tower's and tokio's `Elapsed`. For boxed and
+/// wrapping errors the `source()` chain is walked, so a timeout or connect error wrapped by
+/// other layers is still found. Anything else is [`FailureKind::Other`].
+pub fn classify_error<E: 'static>(error: &E) -> FailureKind {
+    let any: &dyn Any = error;
+    if let Some(boxed) = any.downcast_ref::<tower::BoxError>() {
+        return classify_error_chain(boxed.as_ref());
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn Error + Send>>() {
+        return classify_error_chain(boxed.as_ref());
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn Error>>() {
+        return classify_error_chain(boxed.as_ref());
+    }
+    macro_rules! known {
+        ($($ty:ty),*) => {
+            $(if let Some(e) = any.downcast_ref::<$ty>() {
+                return classify_error_chain(e);
+            })*
+        };
+    }
+    known!(
+        hyper_util::client::legacy::Error,
+        hyper::Error,
+        io::Error,
+        tower::timeout::error::Elapsed,
+        tokio::time::error::Elapsed
+    );
+    FailureKind::Other
+}
+
+/// Classifies a `dyn Error` by walking its `source()` chain.
+pub fn classify_error_chain(error: &(dyn Error + 'static)) -> FailureKind {
+    // A hyper or hyper-util error whose cause is not more precise still means the
+    // connection broke under the request.
+    let mut fallback = FailureKind::Other;
+    let mut current = Some(error);
+    // Bounded so that a cyclic or absurdly deep chain cannot spin.
+    for _ in 0..32 {
+        let Some(err) = current else { break };
+        if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+            if e.is_connect() {
+                return FailureKind::Connect;
+            }
+            fallback = FailureKind::Transport;
+        } else if let Some(e) = err.downcast_ref::<hyper::Error>() {
+            if e.is_timeout() {
+                return FailureKind::Timeout;
+            }
+            fallback = FailureKind::Transport;
+        } else if err.is::<tower::timeout::error::Elapsed>()
+            || err.is::<tokio::time::error::Elapsed>()
+        {
+            return FailureKind::Timeout;
+        } else if let Some(e) = err.downcast_ref::<io::Error>() {
+            // `io::Error::source` skips a custom inner error, so look at it first.
+            if let Some(inner) = e.get_ref() {
+                let inner_kind = classify_error_chain(inner);
+                if inner_kind != FailureKind::Other {
+                    return inner_kind;
+                }
+            }
+            return io_error_kind(e.kind());
+        }
+        current = err.source();
+    }
+    fallback
+}
+
+fn io_error_kind(kind: io::ErrorKind) -> FailureKind {
+    use io::ErrorKind::*;
+    match kind {
+        ConnectionRefused | AddrNotAvailable | NotConnected | HostUnreachable
+        | NetworkUnreachable | AddrInUse => FailureKind::Connect,
+        TimedOut => FailureKind::Timeout,
+        _ => FailureKind::Transport,
+    }
+}
+
+/// Adapts a tower-http [`ClassifyResponse`](tower_http::classify::ClassifyResponse) to
+/// [`Classify`], so an existing tower-http classification can drive the seawall layers.
+///
+/// A response tower-http calls a failure keeps seawall's finer kind when it has one (5xx,
+/// throttled) and is `Failure(Other)` otherwise. Classifiers that need the end of the body
+/// cannot decide at the headers, so those responses count as `Success`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TowerHttpClassifier<C>(pub C);
+
+impl<C, B, E> Classify<Response<B>, E> for TowerHttpClassifier<C>
+where
+    C: tower_http::classify::ClassifyResponse + Clone,
+    E: fmt::Display + 'static,
+{
+    fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
+        use tower_http::classify::ClassifiedResponse;
+        match result {
+            Ok(response) => match self.0.clone().classify_response(response) {
+                ClassifiedResponse::Ready(Ok(())) | ClassifiedResponse::RequiresEos(_) => {
+                    Outcome::Success
+                }
+                ClassifiedResponse::Ready(Err(_)) => {
+                    match classify_status(response.status(), response.headers()) {
+                        failure @ Outcome::Failure(_) => failure,
+                        _ => Outcome::Failure(FailureKind::Other),
+                    }
+                }
+            },
+            Err(error) => {
+                let _ = self.0.clone().classify_error(error);
+                Outcome::Failure(classify_error(error))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_stable() {
+        assert_eq!(Outcome::Success.as_str(), "success");
+        assert_eq!(Outcome::Ignored.as_str(), "ignored");
+        assert_eq!(
+            Outcome::Failure(FailureKind::ServerError).to_string(),
+            "server_error"
+        );
+        assert!(FailureKind::Connect.never_sent());
+        assert!(!FailureKind::Transport.never_sent());
+    }
+}
