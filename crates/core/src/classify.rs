@@ -11,12 +11,14 @@
 //! | 429, or 503 with `Retry-After` | `Failure(Throttled)` |
 //! | other 5xx | `Failure(ServerError)` |
 //! | 1xx, 2xx, 3xx, other 4xx | `Success` |
-//! | an error of a type seawall does not know | `Failure(Other)` |
+//! | a seawall layer refused the call (circuit open, queue full) | `Failure(Rejected)` |
+//! | an error whose chain holds none of the above | `Failure(Other)` |
 //!
-//! A closure `Fn(&Result<Res, E>) -> Outcome` is a classifier too, and
+//! Errors are read through [`ClassifyError`], implemented for the usual client errors and
+//! for every seawall layer's error. A closure `Fn(&Result<Res, E>) -> Outcome` is a
+//! classifier too, and
 //! [`TowerHttpClassifier`] adapts any tower-http `ClassifyResponse`.
 
-use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -80,13 +82,16 @@ pub enum FailureKind {
     ServerError,
     /// The upstream asked us to slow down: 429, or 503 with `Retry-After`.
     Throttled,
+    /// A seawall layer refused the call before it reached the upstream (circuit open, rate
+    /// limiter queue full or wait too long). Says nothing about the upstream's health.
+    Rejected,
     /// An error of a type seawall does not recognise.
     Other,
 }
 
 impl FailureKind {
     /// A stable, low-cardinality label: `connect`, `timeout`, `transport`, `server_error`,
-    /// `throttled` or `other`.
+    /// `throttled`, `rejected` or `other`.
     pub const fn as_str(self) -> &'static str {
         match self {
             FailureKind::Connect => "connect",
@@ -94,6 +99,7 @@ impl FailureKind {
             FailureKind::Transport => "transport",
             FailureKind::ServerError => "server_error",
             FailureKind::Throttled => "throttled",
+            FailureKind::Rejected => "rejected",
             FailureKind::Other => "other",
         }
     }
@@ -101,7 +107,7 @@ impl FailureKind {
     /// `true` when the request provably never reached the upstream, so resending it is safe
     /// whatever its method.
     pub const fn never_sent(self) -> bool {
-        matches!(self, FailureKind::Connect)
+        matches!(self, FailureKind::Connect | FailureKind::Rejected)
     }
 }
 
@@ -140,7 +146,7 @@ impl HttpClassifier {
     }
 }
 
-impl<B, E: 'static> Classify<Response<B>, E> for HttpClassifier {
+impl<B, E: ClassifyError> Classify<Response<B>, E> for HttpClassifier {
     fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
         match result {
             Ok(response) => self.classify_response(response),
@@ -162,39 +168,58 @@ pub fn classify_status(status: StatusCode, headers: &http::HeaderMap) -> Outcome
     }
 }
 
-/// Classifies an error value of any type by what it is or wraps.
+/// How an error value of the stack below failed.
 ///
-/// Recognised directly: `tower::BoxError` (and `Box<dyn Error + Send>`), hyper-util's
-/// client error, `hyper::Error`, `std::io::Error`, tower's and tokio's `Elapsed`. For boxed and
-/// wrapping errors the `source()` chain is walked, so a timeout or connect error wrapped by
-/// other layers is still found. Anything else is [`FailureKind::Other`].
-pub fn classify_error<E: 'static>(error: &E) -> FailureKind {
-    let any: &dyn Any = error;
-    if let Some(boxed) = any.downcast_ref::<tower::BoxError>() {
-        return classify_error_chain(boxed.as_ref());
-    }
-    if let Some(boxed) = any.downcast_ref::<Box<dyn Error + Send>>() {
-        return classify_error_chain(boxed.as_ref());
-    }
-    if let Some(boxed) = any.downcast_ref::<Box<dyn Error>>() {
-        return classify_error_chain(boxed.as_ref());
-    }
-    macro_rules! known {
-        ($($ty:ty),*) => {
-            $(if let Some(e) = any.downcast_ref::<$ty>() {
-                return classify_error_chain(e);
-            })*
-        };
-    }
-    known!(
-        hyper_util::client::legacy::Error,
-        hyper::Error,
-        io::Error,
-        tower::timeout::error::Elapsed,
-        tokio::time::error::Elapsed
-    );
-    FailureKind::Other
+/// Implemented for the errors HTTP client stacks produce: `tower::BoxError` (its `source()`
+/// chain is walked), hyper-util's client error, `hyper::Error`, `std::io::Error`, tower's and
+/// tokio's `Elapsed`, `Infallible`, and every seawall layer's error. A client with its own
+/// error type implements it in one line, usually with [`classify_error_chain`], or uses a
+/// closure classifier instead.
+pub trait ClassifyError {
+    /// The kind of failure this error is.
+    fn failure_kind(&self) -> FailureKind;
 }
+
+/// Classifies an error by its [`ClassifyError`] implementation.
+pub fn classify_error<E: ClassifyError + ?Sized>(error: &E) -> FailureKind {
+    error.failure_kind()
+}
+
+impl ClassifyError for tower::BoxError {
+    fn failure_kind(&self) -> FailureKind {
+        classify_error_chain(self.as_ref())
+    }
+}
+
+impl ClassifyError for Box<dyn Error + Send> {
+    fn failure_kind(&self) -> FailureKind {
+        classify_error_chain(self.as_ref())
+    }
+}
+
+impl ClassifyError for std::convert::Infallible {
+    fn failure_kind(&self) -> FailureKind {
+        match *self {}
+    }
+}
+
+macro_rules! classify_by_chain {
+    ($($ty:ty),*) => {
+        $(impl ClassifyError for $ty {
+            fn failure_kind(&self) -> FailureKind {
+                classify_error_chain(self)
+            }
+        })*
+    };
+}
+
+classify_by_chain!(
+    hyper_util::client::legacy::Error,
+    hyper::Error,
+    io::Error,
+    tower::timeout::error::Elapsed,
+    tokio::time::error::Elapsed
+);
 
 /// Classifies a `dyn Error` by walking its `source()` chain.
 pub fn classify_error_chain(error: &(dyn Error + 'static)) -> FailureKind {
@@ -256,7 +281,7 @@ pub struct TowerHttpClassifier<C>(pub C);
 impl<C, B, E> Classify<Response<B>, E> for TowerHttpClassifier<C>
 where
     C: tower_http::classify::ClassifyResponse + Clone,
-    E: fmt::Display + 'static,
+    E: fmt::Display + ClassifyError + 'static,
 {
     fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
         use tower_http::classify::ClassifiedResponse;

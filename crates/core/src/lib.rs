@@ -36,16 +36,20 @@
 
 pub mod classify;
 mod error;
+mod extensions;
 pub mod hints;
 pub mod idempotency;
 pub mod key;
+pub mod keyed;
 mod structured;
 
 pub use classify::{
-    Classify, FailureKind, HttpClassifier, Outcome, TowerHttpClassifier, classify_error,
-    classify_error_chain, classify_status,
+    Classify, ClassifyError, FailureKind, HttpClassifier, Outcome, TowerHttpClassifier,
+    classify_error, classify_error_chain, classify_status,
 };
 pub use error::{ConfigError, check_range};
+pub use extensions::QueueWait;
 pub use hints::{HintPolicy, HintPolicyBuilder, ResetFormat, ServerHints};
 pub use idempotency::{IDEMPOTENCY_KEY, Idempotency, is_idempotent_method};
 pub use key::{ByHost, Global, HostKey, KeyExtractor};
+pub use keyed::{KeyLimits, KeyedMap};

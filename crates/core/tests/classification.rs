@@ -89,6 +89,12 @@ impl fmt::Display for Wrapped {
     }
 }
 
+impl seawall_core::ClassifyError for Wrapped {
+    fn failure_kind(&self) -> FailureKind {
+        seawall_core::classify_error_chain(self)
+    }
+}
+
 impl Error for Wrapped {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         Some(self.0.as_ref())
@@ -104,15 +110,18 @@ fn chains_are_walked() {
         io::ErrorKind::ConnectionReset,
     ))));
     assert_eq!(classify_error(&wrapped), FailureKind::Transport);
+    // A user's own error type, classified through its one-line `ClassifyError` impl.
+    let own = Wrapped(Box::new(tower::timeout::error::Elapsed::new()));
+    assert_eq!(
+        HttpClassifier.classify(&Err::<Response<()>, _>(own)),
+        Outcome::Failure(FailureKind::Timeout)
+    );
 
-    // Unknown types are `Other`, boxed or not.
+    // A chain with nothing known in it is `Other`.
     let text: BoxError = "something odd".into();
     assert_eq!(classify_error(&text), FailureKind::Other);
-    assert_eq!(
-        classify_error(&Wrapped("odd".into())),
-        FailureKind::Other,
-        "an unregistered type is not walked"
-    );
+    let odd: BoxError = Box::new(Wrapped("odd".into()));
+    assert_eq!(classify_error(&odd), FailureKind::Other);
 }
 
 fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>> {
