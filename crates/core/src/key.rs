@@ -5,29 +5,66 @@ use std::fmt;
 use std::hash::Hash;
 
 use http::uri::{Authority, Scheme};
-use http::{Request, header};
+use http::{Extensions, HeaderMap, Method, Request, Uri, header};
+
+/// The parts of a request a key is taken from: everything but the body, so that one
+/// extractor serves every body type.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URI.
+    pub uri: &'a Uri,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The extensions.
+    pub extensions: &'a Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of `request`.
+    pub fn of<B>(request: &'a Request<B>) -> Self {
+        Self {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        }
+    }
+}
 
 /// Extracts the key a request is limited or broken by.
 ///
 /// Implemented by [`ByHost`] (the default), [`Global`] and every closure
-/// `Fn(&Request<B>) -> K`.
-pub trait KeyExtractor<B> {
+/// `Fn(&RequestHead<'_>) -> K`.
+pub trait KeyExtractor {
     /// The key type. Cheap to clone: it is cloned into the keyed map on first use.
-    type Key: Clone + Eq + Hash + Send + Sync + 'static;
+    type Key: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static;
+
+    /// The key of a request.
+    fn extract(&self, head: &RequestHead<'_>) -> Self::Key;
 
     /// The key of `request`.
-    fn extract(&self, request: &Request<B>) -> Self::Key;
+    fn extract_from<B>(&self, request: &Request<B>) -> Self::Key {
+        self.extract(&RequestHead::of(request))
+    }
+
+    /// `Some` when every request has this same key, so a layer can keep one state and skip
+    /// the keyed map. Only [`Global`] says so.
+    fn single_key(&self) -> Option<Self::Key> {
+        None
+    }
 }
 
-impl<F, K, B> KeyExtractor<B> for F
+impl<F, K> KeyExtractor for F
 where
-    F: Fn(&Request<B>) -> K,
-    K: Clone + Eq + Hash + Send + Sync + 'static,
+    F: Fn(&RequestHead<'_>) -> K,
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     type Key = K;
 
-    fn extract(&self, request: &Request<B>) -> K {
-        self(request)
+    fn extract(&self, head: &RequestHead<'_>) -> K {
+        self(head)
     }
 }
 
@@ -35,10 +72,14 @@ where
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Global;
 
-impl<B> KeyExtractor<B> for Global {
+impl KeyExtractor for Global {
     type Key = ();
 
-    fn extract(&self, _request: &Request<B>) {}
+    fn extract(&self, _head: &RequestHead<'_>) {}
+
+    fn single_key(&self) -> Option<()> {
+        Some(())
+    }
 }
 
 /// Keys requests by scheme and authority (`https://api.example.com`), the default.
@@ -78,15 +119,14 @@ impl fmt::Display for HostKey {
     }
 }
 
-impl<B> KeyExtractor<B> for ByHost {
+impl KeyExtractor for ByHost {
     type Key = HostKey;
 
-    fn extract(&self, request: &Request<B>) -> HostKey {
-        let uri = request.uri();
+    fn extract(&self, head: &RequestHead<'_>) -> HostKey {
+        let uri = head.uri;
         let scheme = uri.scheme().cloned();
         let authority = uri.authority().cloned().or_else(|| {
-            request
-                .headers()
+            head.headers
                 .get(header::HOST)
                 .and_then(|host| Authority::try_from(host.as_bytes()).ok())
         });
@@ -120,7 +160,7 @@ mod tests {
 
     fn key(uri: &str) -> HostKey {
         let request = Request::builder().uri(uri).body(()).expect("valid uri");
-        ByHost.extract(&request)
+        ByHost.extract_from(&request)
     }
 
     #[test]
@@ -143,16 +183,16 @@ mod tests {
             .header("host", "b.example:9000")
             .body(())
             .expect("valid request");
-        assert_eq!(ByHost.extract(&request).to_string(), "b.example:9000");
+        assert_eq!(ByHost.extract_from(&request).to_string(), "b.example:9000");
         let bare = Request::builder().uri("/path").body(()).expect("valid");
-        assert_eq!(ByHost.extract(&bare).to_string(), "(no host)");
+        assert_eq!(ByHost.extract_from(&bare).to_string(), "(no host)");
     }
 
     #[test]
     fn closures_and_global() {
-        let by_method = |r: &Request<()>| r.method().clone();
+        let by_method = |head: &RequestHead<'_>| head.method.clone();
         let request = Request::builder().uri("/").body(()).expect("valid");
-        assert_eq!(by_method.extract(&request), http::Method::GET);
-        let _: () = Global.extract(&request);
+        assert_eq!(by_method.extract_from(&request), http::Method::GET);
+        let _: () = Global.extract_from(&request);
     }
 }

@@ -30,7 +30,7 @@
 //!
 //! let request = Request::post("https://api.example.com/orders").body(())?;
 //! assert!(!Idempotency::Standard.allows(&request));
-//! assert_eq!(ByHost.extract(&request).to_string(), "https://api.example.com");
+//! assert_eq!(ByHost.extract_from(&request).to_string(), "https://api.example.com");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -51,5 +51,5 @@ pub use error::{ConfigError, check_range};
 pub use extensions::QueueWait;
 pub use hints::{HintPolicy, HintPolicyBuilder, ResetFormat, ServerHints};
 pub use idempotency::{IDEMPOTENCY_KEY, Idempotency, is_idempotent_method};
-pub use key::{ByHost, Global, HostKey, KeyExtractor};
+pub use key::{ByHost, Global, HostKey, KeyExtractor, RequestHead};
 pub use keyed::{KeyLimits, KeyedMap};

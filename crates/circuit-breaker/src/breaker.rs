@@ -1,0 +1,622 @@
+//! One breaker's state machine, lock-free.
+//!
+//! The state, the half-open permits left, the half-open successes and a generation number
+//! share one atomic word, so taking a permit, counting a probe's success and every transition
+//! are each a single compare-and-swap. A call remembers the generation it was admitted in;
+//! an outcome that arrives after the breaker moved on is ignored, so a slow call from before
+//! a trip cannot pollute the next closed period or a probe round.
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backoff::Jitter;
+use crate::config::Config;
+use crate::error::CircuitOpen;
+use crate::event::{Reason, State, Transition};
+use crate::window::{Sample, Window, WindowTotals};
+
+const STATE_MASK: u64 = 0xFF;
+const PERMITS_SHIFT: u32 = 8;
+const SUCCESSES_SHIFT: u32 = 20;
+const COUNT_MASK: u64 = 0xFFF;
+const GENERATION_SHIFT: u32 = 32;
+/// No generation's phase instant is readable (generations fit in 32 bits).
+const UNPUBLISHED: u64 = u64::MAX;
+
+/// The packed state word: `generation:32 | successes:12 | permits:12 | state:8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+impl Word {
+    fn new(state: State, permits: u32, successes: u32, generation: u32) -> Self {
+        Word(
+            state.code()
+                | (u64::from(permits) & COUNT_MASK) << PERMITS_SHIFT
+                | (u64::from(successes) & COUNT_MASK) << SUCCESSES_SHIFT
+                | u64::from(generation) << GENERATION_SHIFT,
+        )
+    }
+
+    fn state(self) -> State {
+        State::from_code(self.0 & STATE_MASK)
+    }
+
+    fn permits(self) -> u32 {
+        ((self.0 >> PERMITS_SHIFT) & COUNT_MASK) as u32
+    }
+
+    fn successes(self) -> u32 {
+        ((self.0 >> SUCCESSES_SHIFT) & COUNT_MASK) as u32
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> GENERATION_SHIFT) as u32
+    }
+
+    fn next(self, state: State, permits: u32) -> Self {
+        Word::new(state, permits, 0, self.generation().wrapping_add(1))
+    }
+}
+
+/// A call's ticket: the generation it was admitted in and whether it is a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Admission {
+    generation: u32,
+    probe: bool,
+    tracked: bool,
+}
+
+/// What a finished call tells the breaker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Verdict {
+    Success {
+        slow: bool,
+    },
+    Failure {
+        slow: bool,
+        open_for: Option<Duration>,
+    },
+    /// Says nothing about the upstream (cancelled, 429, refused by a layer below).
+    Ignored,
+}
+
+/// Calls and transitions seen by one breaker, for the metrics layer.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) successes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) slow: AtomicU64,
+    pub(crate) ignored: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) transitions: AtomicU64,
+}
+
+pub(crate) struct Breaker<K> {
+    key: K,
+    config: Arc<Config>,
+    word: AtomicU64,
+    window: Window,
+    consecutive: AtomicU32,
+    /// Consecutive trips without closing, for open-duration growth.
+    trips: AtomicU32,
+    /// For `Open`, when it may probe; for `HalfOpen`, when probing began (nanoseconds since
+    /// `origin`). Valid for the generation in `phase_generation`.
+    phase_at: AtomicU64,
+    phase_generation: AtomicU64,
+    origin: Instant,
+    jitter: Jitter,
+    pub(crate) counters: Counters,
+}
+
+impl<K: fmt::Debug> fmt::Debug for Breaker<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("key", &self.key)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: fmt::Debug> Breaker<K> {
+    pub(crate) fn new(key: K, config: Arc<Config>, seed: u64) -> Self {
+        let origin = Instant::now();
+        Self {
+            window: Window::new(config.window, origin),
+            key,
+            config,
+            word: AtomicU64::new(Word::new(State::Closed, 0, 0, 0).0),
+            consecutive: AtomicU32::new(0),
+            trips: AtomicU32::new(0),
+            phase_at: AtomicU64::new(0),
+            phase_generation: AtomicU64::new(UNPUBLISHED),
+            origin,
+            jitter: Jitter::new(seed),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn key(&self) -> &K {
+        &self.key
+    }
+
+    pub(crate) fn state(&self) -> State {
+        Word(self.word.load(Ordering::Acquire)).state()
+    }
+
+    /// Whether outcomes need the time (slow calls or a time window).
+    pub(crate) fn needs_time(&self) -> bool {
+        self.config.slow_call.is_some() || self.window.needs_time()
+    }
+
+    pub(crate) fn slow_threshold(&self) -> Option<Duration> {
+        self.config.slow_call.map(|(threshold, _)| threshold)
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn totals(&self) -> WindowTotals {
+        self.window.totals(Instant::now())
+    }
+
+    /// Half-open probe permits not yet handed out (0 outside half-open).
+    pub(crate) fn permits_left(&self) -> u32 {
+        let word = Word(self.word.load(Ordering::Acquire));
+        if word.state() == State::HalfOpen {
+            word.permits()
+        } else {
+            0
+        }
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.origin + Duration::from_nanos(nanos)
+    }
+
+    /// The phase instant of `generation`, if it has been published.
+    ///
+    /// Read like a seqlock: the instant counts only if the generation reads the same before
+    /// and after it, so an instant from another generation's phase is never paired with this
+    /// one (the model test `loom_success_and_failure_race_to_one_transition` found that).
+    fn phase(&self, generation: u32) -> Option<u64> {
+        let expected = u64::from(generation);
+        if self.phase_generation.load(Ordering::Acquire) != expected {
+            return None;
+        }
+        let at = self.phase_at.load(Ordering::Acquire);
+        (self.phase_generation.load(Ordering::Acquire) == expected).then_some(at)
+    }
+
+    fn publish_phase(&self, generation: u32, at: u64) {
+        self.phase_generation.store(UNPUBLISHED, Ordering::Release);
+        self.phase_at.store(at, Ordering::Release);
+        self.phase_generation
+            .store(u64::from(generation), Ordering::Release);
+    }
+
+    fn reject(&self, state: State, retry_at: Option<Instant>) -> CircuitOpen {
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        CircuitOpen { state, retry_at }
+    }
+
+    /// Admits a call or refuses it.
+    pub(crate) fn try_acquire(&self) -> Result<Admission, CircuitOpen> {
+        loop {
+            let word = Word(self.word.load(Ordering::Acquire));
+            let generation = word.generation();
+            match word.state() {
+                State::Closed | State::MetricsOnly => {
+                    return Ok(Admission {
+                        generation,
+                        probe: false,
+                        tracked: true,
+                    });
+                }
+                State::Disabled => {
+                    return Ok(Admission {
+                        generation,
+                        probe: false,
+                        tracked: false,
+                    });
+                }
+                State::ForcedOpen => return Err(self.reject(State::ForcedOpen, None)),
+                State::Open => {
+                    let Some(until) = self.phase(generation) else {
+                        return Err(self.reject(State::Open, None));
+                    };
+                    let now = Instant::now();
+                    if self.nanos(now) < until {
+                        return Err(self.reject(State::Open, Some(self.instant(until))));
+                    }
+                    // The open time is over: this call becomes the first probe.
+                    let permits = self.config.half_open_permits - 1;
+                    let next = word.next(State::HalfOpen, permits);
+                    if self.cas(word, next) {
+                        self.publish_phase(next.generation(), self.nanos(now));
+                        self.emit(State::Open, State::HalfOpen, Reason::OpenElapsed, None);
+                        return Ok(Admission {
+                            generation: next.generation(),
+                            probe: true,
+                            tracked: true,
+                        });
+                    }
+                }
+                State::HalfOpen => {
+                    if word.permits() > 0 {
+                        let next = Word(word.0 - (1 << PERMITS_SHIFT));
+                        if self.cas(word, next) {
+                            return Ok(Admission {
+                                generation,
+                                probe: true,
+                                tracked: true,
+                            });
+                        }
+                        continue;
+                    }
+                    let Some(since) = self.phase(generation) else {
+                        return Err(self.reject(State::HalfOpen, None));
+                    };
+                    let max_wait = u64::try_from(self.config.half_open_max_wait.as_nanos())
+                        .unwrap_or(u64::MAX);
+                    let deadline = since.saturating_add(max_wait);
+                    let now = Instant::now();
+                    if self.nanos(now) < deadline {
+                        return Err(self.reject(State::HalfOpen, Some(self.instant(deadline))));
+                    }
+                    // Probes that never finished must not wedge the breaker: reopen.
+                    self.trip(word, now, Reason::HalfOpenTimedOut, None);
+                }
+            }
+        }
+    }
+
+    /// Records a finished (or abandoned) call.
+    pub(crate) fn record(&self, admission: Admission, verdict: Verdict, now: Option<Instant>) {
+        match verdict {
+            Verdict::Success { slow } => {
+                self.counters.successes.fetch_add(1, Ordering::Relaxed);
+                if slow {
+                    self.counters.slow.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Verdict::Failure { slow, .. } => {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                if slow {
+                    self.counters.slow.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Verdict::Ignored => {
+                self.counters.ignored.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !admission.tracked {
+            return;
+        }
+        if admission.probe {
+            self.record_probe(admission.generation, verdict, now);
+        } else {
+            self.record_closed(admission.generation, verdict, now);
+        }
+    }
+
+    fn record_closed(&self, generation: u32, verdict: Verdict, now: Option<Instant>) {
+        let word = Word(self.word.load(Ordering::Acquire));
+        if word.generation() != generation
+            || !matches!(word.state(), State::Closed | State::MetricsOnly)
+        {
+            return;
+        }
+        let (sample, consecutive, open_for) = match verdict {
+            Verdict::Ignored => return,
+            Verdict::Success { slow } => {
+                if self.consecutive.load(Ordering::Relaxed) != 0 {
+                    self.consecutive.store(0, Ordering::Relaxed);
+                }
+                (
+                    Sample {
+                        failure: false,
+                        slow,
+                    },
+                    0,
+                    None,
+                )
+            }
+            Verdict::Failure { slow, open_for } => {
+                let consecutive = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                (
+                    Sample {
+                        failure: true,
+                        slow,
+                    },
+                    consecutive,
+                    open_for,
+                )
+            }
+        };
+        let totals = self.window.record(sample, now);
+        if word.state() == State::MetricsOnly {
+            return;
+        }
+        if let Some(reason) = self.trip_reason(consecutive, totals) {
+            self.trip(word, now.unwrap_or_else(Instant::now), reason, open_for);
+        }
+    }
+
+    fn trip_reason(&self, consecutive: u32, totals: WindowTotals) -> Option<Reason> {
+        let config = &self.config;
+        if config
+            .consecutive_failures
+            .is_some_and(|threshold| consecutive >= threshold)
+        {
+            return Some(Reason::ConsecutiveFailures(consecutive));
+        }
+        if totals.calls < config.minimum_calls {
+            return None;
+        }
+        if let (Some(threshold), Some(rate)) = (config.failure_rate, totals.failure_rate())
+            && rate >= threshold
+        {
+            return Some(Reason::FailureRate(rate));
+        }
+        if let (Some((_, threshold)), Some(rate)) = (config.slow_call, totals.slow_rate())
+            && rate >= threshold
+        {
+            return Some(Reason::SlowCallRate(rate));
+        }
+        None
+    }
+
+    fn record_probe(&self, generation: u32, verdict: Verdict, now: Option<Instant>) {
+        loop {
+            let word = Word(self.word.load(Ordering::Acquire));
+            if word.state() != State::HalfOpen || word.generation() != generation {
+                return;
+            }
+            match verdict {
+                Verdict::Ignored => {
+                    // The probe proved nothing: its permit goes back.
+                    if self.cas(word, Word(word.0 + (1 << PERMITS_SHIFT))) {
+                        return;
+                    }
+                }
+                Verdict::Success { .. } => {
+                    let successes = word.successes() + 1;
+                    if successes >= self.config.half_open_successes {
+                        let next = word.next(State::Closed, 0);
+                        if self.cas(word, next) {
+                            self.clear();
+                            self.emit(
+                                State::HalfOpen,
+                                State::Closed,
+                                Reason::ProbesSucceeded,
+                                None,
+                            );
+                            return;
+                        }
+                    } else if self.cas(word, Word(word.0 + (1 << SUCCESSES_SHIFT))) {
+                        return;
+                    }
+                }
+                Verdict::Failure { open_for, .. } => {
+                    if self.trip(
+                        word,
+                        now.unwrap_or_else(Instant::now),
+                        Reason::ProbeFailed,
+                        open_for,
+                    ) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves from `word` to open. Returns whether this call made the transition.
+    fn trip(&self, word: Word, now: Instant, reason: Reason, hinted: Option<Duration>) -> bool {
+        let trip = self.trips.load(Ordering::Relaxed).saturating_add(1);
+        let open_for = match hinted {
+            Some(hint) if self.config.retry_after_sets_open => hint.min(self.config.open.max()),
+            _ => self.config.open.duration(trip, self.jitter.unit()),
+        };
+        let next = word.next(State::Open, 0);
+        if !self.cas(word, next) {
+            return false;
+        }
+        self.trips.store(trip, Ordering::Relaxed);
+        let open_nanos = u64::try_from(open_for.as_nanos()).unwrap_or(u64::MAX);
+        self.publish_phase(
+            next.generation(),
+            self.nanos(now).saturating_add(open_nanos),
+        );
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.window.reset();
+        self.emit(word.state(), State::Open, reason, Some(open_for));
+        true
+    }
+
+    /// Sets the state through the handle. Closing clears the window and the trip count.
+    pub(crate) fn force(&self, state: State) {
+        loop {
+            let word = Word(self.word.load(Ordering::Acquire));
+            if word.state() == state && state != State::Open {
+                // No transition, but a reset still means a fresh start.
+                if state == State::Closed {
+                    self.clear();
+                }
+                return;
+            }
+            if state == State::Open {
+                if self.trip(word, Instant::now(), Reason::Manual, None) {
+                    return;
+                }
+                continue;
+            }
+            let next = word.next(state, 0);
+            if self.cas(word, next) {
+                if state == State::Closed {
+                    self.clear();
+                }
+                self.emit(word.state(), state, Reason::Manual, None);
+                return;
+            }
+        }
+    }
+
+    /// Forgets the window, the failure streak and the trip count.
+    fn clear(&self) {
+        self.trips.store(0, Ordering::Relaxed);
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.window.reset();
+    }
+
+    fn cas(&self, current: Word, next: Word) -> bool {
+        self.word
+            .compare_exchange(current.0, next.0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn emit(&self, from: State, to: State, reason: Reason, open_for: Option<Duration>) {
+        self.counters.transitions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            key = ?self.key,
+            from = from.as_str(),
+            to = to.as_str(),
+            reason = ?reason,
+            open_for_s = open_for.map(|d| d.as_secs_f64()),
+            "circuit breaker transition"
+        );
+        let transition = Transition {
+            key: &self.key,
+            from,
+            to,
+            reason,
+            open_for,
+        };
+        for listener in &self.config.listeners {
+            listener(&transition);
+        }
+    }
+}
+
+#[cfg(seawall_loom)]
+impl<K: fmt::Debug> Breaker<K> {
+    /// Puts the breaker straight into half-open with its full permits, for the model tests.
+    fn enter_half_open(&self) {
+        let word = Word::new(State::HalfOpen, self.config.half_open_permits, 0, 1);
+        self.word.store(word.0, Ordering::SeqCst);
+        self.publish_phase(1, 0);
+    }
+}
+
+/// Model checks with loom: every interleaving of 2–3 threads over the state word.
+/// Run with `RUSTFLAGS="--cfg seawall_loom" cargo test -p seawall-circuit-breaker --lib --release loom`.
+#[cfg(all(test, seawall_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    fn half_open(permits: u32, successes: u32) -> Arc<Breaker<()>> {
+        let config = Config {
+            half_open_permits: permits,
+            half_open_successes: successes,
+            window: crate::config::Window::Count(2),
+            ..Config::default()
+        };
+        let breaker = Arc::new(Breaker::new((), Arc::new(config), 1));
+        breaker.enter_half_open();
+        breaker
+    }
+
+    /// Three callers race for two permits while one of them cancels its probe: permits are
+    /// never over-granted, and held probes plus free permits always add up to two.
+    #[test]
+    fn loom_permits_are_conserved_under_cancellation() {
+        loom::model(|| {
+            let breaker = half_open(2, 2);
+            let callers: Vec<_> = (0..3)
+                .map(|caller| {
+                    let breaker = Arc::clone(&breaker);
+                    thread::spawn(move || match breaker.try_acquire() {
+                        Ok(admission) if caller == 0 => {
+                            // This caller's request is dropped: its permit goes back.
+                            breaker.record(admission, Verdict::Ignored, None);
+                            None
+                        }
+                        Ok(admission) => Some(admission),
+                        Err(_) => None,
+                    })
+                })
+                .collect();
+            let held = callers
+                .into_iter()
+                .filter_map(|caller| caller.join().unwrap())
+                .count() as u32;
+            assert!(held <= 2);
+            assert_eq!(held + breaker.permits_left(), 2);
+            assert_eq!(breaker.state(), State::HalfOpen);
+        });
+    }
+
+    /// Two probes succeed at once: the breaker closes exactly once.
+    #[test]
+    fn loom_concurrent_successes_close_exactly_once() {
+        loom::model(|| {
+            let breaker = half_open(2, 2);
+            let probes: Vec<_> = (0..2)
+                .map(|_| {
+                    let breaker = Arc::clone(&breaker);
+                    thread::spawn(move || {
+                        let admission = breaker.try_acquire().expect("two permits for two probes");
+                        breaker.record(admission, Verdict::Success { slow: false }, None);
+                    })
+                })
+                .collect();
+            for probe in probes {
+                probe.join().unwrap();
+            }
+            assert_eq!(breaker.state(), State::Closed);
+            assert_eq!(breaker.counters.transitions.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    /// A success and a failure race: exactly one transition wins, and the loser's outcome
+    /// is dropped rather than applied to the next generation.
+    #[test]
+    fn loom_success_and_failure_race_to_one_transition() {
+        loom::model(|| {
+            let breaker = half_open(2, 1);
+            let outcomes = [
+                Verdict::Success { slow: false },
+                Verdict::Failure {
+                    slow: false,
+                    open_for: Some(Duration::from_secs(1)),
+                },
+            ];
+            let probes: Vec<_> = outcomes
+                .into_iter()
+                .map(|verdict| {
+                    let breaker = Arc::clone(&breaker);
+                    thread::spawn(move || {
+                        if let Ok(admission) = breaker.try_acquire() {
+                            breaker.record(admission, verdict, None);
+                        }
+                    })
+                })
+                .collect();
+            for probe in probes {
+                probe.join().unwrap();
+            }
+            assert!(matches!(breaker.state(), State::Closed | State::Open));
+            assert_eq!(breaker.counters.transitions.load(Ordering::SeqCst), 1);
+        });
+    }
+}

@@ -1,0 +1,159 @@
+//! The [`CircuitBreaker`] service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use seawall_core::{Classify, KeyExtractor, KeyedMap};
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::breaker::{Admission, Breaker};
+use crate::config::Config;
+use crate::error::{BreakerError, CircuitOpen};
+use crate::future::{CallGuard, ResponseFuture};
+use crate::sync::{AtomicU64, Ordering};
+
+/// The breakers of one layer: a single one, or one per key.
+pub(crate) enum Breakers<K> {
+    Single(Arc<Breaker<K>>),
+    Keyed {
+        map: KeyedMap<K, Breaker<K>>,
+        config: Arc<Config>,
+        seed: AtomicU64,
+    },
+}
+
+impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> fmt::Debug for Breakers<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Breakers::Single(breaker) => f.debug_tuple("Single").field(breaker).finish(),
+            Breakers::Keyed { map, .. } => f.debug_struct("Keyed").field("map", map).finish(),
+        }
+    }
+}
+
+impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
+    /// The breaker for `key`, created if new.
+    pub(crate) fn breaker(&self, key: &K) -> Arc<Breaker<K>> {
+        match self {
+            Breakers::Single(breaker) => Arc::clone(breaker),
+            Breakers::Keyed { map, config, seed } => {
+                map.get_or_insert_with(key, Instant::now(), || {
+                    let seed = seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+                    Breaker::new(key.clone(), Arc::clone(config), seed)
+                })
+            }
+        }
+    }
+
+    /// Admits a call for the request's key, or refuses it without touching the inner service.
+    fn acquire<X, B>(
+        &self,
+        extractor: &X,
+        request: &Request<B>,
+    ) -> Result<(Arc<Breaker<K>>, Admission), CircuitOpen>
+    where
+        X: KeyExtractor<Key = K>,
+    {
+        match self {
+            // The single breaker is checked before its Arc is cloned, so a refusal costs
+            // one atomic load.
+            Breakers::Single(breaker) => {
+                let admission = breaker.try_acquire()?;
+                Ok((Arc::clone(breaker), admission))
+            }
+            Breakers::Keyed { .. } => {
+                let breaker = self.breaker(&extractor.extract_from(request));
+                let admission = breaker.try_acquire()?;
+                Ok((breaker, admission))
+            }
+        }
+    }
+}
+
+/// A service that stops calling an upstream that is failing. See the [crate docs](crate).
+pub struct CircuitBreaker<S, C, X: KeyExtractor> {
+    inner: S,
+    classifier: C,
+    extractor: X,
+    breakers: Arc<Breakers<X::Key>>,
+}
+
+impl<S: fmt::Debug, C, X: KeyExtractor> fmt::Debug for CircuitBreaker<S, C, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("breakers", &self.breakers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone, C: Clone, X: KeyExtractor + Clone> Clone for CircuitBreaker<S, C, X> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            classifier: self.classifier.clone(),
+            extractor: self.extractor.clone(),
+            breakers: Arc::clone(&self.breakers),
+        }
+    }
+}
+
+impl<S, C, X: KeyExtractor> CircuitBreaker<S, C, X> {
+    pub(crate) fn new(
+        inner: S,
+        classifier: C,
+        extractor: X,
+        breakers: Arc<Breakers<X::Key>>,
+    ) -> Self {
+        Self {
+            inner,
+            classifier,
+            extractor,
+            breakers,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// A handle on this service's breakers.
+    pub fn handle(&self) -> crate::CircuitBreakerHandle<X::Key> {
+        crate::CircuitBreakerHandle::new(Arc::clone(&self.breakers))
+    }
+}
+
+impl<S, C, X, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreaker<S, C, X>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C: Classify<Response<ResBody>, S::Error> + Clone,
+    X: KeyExtractor,
+{
+    type Response = Response<ResBody>;
+    type Error = BreakerError<S::Error>;
+    type Future = ResponseFuture<S::Future, C, X::Key>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(BreakerError::Inner)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match self.breakers.acquire(&self.extractor, &request) {
+            Err(open) => ResponseFuture::rejected(open),
+            Ok((breaker, admission)) => {
+                let started = breaker.needs_time().then(Instant::now);
+                let guard = CallGuard::new(breaker, admission, started, self.classifier.clone());
+                ResponseFuture::called(self.inner.call(request), guard)
+            }
+        }
+    }
+}

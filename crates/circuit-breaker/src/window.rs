@@ -1,0 +1,323 @@
+//! Sliding windows of recent call outcomes, O(1) per call and lock-free.
+//!
+//! The count window is a ring of the last `n` outcomes with running totals: each call swaps
+//! its outcome into the next slot and adjusts the totals by the difference from the outcome
+//! it displaced, so the window truly slides one call at a time. The time window keeps one
+//! bucket per slice of time; the first call of a new slice expires the slices that fell out
+//! of the window (at most once per slice, so amortised O(1)).
+
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Window as WindowConfig;
+
+/// What one call contributes to a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sample {
+    pub(crate) failure: bool,
+    pub(crate) slow: bool,
+}
+
+impl Sample {
+    const RECORDED: u8 = 1;
+    const FAILURE: u8 = 2;
+    const SLOW: u8 = 4;
+
+    fn bits(self) -> u8 {
+        Self::RECORDED
+            | if self.failure { Self::FAILURE } else { 0 }
+            | if self.slow { Self::SLOW } else { 0 }
+    }
+}
+
+/// The totals over the window after a call was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowTotals {
+    /// Calls in the window.
+    pub calls: u32,
+    /// Failed calls in the window.
+    pub failures: u32,
+    /// Slow calls in the window (failed or not).
+    pub slow: u32,
+}
+
+impl WindowTotals {
+    /// The failure rate in percent, or `None` with no calls.
+    pub fn failure_rate(&self) -> Option<f64> {
+        percent(self.failures, self.calls)
+    }
+
+    /// The slow-call rate in percent, or `None` with no calls.
+    pub fn slow_rate(&self) -> Option<f64> {
+        percent(self.slow, self.calls)
+    }
+}
+
+fn percent(part: u32, whole: u32) -> Option<f64> {
+    (whole > 0).then(|| f64::from(part) * 100.0 / f64::from(whole))
+}
+
+#[derive(Debug)]
+pub(crate) enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl Window {
+    pub(crate) fn new(config: WindowConfig, origin: Instant) -> Self {
+        match config {
+            WindowConfig::Count(n) => Window::Count(CountWindow::new(n)),
+            WindowConfig::Time { duration, buckets } => {
+                Window::Time(TimeWindow::new(duration, buckets, origin))
+            }
+        }
+    }
+
+    /// Whether recording needs the current time.
+    pub(crate) fn needs_time(&self) -> bool {
+        matches!(self, Window::Time(_))
+    }
+
+    pub(crate) fn record(&self, sample: Sample, now: Option<Instant>) -> WindowTotals {
+        match self {
+            Window::Count(window) => window.record(sample),
+            Window::Time(window) => window.record(sample, now.unwrap_or_else(Instant::now)),
+        }
+    }
+
+    pub(crate) fn totals(&self, now: Instant) -> WindowTotals {
+        match self {
+            Window::Count(window) => window.totals(),
+            Window::Time(window) => {
+                window.advance(window.epoch_of(now));
+                window.totals()
+            }
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        match self {
+            Window::Count(window) => window.reset(),
+            Window::Time(window) => window.reset(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    next: AtomicU64,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+impl CountWindow {
+    fn new(size: u32) -> Self {
+        Self {
+            slots: (0..size.max(1)).map(|_| AtomicU8::new(0)).collect(),
+            next: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            slow: AtomicU32::new(0),
+        }
+    }
+
+    fn record(&self, sample: Sample) -> WindowTotals {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        let len = self.slots.len() as u64;
+        let bits = sample.bits();
+        let old = self.slots[(index % len) as usize].swap(bits, Ordering::AcqRel);
+        adjust(&self.failures, old, bits, Sample::FAILURE);
+        adjust(&self.slow, old, bits, Sample::SLOW);
+        WindowTotals {
+            calls: u32::try_from((index + 1).min(len)).unwrap_or(u32::MAX),
+            failures: self.failures.load(Ordering::Relaxed),
+            slow: self.slow.load(Ordering::Relaxed),
+        }
+    }
+
+    fn totals(&self) -> WindowTotals {
+        let len = self.slots.len() as u64;
+        WindowTotals {
+            calls: u32::try_from(self.next.load(Ordering::Relaxed).min(len)).unwrap_or(u32::MAX),
+            failures: self.failures.load(Ordering::Relaxed),
+            slow: self.slow.load(Ordering::Relaxed),
+        }
+    }
+
+    fn reset(&self) {
+        for slot in self.slots.iter() {
+            let old = slot.swap(0, Ordering::AcqRel);
+            adjust(&self.failures, old, 0, Sample::FAILURE);
+            adjust(&self.slow, old, 0, Sample::SLOW);
+        }
+        self.next.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Moves `counter` by the change of `flag` between the displaced and the new bits. Each
+/// displaced value is seen by exactly one swap, so the totals always equal the slots.
+fn adjust(counter: &AtomicU32, old: u8, new: u8, flag: u8) {
+    match (old & flag != 0, new & flag != 0) {
+        (false, true) => {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        (true, false) => {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    calls: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    buckets: Box<[Bucket]>,
+    bucket_nanos: u64,
+    origin: Instant,
+    /// The newest slice that has been expired into; slices are numbered from `origin`.
+    current: AtomicU64,
+    calls: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+impl TimeWindow {
+    fn new(duration: Duration, buckets: u32, origin: Instant) -> Self {
+        let count = buckets.max(1);
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            buckets: (0..count)
+                .map(|_| Bucket {
+                    calls: AtomicU32::new(0),
+                    failures: AtomicU32::new(0),
+                    slow: AtomicU32::new(0),
+                })
+                .collect(),
+            bucket_nanos: (nanos / u64::from(count)).max(1),
+            origin,
+            current: AtomicU64::new(0),
+            calls: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            slow: AtomicU32::new(0),
+        }
+    }
+
+    fn epoch_of(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX) / self.bucket_nanos
+    }
+
+    /// Expires the slices that left the window on the way to `epoch`. One caller wins the
+    /// move; the others go on recording at once.
+    fn advance(&self, epoch: u64) {
+        let current = self.current.load(Ordering::Acquire);
+        if epoch <= current
+            || self
+                .current
+                .compare_exchange(current, epoch, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        let len = self.buckets.len() as u64;
+        let first = current + 1;
+        let first = first.max(epoch.saturating_sub(len - 1));
+        for slice in first..=epoch {
+            let bucket = &self.buckets[(slice % len) as usize];
+            self.calls
+                .fetch_sub(bucket.calls.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+            self.failures
+                .fetch_sub(bucket.failures.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+            self.slow
+                .fetch_sub(bucket.slow.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+        }
+    }
+
+    fn record(&self, sample: Sample, now: Instant) -> WindowTotals {
+        let epoch = self.epoch_of(now);
+        self.advance(epoch);
+        let bucket = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
+        bucket.calls.fetch_add(1, Ordering::AcqRel);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if sample.failure {
+            bucket.failures.fetch_add(1, Ordering::AcqRel);
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if sample.slow {
+            bucket.slow.fetch_add(1, Ordering::AcqRel);
+            self.slow.fetch_add(1, Ordering::Relaxed);
+        }
+        self.totals()
+    }
+
+    fn totals(&self) -> WindowTotals {
+        WindowTotals {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            slow: self.slow.load(Ordering::Relaxed),
+        }
+    }
+
+    fn reset(&self) {
+        for bucket in self.buckets.iter() {
+            self.calls
+                .fetch_sub(bucket.calls.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+            self.failures
+                .fetch_sub(bucket.failures.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+            self.slow
+                .fetch_sub(bucket.slow.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: Sample = Sample {
+        failure: false,
+        slow: false,
+    };
+    const FAIL: Sample = Sample {
+        failure: true,
+        slow: false,
+    };
+
+    #[test]
+    fn count_window_slides_one_call_at_a_time() {
+        let window = CountWindow::new(4);
+        let expected_failures = [1, 2, 2, 2, 1, 0, 1];
+        let samples = [FAIL, FAIL, OK, OK, OK, OK, FAIL];
+        for (i, (sample, failures)) in samples.iter().zip(expected_failures).enumerate() {
+            let totals = window.record(*sample);
+            assert_eq!(totals.failures, failures, "after call {}", i + 1);
+            assert_eq!(totals.calls, (i as u32 + 1).min(4));
+        }
+        window.reset();
+        assert_eq!(window.totals(), WindowTotals::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_window_expires_old_slices() {
+        let origin = Instant::now();
+        let window = TimeWindow::new(Duration::from_secs(10), 10, origin);
+        let at = |s: u64| origin + Duration::from_secs(s);
+        window.record(FAIL, at(0));
+        window.record(OK, at(5));
+        assert_eq!(window.record(FAIL, at(9)).calls, 3);
+        // At 10 s the slice of second 0 leaves the window.
+        let totals = window.record(OK, at(10));
+        assert_eq!((totals.calls, totals.failures), (3, 1));
+        // A long silence empties it.
+        let totals = window.record(OK, at(100));
+        assert_eq!((totals.calls, totals.failures), (1, 0));
+    }
+}

@@ -1,0 +1,253 @@
+//! Probes that are cancelled or hang, per-host isolation, and configuration errors.
+
+mod support;
+
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use seawall_circuit_breaker::{CircuitBreakerLayer, Reason, State};
+use support::*;
+use tokio::time::{Instant, advance};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_probe_gives_its_permit_back() {
+    let layer = single()
+        .consecutive_failures(1)
+        .open_duration(secs(5))
+        .half_open_permits(1)
+        .half_open_successes(1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut service = ServiceBuilder::new().layer(layer).service(upstream());
+    send(&service, Script::Status(500)).await.unwrap();
+    advance(secs(5)).await;
+
+    // The only probe starts, is polled once, and is dropped by its caller.
+    let mut probe = Box::pin(
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(request(Script::After(secs(1), 200))),
+    );
+    assert!(matches!(
+        probe.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Pending
+    ));
+    assert_eq!(handle.state(&()), State::HalfOpen);
+    assert_eq!(handle.stats()[0].probe_permits_left, 0);
+    assert!(
+        send(&service, Script::Status(200)).await.is_err(),
+        "no permit left"
+    );
+    drop(probe);
+    assert_eq!(handle.stats()[0].probe_permits_left, 1, "permit returned");
+
+    // The returned permit admits the next probe, which closes the breaker.
+    assert_eq!(send(&service, Script::Status(200)).await.unwrap(), 200);
+    assert_eq!(handle.state(&()), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_probe_is_released_after_the_max_wait() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .consecutive_failures(1)
+        .open_duration(secs(5))
+        .half_open_permits(1)
+        .half_open_successes(1)
+        .half_open_max_wait(secs(30))
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    send(&service, Script::Status(500)).await.unwrap();
+    advance(secs(5)).await;
+    let probing_since = Instant::now();
+    let hung = tokio::spawn(service.clone().oneshot(request(Script::Hang)));
+    tokio::task::yield_now().await;
+    assert_eq!(handle.state(&()), State::HalfOpen);
+
+    advance(secs(29)).await;
+    let refusal = send(&service, Script::Status(200)).await.unwrap_err();
+    let open = refusal.as_open().unwrap();
+    assert_eq!(open.state(), State::HalfOpen);
+    assert_eq!(open.retry_at(), Some(probing_since + secs(30)));
+
+    advance(secs(1)).await;
+    // Past the max wait the breaker reopens instead of waiting on the hung probe forever.
+    let refusal = send(&service, Script::Status(200)).await.unwrap_err();
+    assert_eq!(refusal.as_open().unwrap().state(), State::Open);
+    advance(secs(5)).await;
+    assert_eq!(send(&service, Script::Status(200)).await.unwrap(), 200);
+    assert_eq!(handle.state(&()), State::Closed);
+    let reasons: Vec<Reason> = take(&events).into_iter().map(|(_, _, r)| r).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            Reason::ConsecutiveFailures(1),
+            Reason::OpenElapsed,
+            Reason::HalfOpenTimedOut,
+            Reason::OpenElapsed,
+            Reason::ProbesSucceeded,
+        ]
+    );
+    // The hung call is still the caller's to cancel; dropping it changes nothing now.
+    hung.abort();
+    let _ = hung.await;
+    assert_eq!(handle.state(&()), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn host_a_open_does_not_affect_host_b() {
+    let layer = CircuitBreakerLayer::builder()
+        .per_host()
+        .consecutive_failures(3)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    for _ in 0..3 {
+        service
+            .clone()
+            .oneshot(request_to("a.example", Script::Status(502)))
+            .await
+            .unwrap();
+    }
+    for _ in 0..10 {
+        let response = service
+            .clone()
+            .oneshot(request_to("b.example", Script::Status(200)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let refused = service
+        .clone()
+        .oneshot(request_to("a.example:80", Script::Status(200)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.as_open().unwrap().state(), State::Open);
+    assert_eq!(handle.state(&host("a.example")), State::Open);
+    assert_eq!(handle.state(&host("b.example")), State::Closed);
+    assert_eq!(handle.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_host_breakers_stay_within_max_keys() {
+    let layer = CircuitBreakerLayer::builder()
+        .per_host()
+        .max_keys(50)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    for i in 0..1_000 {
+        service
+            .clone()
+            .oneshot(request_to(&format!("h{i}.example"), Script::Status(200)))
+            .await
+            .unwrap();
+        assert!(handle.len() <= 50);
+    }
+}
+
+#[test]
+fn every_invalid_config_names_its_field() {
+    let s = secs;
+    let b = || CircuitBreakerLayer::builder();
+    let cases = [
+        (
+            b().consecutive_failures(0).build().map(drop),
+            "consecutive_failures",
+        ),
+        (b().failure_rate(0.0).build().map(drop), "failure_rate"),
+        (b().failure_rate(100.5).build().map(drop), "failure_rate"),
+        (b().failure_rate(f64::NAN).build().map(drop), "failure_rate"),
+        (
+            b().slow_calls(Duration::ZERO, 50.0).build().map(drop),
+            "slow_call_duration",
+        ),
+        (
+            b().slow_calls(s(1), -1.0).build().map(drop),
+            "slow_call_rate",
+        ),
+        (b().count_window(0).build().map(drop), "window"),
+        (b().count_window(10_001).build().map(drop), "window"),
+        (
+            b().time_window(Duration::from_millis(10), 10)
+                .build()
+                .map(drop),
+            "window",
+        ),
+        (
+            b().time_window(s(10), 1).build().map(drop),
+            "window_buckets",
+        ),
+        (
+            b().count_window(10).minimum_calls(11).build().map(drop),
+            "minimum_calls",
+        ),
+        (b().minimum_calls(0).build().map(drop), "minimum_calls"),
+        (
+            b().no_consecutive_failures()
+                .no_failure_rate()
+                .build()
+                .map(drop),
+            "consecutive_failures",
+        ),
+        (
+            b().open_duration(Duration::ZERO).build().map(drop),
+            "open_duration",
+        ),
+        (
+            b().open_backoff(s(10), s(1), 2.0, 0.1).build().map(drop),
+            "max_open_duration",
+        ),
+        (
+            b().open_backoff(s(1), s(10), 0.0, 0.1).build().map(drop),
+            "open_multiplier",
+        ),
+        (
+            b().open_backoff(s(1), s(10), 2.0, 1.5).build().map(drop),
+            "open_jitter",
+        ),
+        (
+            b().half_open_permits(0).build().map(drop),
+            "half_open_permits",
+        ),
+        (
+            b().half_open_permits(1_001).build().map(drop),
+            "half_open_permits",
+        ),
+        (
+            b().half_open_permits(2)
+                .half_open_successes(3)
+                .build()
+                .map(drop),
+            "half_open_successes",
+        ),
+        (
+            b().half_open_max_wait(Duration::ZERO).build().map(drop),
+            "half_open_max_wait",
+        ),
+        (b().per_host().max_keys(0).build().map(drop), "max_keys"),
+        (
+            b().per_host().idle_after(Duration::ZERO).build().map(drop),
+            "idle_after",
+        ),
+    ];
+    for (result, field) in cases {
+        let error = result.expect_err(field);
+        assert_eq!(error.field(), field, "{error}");
+        assert!(error.to_string().contains(field));
+    }
+}

@@ -1,0 +1,431 @@
+//! State-machine scenarios in the style of Resilience4j's suite: the window's figures after
+//! every call, every transition and its reason exactly once, on paused time.
+
+mod support;
+
+use std::io;
+use std::time::Duration;
+
+use seawall_circuit_breaker::{BreakerError, CircuitBreakerLayer, Reason, State};
+use support::*;
+use tokio::time::{Instant, advance};
+use tower::ServiceBuilder;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_after_each_call_and_minimum_calls() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .no_consecutive_failures()
+        .failure_rate(50.0)
+        .count_window(10)
+        .minimum_calls(5)
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+
+    // (answer, calls, failures, failure rate) after each call; below 5 calls nothing trips
+    // even at 100 % failures.
+    let steps = [
+        (500, 1, 1, 100.0),
+        (502, 2, 2, 100.0),
+        (200, 3, 2, 66.666),
+        (404, 4, 2, 50.0),
+    ];
+    for (status, calls, failures, rate) in steps {
+        assert_eq!(
+            send(&service, Script::Status(status)).await.unwrap(),
+            status
+        );
+        let stats = &handle.stats()[0];
+        assert_eq!(
+            (stats.window.calls, stats.window.failures),
+            (calls, failures)
+        );
+        let measured = stats.window.failure_rate().unwrap();
+        assert!((measured - rate).abs() < 0.01, "rate {measured} != {rate}");
+        assert_eq!(stats.state, State::Closed, "not enough calls yet");
+    }
+    // The fifth call, a connect error, makes 3 of 5: 60 % >= 50 %.
+    let error = send(&service, Script::Error(io::ErrorKind::ConnectionRefused)).await;
+    assert!(matches!(error, Err(BreakerError::Inner(_))));
+    assert_eq!(handle.state(&()), State::Open);
+    assert_eq!(
+        take(&events),
+        vec![(State::Closed, State::Open, Reason::FailureRate(60.0))]
+    );
+    let stats = &handle.stats()[0];
+    assert_eq!(
+        (stats.successes, stats.failures, stats.transitions),
+        (2, 3, 1)
+    );
+    // The window starts afresh after the trip.
+    assert_eq!(stats.window.calls, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn count_window_truly_slides() {
+    let layer = single()
+        .no_consecutive_failures()
+        .failure_rate(50.0)
+        .count_window(100)
+        .minimum_calls(100)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    for _ in 0..1_000 {
+        send(&service, Script::Status(200)).await.unwrap();
+    }
+    for failure in 1..=50 {
+        send(&service, Script::Status(500)).await.unwrap();
+        let expected = if failure < 50 {
+            State::Closed
+        } else {
+            State::Open
+        };
+        assert_eq!(handle.state(&()), expected, "after {failure} failures");
+        if failure < 50 {
+            assert_eq!(handle.stats()[0].window.failures, failure);
+            assert_eq!(handle.stats()[0].window.calls, 100);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_reset_on_success() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .consecutive_failures(3)
+        .no_failure_rate()
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    for status in [500, 500, 200, 500, 500] {
+        send(&service, Script::Status(status)).await.unwrap();
+        assert_eq!(handle.state(&()), State::Closed);
+    }
+    send(&service, Script::Error(io::ErrorKind::TimedOut))
+        .await
+        .unwrap_err();
+    assert_eq!(handle.state(&()), State::Open);
+    assert_eq!(
+        take(&events),
+        vec![(State::Closed, State::Open, Reason::ConsecutiveFailures(3))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_permits_and_success_threshold() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .consecutive_failures(1)
+        .open_duration(secs(10))
+        .half_open_permits(3)
+        .half_open_successes(2)
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+
+    send(&service, Script::Status(500)).await.unwrap();
+    let tripped_at = Instant::now();
+    let refusal = send(&service, Script::Status(200)).await.unwrap_err();
+    let open = *refusal.as_open().unwrap();
+    assert_eq!(open.state(), State::Open);
+    assert_eq!(open.retry_at(), Some(tripped_at + secs(10)));
+    advance(secs(10)).await;
+
+    // Exactly three probes are let through, each answering after 1 s.
+    let probes: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(send_owned(service.clone(), Script::After(secs(1), 200))))
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(handle.state(&()), State::HalfOpen);
+    assert_eq!(handle.stats()[0].probe_permits_left, 0);
+    let refusal = send(&service, Script::Status(200)).await.unwrap_err();
+    assert_eq!(refusal.as_open().unwrap().state(), State::HalfOpen);
+
+    advance(secs(1)).await;
+    for probe in probes {
+        assert_eq!(probe.await.unwrap().unwrap(), 200);
+    }
+    // Two successes closed it; the third probe's outcome arrived late and was ignored.
+    assert_eq!(handle.state(&()), State::Closed);
+    assert_eq!(
+        take(&events),
+        vec![
+            (State::Closed, State::Open, Reason::ConsecutiveFailures(1)),
+            (State::Open, State::HalfOpen, Reason::OpenElapsed),
+            (State::HalfOpen, State::Closed, Reason::ProbesSucceeded),
+        ]
+    );
+    assert_eq!(handle.stats()[0].rejected, 2);
+}
+
+async fn send_owned<S>(service: S, script: Script) -> Result<u16, BreakerError<io::Error>>
+where
+    S: tower::Service<
+            http::Request<Script>,
+            Response = http::Response<()>,
+            Error = BreakerError<io::Error>,
+        > + Clone,
+{
+    send(&service, script).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_failure_reopens_for_longer() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .consecutive_failures(1)
+        .open_backoff(secs(10), secs(60), 2.0, 0.0)
+        .half_open_permits(1)
+        .half_open_successes(1)
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    send(&service, Script::Status(503)).await.unwrap();
+    // 10, 20, 40, then capped at 60.
+    for open_for in [10, 20, 40, 60, 60] {
+        let refusal = send(&service, Script::Status(200)).await.unwrap_err();
+        assert_eq!(
+            refusal.as_open().unwrap().retry_at(),
+            Some(Instant::now() + secs(open_for))
+        );
+        advance(secs(open_for)).await;
+        send(&service, Script::Status(500)).await.unwrap();
+        assert_eq!(handle.state(&()), State::Open);
+    }
+    let transitions = take(&events);
+    assert_eq!(transitions.len(), 1 + 2 * 5);
+    assert_eq!(
+        transitions[1..3],
+        [
+            (State::Open, State::HalfOpen, Reason::OpenElapsed),
+            (State::HalfOpen, State::Open, Reason::ProbeFailed),
+        ]
+    );
+    // A success closes and resets the growth.
+    advance(secs(60)).await;
+    send(&service, Script::Status(200)).await.unwrap();
+    assert_eq!(handle.state(&()), State::Closed);
+    send(&service, Script::Status(500)).await.unwrap();
+    let refusal = send(&service, Script::Status(200)).await.unwrap_err();
+    assert_eq!(
+        refusal.as_open().unwrap().retry_at(),
+        Some(Instant::now() + secs(10))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn forced_disabled_and_metrics_only_modes() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .consecutive_failures(2)
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+
+    handle.force_open(&());
+    let refusal = send(&service, Script::Status(200)).await.unwrap_err();
+    let open = refusal.as_open().unwrap();
+    assert_eq!((open.state(), open.retry_at()), (State::ForcedOpen, None));
+    advance(secs(3_600)).await;
+    assert!(
+        send(&service, Script::Status(200)).await.is_err(),
+        "stays forced open"
+    );
+
+    handle.disable(&());
+    for _ in 0..5 {
+        send(&service, Script::Status(500)).await.unwrap();
+    }
+    assert_eq!(handle.state(&()), State::Disabled);
+    assert_eq!(
+        handle.stats()[0].window.calls,
+        0,
+        "disabled records nothing"
+    );
+
+    handle.metrics_only(&());
+    for _ in 0..5 {
+        send(&service, Script::Status(500)).await.unwrap();
+    }
+    assert_eq!(handle.state(&()), State::MetricsOnly);
+    assert_eq!(
+        handle.stats()[0].window.failures,
+        5,
+        "recorded, never opened"
+    );
+
+    handle.reset(&());
+    handle.reset(&());
+    assert_eq!(handle.state(&()), State::Closed);
+    assert_eq!(handle.stats()[0].window.calls, 0);
+    assert_eq!(
+        take(&events),
+        vec![
+            (State::Closed, State::ForcedOpen, Reason::Manual),
+            (State::ForcedOpen, State::Disabled, Reason::Manual),
+            (State::Disabled, State::MetricsOnly, Reason::Manual),
+            (State::MetricsOnly, State::Closed, Reason::Manual),
+        ],
+        "each once; resetting a closed breaker is no transition"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_duration_growth_stays_in_bounds_over_20_trips() {
+    let layer = CircuitBreakerLayer::builder()
+        .jitter_seed(42)
+        .consecutive_failures(1)
+        .open_backoff(secs(1), secs(120), 2.0, 0.5)
+        .half_open_permits(1)
+        .half_open_successes(1)
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    let backoff =
+        seawall_circuit_breaker::OpenBackoff::exponential(secs(1), secs(120), 2.0, 0.5).unwrap();
+    send(&service, Script::Status(500)).await.unwrap();
+    let mut seen = Vec::new();
+    for trip in 1..=20 {
+        let refusal = send(&service, Script::Status(200)).await.unwrap_err();
+        let open_for = refusal.as_open().unwrap().retry_at().unwrap() - Instant::now();
+        assert!(
+            backoff.floor(trip) <= open_for && open_for <= backoff.ceiling(trip),
+            "trip {trip}: {open_for:?} outside {:?}..={:?}",
+            backoff.floor(trip),
+            backoff.ceiling(trip)
+        );
+        assert!(open_for <= secs(120));
+        seen.push(open_for);
+        advance(open_for).await;
+        send(&service, Script::Status(500)).await.unwrap();
+    }
+    // Jitter is applied: the capped trips do not all get the same duration.
+    seen.sort();
+    seen.dedup();
+    assert!(seen.len() > 15, "{} distinct durations", seen.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_on_503_sets_the_open_duration() {
+    let layer = single()
+        .consecutive_failures(1)
+        .open_duration(secs(60))
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    let answer = Script::WithHeaders(503, vec![("retry-after", "7")]);
+    assert_eq!(send(&service, answer).await.unwrap(), 503);
+    let refusal = send(&service, Script::Status(200)).await.unwrap_err();
+    assert_eq!(
+        refusal.as_open().unwrap().retry_at(),
+        Some(Instant::now() + secs(7))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_is_ignored_unless_configured() {
+    let layer = single().consecutive_failures(2).build().unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    for _ in 0..10 {
+        send(&service, Script::Status(429)).await.unwrap();
+    }
+    assert_eq!(handle.state(&()), State::Closed);
+    assert_eq!(handle.stats()[0].ignored, 10);
+
+    let layer = single()
+        .consecutive_failures(2)
+        .throttled_is_failure(true)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    send(&service, Script::Status(429)).await.unwrap();
+    send(&service, Script::Status(429)).await.unwrap();
+    assert_eq!(handle.state(&()), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_trip_and_exclude_queue_wait() {
+    let layer = single()
+        .no_consecutive_failures()
+        .no_failure_rate()
+        .slow_calls(secs(1), 50.0)
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    // An upstream answering after 2 s, of which 1.5 s were spent in a rate limiter's queue.
+    let queued = tower::service_fn(|_req: http::Request<()>| async {
+        tokio::time::sleep(secs(2)).await;
+        let mut response = http::Response::new(());
+        response
+            .extensions_mut()
+            .insert(seawall_core::QueueWait(Duration::from_millis(1_500)));
+        Ok::<_, io::Error>(response)
+    });
+    let service = ServiceBuilder::new().layer(layer.clone()).service(queued);
+    for _ in 0..2 {
+        tower::ServiceExt::oneshot(service.clone(), http::Request::new(()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        handle.stats()[0].window.slow,
+        0,
+        "0.5 s upstream time is not slow"
+    );
+    assert_eq!(handle.state(&()), State::Closed);
+
+    // Without a queue wait, 2 s is slow.
+    handle.reset(&());
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    send(&service, Script::After(secs(2), 200)).await.unwrap();
+    assert_eq!(handle.stats()[0].window.slow, 1);
+    assert_eq!(handle.state(&()), State::Closed, "below minimum calls");
+    send(&service, Script::After(secs(2), 200)).await.unwrap();
+    assert_eq!(handle.state(&()), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_forgets_old_failures() {
+    let layer = single()
+        .no_consecutive_failures()
+        .failure_rate(50.0)
+        .time_window(secs(10), 10)
+        .minimum_calls(4)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    for _ in 0..3 {
+        send(&service, Script::Status(500)).await.unwrap();
+    }
+    advance(secs(10)).await;
+    // The three failures left the window: 1 failure of 4 calls is 25 %.
+    send(&service, Script::Status(500)).await.unwrap();
+    for _ in 0..3 {
+        send(&service, Script::Status(200)).await.unwrap();
+    }
+    let stats = &handle.stats()[0];
+    assert_eq!((stats.window.calls, stats.window.failures), (4, 1));
+    assert_eq!(stats.state, State::Closed);
+}
