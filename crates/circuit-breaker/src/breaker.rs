@@ -84,11 +84,16 @@ pub(crate) enum Verdict {
     Ignored,
 }
 
-/// Calls and transitions seen by one breaker, for the metrics layer.
+/// Calls and transitions seen by one breaker, for the metrics layer. Successes of the
+/// closed path are not counted here but derived from the window's lifetime count, so that a
+/// successful call costs no counter update.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) successes: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// Failures recorded into the window (part of its lifetime count).
+    window_failures: AtomicU64,
+    /// Successes outside the window: probes, and calls while disabled.
+    other_successes: AtomicU64,
     pub(crate) slow: AtomicU64,
     pub(crate) ignored: AtomicU64,
     pub(crate) rejected: AtomicU64,
@@ -279,32 +284,70 @@ impl<K: fmt::Debug> Breaker<K> {
         }
     }
 
+    /// Calls that succeeded, over the breaker's life.
+    pub(crate) fn successes(&self) -> u64 {
+        let c = &self.counters;
+        (self.window.recorded())
+            .saturating_sub(c.window_failures.load(Ordering::Relaxed))
+            .saturating_add(c.other_successes.load(Ordering::Relaxed))
+    }
+
     /// Records a finished (or abandoned) call.
     pub(crate) fn record(&self, admission: Admission, verdict: Verdict, now: Option<Instant>) {
-        match verdict {
-            Verdict::Success { slow } => {
-                self.counters.successes.fetch_add(1, Ordering::Relaxed);
-                if slow {
-                    self.counters.slow.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Verdict::Failure { slow, .. } => {
-                self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                if slow {
-                    self.counters.slow.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Verdict::Ignored => {
-                self.counters.ignored.fetch_add(1, Ordering::Relaxed);
-            }
+        if verdict == (Verdict::Success { slow: false }) && admission.tracked && !admission.probe {
+            return self.record_closed_success(admission.generation, now);
         }
-        if !admission.tracked {
+        let counters = &self.counters;
+        match verdict {
+            Verdict::Success { slow: true } | Verdict::Failure { slow: true, .. } => {
+                counters.slow.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        match verdict {
+            Verdict::Ignored => {
+                counters.ignored.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Failure { .. } => {
+                counters.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            // Closed-path successes are counted by the window itself.
+            Verdict::Success { .. } if !admission.tracked || admission.probe => {
+                counters.other_successes.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Success { .. } => {}
+        }
+        match (admission.tracked, admission.probe) {
+            (false, _) => {}
+            (true, true) => self.record_probe(admission.generation, verdict, now),
+            (true, false) => self.record_closed(admission.generation, verdict, now),
+        }
+    }
+
+    /// The hot path: a closed-state call succeeded, not slowly. In a count window a success
+    /// cannot raise a rate, so the rates are evaluated only when the window reaches the
+    /// minimum number of calls (when a rate trip first becomes possible). In a time window
+    /// old successes expiring can raise the failure rate, so there it always evaluates.
+    fn record_closed_success(&self, generation: u32, now: Option<Instant>) {
+        let word = Word(self.word.load(Ordering::Acquire));
+        if word.generation() != generation
+            || !matches!(word.state(), State::Closed | State::MetricsOnly)
+        {
+            self.counters
+                .other_successes
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if admission.probe {
-            self.record_probe(admission.generation, verdict, now);
-        } else {
-            self.record_closed(admission.generation, verdict, now);
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        let calls = self.window.record_success(now);
+        let may_trip = calls == self.config.minimum_calls || self.window.needs_time();
+        if may_trip && word.state() == State::Closed {
+            let totals = self.window.totals(now.unwrap_or_else(Instant::now));
+            if let Some(reason) = self.trip_reason(0, totals) {
+                self.trip(word, now.unwrap_or_else(Instant::now), reason, None);
+            }
         }
     }
 
@@ -313,6 +356,12 @@ impl<K: fmt::Debug> Breaker<K> {
         if word.generation() != generation
             || !matches!(word.state(), State::Closed | State::MetricsOnly)
         {
+            // A late outcome from before a transition: it says nothing about the present.
+            if let Verdict::Success { .. } = verdict {
+                self.counters
+                    .other_successes
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         let (sample, consecutive, open_for) = match verdict {
@@ -331,6 +380,9 @@ impl<K: fmt::Debug> Breaker<K> {
                 )
             }
             Verdict::Failure { slow, open_for } => {
+                self.counters
+                    .window_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 let consecutive = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
                 (
                     Sample {

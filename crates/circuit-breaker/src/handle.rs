@@ -102,7 +102,7 @@ impl<K: fmt::Debug + Hash + Eq + Clone> CircuitBreakerHandle<K> {
                 key: breaker.key().clone(),
                 state: breaker.state(),
                 window: breaker.totals(),
-                successes: c.successes.load(Ordering::Relaxed),
+                successes: breaker.successes(),
                 failures: c.failures.load(Ordering::Relaxed),
                 slow: c.slow.load(Ordering::Relaxed),
                 ignored: c.ignored.load(Ordering::Relaxed),

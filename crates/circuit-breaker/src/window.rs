@@ -82,8 +82,28 @@ impl Window {
 
     pub(crate) fn record(&self, sample: Sample, now: Option<Instant>) -> WindowTotals {
         match self {
-            Window::Count(window) => window.record(sample),
+            Window::Count(window) => {
+                window.record(sample);
+                window.totals()
+            }
             Window::Time(window) => window.record(sample, now.unwrap_or_else(Instant::now)),
+        }
+    }
+
+    /// Records a plain success and returns the calls in the window; the hot path, which
+    /// reads no totals it does not need.
+    pub(crate) fn record_success(&self, now: Option<Instant>) -> u32 {
+        const SUCCESS: Sample = Sample {
+            failure: false,
+            slow: false,
+        };
+        match self {
+            Window::Count(window) => window.record(SUCCESS),
+            Window::Time(window) => {
+                window
+                    .record(SUCCESS, now.unwrap_or_else(Instant::now))
+                    .calls
+            }
         }
     }
 
@@ -103,12 +123,23 @@ impl Window {
             Window::Time(window) => window.reset(),
         }
     }
+
+    /// Calls ever recorded, across resets.
+    pub(crate) fn recorded(&self) -> u64 {
+        match self {
+            Window::Count(window) => window.recorded(),
+            Window::Time(window) => window.recorded.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
+    /// Calls ever recorded; the next call's slot is `next % len`.
     next: AtomicU64,
+    /// `next` at the last reset: the window holds the calls since.
+    base: AtomicU64,
     failures: AtomicU32,
     slow: AtomicU32,
 }
@@ -118,32 +149,46 @@ impl CountWindow {
         Self {
             slots: (0..size.max(1)).map(|_| AtomicU8::new(0)).collect(),
             next: AtomicU64::new(0),
+            base: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
         }
     }
 
-    fn record(&self, sample: Sample) -> WindowTotals {
+    /// Records one call and returns the calls in the window.
+    fn record(&self, sample: Sample) -> u32 {
         let index = self.next.fetch_add(1, Ordering::Relaxed);
         let len = self.slots.len() as u64;
         let bits = sample.bits();
-        let old = self.slots[(index % len) as usize].swap(bits, Ordering::AcqRel);
-        adjust(&self.failures, old, bits, Sample::FAILURE);
-        adjust(&self.slow, old, bits, Sample::SLOW);
+        let slot = &self.slots[(index % len) as usize];
+        // In the steady state the displaced outcome is the same as the new one; skipping the
+        // write then saves an atomic read-modify-write on the hot path. A writer racing for
+        // the same slot leaves its own outcome there, and the totals still match the slots,
+        // since every change goes through the swap below.
+        if slot.load(Ordering::Acquire) != bits {
+            let old = slot.swap(bits, Ordering::AcqRel);
+            adjust(&self.failures, old, bits, Sample::FAILURE);
+            adjust(&self.slow, old, bits, Sample::SLOW);
+        }
+        let since_reset = (index + 1).saturating_sub(self.base.load(Ordering::Relaxed));
+        u32::try_from(since_reset.min(len)).unwrap_or(u32::MAX)
+    }
+
+    fn totals(&self) -> WindowTotals {
+        let len = self.slots.len() as u64;
+        let since_reset = self
+            .next
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.base.load(Ordering::Relaxed));
         WindowTotals {
-            calls: u32::try_from((index + 1).min(len)).unwrap_or(u32::MAX),
+            calls: u32::try_from(since_reset.min(len)).unwrap_or(u32::MAX),
             failures: self.failures.load(Ordering::Relaxed),
             slow: self.slow.load(Ordering::Relaxed),
         }
     }
 
-    fn totals(&self) -> WindowTotals {
-        let len = self.slots.len() as u64;
-        WindowTotals {
-            calls: u32::try_from(self.next.load(Ordering::Relaxed).min(len)).unwrap_or(u32::MAX),
-            failures: self.failures.load(Ordering::Relaxed),
-            slow: self.slow.load(Ordering::Relaxed),
-        }
+    fn recorded(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
     }
 
     fn reset(&self) {
@@ -152,7 +197,8 @@ impl CountWindow {
             adjust(&self.failures, old, 0, Sample::FAILURE);
             adjust(&self.slow, old, 0, Sample::SLOW);
         }
-        self.next.store(0, Ordering::Relaxed);
+        self.base
+            .store(self.next.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 
@@ -184,6 +230,8 @@ pub(crate) struct TimeWindow {
     origin: Instant,
     /// The newest slice that has been expired into; slices are numbered from `origin`.
     current: AtomicU64,
+    /// Calls ever recorded.
+    recorded: AtomicU64,
     calls: AtomicU32,
     failures: AtomicU32,
     slow: AtomicU32,
@@ -204,6 +252,7 @@ impl TimeWindow {
             bucket_nanos: (nanos / u64::from(count)).max(1),
             origin,
             current: AtomicU64::new(0),
+            recorded: AtomicU64::new(0),
             calls: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
@@ -247,6 +296,7 @@ impl TimeWindow {
         let bucket = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
         bucket.calls.fetch_add(1, Ordering::AcqRel);
         self.calls.fetch_add(1, Ordering::Relaxed);
+        self.recorded.fetch_add(1, Ordering::Relaxed);
         if sample.failure {
             bucket.failures.fetch_add(1, Ordering::AcqRel);
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -297,9 +347,9 @@ mod tests {
         let expected_failures = [1, 2, 2, 2, 1, 0, 1];
         let samples = [FAIL, FAIL, OK, OK, OK, OK, FAIL];
         for (i, (sample, failures)) in samples.iter().zip(expected_failures).enumerate() {
-            let totals = window.record(*sample);
+            assert_eq!(window.record(*sample), (i as u32 + 1).min(4));
+            let totals = window.totals();
             assert_eq!(totals.failures, failures, "after call {}", i + 1);
-            assert_eq!(totals.calls, (i as u32 + 1).min(4));
         }
         window.reset();
         assert_eq!(window.totals(), WindowTotals::default());

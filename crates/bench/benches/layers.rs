@@ -1,0 +1,97 @@
+//! Per-layer benchmarks, each layer side by side with its peers in the same run.
+//!
+//! `cargo bench -p seawall-bench --bench layers -- <group>`; the group and id names are a
+//! contract used by BENCHMARKS.md and by the issues' targets.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
+use http::Request;
+use seawall_bench::{NoopUpstream, call_once, complete};
+use tower::{Layer, Service};
+
+/// Times one request through `service`. Requests are built, and responses dropped, outside
+/// the timed section, so the figures are the services' own cost.
+fn bench_service<S>(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, mut service: S)
+where
+    S: Service<Request<()>>,
+{
+    group.bench_function(id, |b| {
+        b.iter_batched(
+            || Request::new(()),
+            |request| call_once(&mut service, black_box(request)),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn circuit_breaker(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _context = runtime.enter();
+    let mut group = c.benchmark_group("circuit_breaker");
+
+    bench_service(&mut group, "baseline", NoopUpstream);
+
+    // The same settings for every breaker: 50 % of the last 100 calls, at least 20 calls.
+    let closed = seawall_circuit_breaker::CircuitBreakerLayer::builder()
+        .failure_rate(50.0)
+        .count_window(100)
+        .minimum_calls(20)
+        .build()
+        .expect("valid config");
+    bench_service(&mut group, "seawall_closed", closed.layer(NoopUpstream));
+
+    let open = seawall_circuit_breaker::CircuitBreakerLayer::builder()
+        .build()
+        .expect("valid config");
+    open.handle().trip(&());
+    bench_service(&mut group, "seawall_open_reject", open.layer(NoopUpstream));
+
+    let resilience = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .minimum_number_of_calls(20)
+        .wait_duration_in_open(Duration::from_secs(60))
+        .build()
+        .expect("valid config");
+    bench_service(
+        &mut group,
+        "tower_resilience_closed",
+        resilience.layer(NoopUpstream),
+    );
+
+    // failsafe has no tower integration: the upstream's future is run through its breaker,
+    // which is what a hand-written failsafe middleware would do per call.
+    use failsafe::futures::CircuitBreaker as _;
+    let failsafe = failsafe::Config::new()
+        .failure_policy(failsafe::failure_policy::success_rate_over_time_window(
+            0.5,
+            20,
+            Duration::from_secs(10),
+            failsafe::backoff::constant(Duration::from_secs(60)),
+        ))
+        .build();
+    let mut upstream = NoopUpstream;
+    group.bench_function("failsafe_closed", |b| {
+        b.iter_batched(
+            || Request::new(()),
+            |request| {
+                complete(std::future::poll_fn(|cx| {
+                    Service::<Request<()>>::poll_ready(&mut upstream, cx)
+                }))
+                .ok();
+                complete(failsafe.call(upstream.call(black_box(request))))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(layers, circuit_breaker);
+criterion_main!(layers);
