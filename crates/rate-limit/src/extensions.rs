@@ -1,0 +1,11 @@
+//! Request extensions that steer the limiter per request.
+
+/// A request's place in line: higher goes first; equal priorities are first come, first
+/// served. Requests without one have priority 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Priority(pub u8);
+
+/// How many tokens a request takes from every quota (default 1), for endpoints that an
+/// upstream counts as several requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cost(pub u32);

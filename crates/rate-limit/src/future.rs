@@ -1,0 +1,358 @@
+//! The response future of [`RateLimit`](crate::RateLimit).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use seawall_core::QueueWait;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower::Service;
+
+use crate::error::{RateLimitError, Rejected};
+use crate::limiter::Limiter;
+use crate::queue::{KeyEntry, Place, Turn};
+use crate::store::{Decision, RateStore};
+
+/// How far ahead a waiter that is told its turn by the hand-off arms its fallback timer.
+const UNTIL_TOLD: Duration = Duration::from_secs(86_400);
+
+/// A request waiting for its turn. Dropping it leaves the queue at once and, if it was at
+/// the head, hands the turn to the next waiter.
+pub(crate) struct Queued<S, B, K, St: RateStore> {
+    service: Option<S>,
+    request: Option<Request<B>>,
+    limiter: Arc<Limiter<K, St>>,
+    entry: Arc<KeyEntry<St>>,
+    cost: u32,
+    since: Instant,
+    attempt: Option<St::Future>,
+    pub(crate) place: Option<Place>,
+    polled: bool,
+}
+
+impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
+    pub(crate) fn new(
+        service: S,
+        request: Request<B>,
+        limiter: Arc<Limiter<K, St>>,
+        entry: Arc<KeyEntry<St>>,
+        cost: u32,
+        since: Instant,
+        attempt: Option<St::Future>,
+    ) -> Self {
+        Self {
+            service: Some(service),
+            request: Some(request),
+            limiter,
+            entry,
+            cost,
+            since,
+            attempt,
+            place: None,
+            polled: false,
+        }
+    }
+
+    fn leave(&mut self, now: Instant) {
+        if let Some(place) = self.place.take() {
+            let (limiter, entry) = (&self.limiter, &self.entry);
+            entry.leave(place, |cost| limiter.next_slot(entry, cost, now));
+        }
+    }
+}
+
+impl<S, B, K, St: RateStore> Drop for Queued<S, B, K, St> {
+    fn drop(&mut self) {
+        if self.place.is_some() {
+            self.leave(Instant::now());
+            self.limiter
+                .counters
+                .cancelled
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`RateLimit`](crate::RateLimit).
+    pub struct ResponseFuture<S, B, K, St>
+    where
+        S: Service<Request<B>>,
+        St: RateStore,
+    {
+        #[pin]
+        state: State<S, B, K, St>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B, K, St>
+    where
+        S: Service<Request<B>>,
+        St: RateStore,
+    {
+        Rejected { rejected: Option<Rejected> },
+        Called {
+            #[pin]
+            future: S::Future,
+            entry: Arc<KeyEntry<St>>,
+            waited: Option<Duration>,
+        },
+        Queued {
+            #[pin]
+            sleep: Sleep,
+            queued: Queued<S, B, K, St>,
+        },
+    }
+}
+
+impl<S, B, K, St> fmt::Debug for ResponseFuture<S, B, K, St>
+where
+    S: Service<Request<B>>,
+    St: RateStore,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, K, St> ResponseFuture<S, B, K, St>
+where
+    S: Service<Request<B>>,
+    St: RateStore,
+{
+    pub(crate) fn rejected(rejected: Rejected) -> Self {
+        Self {
+            state: State::Rejected {
+                rejected: Some(rejected),
+            },
+        }
+    }
+
+    pub(crate) fn called(
+        future: S::Future,
+        entry: Arc<KeyEntry<St>>,
+        waited: Option<Duration>,
+    ) -> Self {
+        Self {
+            state: State::Called {
+                future,
+                entry,
+                waited,
+            },
+        }
+    }
+
+    pub(crate) fn queued(queued: Queued<S, B, K, St>, slot: Instant) -> Self {
+        Self {
+            state: State::Queued {
+                sleep: sleep_until(slot),
+                queued,
+            },
+        }
+    }
+}
+
+impl<S, B, K, St, ResBody> Future for ResponseFuture<S, B, K, St>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    K: Clone + Eq + std::hash::Hash + fmt::Debug + Send + Sync + 'static,
+    St: RateStore,
+    St::Future: Unpin,
+{
+    type Output = Result<Response<ResBody>, RateLimitError<S::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Rejected { rejected } => {
+                    return match rejected.take() {
+                        Some(rejected) => Poll::Ready(Err(RateLimitError::Rejected(rejected))),
+                        None => Poll::Pending,
+                    };
+                }
+                StateProj::Called {
+                    future,
+                    entry,
+                    waited,
+                } => {
+                    let mut result = ready!(future.poll(cx));
+                    if let Ok(response) = &mut result {
+                        entry.observe(response);
+                        if let Some(waited) = waited.filter(|w| !w.is_zero()) {
+                            response.extensions_mut().insert(QueueWait(waited));
+                        }
+                    }
+                    return Poll::Ready(result.map_err(RateLimitError::Inner));
+                }
+                StateProj::Queued { sleep, queued } => match poll_queued(sleep, queued, cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(next) => next,
+                },
+            };
+            state.set(next);
+        }
+    }
+}
+
+/// Drives a waiting request until it is admitted (then calls the inner service) or refused.
+fn poll_queued<S, B, K, St, ResBody>(
+    mut sleep: Pin<&mut Sleep>,
+    queued: &mut Queued<S, B, K, St>,
+    cx: &mut Context<'_>,
+) -> Poll<State<S, B, K, St>>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    K: Clone + Eq + std::hash::Hash + fmt::Debug + Send + Sync + 'static,
+    St: RateStore,
+    St::Future: Unpin,
+{
+    let counters = &queued.limiter.counters;
+    if queued.polled {
+        counters.wakeups.fetch_add(1, Ordering::Relaxed);
+    }
+    queued.polled = true;
+    loop {
+        let now = Instant::now();
+        if let Some(attempt) = queued.attempt.as_mut() {
+            let decision = ready!(Pin::new(attempt).poll(cx));
+            queued.attempt = None;
+            match decision {
+                Ok(Decision::Admitted) => return Poll::Ready(admit(queued, now)),
+                Ok(Decision::Wait(wait)) => match queued.place {
+                    Some(place) => queued.entry.retry_at(place, now + wait),
+                    None => {
+                        if let Err(rejected) = join_after_remote_answer(queued, now, wait) {
+                            return Poll::Ready(refuse(queued, rejected));
+                        }
+                    }
+                },
+                Ok(Decision::Oversize) => {
+                    queued.leave(now);
+                    return Poll::Ready(refuse(queued, Rejected::Oversize { cost: queued.cost }));
+                }
+                Err(error) => {
+                    queued.leave(now);
+                    return Poll::Ready(refuse(queued, Rejected::StoreUnavailable(error)));
+                }
+            }
+            continue;
+        }
+        let Some(place) = queued.place else {
+            return Poll::Pending;
+        };
+        match queued.entry.turn(place, now, cx.waker()) {
+            Turn::Try => {
+                let context = &queued.entry.context;
+                if let Some(until) = queued.entry.paused_until(context.nanos(now)) {
+                    queued.entry.retry_at(place, context.instant(until));
+                    continue;
+                }
+                let limiter = &queued.limiter;
+                queued.attempt = Some(limiter.store.acquire(
+                    &queued.entry.slot,
+                    &limiter.quotas,
+                    queued.cost,
+                ));
+            }
+            Turn::Sleep(slot) => {
+                let deadline = slot.unwrap_or(now + UNTIL_TOLD);
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                ready!(sleep.as_mut().poll(cx));
+            }
+        }
+    }
+}
+
+fn admit<S, B, K, St, ResBody>(queued: &mut Queued<S, B, K, St>, now: Instant) -> State<S, B, K, St>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    K: Clone + Eq + std::hash::Hash + fmt::Debug + Send + Sync + 'static,
+    St: RateStore,
+{
+    queued.leave(now);
+    let waited = now.saturating_duration_since(queued.since);
+    let counters = &queued.limiter.counters;
+    counters.admitted.fetch_add(1, Ordering::Relaxed);
+    if !waited.is_zero() {
+        counters.admitted_after_wait.fetch_add(1, Ordering::Relaxed);
+        counters.wait_nanos.fetch_add(
+            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+    match (queued.service.take(), queued.request.take()) {
+        (Some(mut service), Some(request)) => State::Called {
+            future: service.call(request),
+            entry: Arc::clone(&queued.entry),
+            waited: Some(waited),
+        },
+        // Admission happens once per request; both are still here.
+        _ => State::Rejected { rejected: None },
+    }
+}
+
+/// Joins the queue after a remote store said "wait"; `Err` is the refusal.
+fn join_after_remote_answer<S, B, K, St: RateStore>(
+    queued: &mut Queued<S, B, K, St>,
+    now: Instant,
+    head_wait: Duration,
+) -> Result<(), Rejected> {
+    let limiter = &queued.limiter;
+    let (max_waiting, max_wait) = match limiter.mode {
+        crate::limiter::Mode::FailFast => {
+            return Err(Rejected::Limited {
+                retry_after: head_wait,
+            });
+        }
+        crate::limiter::Mode::Wait {
+            max_waiting,
+            max_wait,
+        } => (max_waiting, max_wait),
+    };
+    let priority = queued
+        .request
+        .as_ref()
+        .and_then(|r| r.extensions().get::<crate::Priority>())
+        .map_or(0, |p| p.0);
+    match queued.entry.join(
+        priority,
+        queued.cost,
+        now,
+        head_wait,
+        limiter.interval,
+        max_waiting,
+        max_wait,
+    ) {
+        crate::queue::Joined::Full => Err(Rejected::QueueFull { max_waiting }),
+        crate::queue::Joined::TooLong(predicted) => Err(Rejected::WaitTooLong {
+            predicted,
+            max_wait,
+        }),
+        crate::queue::Joined::Queued { place, .. } => {
+            queued.place = Some(place);
+            Ok(())
+        }
+    }
+}
+
+fn refuse<S, B, K, St>(queued: &Queued<S, B, K, St>, rejected: Rejected) -> State<S, B, K, St>
+where
+    S: Service<Request<B>>,
+    St: RateStore,
+{
+    queued.limiter.counters.count_refusal(&rejected);
+    State::Rejected {
+        rejected: Some(rejected),
+    }
+}

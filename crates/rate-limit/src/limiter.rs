@@ -1,0 +1,227 @@
+//! The state one layer shares among all its services: quotas, store, per-key entries,
+//! figures.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use seawall_core::{HintPolicy, KeyedMap};
+use tokio::time::Instant;
+
+use crate::queue::{Context, KeyEntry};
+use crate::quota::Quota;
+use crate::store::RateStore;
+
+/// What the limiter does when no token is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Wait in line, within bounds.
+    Wait {
+        max_waiting: usize,
+        max_wait: Duration,
+    },
+    /// Refuse at once.
+    FailFast,
+}
+
+/// Figures updated as requests pass; read through [`Limiter::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) admitted: AtomicU64,
+    pub(crate) admitted_after_wait: AtomicU64,
+    pub(crate) wait_nanos: AtomicU64,
+    pub(crate) queue_full: AtomicU64,
+    pub(crate) wait_too_long: AtomicU64,
+    pub(crate) limited: AtomicU64,
+    pub(crate) oversize: AtomicU64,
+    pub(crate) store_unavailable: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) wakeups: AtomicU64,
+}
+
+/// A limiter's figures, for the metrics layer and for dashboards.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LimiterStats {
+    /// Requests admitted, at once or after waiting.
+    pub admitted: u64,
+    /// Of those, requests that waited first.
+    pub admitted_after_wait: u64,
+    /// Total time admitted requests spent waiting.
+    pub wait_total: Duration,
+    /// Refused: queue full.
+    pub rejected_queue_full: u64,
+    /// Refused: predicted wait over `max_wait`.
+    pub rejected_wait_too_long: u64,
+    /// Refused in fail-fast mode.
+    pub rejected_limited: u64,
+    /// Refused: cost over a quota's burst.
+    pub rejected_oversize: u64,
+    /// Refused: the store could not be asked.
+    pub rejected_store_unavailable: u64,
+    /// Waiting requests dropped by their callers.
+    pub cancelled: u64,
+    /// Times a waiting request was woken (after its first poll).
+    pub wakeups: u64,
+    /// Server-driven pauses applied.
+    pub pauses: u64,
+    /// Requests waiting now, over all keys.
+    pub queue_depth: usize,
+    /// Keys paused by their server now.
+    pub paused_keys: usize,
+    /// Keys held.
+    pub keys: usize,
+}
+
+impl Counters {
+    pub(crate) fn count_refusal(&self, rejected: &crate::error::Rejected) {
+        use crate::error::Rejected;
+        let counter = match rejected {
+            Rejected::QueueFull { .. } => &self.queue_full,
+            Rejected::WaitTooLong { .. } => &self.wait_too_long,
+            Rejected::Limited { .. } => &self.limited,
+            Rejected::Oversize { .. } => &self.oversize,
+            Rejected::StoreUnavailable(_) => &self.store_unavailable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) enum Entries<K, St: RateStore> {
+    Single(Arc<KeyEntry<St>>),
+    Keyed(KeyedMap<K, KeyEntry<St>>),
+}
+
+pub(crate) struct Limiter<K, St: RateStore> {
+    pub(crate) store: St,
+    pub(crate) quotas: Box<[Quota]>,
+    /// The slowest quota's interval: how far apart queued requests are predicted to go.
+    pub(crate) interval: Duration,
+    pub(crate) mode: Mode,
+    pub(crate) context: Arc<Context>,
+    entries: Entries<K, St>,
+    pub(crate) counters: Counters,
+}
+
+impl<K, St: RateStore> fmt::Debug for Limiter<K, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("quotas", &self.quotas)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, St: RateStore> Limiter<K, St> {
+    /// When the store would admit a request of `cost` for `entry`, for the queue's hand-off.
+    pub(crate) fn next_slot(&self, entry: &KeyEntry<St>, cost: u32, now: Instant) -> Instant {
+        let store_wait = self
+            .store
+            .peek(&entry.slot, &self.quotas, cost)
+            .unwrap_or_else(|| self.interval.saturating_mul(cost));
+        let at = now + store_wait;
+        match entry.paused_until(self.context.nanos(now)) {
+            Some(until) => at.max(self.context.instant(until)),
+            None => at,
+        }
+    }
+}
+
+impl<K, St> Limiter<K, St>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    St: RateStore,
+{
+    pub(crate) fn new(
+        store: St,
+        quotas: Vec<Quota>,
+        mode: Mode,
+        hints: Option<HintPolicy>,
+        single_key: Option<K>,
+        key_limits: seawall_core::KeyLimits,
+    ) -> Self {
+        let interval = quotas
+            .iter()
+            .map(Quota::interval)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        let context = Arc::new(Context {
+            origin: Instant::now(),
+            hints,
+            pauses: AtomicU64::new(0),
+        });
+        let entries = match single_key {
+            Some(key) => Entries::Single(Arc::new(KeyEntry::new(
+                store.new_slot(&key),
+                Arc::clone(&context),
+            ))),
+            None => Entries::Keyed(KeyedMap::new(key_limits)),
+        };
+        Self {
+            store,
+            quotas: quotas.into_boxed_slice(),
+            interval,
+            mode,
+            context,
+            entries,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The entry for `key` (ignored for a single-key limiter).
+    pub(crate) fn entry(&self, key: impl FnOnce() -> K, now: Instant) -> Arc<KeyEntry<St>> {
+        match &self.entries {
+            Entries::Single(entry) => Arc::clone(entry),
+            Entries::Keyed(map) => {
+                let key = key();
+                map.get_or_insert_with(&key, now, || {
+                    KeyEntry::new(self.store.new_slot(&key), Arc::clone(&self.context))
+                })
+            }
+        }
+    }
+
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        self.context.nanos(at)
+    }
+
+    pub(crate) fn stats(&self) -> LimiterStats {
+        let c = &self.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let now = self.nanos(Instant::now());
+        let (mut queue_depth, mut paused_keys, mut keys) = (0, 0, 0);
+        let mut add = |entry: &KeyEntry<St>| {
+            queue_depth += entry.depth();
+            paused_keys += usize::from(entry.paused_until(now).is_some());
+            keys += 1;
+        };
+        match &self.entries {
+            Entries::Single(entry) => add(entry),
+            Entries::Keyed(map) => map.for_each(|_, entry| add(entry)),
+        }
+        LimiterStats {
+            admitted: load(&c.admitted),
+            admitted_after_wait: load(&c.admitted_after_wait),
+            wait_total: Duration::from_nanos(load(&c.wait_nanos)),
+            rejected_queue_full: load(&c.queue_full),
+            rejected_wait_too_long: load(&c.wait_too_long),
+            rejected_limited: load(&c.limited),
+            rejected_oversize: load(&c.oversize),
+            rejected_store_unavailable: load(&c.store_unavailable),
+            cancelled: load(&c.cancelled),
+            wakeups: load(&c.wakeups),
+            pauses: load(&self.context.pauses),
+            queue_depth,
+            paused_keys,
+            keys,
+        }
+    }
+
+    /// Pauses `key` for `duration`, as a server's `Retry-After` would.
+    pub(crate) fn pause_key(&self, key: K, duration: Duration) {
+        let now = Instant::now();
+        let entry = self.entry(|| key, now);
+        entry.pause(self.nanos(now + duration));
+    }
+}

@@ -1,0 +1,256 @@
+//! Per-key state: the store's slot, a server-driven pause, and the fair wait queue.
+//!
+//! Waiters are ordered by priority, then by arrival. Each is given the time its turn is
+//! predicted to come when it joins, and arms one timer for it; in an undisturbed queue that
+//! prediction is exact, so each waiter is woken once, at its slot. When the head is admitted
+//! (or leaves), the next waiter's slot is recomputed from the store; it is woken early only
+//! if its slot moved (a waiter ahead left, a higher priority jumped in, a pause was set).
+//! The queue's mutex is taken only by requests that wait; the steady state, where a token is
+//! free and nobody waits, never touches it.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Waker;
+use std::time::Duration;
+
+use http::Response;
+use seawall_core::{HintPolicy, ServerHints};
+use tokio::time::Instant;
+
+use crate::store::RateStore;
+
+/// What every key of one limiter shares: its clock origin and how it reads server hints.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) origin: Instant,
+    pub(crate) hints: Option<HintPolicy>,
+    pub(crate) pauses: AtomicU64,
+}
+
+impl Context {
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn instant(&self, nanos: u64) -> Instant {
+        self.origin + Duration::from_nanos(nanos)
+    }
+}
+
+/// A waiter's place: higher priority first, then first come first served.
+pub(crate) type Place = (Reverse<u8>, u64);
+
+#[derive(Debug)]
+struct Waiter {
+    cost: u32,
+    /// When its turn is expected; `None` once it is known to be later than predicted and it
+    /// waits to be told (by the hand-off) when it is head.
+    slot: Option<Instant>,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug, Default)]
+struct WaitQueue {
+    waiters: BTreeMap<Place, Waiter>,
+    next_seq: u64,
+    /// The cost queued at each priority, to predict a newcomer's slot in O(1).
+    cost_by_priority: Vec<u64>,
+}
+
+/// One key's limiter state.
+pub(crate) struct KeyEntry<St: RateStore> {
+    pub(crate) slot: St::Slot,
+    pub(crate) context: std::sync::Arc<Context>,
+    /// Nanoseconds (from the limiter's origin) until which the server asked us to hold off.
+    paused_until: AtomicU64,
+    depth: AtomicUsize,
+    queue: Mutex<WaitQueue>,
+}
+
+/// What joining the queue gave.
+pub(crate) enum Joined {
+    /// In line at `place`, predicted to be admitted at `slot`.
+    Queued { place: Place, slot: Instant },
+    /// The queue already holds `max_waiting` requests.
+    Full,
+    /// The predicted wait exceeds the budget; nothing was queued.
+    TooLong(Duration),
+}
+
+/// What a waiter should do after being polled.
+pub(crate) enum Turn {
+    /// It is at the head and its slot has come: ask the store.
+    Try,
+    /// Sleep until this instant (or until woken by the hand-off if `None`).
+    Sleep(Option<Instant>),
+}
+
+impl<St: RateStore> KeyEntry<St> {
+    pub(crate) fn new(slot: St::Slot, context: std::sync::Arc<Context>) -> Self {
+        Self {
+            slot,
+            context,
+            paused_until: AtomicU64::new(0),
+            depth: AtomicUsize::new(0),
+            queue: Mutex::new(WaitQueue {
+                cost_by_priority: vec![0; 256],
+                ..WaitQueue::default()
+            }),
+        }
+    }
+
+    /// Live waiters.
+    pub(crate) fn depth(&self) -> usize {
+        self.depth.load(Ordering::Acquire)
+    }
+
+    /// The end of the server-driven pause, if one is in force at `now` (both in nanoseconds
+    /// from the limiter's origin).
+    pub(crate) fn paused_until(&self, now: u64) -> Option<u64> {
+        let until = self.paused_until.load(Ordering::Acquire);
+        (until > now).then_some(until)
+    }
+
+    /// Holds the key until `until` (nanoseconds from origin), keeping a later pause in force.
+    pub(crate) fn pause(&self, until: u64) {
+        self.paused_until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// Applies what a response says about the upstream's limits to this key.
+    pub(crate) fn observe<B>(&self, response: &Response<B>) {
+        let Some(policy) = &self.context.hints else {
+            return;
+        };
+        if !might_carry_hints(response) {
+            return;
+        }
+        if let Some(pause) = ServerHints::from_response(response, policy).pause() {
+            let now = self.context.nanos(Instant::now());
+            let pause_nanos = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
+            self.pause(now.saturating_add(pause_nanos));
+            self.context.pauses.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                pause_s = pause.as_secs_f64(),
+                "holding a key on the server's word"
+            );
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitQueue> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every update
+        // is a single map operation), so a poisoned lock is still usable.
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Joins the queue. `head_wait` is how long until the store would admit this request if
+    /// it were at the head; `interval` is the slowest quota's emission interval.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn join(
+        &self,
+        priority: u8,
+        cost: u32,
+        now: Instant,
+        head_wait: Duration,
+        interval: Duration,
+        max_waiting: usize,
+        max_wait: Duration,
+    ) -> Joined {
+        let mut queue = self.lock();
+        if queue.waiters.len() >= max_waiting {
+            return Joined::Full;
+        }
+        let ahead: u64 = queue.cost_by_priority[usize::from(priority)..].iter().sum();
+        let wait = head_wait
+            .saturating_add(interval.saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX)));
+        if wait > max_wait {
+            return Joined::TooLong(wait);
+        }
+        let place = (Reverse(priority), queue.next_seq);
+        queue.next_seq += 1;
+        queue.cost_by_priority[usize::from(priority)] += u64::from(cost);
+        let slot = now + wait;
+        queue.waiters.insert(
+            place,
+            Waiter {
+                cost,
+                slot: Some(slot),
+                waker: None,
+            },
+        );
+        self.depth.fetch_add(1, Ordering::AcqRel);
+        Joined::Queued { place, slot }
+    }
+
+    /// A waiter was polled at `now`: records its waker and says what to do.
+    pub(crate) fn turn(&self, place: Place, now: Instant, waker: &Waker) -> Turn {
+        let mut queue = self.lock();
+        let is_head = queue.waiters.keys().next() == Some(&place);
+        let Some(waiter) = queue.waiters.get_mut(&place) else {
+            return Turn::Sleep(None);
+        };
+        if !waiter.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            waiter.waker = Some(waker.clone());
+        }
+        match waiter.slot {
+            Some(slot) if slot <= now && is_head => Turn::Try,
+            None if is_head => Turn::Try,
+            // Its predicted slot came but others are still ahead: wait for the hand-off.
+            Some(slot) if slot <= now => {
+                waiter.slot = None;
+                Turn::Sleep(None)
+            }
+            slot => Turn::Sleep(slot),
+        }
+    }
+
+    /// The head tried and must wait until `slot`.
+    pub(crate) fn retry_at(&self, place: Place, slot: Instant) {
+        if let Some(waiter) = self.lock().waiters.get_mut(&place) {
+            waiter.slot = Some(slot);
+        }
+    }
+
+    /// Removes a waiter (admitted or cancelled). If it was the head, the next waiter is told
+    /// its slot: `next_slot(cost)` says when the store would admit a request of that cost.
+    pub(crate) fn leave(&self, place: Place, next_slot: impl FnOnce(u32) -> Instant) {
+        let mut queue = self.lock();
+        let was_head = queue.waiters.keys().next() == Some(&place);
+        let Some(waiter) = queue.waiters.remove(&place) else {
+            return;
+        };
+        self.depth.fetch_sub(1, Ordering::AcqRel);
+        let level = &mut queue.cost_by_priority[usize::from(place.0.0)];
+        *level = level.saturating_sub(u64::from(waiter.cost));
+        if !was_head {
+            return;
+        }
+        if let Some((_, next)) = queue.waiters.iter_mut().next() {
+            let slot = next_slot(next.cost);
+            // Woken only when its slot moved earlier or it was waiting to be told; a waiter
+            // armed for the right time sleeps on, so an undisturbed queue costs one wake-up.
+            if next.slot.is_none_or(|armed| armed > slot) {
+                next.slot = Some(slot);
+                if let Some(waker) = next.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+}
+
+/// A cheap first look, so that a response without rate-limit fields costs three lookups.
+fn might_carry_hints<B>(response: &Response<B>) -> bool {
+    let status = response.status().as_u16();
+    if status == 429 || status == 503 {
+        return true;
+    }
+    let headers = response.headers();
+    !headers.is_empty()
+        && (headers.contains_key("ratelimit")
+            || headers.contains_key("x-ratelimit-remaining")
+            || headers.contains_key("ratelimit-remaining"))
+}

@@ -1,0 +1,212 @@
+//! The [`RateLimit`] service.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::{Request, Response};
+use seawall_core::KeyExtractor;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::error::{RateLimitError, Rejected};
+use crate::extensions::{Cost, Priority};
+use crate::future::{Queued, ResponseFuture};
+use crate::limiter::{Limiter, Mode};
+use crate::queue::{Joined, KeyEntry};
+use crate::store::{Decision, RateStore};
+
+/// A service that keeps requests under a quota. See the [crate docs](crate).
+pub struct RateLimit<S, X: KeyExtractor, St: RateStore> {
+    inner: S,
+    extractor: X,
+    limiter: Arc<Limiter<X::Key, St>>,
+}
+
+impl<S: fmt::Debug, X: KeyExtractor, St: RateStore> fmt::Debug for RateLimit<S, X, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone, X: KeyExtractor + Clone, St: RateStore> Clone for RateLimit<S, X, St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            extractor: self.extractor.clone(),
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
+}
+
+impl<S, X: KeyExtractor, St: RateStore> RateLimit<S, X, St> {
+    pub(crate) fn new(inner: S, extractor: X, limiter: Arc<Limiter<X::Key, St>>) -> Self {
+        Self {
+            inner,
+            extractor,
+            limiter,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A handle on this service's limiter.
+    pub fn handle(&self) -> crate::RateLimitHandle<X::Key, St> {
+        crate::RateLimitHandle::new(Arc::clone(&self.limiter))
+    }
+}
+
+/// Polls a future once, without a task to wake: stores such as the in-process one answer at
+/// once, so the common case needs neither a task switch nor a clone of the inner service.
+fn poll_now<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    match std::pin::Pin::new(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+impl<S, X, St, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, X, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    X: KeyExtractor,
+    St: RateStore,
+    St::Future: Unpin,
+{
+    type Response = Response<ResBody>;
+    type Error = RateLimitError<S::Error>;
+    type Future = ResponseFuture<S, ReqBody, X::Key, St>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(RateLimitError::Inner)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let limiter = &self.limiter;
+        let now = Instant::now();
+        let entry = limiter.entry(|| self.extractor.extract_from(&request), now);
+        let cost = request.extensions().get::<Cost>().map_or(1, |cost| cost.0);
+        let mut head_wait = Duration::ZERO;
+        match entry.paused_until(limiter.nanos(now)) {
+            // The steady state: nobody waits, so try for a token straight away.
+            None if entry.depth() == 0 => {
+                let mut attempt = limiter.store.acquire(&entry.slot, &limiter.quotas, cost);
+                match poll_now(&mut attempt) {
+                    Some(Ok(Decision::Admitted)) => {
+                        limiter.counters.admitted.fetch_add(1, Ordering::Relaxed);
+                        return ResponseFuture::called(self.inner.call(request), entry, None);
+                    }
+                    Some(Ok(Decision::Wait(wait))) => head_wait = wait,
+                    Some(Ok(Decision::Oversize)) => {
+                        return self.refuse(Rejected::Oversize { cost });
+                    }
+                    Some(Err(error)) => {
+                        return self.refuse(Rejected::StoreUnavailable(error));
+                    }
+                    None => {
+                        // A remote store is answering; the future carries on from here.
+                        let queued = self.queued(request, entry, cost, now, Some(attempt));
+                        return ResponseFuture::queued(queued, now);
+                    }
+                }
+            }
+            None => {}
+            Some(until) => head_wait = Duration::from_nanos(until - limiter.nanos(now)),
+        }
+        self.wait_or_refuse(request, entry, cost, now, head_wait)
+    }
+}
+
+impl<S, X, St> RateLimit<S, X, St>
+where
+    X: KeyExtractor,
+    St: RateStore,
+    St::Future: Unpin,
+{
+    fn refuse<ReqBody>(&self, rejected: Rejected) -> ResponseFuture<S, ReqBody, X::Key, St>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        self.limiter.counters.count_refusal(&rejected);
+        ResponseFuture::rejected(rejected)
+    }
+
+    fn queued<ReqBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        entry: Arc<KeyEntry<St>>,
+        cost: u32,
+        now: Instant,
+        attempt: Option<St::Future>,
+    ) -> Queued<S, ReqBody, X::Key, St>
+    where
+        S: Clone,
+    {
+        // The readied service goes with the request; this service keeps a fresh clone.
+        let fresh = self.inner.clone();
+        let readied = std::mem::replace(&mut self.inner, fresh);
+        Queued::new(
+            readied,
+            request,
+            Arc::clone(&self.limiter),
+            entry,
+            cost,
+            now,
+            attempt,
+        )
+    }
+
+    fn wait_or_refuse<ReqBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        entry: Arc<KeyEntry<St>>,
+        cost: u32,
+        now: Instant,
+        head_wait: Duration,
+    ) -> ResponseFuture<S, ReqBody, X::Key, St>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+    {
+        let (max_waiting, max_wait) = match self.limiter.mode {
+            Mode::FailFast => {
+                return self.refuse(Rejected::Limited {
+                    retry_after: head_wait,
+                });
+            }
+            Mode::Wait {
+                max_waiting,
+                max_wait,
+            } => (max_waiting, max_wait),
+        };
+        let priority = request.extensions().get::<Priority>().map_or(0, |p| p.0);
+        let joined = entry.join(
+            priority,
+            cost,
+            now,
+            head_wait,
+            self.limiter.interval,
+            max_waiting,
+            max_wait,
+        );
+        match joined {
+            Joined::Full => self.refuse(Rejected::QueueFull { max_waiting }),
+            Joined::TooLong(predicted) => self.refuse(Rejected::WaitTooLong {
+                predicted,
+                max_wait,
+            }),
+            Joined::Queued { place, slot } => {
+                let mut queued = self.queued(request, entry, cost, now, None);
+                queued.place = Some(place);
+                ResponseFuture::queued(queued, slot)
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Where quota state lives: in this process (the default) or in a shared store such as Redis
+//! (`seawall-rate-limit-redis`), behind one trait so the layer's waiting, priorities and
+//! queue bounds work the same with either.
+
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::gcra::{GcraCells, Refusal};
+use crate::quota::Quota;
+
+/// A store's answer to one admission attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The request's tokens were taken: send it.
+    Admitted,
+    /// Not now: every quota would admit it after this long (nothing was taken).
+    Wait(Duration),
+    /// The request's cost exceeds a quota's burst; waiting will never admit it.
+    Oversize,
+}
+
+/// The store could not answer (for example a shared store is unreachable).
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    message: Arc<str>,
+}
+
+impl StoreError {
+    /// A store error saying `message`.
+    pub fn new(message: impl Into<Arc<str>>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate-limit store unavailable: {}", self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Keeps quota state and takes tokens from it.
+///
+/// The layer keeps one [`Slot`](RateStore::Slot) per key in its own bounded map, so a store
+/// needs no map of its own: the in-process store's slot is the GCRA state itself, a shared
+/// store's slot is the name of its remote key.
+pub trait RateStore: Send + Sync + 'static {
+    /// Per-key state the layer keeps for this store.
+    type Slot: Send + Sync + 'static;
+    /// The answer to one attempt. The in-process store answers at once (`Ready`).
+    type Future: Future<Output = Result<Decision, StoreError>> + Send + 'static;
+
+    /// A slot for a key seen for the first time; `key` is its `Debug` rendering, for stores
+    /// that name remote state after it.
+    fn new_slot(&self, key: &dyn fmt::Debug) -> Self::Slot;
+
+    /// Takes `cost` tokens from every quota for `slot`, or says how long until it could.
+    fn acquire(&self, slot: &Self::Slot, quotas: &[Quota], cost: u32) -> Self::Future;
+
+    /// How long until `cost` could be taken, without taking it, if the store can tell
+    /// without a round trip. The queue's hand-off uses it to time the next waiter exactly.
+    fn peek(&self, _slot: &Self::Slot, _quotas: &[Quota], _cost: u32) -> Option<Duration> {
+        None
+    }
+
+    /// Whether a slot holds nothing worth keeping (its key may be dropped without changing
+    /// any future decision).
+    fn is_idle(&self, _slot: &Self::Slot) -> bool {
+        false
+    }
+}
+
+/// The default store: GCRA cells in this process, lock-free.
+#[derive(Debug, Clone)]
+pub struct InMemoryStore {
+    origin: Instant,
+    quotas: usize,
+}
+
+impl InMemoryStore {
+    /// A store for limiters with `quotas` quotas, timed from now (tokio's clock, so tests can
+    /// pause it).
+    pub fn new(quotas: usize) -> Self {
+        Self {
+            origin: Instant::now(),
+            quotas,
+        }
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The decision at `now`, synchronously.
+    pub fn decide(&self, slot: &GcraCells, quotas: &[Quota], cost: u32, now: Instant) -> Decision {
+        let now = self.nanos(now);
+        match slot.try_take(quotas, cost, now) {
+            Ok(()) => Decision::Admitted,
+            Err(Refusal::Oversize) => Decision::Oversize,
+            Err(Refusal::Until(at)) => Decision::Wait(Duration::from_nanos(at.saturating_sub(now))),
+        }
+    }
+}
+
+impl RateStore for InMemoryStore {
+    type Slot = GcraCells;
+    type Future = Ready<Result<Decision, StoreError>>;
+
+    fn new_slot(&self, _key: &dyn fmt::Debug) -> GcraCells {
+        GcraCells::new(self.quotas)
+    }
+
+    fn acquire(&self, slot: &GcraCells, quotas: &[Quota], cost: u32) -> Self::Future {
+        ready(Ok(self.decide(slot, quotas, cost, Instant::now())))
+    }
+
+    fn peek(&self, slot: &GcraCells, quotas: &[Quota], cost: u32) -> Option<Duration> {
+        let now = self.nanos(Instant::now());
+        match slot.earliest(quotas, cost, now) {
+            Refusal::Until(at) => Some(Duration::from_nanos(at.saturating_sub(now))),
+            Refusal::Oversize => None,
+        }
+    }
+
+    fn is_idle(&self, slot: &GcraCells) -> bool {
+        slot.is_idle(self.nanos(Instant::now()))
+    }
+}
