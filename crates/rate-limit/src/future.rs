@@ -19,8 +19,12 @@ use crate::limiter::Limiter;
 use crate::queue::{KeyEntry, Place, Turn};
 use crate::store::{Decision, RateStore};
 
-/// How far ahead a waiter that is told its turn by the hand-off arms its fallback timer.
-const UNTIL_TOLD: Duration = Duration::from_secs(86_400);
+/// How long a waiter that waits to be told its turn sleeps before looking again: if the head
+/// ahead of it is never polled, it must come back to find the head stalled.
+const UNTIL_TOLD: Duration = Duration::from_millis(250);
+
+/// How late (beyond one interval) the head may be before waiters behind it go ahead.
+const STALLED_HEAD: Duration = Duration::from_millis(100);
 
 /// A request waiting for its turn. Dropping it leaves the queue at once and, if it was at
 /// the head, hands the turn to the next waiter.
@@ -249,7 +253,8 @@ where
         let Some(place) = queued.place else {
             return Poll::Pending;
         };
-        match queued.entry.turn(place, now, cx.waker()) {
+        let stall = STALLED_HEAD + queued.limiter.interval;
+        match queued.entry.turn(place, now, cx.waker(), stall) {
             Turn::Try => {
                 let context = &queued.entry.context;
                 if let Some(until) = queued.entry.paused_until(context.nanos(now)) {

@@ -99,3 +99,56 @@ fn refund(quota: &Quota, tat: &AtomicU64, cost: u32) {
         Some(current.saturating_sub(increment))
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn several_quotas_must_all_admit_and_refund_on_refusal() {
+        // 10/s with burst 5, and 2 per second with burst 2.
+        let fast = Quota::per_second(10).unwrap().burst(5).unwrap();
+        let slow = Quota::per_second(2).unwrap().burst(2).unwrap();
+        let quotas = [fast, slow];
+        let cells = GcraCells::new(2);
+        assert_eq!(cells.try_take(&quotas, 1, 0), Ok(()));
+        assert_eq!(cells.try_take(&quotas, 1, 0), Ok(()));
+        // The slow quota refuses; the fast one must get its token back.
+        assert_eq!(cells.try_take(&quotas, 1, 0), Err(Refusal::Until(500 * MS)));
+        assert_eq!(cells.try_take(&quotas, 1, 0), Err(Refusal::Until(500 * MS)));
+        assert_eq!(cells.try_take(&quotas, 1, 500 * MS), Ok(()));
+        // The fast quota spent only 3 of its 5: two more would pass it alone.
+        assert_eq!(cells.tats[0].load(Ordering::Relaxed), 500 * MS + 100 * MS);
+    }
+
+    proptest! {
+        /// Over any arrival pattern, admitted requests i..=j satisfy
+        /// j - i + 1 <= burst + (t_j - t_i) / T: no window admits more than burst + W/T.
+        #[test]
+        fn no_window_admits_more_than_burst_plus_rate(
+            per_second in 1u32..2_000,
+            burst in 1u32..20,
+            mut arrivals in proptest::collection::vec(0u64..3_000_000_000, 1..400),
+        ) {
+            let quota = Quota::per_second(per_second).unwrap().burst(burst).unwrap();
+            let quotas = [quota];
+            let cells = GcraCells::new(1);
+            arrivals.sort_unstable();
+            let admitted: Vec<u64> = arrivals
+                .into_iter()
+                .filter(|&at| cells.try_take(&quotas, 1, at).is_ok())
+                .collect();
+            let interval = quota.interval_nanos();
+            for i in 0..admitted.len() {
+                for j in i..admitted.len() {
+                    let count = (j - i + 1) as u64;
+                    let allowed = u64::from(burst) + (admitted[j] - admitted[i]) / interval;
+                    prop_assert!(count <= allowed, "{count} admitted in {} ns, allowed {allowed}", admitted[j] - admitted[i]);
+                }
+            }
+        }
+    }
+}

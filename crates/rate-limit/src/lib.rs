@@ -53,6 +53,7 @@
 //! [`fail_fast`]: RateLimitBuilder::fail_fast
 //! [`per_host`]: RateLimitBuilder::per_host
 
+pub mod conformance;
 mod error;
 mod extensions;
 mod future;

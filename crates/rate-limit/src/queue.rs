@@ -185,10 +185,18 @@ impl<St: RateStore> KeyEntry<St> {
         Joined::Queued { place, slot }
     }
 
-    /// A waiter was polled at `now`: records its waker and says what to do.
-    pub(crate) fn turn(&self, place: Place, now: Instant, waker: &Waker) -> Turn {
+    /// A waiter was polled at `now`: records its waker and says what to do. `stall` is how
+    /// late a head may be before those behind it stop waiting for it.
+    pub(crate) fn turn(&self, place: Place, now: Instant, waker: &Waker, stall: Duration) -> Turn {
         let mut queue = self.lock();
-        let is_head = queue.waiters.keys().next() == Some(&place);
+        let (head_place, head_slot) = match queue.waiters.iter().next() {
+            Some((head_place, head)) => (Some(*head_place), head.slot),
+            None => (None, None),
+        };
+        // A head whose caller holds its future without polling it must not wedge the queue:
+        // once it is well past its slot, a waiter whose own slot has come may go ahead.
+        let head_stalled = head_slot.is_some_and(|slot| slot + stall < now);
+        let is_head = head_place == Some(place);
         let Some(waiter) = queue.waiters.get_mut(&place) else {
             return Turn::Sleep(None);
         };
@@ -196,8 +204,8 @@ impl<St: RateStore> KeyEntry<St> {
             waiter.waker = Some(waker.clone());
         }
         match waiter.slot {
-            Some(slot) if slot <= now && is_head => Turn::Try,
-            None if is_head => Turn::Try,
+            Some(slot) if slot <= now && (is_head || head_stalled) => Turn::Try,
+            None if is_head || head_stalled => Turn::Try,
             // Its predicted slot came but others are still ahead: wait for the hand-off.
             Some(slot) if slot <= now => {
                 waiter.slot = None;

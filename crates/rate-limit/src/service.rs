@@ -94,8 +94,7 @@ where
         let now = Instant::now();
         let entry = limiter.entry(|| self.extractor.extract_from(&request), now);
         let cost = request.extensions().get::<Cost>().map_or(1, |cost| cost.0);
-        let mut head_wait = Duration::ZERO;
-        match entry.paused_until(limiter.nanos(now)) {
+        let head_wait = match entry.paused_until(limiter.nanos(now)) {
             // The steady state: nobody waits, so try for a token straight away.
             None if entry.depth() == 0 => {
                 let mut attempt = limiter.store.acquire(&entry.slot, &limiter.quotas, cost);
@@ -104,7 +103,7 @@ where
                         limiter.counters.admitted.fetch_add(1, Ordering::Relaxed);
                         return ResponseFuture::called(self.inner.call(request), entry, None);
                     }
-                    Some(Ok(Decision::Wait(wait))) => head_wait = wait,
+                    Some(Ok(Decision::Wait(wait))) => wait,
                     Some(Ok(Decision::Oversize)) => {
                         return self.refuse(Rejected::Oversize { cost });
                     }
@@ -118,9 +117,13 @@ where
                     }
                 }
             }
-            None => {}
-            Some(until) => head_wait = Duration::from_nanos(until - limiter.nanos(now)),
-        }
+            // Others wait already: this one's turn comes after theirs.
+            None => limiter.peek(&entry, cost),
+            Some(until) => {
+                let paused = Duration::from_nanos(until - limiter.nanos(now));
+                paused.max(limiter.peek(&entry, cost))
+            }
+        };
         self.wait_or_refuse(request, entry, cost, now, head_wait)
     }
 }
