@@ -14,17 +14,101 @@ use tower::{Layer, Service};
 
 /// Times one request through `service`. Requests are built, and responses dropped, outside
 /// the timed section, so the figures are the services' own cost.
-fn bench_service<S>(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, mut service: S)
+fn bench_service<S>(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, service: S)
 where
     S: Service<Request<()>>,
 {
+    bench_requests(group, id, service, || Request::new(()));
+}
+
+/// As [`bench_service`], with requests made by `request`.
+fn bench_requests<S, R>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    mut service: S,
+    request: impl Fn() -> R,
+) where
+    S: Service<R>,
+{
     group.bench_function(id, |b| {
         b.iter_batched(
-            || Request::new(()),
+            &request,
             |request| call_once(&mut service, black_box(request)),
             BatchSize::SmallInput,
         )
     });
+}
+
+/// A request to an upstream host, as a client sends it.
+fn api_request() -> Request<()> {
+    Request::get("https://api.example.com/v1/items")
+        .body(())
+        .expect("a valid request")
+}
+
+fn rate_limit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _context = runtime.enter();
+    let mut group = c.benchmark_group("rate_limit");
+    // Every limiter is set far above what the loop can reach, so none ever binds: these
+    // figures are the cost of admitting a request.
+    bench_requests(&mut group, "baseline", NoopUpstream, api_request);
+
+    let seawall = seawall_rate_limit::RateLimitLayer::builder()
+        .per_second(1_000_000_000)
+        .burst(1_000_000)
+        .build()
+        .expect("valid config");
+    bench_requests(
+        &mut group,
+        "seawall",
+        seawall.layer(NoopUpstream),
+        api_request,
+    );
+
+    let keyed = seawall_rate_limit::RateLimitLayer::builder()
+        .per_second(1_000_000_000)
+        .burst(1_000_000)
+        .per_host()
+        .build()
+        .expect("valid config");
+    bench_requests(
+        &mut group,
+        "seawall_keyed",
+        keyed.layer(NoopUpstream),
+        api_request,
+    );
+
+    let quota = governor::Quota::per_second(std::num::NonZeroU32::MAX)
+        .allow_burst(std::num::NonZeroU32::new(1_000_000).expect("non-zero"));
+    let governor = governor::RateLimiter::direct(quota);
+    group.bench_function("governor_direct", |b| {
+        b.iter(|| black_box(governor.check()))
+    });
+
+    let tower_limit = tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1));
+    bench_requests(
+        &mut group,
+        "tower_rate_limit",
+        tower_limit.layer(NoopUpstream),
+        api_request,
+    );
+
+    let resilience = tower_resilience::ratelimiter::RateLimiterLayer::builder()
+        .limit_for_period(usize::MAX / 2)
+        .refresh_period(Duration::from_secs(1))
+        .build()
+        .expect("valid config");
+    bench_requests(
+        &mut group,
+        "tower_resilience",
+        resilience.layer(NoopUpstream),
+        api_request,
+    );
+    group.finish();
 }
 
 fn circuit_breaker(c: &mut Criterion) {
@@ -93,5 +177,5 @@ fn circuit_breaker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(layers, circuit_breaker);
+criterion_group!(layers, circuit_breaker, rate_limit);
 criterion_main!(layers);

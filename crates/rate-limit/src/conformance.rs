@@ -86,7 +86,7 @@ where
             elapsed_ms = step.at_ms;
         }
         let decision = store
-            .acquire(&slot, &quotas, step.cost)
+            .acquire(&slot, &quotas, step.cost, tokio::time::Instant::now())
             .await
             .map_err(|error| format!("step {index}: {error}"))?;
         if decision != step.expected {

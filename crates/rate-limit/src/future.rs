@@ -266,6 +266,7 @@ where
                     &queued.entry.slot,
                     &limiter.quotas,
                     queued.cost,
+                    now,
                 ));
             }
             Turn::Sleep(slot) => {

@@ -107,6 +107,11 @@ impl<X, St> RateLimitBuilder<X, St> {
         self.push(Quota::per_hour(n))
     }
 
+    /// Adds a quota of `n` requests per `period`.
+    pub fn per(self, n: u32, period: Duration) -> Self {
+        self.push(Quota::per(n, period))
+    }
+
     /// Adds a quota built by hand.
     pub fn quota(self, quota: Quota) -> Self {
         self.push(Ok(quota))

@@ -116,15 +116,15 @@ impl<K, St: RateStore> fmt::Debug for Limiter<K, St> {
 impl<K, St: RateStore> Limiter<K, St> {
     /// How long until the store would admit `cost` for `entry`; a store that cannot tell
     /// without a round trip is assumed to need one interval per token.
-    pub(crate) fn peek(&self, entry: &KeyEntry<St>, cost: u32) -> Duration {
+    pub(crate) fn peek(&self, entry: &KeyEntry<St>, cost: u32, now: Instant) -> Duration {
         self.store
-            .peek(&entry.slot, &self.quotas, cost)
+            .peek(&entry.slot, &self.quotas, cost, now)
             .unwrap_or_else(|| self.interval.saturating_mul(cost))
     }
 
     /// When the store would admit a request of `cost` for `entry`, for the queue's hand-off.
     pub(crate) fn next_slot(&self, entry: &KeyEntry<St>, cost: u32, now: Instant) -> Instant {
-        let at = now + self.peek(entry, cost);
+        let at = now + self.peek(entry, cost, now);
         match entry.paused_until(self.context.nanos(now)) {
             Some(until) => at.max(self.context.instant(until)),
             None => at,

@@ -31,7 +31,7 @@ impl Quota {
         Self::per(n, Duration::from_secs(3_600))
     }
 
-    /// `n` requests per `period` (1 ms to 1 day; the interval `period / n` at least 1 µs).
+    /// `n` requests per `period` (1 ms to 1 day; at most one request per nanosecond).
     pub fn per(n: u32, period: Duration) -> Result<Self, ConfigError> {
         check_range(
             "rate",
@@ -51,9 +51,9 @@ impl Quota {
         check_range(
             "rate",
             interval,
-            Duration::from_micros(1),
+            Duration::from_nanos(1),
             Duration::from_secs(86_400),
-            "at most one request per microsecond",
+            "at most one request per nanosecond",
         )?;
         Ok(Self {
             interval_nanos: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),

@@ -97,7 +97,9 @@ where
         let head_wait = match entry.paused_until(limiter.nanos(now)) {
             // The steady state: nobody waits, so try for a token straight away.
             None if entry.depth() == 0 => {
-                let mut attempt = limiter.store.acquire(&entry.slot, &limiter.quotas, cost);
+                let mut attempt = limiter
+                    .store
+                    .acquire(&entry.slot, &limiter.quotas, cost, now);
                 match poll_now(&mut attempt) {
                     Some(Ok(Decision::Admitted)) => {
                         limiter.counters.admitted.fetch_add(1, Ordering::Relaxed);
@@ -118,10 +120,10 @@ where
                 }
             }
             // Others wait already: this one's turn comes after theirs.
-            None => limiter.peek(&entry, cost),
+            None => limiter.peek(&entry, cost, now),
             Some(until) => {
                 let paused = Duration::from_nanos(until - limiter.nanos(now));
-                paused.max(limiter.peek(&entry, cost))
+                paused.max(limiter.peek(&entry, cost, now))
             }
         };
         self.wait_or_refuse(request, entry, cost, now, head_wait)

@@ -62,11 +62,20 @@ pub trait RateStore: Send + Sync + 'static {
     fn new_slot(&self, key: &dyn fmt::Debug) -> Self::Slot;
 
     /// Takes `cost` tokens from every quota for `slot`, or says how long until it could.
-    fn acquire(&self, slot: &Self::Slot, quotas: &[Quota], cost: u32) -> Self::Future;
+    /// `now` is the local time of the attempt (a store with its own clock may ignore it).
+    fn acquire(&self, slot: &Self::Slot, quotas: &[Quota], cost: u32, now: Instant)
+    -> Self::Future;
 
-    /// How long until `cost` could be taken, without taking it, if the store can tell
-    /// without a round trip. The queue's hand-off uses it to time the next waiter exactly.
-    fn peek(&self, _slot: &Self::Slot, _quotas: &[Quota], _cost: u32) -> Option<Duration> {
+    /// How long after `now` `cost` could be taken, without taking it, if the store can tell
+    /// without a round trip. The queue's hand-off uses it to time the next waiter exactly, so
+    /// it must be computed from the `now` given, not from a fresh reading of the clock.
+    fn peek(
+        &self,
+        _slot: &Self::Slot,
+        _quotas: &[Quota],
+        _cost: u32,
+        _now: Instant,
+    ) -> Option<Duration> {
         None
     }
 
@@ -117,12 +126,18 @@ impl RateStore for InMemoryStore {
         GcraCells::new(self.quotas)
     }
 
-    fn acquire(&self, slot: &GcraCells, quotas: &[Quota], cost: u32) -> Self::Future {
-        ready(Ok(self.decide(slot, quotas, cost, Instant::now())))
+    fn acquire(&self, slot: &GcraCells, quotas: &[Quota], cost: u32, now: Instant) -> Self::Future {
+        ready(Ok(self.decide(slot, quotas, cost, now)))
     }
 
-    fn peek(&self, slot: &GcraCells, quotas: &[Quota], cost: u32) -> Option<Duration> {
-        let now = self.nanos(Instant::now());
+    fn peek(
+        &self,
+        slot: &GcraCells,
+        quotas: &[Quota],
+        cost: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        let now = self.nanos(now);
         match slot.earliest(quotas, cost, now) {
             Refusal::Until(at) => Some(Duration::from_nanos(at.saturating_sub(now))),
             Refusal::Oversize => None,
