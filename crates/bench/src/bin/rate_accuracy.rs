@@ -118,7 +118,11 @@ async fn seawall() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
         .collect();
     join_all(calls).await;
     let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Ok(report("seawall", &arrivals, wakeups.load(Ordering::Relaxed)))
+    Ok(report(
+        "seawall",
+        &arrivals,
+        wakeups.load(Ordering::Relaxed),
+    ))
 }
 
 async fn governor_until_ready() -> serde_json::Value {
