@@ -12,6 +12,7 @@ use tower::Service;
 use crate::breaker::{Admission, Breaker};
 use crate::config::Config;
 use crate::error::{BreakerError, CircuitOpen};
+use crate::event::State;
 use crate::future::{CallGuard, ResponseFuture};
 use crate::sync::{AtomicU64, Ordering};
 
@@ -40,10 +41,17 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
         match self {
             Breakers::Single(breaker) => Arc::clone(breaker),
             Breakers::Keyed { map, config, seed } => {
-                map.get_or_insert_with(key, Instant::now(), || {
-                    let seed = seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-                    Breaker::new(key.clone(), Arc::clone(config), seed)
-                })
+                map.get_or_insert_with(
+                    key,
+                    Instant::now(),
+                    || {
+                        let seed = seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+                        Breaker::new(key.clone(), Arc::clone(config), seed)
+                    },
+                    // An idle breaker that is not closed (open, forced, disabled) remembers
+                    // something a fresh one would not.
+                    |breaker| breaker.state() != State::Closed,
+                )
             }
         }
     }

@@ -280,14 +280,18 @@ impl TimeWindow {
         let first = current + 1;
         let first = first.max(epoch.saturating_sub(len - 1));
         for slice in first..=epoch {
-            let bucket = &self.buckets[(slice % len) as usize];
-            self.calls
-                .fetch_sub(bucket.calls.swap(0, Ordering::AcqRel), Ordering::Relaxed);
-            self.failures
-                .fetch_sub(bucket.failures.swap(0, Ordering::AcqRel), Ordering::Relaxed);
-            self.slow
-                .fetch_sub(bucket.slow.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+            self.expire(&self.buckets[(slice % len) as usize]);
         }
+    }
+
+    /// Empties `bucket` and takes what it held out of the totals.
+    fn expire(&self, bucket: &Bucket) {
+        self.calls
+            .fetch_sub(bucket.calls.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+        self.failures
+            .fetch_sub(bucket.failures.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+        self.slow
+            .fetch_sub(bucket.slow.swap(0, Ordering::AcqRel), Ordering::Relaxed);
     }
 
     fn record(&self, sample: Sample, now: Instant) -> WindowTotals {
@@ -318,12 +322,7 @@ impl TimeWindow {
 
     fn reset(&self) {
         for bucket in self.buckets.iter() {
-            self.calls
-                .fetch_sub(bucket.calls.swap(0, Ordering::AcqRel), Ordering::Relaxed);
-            self.failures
-                .fetch_sub(bucket.failures.swap(0, Ordering::AcqRel), Ordering::Relaxed);
-            self.slow
-                .fetch_sub(bucket.slow.swap(0, Ordering::AcqRel), Ordering::Relaxed);
+            self.expire(bucket);
         }
     }
 }

@@ -251,3 +251,35 @@ fn every_invalid_config_names_its_field() {
         assert!(error.to_string().contains(field));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_forced_open_host_is_not_forgotten() {
+    let layer = CircuitBreakerLayer::builder()
+        .per_host()
+        .idle_after(secs(1))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    handle.force_open(&host("a.example"));
+    service
+        .clone()
+        .oneshot(request_to("b.example", Script::Status(200)))
+        .await
+        .unwrap();
+    advance(secs(5)).await;
+    // A new host triggers a sweep: b (closed, idle) goes, a (forced open) stays.
+    service
+        .clone()
+        .oneshot(request_to("c.example", Script::Status(200)))
+        .await
+        .unwrap();
+    assert_eq!(handle.len(), 2);
+    assert_eq!(handle.state(&host("a.example")), State::ForcedOpen);
+    let refused = service
+        .clone()
+        .oneshot(request_to("a.example", Script::Status(200)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.as_open().unwrap().state(), State::ForcedOpen);
+}

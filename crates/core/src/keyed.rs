@@ -4,7 +4,9 @@
 //! lock-free (an epoch-based concurrent map); memory is bounded without a background task:
 //! on the insert path, entries idle for longer than `idle_after` are dropped, and when the map
 //! holds `max_keys` the least recently used tenth is dropped. An entry that an in-flight
-//! request still holds is never dropped for idleness.
+//! request still holds, or whose state the layer says must be kept (a quota not yet refilled,
+//! a breaker forced open), is never dropped for idleness; only the hard `max_keys` bound can
+//! drop it.
 
 use std::hash::Hash;
 use std::sync::Arc;
@@ -110,8 +112,15 @@ where
         }
     }
 
-    /// The state of `key`, created by `make` if the key is new.
-    pub fn get_or_insert_with(&self, key: &K, now: Instant, make: impl FnOnce() -> V) -> Arc<V> {
+    /// The state of `key`, created by `make` if the key is new. `keep` says which idle
+    /// entries still hold state that must not be forgotten; it is asked only when a sweep runs.
+    pub fn get_or_insert_with(
+        &self,
+        key: &K,
+        now: Instant,
+        make: impl FnOnce() -> V,
+        keep: impl Fn(&V) -> bool,
+    ) -> Arc<V> {
         let now_ms = self.millis(now);
         let map = self.map.pin();
         if let Some(slot) = map.get(key) {
@@ -119,7 +128,7 @@ where
             return Arc::clone(&slot.value);
         }
         drop(map);
-        self.maybe_sweep(now_ms);
+        self.maybe_sweep(now_ms, keep);
         let map = self.map.pin();
         let slot = map.get_or_insert_with(key.clone(), || Slot {
             value: Arc::new(make()),
@@ -159,7 +168,7 @@ where
         u64::try_from(now.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn maybe_sweep(&self, now_ms: u64) {
+    fn maybe_sweep(&self, now_ms: u64, keep: impl Fn(&V) -> bool) {
         let idle_ms = u64::try_from(self.limits.idle_after.as_millis()).unwrap_or(u64::MAX);
         let full = self.map.len() >= self.limits.max_keys;
         let due = now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= idle_ms;
@@ -178,8 +187,8 @@ where
         let map = self.map.pin();
         map.retain(|_, slot| {
             let idle = now_ms.saturating_sub(slot.last_used_ms.load(Ordering::Relaxed)) >= idle_ms;
-            // An entry an in-flight request still holds keeps its state.
-            !(idle && Arc::strong_count(&slot.value) == 1)
+            // An entry an in-flight request still holds, or whose state matters, stays.
+            !(idle && Arc::strong_count(&slot.value) == 1 && !keep(&slot.value))
         });
         let len = map.len();
         if len >= self.limits.max_keys {
@@ -218,7 +227,7 @@ mod tests {
         let now = Instant::now();
         let mut peak = 0;
         for key in 0..1_000_000u64 {
-            let value = map.get_or_insert_with(&key, now, || key);
+            let value = map.get_or_insert_with(&key, now, || key, |_| false);
             assert_eq!(*value, key);
             drop(value);
             peak = peak.max(map.len());
@@ -237,16 +246,20 @@ mod tests {
     async fn idle_keys_are_dropped_unless_in_use() {
         let map = KeyedMap::new(KeyLimits::new(100, Duration::from_secs(10)).unwrap());
         let start = Instant::now();
-        let held = map.get_or_insert_with(&"held", start, || 1);
-        drop(map.get_or_insert_with(&"idle", start, || 2));
-        drop(map.get_or_insert_with(&"fresh", start + Duration::from_secs(9), || 3));
-        assert_eq!(map.len(), 3);
-        // A miss after idle_after sweeps: "idle" goes, "held" is in use, "fresh" is recent.
-        drop(map.get_or_insert_with(&"new", start + Duration::from_secs(12), || 4));
+        let keep_fives = |value: &i32| *value == 5;
+        let held = map.get_or_insert_with(&"held", start, || 1, keep_fives);
+        drop(map.get_or_insert_with(&"idle", start, || 2, keep_fives));
+        drop(map.get_or_insert_with(&"kept", start, || 5, keep_fives));
+        drop(map.get_or_insert_with(&"fresh", start + Duration::from_secs(9), || 3, keep_fives));
+        assert_eq!(map.len(), 4);
+        // A miss after idle_after sweeps: "idle" goes, "held" is in use, "kept" holds state
+        // that matters, "fresh" is recent.
+        drop(map.get_or_insert_with(&"new", start + Duration::from_secs(12), || 4, keep_fives));
         assert!(map.get(&"idle").is_none());
         assert_eq!(map.get(&"held").as_deref(), Some(&1));
+        assert_eq!(map.get(&"kept").as_deref(), Some(&5));
         assert_eq!(map.get(&"fresh").as_deref(), Some(&3));
-        assert_eq!(map.len(), 3);
+        assert_eq!(map.len(), 4);
         drop(held);
     }
 

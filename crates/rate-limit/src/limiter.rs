@@ -179,9 +179,18 @@ where
             Entries::Single(entry) => Arc::clone(entry),
             Entries::Keyed(map) => {
                 let key = key();
-                map.get_or_insert_with(&key, now, || {
-                    KeyEntry::new(self.store.new_slot(&key), Arc::clone(&self.context))
-                })
+                let now_nanos = self.context.nanos(now);
+                map.get_or_insert_with(
+                    &key,
+                    now,
+                    || KeyEntry::new(self.store.new_slot(&key), Arc::clone(&self.context)),
+                    // Dropping a key whose quota has not refilled would hand it a fresh burst.
+                    |entry| {
+                        entry.depth() > 0
+                            || entry.paused_until(now_nanos).is_some()
+                            || !self.store.is_idle(&entry.slot)
+                    },
+                )
             }
         }
     }

@@ -362,3 +362,34 @@ async fn a_head_that_is_never_polled_does_not_wedge_the_queue() {
     // the first look after that (looks come every 250 ms while waiting to be told).
     assert_eq!(*log.lock().unwrap(), vec![(0, ms(0)), (2, ms(450))]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_key_whose_quota_has_not_refilled_is_not_forgotten() {
+    let (_, upstream) = logging_upstream(Instant::now());
+    let layer = RateLimitLayer::builder()
+        .per_hour(2)
+        .burst(2)
+        .fail_fast()
+        .key_by(|head: &seawall_core::RequestHead<'_>| head.uri.path().to_owned())
+        .idle_after(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut service = layer.layer(upstream);
+    let to = |path: &str| Request::builder().uri(path).body(0).unwrap();
+    service.call(to("/spent")).await.unwrap();
+    service.call(to("/spent")).await.unwrap();
+    drop(service.call(to("/idle")).await.unwrap());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // A new key triggers a sweep of keys idle for over a second.
+    service.call(to("/new")).await.unwrap();
+    // "/idle" refilled a little but not whole: it is kept; the spent key is kept too.
+    assert_eq!(handle.stats().keys, 3);
+    match service.call(to("/spent")).await {
+        Err(RateLimitError::Rejected(Rejected::Limited { retry_after })) => {
+            // Half an hour for one token at 2/h, less the 5 s that passed.
+            assert_eq!(retry_after, Duration::from_secs(1_800 - 5));
+        }
+        other => panic!("the spent quota was forgotten: {other:?}"),
+    }
+}
