@@ -234,8 +234,17 @@ where
                 Ok(Decision::Wait(wait)) => match queued.place {
                     Some(place) => queued.entry.retry_at(place, now + wait),
                     None => {
-                        if let Err(rejected) = join_after_remote_answer(queued, now, wait) {
-                            return Poll::Ready(refuse(queued, rejected));
+                        let extensions = queued.request.as_ref().map(Request::extensions);
+                        let joined = queued.limiter.join(
+                            &queued.entry,
+                            extensions.unwrap_or(&http::Extensions::new()),
+                            queued.cost,
+                            now,
+                            wait,
+                        );
+                        match joined {
+                            Ok((place, _)) => queued.place = Some(place),
+                            Err(rejected) => return Poll::Ready(refuse(queued, rejected)),
                         }
                     }
                 },
@@ -305,50 +314,6 @@ where
         },
         // Admission happens once per request; both are still here.
         _ => State::Rejected { rejected: None },
-    }
-}
-
-/// Joins the queue after a remote store said "wait"; `Err` is the refusal.
-fn join_after_remote_answer<S, B, K, St: RateStore>(
-    queued: &mut Queued<S, B, K, St>,
-    now: Instant,
-    head_wait: Duration,
-) -> Result<(), Rejected> {
-    let limiter = &queued.limiter;
-    let (max_waiting, max_wait) = match limiter.mode {
-        crate::limiter::Mode::FailFast => {
-            return Err(Rejected::Limited {
-                retry_after: head_wait,
-            });
-        }
-        crate::limiter::Mode::Wait {
-            max_waiting,
-            max_wait,
-        } => (max_waiting, max_wait),
-    };
-    let priority = queued
-        .request
-        .as_ref()
-        .and_then(|r| r.extensions().get::<crate::Priority>())
-        .map_or(0, |p| p.0);
-    match queued.entry.join(
-        priority,
-        queued.cost,
-        now,
-        head_wait,
-        limiter.interval,
-        max_waiting,
-        max_wait,
-    ) {
-        crate::queue::Joined::Full => Err(Rejected::QueueFull { max_waiting }),
-        crate::queue::Joined::TooLong(predicted) => Err(Rejected::WaitTooLong {
-            predicted,
-            max_wait,
-        }),
-        crate::queue::Joined::Queued { place, .. } => {
-            queued.place = Some(place);
-            Ok(())
-        }
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 use seawall_core::{HintPolicy, KeyedMap};
 use tokio::time::Instant;
 
-use crate::queue::{Context, KeyEntry};
+use crate::error::Rejected;
+use crate::extensions::Priority;
+use crate::queue::{Context, Joined, KeyEntry, Place};
 use crate::quota::Quota;
 use crate::store::RateStore;
 
@@ -75,8 +77,7 @@ pub struct LimiterStats {
 }
 
 impl Counters {
-    pub(crate) fn count_refusal(&self, rejected: &crate::error::Rejected) {
-        use crate::error::Rejected;
+    pub(crate) fn count_refusal(&self, rejected: &Rejected) {
         let counter = match rejected {
             Rejected::QueueFull { .. } => &self.queue_full,
             Rejected::WaitTooLong { .. } => &self.wait_too_long,
@@ -120,6 +121,47 @@ impl<K, St: RateStore> Limiter<K, St> {
         self.store
             .peek(&entry.slot, &self.quotas, cost, now)
             .unwrap_or_else(|| self.interval.saturating_mul(cost))
+    }
+
+    /// Queues a request that found no free token, or says why it is refused: fail-fast mode,
+    /// a full queue, or a predicted wait over `max_wait`. `head_wait` is how long until the
+    /// store would admit it were it at the head.
+    pub(crate) fn join(
+        &self,
+        entry: &KeyEntry<St>,
+        extensions: &http::Extensions,
+        cost: u32,
+        now: Instant,
+        head_wait: Duration,
+    ) -> Result<(Place, Instant), Rejected> {
+        let (max_waiting, max_wait) = match self.mode {
+            Mode::FailFast => {
+                return Err(Rejected::Limited {
+                    retry_after: head_wait,
+                });
+            }
+            Mode::Wait {
+                max_waiting,
+                max_wait,
+            } => (max_waiting, max_wait),
+        };
+        let priority = extensions.get::<Priority>().map_or(0, |p| p.0);
+        match entry.join(
+            priority,
+            cost,
+            now,
+            head_wait,
+            self.interval,
+            max_waiting,
+            max_wait,
+        ) {
+            Joined::Full => Err(Rejected::QueueFull { max_waiting }),
+            Joined::TooLong(predicted) => Err(Rejected::WaitTooLong {
+                predicted,
+                max_wait,
+            }),
+            Joined::Queued { place, slot } => Ok((place, slot)),
+        }
     }
 
     /// When the store would admit a request of `cost` for `entry`, for the queue's hand-off.

@@ -55,7 +55,8 @@ struct Waiter {
 struct WaitQueue {
     waiters: BTreeMap<Place, Waiter>,
     next_seq: u64,
-    /// The cost queued at each priority, to predict a newcomer's slot in O(1).
+    /// The cost queued at each priority, to predict a newcomer's slot in O(1). Sized on the
+    /// first join, so a key that never waits holds no table.
     cost_by_priority: Vec<u64>,
 }
 
@@ -94,10 +95,7 @@ impl<St: RateStore> KeyEntry<St> {
             context,
             paused_until: AtomicU64::new(0),
             depth: AtomicUsize::new(0),
-            queue: Mutex::new(WaitQueue {
-                cost_by_priority: vec![0; 256],
-                ..WaitQueue::default()
-            }),
+            queue: Mutex::new(WaitQueue::default()),
         }
     }
 
@@ -162,6 +160,9 @@ impl<St: RateStore> KeyEntry<St> {
         let mut queue = self.lock();
         if queue.waiters.len() >= max_waiting {
             return Joined::Full;
+        }
+        if queue.cost_by_priority.is_empty() {
+            queue.cost_by_priority = vec![0; usize::from(u8::MAX) + 1];
         }
         let ahead: u64 = queue.cost_by_priority[usize::from(priority)..].iter().sum();
         let wait = head_wait

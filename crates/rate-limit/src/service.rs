@@ -13,10 +13,10 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::error::{RateLimitError, Rejected};
-use crate::extensions::{Cost, Priority};
+use crate::extensions::Cost;
 use crate::future::{Queued, ResponseFuture};
-use crate::limiter::{Limiter, Mode};
-use crate::queue::{Joined, KeyEntry};
+use crate::limiter::Limiter;
+use crate::queue::KeyEntry;
 use crate::store::{Decision, RateStore};
 
 /// A service that keeps requests under a quota. See the [crate docs](crate).
@@ -180,34 +180,12 @@ where
     where
         S: Service<Request<ReqBody>> + Clone,
     {
-        let (max_waiting, max_wait) = match self.limiter.mode {
-            Mode::FailFast => {
-                return self.refuse(Rejected::Limited {
-                    retry_after: head_wait,
-                });
-            }
-            Mode::Wait {
-                max_waiting,
-                max_wait,
-            } => (max_waiting, max_wait),
-        };
-        let priority = request.extensions().get::<Priority>().map_or(0, |p| p.0);
-        let joined = entry.join(
-            priority,
-            cost,
-            now,
-            head_wait,
-            self.limiter.interval,
-            max_waiting,
-            max_wait,
-        );
-        match joined {
-            Joined::Full => self.refuse(Rejected::QueueFull { max_waiting }),
-            Joined::TooLong(predicted) => self.refuse(Rejected::WaitTooLong {
-                predicted,
-                max_wait,
-            }),
-            Joined::Queued { place, slot } => {
+        match self
+            .limiter
+            .join(&entry, request.extensions(), cost, now, head_wait)
+        {
+            Err(rejected) => self.refuse(rejected),
+            Ok((place, slot)) => {
                 let mut queued = self.queued(request, entry, cost, now, None);
                 queued.place = Some(place);
                 ResponseFuture::queued(queued, slot)
