@@ -1,0 +1,278 @@
+//! The retry budget: retries may be at most a share of recent requests, plus a floor.
+//!
+//! Every logical request deposits `percent` of a retry; every retry withdraws one. Deposits
+//! and withdrawals are kept in a ring of time slots covering `ttl`, so old traffic stops
+//! counting; a reserve of `min_per_sec × ttl` retries is always available, so a quiet client
+//! can still retry. This is the Finagle / gRPC budget: when an upstream is down, retries add
+//! at most `percent` to the load instead of multiplying it by the attempt count.
+//!
+//! Each slot is one `AtomicU64` holding its epoch and its count together, so a deposit is a
+//! load and an add, and a slot that has expired is reset by the same compare-and-swap that
+//! writes into it. No lock is ever taken.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use seawall_core::{ConfigError, check_range};
+use tokio::time::Instant;
+
+/// Units per retry: deposits are fractions of a retry, kept in thousandths.
+const UNIT: u64 = 1_000;
+/// The ring's length: the window slides in steps of `ttl / SLOTS`.
+const SLOTS: usize = 10;
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+
+/// The settings of a [`RetryBudget`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetConfig {
+    ttl: Duration,
+    min_per_sec: u32,
+    percent: f64,
+}
+
+impl Default for BudgetConfig {
+    /// 20 % of the requests of the last 10 s, plus 10 retries per second.
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(10),
+            min_per_sec: 10,
+            percent: 20.0,
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// A budget of `percent` % of the requests seen over the last `ttl`, plus `min_per_sec`
+    /// retries per second of `ttl` that are always allowed.
+    ///
+    /// `ttl` must be 1 s to 1 h, `min_per_sec` at most 1,000,000, `percent` 0 to 1,000.
+    pub fn new(ttl: Duration, min_per_sec: u32, percent: f64) -> Result<Self, ConfigError> {
+        check_range(
+            "budget_ttl",
+            ttl,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            "a duration from 1 s to 1 h",
+        )?;
+        check_range(
+            "budget_min_per_sec",
+            min_per_sec,
+            0,
+            1_000_000,
+            "an integer from 0 to 1,000,000",
+        )?;
+        if !(0.0..=1_000.0).contains(&percent) {
+            return Err(ConfigError::new(
+                "budget_percent",
+                percent,
+                "a percentage from 0 to 1,000",
+            ));
+        }
+        Ok(Self {
+            ttl,
+            min_per_sec,
+            percent,
+        })
+    }
+
+    /// How long a request counts towards the budget.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Retries per second always allowed, whatever the traffic.
+    pub fn min_per_sec(&self) -> u32 {
+        self.min_per_sec
+    }
+
+    /// The share of recent requests that may be retried, in percent.
+    pub fn percent(&self) -> f64 {
+        self.percent
+    }
+}
+
+/// A lock-free retry budget, shared by every clone of a retry service.
+#[derive(Debug)]
+pub struct RetryBudget {
+    origin: Instant,
+    slot_nanos: u64,
+    deposit_units: u64,
+    reserve_units: u64,
+    deposits: [AtomicU64; SLOTS],
+    withdrawals: [AtomicU64; SLOTS],
+}
+
+impl RetryBudget {
+    /// A budget with the given settings, its window starting now.
+    pub fn new(config: BudgetConfig) -> Self {
+        Self::starting_at(config, Instant::now())
+    }
+
+    pub(crate) fn starting_at(config: BudgetConfig, origin: Instant) -> Self {
+        let ttl_nanos = u64::try_from(config.ttl.as_nanos()).unwrap_or(u64::MAX);
+        let reserve_units =
+            (f64::from(config.min_per_sec) * config.ttl.as_secs_f64() * UNIT as f64).round() as u64;
+        Self {
+            origin,
+            slot_nanos: (ttl_nanos / SLOTS as u64).max(1),
+            // Rounded, so that 20 % is exactly 200 thousandths.
+            deposit_units: (config.percent * UNIT as f64 / 100.0).round() as u64,
+            reserve_units,
+            deposits: Default::default(),
+            withdrawals: Default::default(),
+        }
+    }
+
+    /// Records one logical request.
+    pub fn deposit(&self, now: Instant) {
+        if self.deposit_units > 0 {
+            add(&self.deposits, self.epoch(now), self.deposit_units);
+        }
+    }
+
+    /// Takes one retry from the budget if one is available; `false` when it is empty.
+    ///
+    /// Two threads that find exactly one retry left may both take it, so under contention
+    /// the budget can be overdrawn by one retry per racing thread; never by more.
+    pub fn try_withdraw(&self, now: Instant) -> bool {
+        let epoch = self.epoch(now);
+        if self.balance_units(epoch) < UNIT {
+            return false;
+        }
+        add(&self.withdrawals, epoch, UNIT);
+        true
+    }
+
+    /// How many whole retries are available now.
+    pub fn available(&self, now: Instant) -> u64 {
+        self.balance_units(self.epoch(now)) / UNIT
+    }
+
+    fn balance_units(&self, epoch: u64) -> u64 {
+        (self.reserve_units + live_sum(&self.deposits, epoch))
+            .saturating_sub(live_sum(&self.withdrawals, epoch))
+    }
+
+    fn epoch(&self, now: Instant) -> u64 {
+        let nanos = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        nanos / self.slot_nanos
+    }
+}
+
+fn slot_index(epoch: u64) -> usize {
+    (epoch % SLOTS as u64) as usize
+}
+
+/// Adds `units` to the slot of `epoch`, resetting it first if it still holds an older epoch.
+fn add(slots: &[AtomicU64; SLOTS], epoch: u64, units: u64) {
+    let slot = &slots[slot_index(epoch)];
+    let tag = (epoch & EPOCH_MASK) << COUNT_BITS;
+    let mut current = slot.load(Ordering::Relaxed);
+    loop {
+        let next = if current & !COUNT_MASK == tag {
+            // Saturate rather than carry into the epoch bits.
+            tag | ((current & COUNT_MASK) + units).min(COUNT_MASK)
+        } else {
+            tag | units.min(COUNT_MASK)
+        };
+        match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// The sum of the slots written during the last `SLOTS` epochs.
+fn live_sum(slots: &[AtomicU64; SLOTS], epoch: u64) -> u64 {
+    slots
+        .iter()
+        .map(|slot| slot.load(Ordering::Relaxed))
+        .filter(|value| {
+            let age = (epoch & EPOCH_MASK).wrapping_sub(value >> COUNT_BITS) & EPOCH_MASK;
+            age < SLOTS as u64
+        })
+        .map(|value| value & COUNT_MASK)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(ttl_s: u64, min_per_sec: u32, percent: f64) -> (RetryBudget, Instant) {
+        let origin = Instant::now();
+        let config = BudgetConfig::new(Duration::from_secs(ttl_s), min_per_sec, percent)
+            .expect("valid budget");
+        (RetryBudget::starting_at(config, origin), origin)
+    }
+
+    #[test]
+    fn reserve_alone_allows_min_per_sec_times_ttl() {
+        let (budget, t0) = budget(10, 3, 20.0);
+        assert_eq!(budget.available(t0), 30);
+        for _ in 0..30 {
+            assert!(budget.try_withdraw(t0));
+        }
+        assert!(!budget.try_withdraw(t0));
+    }
+
+    #[test]
+    fn five_requests_at_twenty_percent_buy_one_retry() {
+        let (budget, t0) = budget(10, 0, 20.0);
+        for _ in 0..4 {
+            budget.deposit(t0);
+        }
+        assert_eq!(budget.available(t0), 0);
+        assert!(!budget.try_withdraw(t0));
+        budget.deposit(t0);
+        assert!(budget.try_withdraw(t0));
+        assert!(!budget.try_withdraw(t0));
+    }
+
+    #[test]
+    fn deposits_expire_after_ttl() {
+        let (budget, t0) = budget(10, 0, 100.0);
+        budget.deposit(t0);
+        budget.deposit(t0 + Duration::from_millis(5_500));
+        assert_eq!(budget.available(t0 + Duration::from_millis(9_999)), 2);
+        // The first slot (0 s to 1 s) leaves the window at 10 s; the second at 15 s.
+        assert_eq!(budget.available(t0 + Duration::from_secs(10)), 1);
+        assert_eq!(budget.available(t0 + Duration::from_secs(16)), 0);
+    }
+
+    #[test]
+    fn withdrawals_expire_too_so_the_reserve_refills() {
+        let (budget, t0) = budget(1, 2, 0.0);
+        assert!(budget.try_withdraw(t0));
+        assert!(budget.try_withdraw(t0));
+        assert!(!budget.try_withdraw(t0));
+        assert!(budget.try_withdraw(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_slot_reused_after_a_full_turn_starts_from_zero() {
+        let (budget, t0) = budget(10, 0, 100.0);
+        for _ in 0..7 {
+            budget.deposit(t0);
+        }
+        // Same slot index, ten epochs later.
+        let later = t0 + Duration::from_secs(10);
+        budget.deposit(later);
+        assert_eq!(budget.available(later), 1);
+    }
+
+    #[test]
+    fn invalid_settings_name_their_field() {
+        let err = BudgetConfig::new(Duration::ZERO, 1, 20.0).unwrap_err();
+        assert_eq!(err.field(), "budget_ttl");
+        let err = BudgetConfig::new(Duration::from_secs(1), 2_000_000, 20.0).unwrap_err();
+        assert_eq!(err.field(), "budget_min_per_sec");
+        let err = BudgetConfig::new(Duration::from_secs(1), 1, f64::NAN).unwrap_err();
+        assert_eq!(err.field(), "budget_percent");
+        let err = BudgetConfig::new(Duration::from_secs(1), 1, -1.0).unwrap_err();
+        assert_eq!(err.field(), "budget_percent");
+    }
+}

@@ -1,0 +1,200 @@
+//! The [`ResponseFuture`] of the retry service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use seawall_core::{Classify, HintPolicy, ServerHints};
+use tokio::time::{Instant, Sleep};
+use tower::Service;
+
+use crate::error::{RetryError, RetryReport};
+use crate::policy::{AttemptInfo, Decision, RetryState, StopReason};
+use crate::replay::ReplayBody;
+use crate::service::{Shared, copy_request};
+
+pin_project_lite::pin_project! {
+    /// The future of a [`Retry`](crate::Retry) call: every attempt, and the waits between them.
+    pub struct ResponseFuture<S, B, C>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: S,
+        // A copy of the request kept for the next attempt, if there can be one.
+        next: Option<Request<ReplayBody<B>>>,
+        shared: Arc<Shared<C>>,
+        attempts: u32,
+        may_resend: bool,
+        started: Instant,
+        retry: Option<RetryState>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] future: F },
+        Waiting { #[pin] sleep: Sleep },
+        Ready,
+    }
+}
+
+impl<S, B, C> ResponseFuture<S, B, C>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    pub(crate) fn new(
+        future: S::Future,
+        service: S,
+        next: Option<Request<ReplayBody<B>>>,
+        shared: Arc<Shared<C>>,
+        may_resend: bool,
+        started: Instant,
+    ) -> Self {
+        Self {
+            state: State::Called { future },
+            service,
+            next,
+            shared,
+            attempts: 1,
+            may_resend,
+            started,
+            retry: None,
+        }
+    }
+}
+
+/// The delay the server asked for in a failed response, if hints are read at all.
+fn server_hint<B, E>(
+    result: &Result<Response<B>, E>,
+    policy: Option<&HintPolicy>,
+) -> Option<std::time::Duration> {
+    match (result, policy) {
+        (Ok(response), Some(policy)) => ServerHints::from_response(response, policy).retry_delay(),
+        _ => None,
+    }
+}
+
+impl<S, B, C, ResBody> Future for ResponseFuture<S, B, C>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>>,
+    C: Classify<Response<ResBody>, S::Error>,
+{
+    type Output = Result<Response<ResBody>, RetryError<S::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result = ready!(future.poll(cx));
+                    let shared = &**this.shared;
+                    let outcome = shared.classifier.classify(&result);
+                    if !outcome.is_failure() {
+                        return Poll::Ready(finish(result, *this.attempts, None, None));
+                    }
+                    let now = Instant::now();
+                    let attempt = AttemptInfo {
+                        attempts: *this.attempts,
+                        outcome,
+                        may_resend: *this.may_resend,
+                        replayable: this
+                            .next
+                            .as_ref()
+                            .is_some_and(|next| next.body().is_replayable()),
+                        hint: server_hint(&result, shared.policy.hints.as_ref()),
+                        elapsed: now.saturating_duration_since(*this.started),
+                    };
+                    let state = this.retry.get_or_insert_with(|| shared.retry_state());
+                    match shared
+                        .policy
+                        .decide(&attempt, state, shared.budget.as_ref(), now)
+                    {
+                        Decision::Done => {
+                            return Poll::Ready(finish(result, *this.attempts, None, None));
+                        }
+                        Decision::Stop { reason, hint } => {
+                            shared.stopped(reason);
+                            return Poll::Ready(finish(result, *this.attempts, Some(reason), hint));
+                        }
+                        Decision::Retry { delay, reason } => {
+                            shared.counters.retry(reason);
+                            tracing::debug!(
+                                attempt = *this.attempts,
+                                delay_ms = delay.as_millis() as u64,
+                                reason = reason.as_str(),
+                                "retrying request"
+                            );
+                            if let Some(on_retry) = &shared.on_retry {
+                                on_retry(*this.attempts, delay, reason);
+                            }
+                            // The failed response (and its connection's claim on the body)
+                            // goes before the wait, not after it.
+                            drop(result);
+                            this.state.set(State::Waiting {
+                                sleep: tokio::time::sleep(delay),
+                            });
+                        }
+                    }
+                }
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                        this.shared.stopped(StopReason::NotReady);
+                        return Poll::Ready(Err(RetryError::new(
+                            *this.attempts,
+                            StopReason::NotReady,
+                            None,
+                            error,
+                        )));
+                    }
+                    // `decide` retries only when a copy is at hand (`replayable`).
+                    let Some(request) = this.next.take() else {
+                        unreachable!("a retry was decided without a copy of the request")
+                    };
+                    *this.attempts += 1;
+                    if *this.attempts < this.shared.policy.max_attempts {
+                        *this.next = Some(copy_request(&request));
+                    }
+                    let future = this.service.call(request);
+                    this.state.set(State::Called { future });
+                }
+            }
+        }
+    }
+}
+
+/// The result handed back: responses as they are (with a [`RetryReport`] when the layer
+/// retried or gave up), errors wrapped with the attempts made and why the layer stopped.
+fn finish<B, E>(
+    result: Result<Response<B>, E>,
+    attempts: u32,
+    stop: Option<StopReason>,
+    hint: Option<std::time::Duration>,
+) -> Result<Response<B>, RetryError<E>> {
+    match result {
+        Ok(mut response) => {
+            if attempts > 1 || stop.is_some_and(StopReason::gave_up) {
+                response.extensions_mut().insert(RetryReport {
+                    attempts,
+                    stop,
+                    hint,
+                });
+            }
+            Ok(response)
+        }
+        Err(error) => Err(RetryError::new(
+            attempts,
+            stop.unwrap_or(StopReason::NotRetryable),
+            hint,
+            error,
+        )),
+    }
+}
