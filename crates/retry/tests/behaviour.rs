@@ -1,0 +1,407 @@
+//! The retry service end to end over in-process upstreams, on paused time.
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use seawall_core::FailureKind;
+use seawall_retry::{ReplayBody, RetryError, RetryLayer, RetryReport, StopReason};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Body = ReplayBody<Full<Bytes>>;
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("http://api.test/items")
+        .body(Full::new(Bytes::new()))
+        .expect("valid request")
+}
+
+fn status(code: u16, headers: &[(&str, &str)]) -> Response<()> {
+    let mut builder = Response::builder().status(code);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).expect("valid response")
+}
+
+/// An upstream that plays `script` in order (the last entry repeats) and counts its calls.
+fn scripted(
+    script: Vec<Result<Response<()>, io::ErrorKind>>,
+) -> (
+    impl Service<Request<Body>, Response = Response<()>, Error = io::Error, Future: Send> + Clone,
+    Arc<AtomicU32>,
+) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let script = Arc::new(script);
+    let service = service_fn({
+        let calls = Arc::clone(&calls);
+        move |_req: Request<Body>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) as usize;
+            let step = script[n.min(script.len() - 1)].clone();
+            async move { step.map_err(io::Error::from) }
+        }
+    });
+    (service, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn obeys_retry_after_and_reports_the_retry() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(100))
+        .on_retry({
+            let seen = Arc::clone(&seen);
+            move |attempt, delay, reason| seen.lock().unwrap().push((attempt, delay, reason))
+        })
+        .build()
+        .unwrap();
+    let (upstream, calls) = scripted(vec![
+        Ok(status(429, &[("retry-after", "2")])),
+        Ok(status(200, &[])),
+    ]);
+    let started = Instant::now();
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        response.extensions().get::<RetryReport>(),
+        Some(&RetryReport {
+            attempts: 2,
+            stop: None,
+            hint: None
+        })
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(1, Duration::from_secs(2), FailureKind::Throttled)]
+    );
+    let stats = layer.handle().stats();
+    assert_eq!((stats.requests, stats.attempts()), (1, 2));
+    assert_eq!(stats.retries_for(FailureKind::Throttled), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_final_error_names_the_attempts_and_the_last_cause() {
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .fixed_backoff(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let (upstream, calls) = scripted(vec![Err(io::ErrorKind::ConnectionReset)]);
+    let error: RetryError<io::Error> = layer.layer(upstream).oneshot(get()).await.unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(error.attempts(), 3);
+    assert_eq!(error.stop_reason(), StopReason::AttemptsExhausted);
+    assert_eq!(error.inner().kind(), io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        error.to_string(),
+        "request failed after 3 attempts (no attempts left): connection reset"
+    );
+    let stats = layer.handle().stats();
+    assert_eq!(stats.retries_for(FailureKind::Transport), 2);
+    assert_eq!(stats.stops_for(StopReason::AttemptsExhausted), 1);
+    assert_eq!(stats.gave_up(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_past_the_deadline_stops_at_once_with_the_hint() {
+    let layer = RetryLayer::builder()
+        .deadline(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (upstream, calls) = scripted(vec![Ok(status(429, &[("retry-after", "30")]))]);
+    let started = Instant::now();
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response.extensions().get::<RetryReport>(),
+        Some(&RetryReport {
+            attempts: 1,
+            stop: Some(StopReason::DeadlineExceeded),
+            hint: Some(Duration::from_secs(30)),
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_forms_garbage_and_absurd_values_through_the_service() {
+    let past = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(60));
+    let future = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(5));
+    // (Retry-After, the wait the layer keeps before the second attempt)
+    let cases = [
+        ("3", Duration::from_secs(3)),
+        ("soon", Duration::from_millis(100)),
+        ("-1", Duration::from_millis(100)),
+        ("99999999999", Duration::from_millis(100)),
+        // Above the 5-minute cap: clamped.
+        ("1200", Duration::from_secs(300)),
+        (past.as_str(), Duration::from_millis(100)),
+    ];
+    for (value, wait) in cases {
+        let layer = RetryLayer::builder()
+            .fixed_backoff(Duration::from_millis(100))
+            .jitter(seawall_retry::Jitter::None)
+            .build()
+            .unwrap();
+        let (upstream, _) = scripted(vec![
+            Ok(status(503, &[("retry-after", value)])),
+            Ok(status(200, &[])),
+        ]);
+        let started = Instant::now();
+        layer.layer(upstream).oneshot(get()).await.unwrap();
+        assert_eq!(started.elapsed(), wait, "Retry-After: {value}");
+    }
+    // An HTTP date in the future: the date has one-second resolution and the clock moves on
+    // while the test runs, so the wait is 4 to 5 seconds.
+    let layer = RetryLayer::builder().build().unwrap();
+    let (upstream, _) = scripted(vec![
+        Ok(status(503, &[("retry-after", future.as_str())])),
+        Ok(status(200, &[])),
+    ]);
+    let started = Instant::now();
+    layer.layer(upstream).oneshot(get()).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited > Duration::from_secs(4) && waited <= Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_caps_retries_at_its_share_plus_the_floor() {
+    // 10,000 requests over 10 s against an upstream that always fails; 20 % plus 10/s.
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .fixed_backoff(Duration::ZERO)
+        .budget(Duration::from_secs(10), 10, 20.0)
+        .build()
+        .unwrap();
+    let (upstream, calls) = scripted(vec![Ok(status(503, &[]))]);
+    let client = layer.layer(upstream);
+    for i in 0..10_000 {
+        if i > 0 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let response = client.clone().oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let stats = layer.handle().stats();
+    let retries = stats.total_retries();
+    assert!((2_099..=2_101).contains(&retries), "{retries} retries");
+    assert_eq!(u64::from(calls.load(Ordering::SeqCst)), 10_000 + retries);
+    assert_eq!(layer.handle().budget_available(), Some(0));
+
+    // The budget is empty: four more failing requests (0.8 of a retry) are not retried.
+    let before = stats.budget_exhausted();
+    for _ in 0..4 {
+        let response = client.clone().oneshot(get()).await.unwrap();
+        assert_eq!(
+            response.extensions().get::<RetryReport>(),
+            Some(&RetryReport {
+                attempts: 1,
+                stop: Some(StopReason::BudgetExhausted),
+                hint: None
+            })
+        );
+    }
+    let after = layer.handle().stats();
+    assert_eq!(after.total_retries(), retries);
+    assert_eq!(after.budget_exhausted(), before + 4);
+}
+
+/// Counts `poll_ready` calls, so that every attempt is seen to wait for readiness.
+#[derive(Clone)]
+struct CountsReadiness<S> {
+    inner: S,
+    ready_polls: Arc<AtomicU32>,
+}
+
+impl<S: Service<R>, R> Service<R> for CountsReadiness<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.ready_polls.fetch_add(1, Ordering::SeqCst);
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        self.inner.call(request)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_waits_for_readiness_and_keeps_the_extensions() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tag(&'static str);
+    let tags = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicU32::new(0));
+    let upstream = service_fn({
+        let (tags, calls) = (Arc::clone(&tags), Arc::clone(&calls));
+        move |req: Request<Body>| {
+            tags.lock()
+                .unwrap()
+                .push(req.extensions().get::<Tag>().cloned());
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { Ok::<_, Infallible>(status(if n < 2 { 500 } else { 204 }, &[])) }
+        }
+    });
+    let ready_polls = Arc::new(AtomicU32::new(0));
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let client = layer.layer(CountsReadiness {
+        inner: upstream,
+        ready_polls: Arc::clone(&ready_polls),
+    });
+    let mut request = get();
+    request.extensions_mut().insert(Tag("priority"));
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(ready_polls.load(Ordering::SeqCst), 3);
+    assert_eq!(*tags.lock().unwrap(), vec![Some(Tag("priority")); 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_cancelled_during_its_backoff_sends_nothing_more() {
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let (upstream, calls) = scripted(vec![Ok(status(502, &[]))]);
+    let mut future = Box::pin(layer.layer(upstream).oneshot(get()));
+    assert!(
+        (&mut future).now_or_never().is_none(),
+        "waiting out the backoff"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    drop(future);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.handle().stats().total_retries(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_is_sent_once_unless_it_carries_an_idempotency_key() {
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let (upstream, calls) = scripted(vec![Ok(status(503, &[])), Ok(status(201, &[]))]);
+    let post = || Request::post("http://api.test/orders");
+    let response = layer
+        .layer(upstream.clone())
+        .oneshot(post().body(Full::new(Bytes::from_static(b"{}"))).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Not a give-up: the request was never retryable, so no report is added.
+    assert_eq!(response.extensions().get::<RetryReport>(), None);
+
+    let response = layer
+        .layer(upstream)
+        .oneshot(
+            post()
+                .header("idempotency-key", "order-7")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_sends_the_same_body() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicU32::new(0));
+    let upstream = service_fn({
+        let (bodies, calls) = (Arc::clone(&bodies), Arc::clone(&calls));
+        move |req: Request<Body>| {
+            let (bodies, n) = (Arc::clone(&bodies), calls.fetch_add(1, Ordering::SeqCst));
+            async move {
+                let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                bodies.lock().unwrap().push(bytes);
+                Ok::<_, Infallible>(status(if n < 2 { 503 } else { 200 }, &[]))
+            }
+        }
+    });
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let request = Request::put("http://api.test/doc")
+        .body(Full::new(Bytes::from_static(b"the document")))
+        .unwrap();
+    layer.layer(upstream).oneshot(request).await.unwrap();
+    assert_eq!(
+        *bodies.lock().unwrap(),
+        vec![Bytes::from_static(b"the document"); 3]
+    );
+}
+
+#[test]
+fn every_invalid_setting_is_a_config_error_naming_its_field() {
+    let cases: Vec<(&str, seawall_retry::RetryBuilder)> = vec![
+        ("max_attempts", RetryLayer::builder().max_attempts(0)),
+        ("max_attempts", RetryLayer::builder().max_attempts(101)),
+        (
+            "backoff_cap",
+            RetryLayer::builder()
+                .exponential_backoff(Duration::from_secs(2), Duration::from_secs(1)),
+        ),
+        (
+            "backoff_base",
+            RetryLayer::builder().fixed_backoff(Duration::from_secs(7_200)),
+        ),
+        (
+            "backoff_cap",
+            RetryLayer::builder()
+                .linear_backoff(Duration::from_secs(1), Duration::from_secs(200_000)),
+        ),
+        ("deadline", RetryLayer::builder().deadline(Duration::ZERO)),
+        (
+            "deadline",
+            RetryLayer::builder().deadline(Duration::from_secs(100_000)),
+        ),
+        (
+            "max_replay_bytes",
+            RetryLayer::builder().max_replay_bytes(2 << 30),
+        ),
+        (
+            "budget_ttl",
+            RetryLayer::builder().budget(Duration::ZERO, 10, 20.0),
+        ),
+        (
+            "budget_min_per_sec",
+            RetryLayer::builder().budget(Duration::from_secs(10), 5_000_000, 20.0),
+        ),
+        (
+            "budget_percent",
+            RetryLayer::builder().budget(Duration::from_secs(10), 10, -5.0),
+        ),
+        (
+            "budget_percent",
+            RetryLayer::builder().budget(Duration::from_secs(10), 10, f64::INFINITY),
+        ),
+    ];
+    for (field, builder) in cases {
+        let error = builder.build().expect_err(field);
+        assert_eq!(error.field(), field, "{error}");
+    }
+}

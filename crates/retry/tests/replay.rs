@@ -1,0 +1,146 @@
+//! Replayable request bodies: complete bodies, streamed bodies, the cap, trailers, errors.
+
+use std::io;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::channel::mpsc;
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full, StreamBody};
+use seawall_retry::ReplayBody;
+
+type Chunk = Result<Frame<Bytes>, io::Error>;
+
+fn channel_body() -> (
+    mpsc::UnboundedSender<Chunk>,
+    StreamBody<mpsc::UnboundedReceiver<Chunk>>,
+) {
+    let (tx, rx) = mpsc::unbounded();
+    (tx, StreamBody::new(rx))
+}
+
+fn data(bytes: &'static [u8]) -> Chunk {
+    Ok(Frame::data(Bytes::from_static(bytes)))
+}
+
+async fn read_all<B: Body<Data = Bytes>>(body: B) -> Result<(Bytes, Option<HeaderMap>), B::Error> {
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    Ok((collected.to_bytes(), trailers))
+}
+
+#[tokio::test]
+async fn a_complete_body_is_captured_whole_and_copied_for_free() {
+    let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 64);
+    assert!(body.is_whole());
+    assert!(body.is_replayable());
+    assert_eq!(body.size_hint().exact(), Some(5));
+    let copy = body.clone();
+    assert_eq!(read_all(body).await.unwrap().0, "hello");
+    assert_eq!(read_all(copy).await.unwrap().0, "hello");
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_replayed_from_its_buffer() {
+    let (tx, stream) = channel_body();
+    let body = ReplayBody::new(stream, 1024);
+    assert!(!body.is_whole());
+    let copy = body.clone();
+    let mut first = body;
+    // Nothing has arrived yet.
+    assert!(first.frame().now_or_never().is_none());
+    tx.unbounded_send(data(b"one ")).unwrap();
+    let frame = first.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "one ");
+    // A copy started now catches up from the buffer, then reads on from the source.
+    let mut middle = copy.clone();
+    assert_eq!(
+        middle.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "one "
+    );
+    tx.unbounded_send(data(b"two ")).unwrap();
+    tx.unbounded_send(data(b"three")).unwrap();
+    drop(tx);
+    assert_eq!(read_all(middle).await.unwrap().0, "two three");
+    // The first reader goes on where it was.
+    assert_eq!(read_all(first).await.unwrap().0, "two three");
+    assert!(copy.is_replayable());
+    assert_eq!(read_all(copy).await.unwrap().0, "one two three");
+}
+
+#[tokio::test]
+async fn trailers_are_replayed_too() {
+    let (tx, stream) = channel_body();
+    let body = ReplayBody::new(stream, 1024);
+    let copy = body.clone();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("checksum", "abc".parse().unwrap());
+    tx.unbounded_send(data(b"payload")).unwrap();
+    tx.unbounded_send(Ok(Frame::trailers(trailers.clone())))
+        .unwrap();
+    drop(tx);
+    assert_eq!(
+        read_all(body).await.unwrap(),
+        (Bytes::from_static(b"payload"), Some(trailers.clone()))
+    );
+    assert_eq!(
+        read_all(copy).await.unwrap(),
+        (Bytes::from_static(b"payload"), Some(trailers))
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_outgrows_the_cap_is_sent_whole_once_and_never_replayed() {
+    let (tx, stream) = channel_body();
+    let body = ReplayBody::new(stream, 8);
+    let copy = body.clone();
+    tx.unbounded_send(data(b"12345")).unwrap();
+    tx.unbounded_send(data(b"67890")).unwrap();
+    drop(tx);
+    assert_eq!(read_all(body).await.unwrap().0, "1234567890");
+    assert!(!copy.is_replayable());
+    let error = read_all(copy).await.unwrap_err();
+    assert!(error.is::<seawall_retry::NotReplayable>(), "{error}");
+}
+
+#[tokio::test]
+async fn a_body_announced_larger_than_the_cap_is_not_buffered() {
+    let body = ReplayBody::new(Full::new(Bytes::from(vec![7u8; 100])), 10);
+    assert!(!body.is_replayable());
+    assert_eq!(body.size_hint().exact(), Some(100));
+    assert_eq!(read_all(body).await.unwrap().0, vec![7u8; 100]);
+}
+
+#[tokio::test]
+async fn a_first_chunk_larger_than_the_cap_still_reaches_the_first_reader() {
+    // A stream that is ready at once with a chunk over the cap, and more to come.
+    let stream = futures::stream::iter([data(b"0123456789abcdef"), data(b"!")]);
+    let body = ReplayBody::new(StreamBody::new(stream), 4);
+    assert!(!body.is_replayable());
+    assert_eq!(read_all(body).await.unwrap().0, "0123456789abcdef!");
+}
+
+#[tokio::test]
+async fn a_failing_body_gives_its_error_to_the_reader_and_is_not_replayable() {
+    let (tx, stream) = channel_body();
+    let body = ReplayBody::new(stream, 1024);
+    let copy = body.clone();
+    tx.unbounded_send(data(b"part")).unwrap();
+    tx.unbounded_send(Err(io::Error::other("disk gone")))
+        .unwrap();
+    let error = read_all(body).await.unwrap_err();
+    assert_eq!(error.to_string(), "disk gone");
+    assert!(!copy.is_replayable());
+    // A copy read anyway fails rather than sending a truncated body.
+    let error = read_all(copy).await.unwrap_err();
+    assert!(error.is::<seawall_retry::NotReplayable>(), "{error}");
+    drop(tx);
+}
+
+#[tokio::test]
+async fn an_empty_body_is_whole_and_empty() {
+    let body = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), 0);
+    assert!(body.is_whole() && body.is_end_stream());
+    assert_eq!(read_all(body).await.unwrap().0, "");
+}
