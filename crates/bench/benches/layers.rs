@@ -6,9 +6,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use http::Request;
+use http_body_util::Full;
 use seawall_bench::{NoopUpstream, call_once, complete};
 use tower::{Layer, Service};
 
@@ -177,5 +179,114 @@ fn circuit_breaker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(layers, circuit_breaker, rate_limit);
+/// A request with a 1 KiB body, as a client sends it.
+fn post_1k() -> Request<Full<Bytes>> {
+    static BODY: [u8; 1024] = [b'x'; 1024];
+    Request::put("https://api.example.com/v1/items/7")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(&BODY)))
+        .expect("a valid request")
+}
+
+/// A copy of a request with a cheaply cloned body: what a `tower::retry::Policy` must do.
+fn clone_request(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    copy
+}
+
+/// tower's own retry, with a policy that clones the request and retries 5xx and errors up to
+/// twice, as a user of `tower::retry` writes it.
+#[derive(Clone)]
+struct ClonePolicy {
+    retries_left: u32,
+}
+
+impl<B, E> tower::retry::Policy<Request<Full<Bytes>>, http::Response<B>, E> for ClonePolicy {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _request: &mut Request<Full<Bytes>>,
+        result: &mut Result<http::Response<B>, E>,
+    ) -> Option<Self::Future> {
+        let failed = result
+            .as_ref()
+            .map_or(true, |response| response.status().is_server_error());
+        if failed && self.retries_left > 0 {
+            self.retries_left -= 1;
+            Some(std::future::ready(()))
+        } else {
+            None
+        }
+    }
+
+    fn clone_request(&mut self, request: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+        Some(clone_request(request))
+    }
+}
+
+/// A request that is `Clone`, which tower-resilience's retry requires.
+struct CloneableRequest(Request<Full<Bytes>>);
+
+impl Clone for CloneableRequest {
+    fn clone(&self) -> Self {
+        CloneableRequest(clone_request(&self.0))
+    }
+}
+
+fn retry(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _context = runtime.enter();
+    let mut group = c.benchmark_group("retry");
+    // Every upstream answers 200 at once: these figures are the cost of a request that
+    // succeeds first time, the steady state of a healthy upstream.
+    bench_requests(&mut group, "baseline", NoopUpstream, post_1k);
+
+    let seawall = seawall_retry::RetryLayer::builder()
+        .build()
+        .expect("valid config");
+    bench_requests(
+        &mut group,
+        "seawall_ok",
+        seawall.layer(NoopUpstream),
+        post_1k,
+    );
+
+    let tower_retry = tower::retry::RetryLayer::new(ClonePolicy { retries_left: 2 });
+    bench_requests(
+        &mut group,
+        "tower_retry_clone_ok",
+        tower_retry.layer(NoopUpstream),
+        post_1k,
+    );
+
+    let resilience = tower_resilience::retry::RetryLayer::<
+        CloneableRequest,
+        http::Response<()>,
+        std::io::Error,
+    >::builder()
+    .max_attempts(3)
+    .exponential_backoff(Duration::from_secs(1))
+    .retry_on_response(|response: &http::Response<()>| response.status().is_server_error())
+    .build();
+    let upstream =
+        tower::util::MapRequestLayer::new(|CloneableRequest(request)| request).layer(NoopUpstream);
+    bench_requests(
+        &mut group,
+        "tower_resilience_ok",
+        resilience.layer(upstream),
+        || CloneableRequest(post_1k()),
+    );
+    group.finish();
+}
+
+criterion_group!(layers, circuit_breaker, rate_limit, retry);
 criterion_main!(layers);

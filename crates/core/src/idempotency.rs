@@ -42,6 +42,7 @@ impl Idempotency {
 }
 
 /// `true` for the methods RFC 9110 defines as idempotent.
+#[inline]
 pub fn is_idempotent_method(method: &Method) -> bool {
     matches!(
         *method,

@@ -126,6 +126,7 @@ impl RetryBudget {
     }
 
     /// Records one logical request.
+    #[inline]
     pub fn deposit(&self, now: Instant) {
         if self.deposit_units > 0 {
             add(&self.deposits, self.epoch(now), self.deposit_units);
@@ -155,6 +156,7 @@ impl RetryBudget {
             .saturating_sub(live_sum(&self.withdrawals, epoch))
     }
 
+    #[inline]
     fn epoch(&self, now: Instant) -> u64 {
         let nanos = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
             .unwrap_or(u64::MAX);
@@ -162,11 +164,13 @@ impl RetryBudget {
     }
 }
 
+#[inline]
 fn slot_index(epoch: u64) -> usize {
     (epoch % SLOTS as u64) as usize
 }
 
 /// Adds `units` to the slot of `epoch`, resetting it first if it still holds an older epoch.
+#[inline]
 fn add(slots: &[AtomicU64; SLOTS], epoch: u64, units: u64) {
     let slot = &slots[slot_index(epoch)];
     let tag = (epoch & EPOCH_MASK) << COUNT_BITS;

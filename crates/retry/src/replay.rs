@@ -7,6 +7,9 @@
 //! then goes on reading the original body where the first attempt stopped. When the body
 //! grows past the cap the buffer is dropped and the request stops being retryable: it is sent
 //! once, never failed because of its size.
+//!
+//! Bodies must be `Unpin`, as hyper-util's client requires of them anyway; a body that is
+//! not can be pinned in a `Box` first.
 
 use std::fmt;
 use std::pin::Pin;
@@ -58,7 +61,7 @@ enum Kind<B> {
 }
 
 struct Streamed<B> {
-    body: Pin<Box<B>>,
+    body: B,
     /// Every data frame read so far, while they fit in the cap.
     chunks: Vec<Bytes>,
     buffered: usize,
@@ -80,7 +83,7 @@ struct Streamed<B> {
 
 impl<B> ReplayBody<B>
 where
-    B: Body,
+    B: Body + Unpin,
     B::Error: Into<BoxError>,
 {
     /// Wraps `body`, keeping at most `cap` bytes for replays.
@@ -94,7 +97,7 @@ where
         }
         let hint = body.size_hint();
         let mut state = Streamed {
-            body: Box::pin(body),
+            body,
             chunks: Vec::new(),
             buffered: 0,
             cap,
@@ -109,7 +112,7 @@ where
         };
         if !state.overflowed {
             let mut cx = Context::from_waker(Waker::noop());
-            match state.body.as_mut().poll_frame(&mut cx) {
+            match Pin::new(&mut state.body).poll_frame(&mut cx) {
                 Poll::Pending => {}
                 Poll::Ready(None) => return Self::whole(Bytes::new()),
                 Poll::Ready(Some(Err(error))) => state.pending_error = Some(error.into()),
@@ -228,7 +231,7 @@ impl<B> fmt::Debug for ReplayBody<B> {
 
 impl<B> Body for ReplayBody<B>
 where
-    B: Body,
+    B: Body + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -284,7 +287,7 @@ where
                     }
                     return Poll::Ready(None);
                 }
-                match state.body.as_mut().poll_frame(cx) {
+                match Pin::new(&mut state.body).poll_frame(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(None) => {
                         state.ended = true;

@@ -125,7 +125,7 @@ impl<S, C, B, ResBody> Service<Request<B>> for Retry<S, C>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
     C: Classify<Response<ResBody>, S::Error>,
-    B: Body,
+    B: Body + Unpin,
     B::Error: Into<BoxError>,
 {
     type Response = Response<ResBody>;
