@@ -131,3 +131,78 @@ impl<K: fmt::Debug + Hash + Eq + Clone> CircuitBreakerHandle<K> {
         self.len() == 0
     }
 }
+
+/// The labels of one breaker's figure: `key` (left out when the layer is not keyed), then
+/// `extra`.
+fn key_labels<'a>(
+    key: &'a str,
+    extra: Option<(&'static str, &'a str)>,
+) -> Vec<(&'static str, &'a str)> {
+    let mut labels = Vec::with_capacity(2);
+    if !key.is_empty() {
+        labels.push(("key", key));
+    }
+    labels.extend(extra);
+    labels
+}
+
+impl<K> seawall_core::FigureSource for CircuitBreakerHandle<K>
+where
+    K: fmt::Debug + Hash + Eq + Clone + seawall_core::KeyLabel + Send + Sync,
+{
+    fn figures(&self, visit: &mut dyn FnMut(seawall_core::Figure<'_>)) {
+        use seawall_core::figures::{counter, gauge};
+        let stats: Vec<(String, BreakerStats<K>)> = self
+            .stats()
+            .into_iter()
+            .map(|stats| (stats.key.label(), stats))
+            .collect();
+        for (key, s) in &stats {
+            for state in State::ALL {
+                let value = if s.state == state { 1.0 } else { 0.0 };
+                visit(gauge(
+                    "seawall_circuit_breaker_state",
+                    "Circuit breaker state: 1 for the current state, 0 for the others.",
+                    &key_labels(key, Some(("state", state.as_str()))),
+                    value,
+                ));
+            }
+        }
+        for (key, s) in &stats {
+            for (outcome, n) in [
+                ("success", s.successes),
+                ("failure", s.failures),
+                ("ignored", s.ignored),
+            ] {
+                visit(counter(
+                    "seawall_circuit_breaker_calls",
+                    "Calls whose outcome the breaker recorded, by outcome.",
+                    &key_labels(key, Some(("outcome", outcome))),
+                    n,
+                ));
+            }
+        }
+        let per_key: [(&'static str, &'static str, fn(&BreakerStats<K>) -> u64); 3] = [
+            (
+                "seawall_circuit_breaker_slow_calls",
+                "Calls slower than the slow-call threshold.",
+                |s| s.slow,
+            ),
+            (
+                "seawall_circuit_breaker_rejected",
+                "Calls refused because the breaker was open.",
+                |s| s.rejected,
+            ),
+            (
+                "seawall_circuit_breaker_transitions",
+                "State transitions.",
+                |s| s.transitions,
+            ),
+        ];
+        for (name, help, value) in per_key {
+            for (key, s) in &stats {
+                visit(counter(name, help, &key_labels(key, None), value(s)));
+            }
+        }
+    }
+}

@@ -37,10 +37,12 @@
 pub mod classify;
 mod error;
 mod extensions;
+pub mod figures;
 pub mod hints;
 pub mod idempotency;
 pub mod key;
 pub mod keyed;
+pub mod sliding;
 mod structured;
 
 pub use classify::{
@@ -49,7 +51,9 @@ pub use classify::{
 };
 pub use error::{ConfigError, check_range};
 pub use extensions::QueueWait;
+pub use figures::{Figure, FigureKind, FigureSource, KeyLabel};
 pub use hints::{HintPolicy, HintPolicyBuilder, ResetFormat, ServerHints};
 pub use idempotency::{IDEMPOTENCY_KEY, Idempotency, is_idempotent_method};
 pub use key::{ByHost, Global, HostKey, KeyExtractor, RequestHead};
 pub use keyed::{KeyLimits, KeyedMap};
+pub use sliding::SlidingCount;

@@ -48,3 +48,68 @@ where
         self.limiter.pause_key(key, duration);
     }
 }
+
+impl<K, St> seawall_core::FigureSource for RateLimitHandle<K, St>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    St: RateStore,
+{
+    fn figures(&self, visit: &mut dyn FnMut(seawall_core::Figure<'_>)) {
+        use seawall_core::figures::{counter, gauge};
+        let s = self.stats();
+        visit(counter(
+            "seawall_rate_limit_admitted",
+            "Requests the rate limiter let through.",
+            &[],
+            s.admitted,
+        ));
+        visit(counter(
+            "seawall_rate_limit_waited",
+            "Admitted requests that waited in the queue first.",
+            &[],
+            s.admitted_after_wait,
+        ));
+        visit(seawall_core::Figure {
+            name: "seawall_rate_limit_wait_seconds",
+            help: "Time admitted requests spent waiting in the queue, in total.",
+            kind: seawall_core::FigureKind::Counter,
+            labels: &[],
+            value: s.wait_total.as_secs_f64(),
+        });
+        for (reason, n) in [
+            ("queue_full", s.rejected_queue_full),
+            ("wait_too_long", s.rejected_wait_too_long),
+            ("limited", s.rejected_limited),
+            ("oversize", s.rejected_oversize),
+            ("store_unavailable", s.rejected_store_unavailable),
+        ] {
+            visit(counter(
+                "seawall_rate_limit_rejected",
+                "Requests the rate limiter refused, by reason.",
+                &[("reason", reason)],
+                n,
+            ));
+        }
+        visit(counter(
+            "seawall_rate_limit_cancelled",
+            "Requests dropped while waiting in the queue.",
+            &[],
+            s.cancelled,
+        ));
+        for (name, help, value) in [
+            (
+                "seawall_rate_limit_queue_depth",
+                "Requests waiting in the queue now.",
+                s.queue_depth,
+            ),
+            (
+                "seawall_rate_limit_paused_keys",
+                "Keys paused by a server's Retry-After or RateLimit headers now.",
+                s.paused_keys,
+            ),
+            ("seawall_rate_limit_keys", "Keys tracked now.", s.keys),
+        ] {
+            visit(gauge(name, help, &[], value as f64));
+        }
+    }
+}

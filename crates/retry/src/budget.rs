@@ -6,23 +6,17 @@
 //! can still retry. This is the Finagle / gRPC budget: when an upstream is down, retries add
 //! at most `percent` to the load instead of multiplying it by the attempt count.
 //!
-//! Each slot is one `AtomicU64` holding its epoch and its count together, so a deposit is a
-//! load and an add, and a slot that has expired is reset by the same compare-and-swap that
-//! writes into it. No lock is ever taken.
+//! Deposits and withdrawals are [`SlidingCount`]s: lock-free, no background task.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use seawall_core::{ConfigError, check_range};
+use seawall_core::{ConfigError, SlidingCount, check_range};
 use tokio::time::Instant;
 
 /// Units per retry: deposits are fractions of a retry, kept in thousandths.
 const UNIT: u64 = 1_000;
 /// The ring's length: the window slides in steps of `ttl / SLOTS`.
 const SLOTS: usize = 10;
-const COUNT_BITS: u32 = 40;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
-const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
 
 /// The settings of a [`RetryBudget`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,12 +90,10 @@ impl BudgetConfig {
 /// A lock-free retry budget, shared by every clone of a retry service.
 #[derive(Debug)]
 pub struct RetryBudget {
-    origin: Instant,
-    slot_nanos: u64,
     deposit_units: u64,
     reserve_units: u64,
-    deposits: [AtomicU64; SLOTS],
-    withdrawals: [AtomicU64; SLOTS],
+    deposits: SlidingCount<SLOTS>,
+    withdrawals: SlidingCount<SLOTS>,
 }
 
 impl RetryBudget {
@@ -111,17 +103,14 @@ impl RetryBudget {
     }
 
     pub(crate) fn starting_at(config: BudgetConfig, origin: Instant) -> Self {
-        let ttl_nanos = u64::try_from(config.ttl.as_nanos()).unwrap_or(u64::MAX);
         let reserve_units =
             (f64::from(config.min_per_sec) * config.ttl.as_secs_f64() * UNIT as f64).round() as u64;
         Self {
-            origin,
-            slot_nanos: (ttl_nanos / SLOTS as u64).max(1),
             // Rounded, so that 20 % is exactly 200 thousandths.
             deposit_units: (config.percent * UNIT as f64 / 100.0).round() as u64,
             reserve_units,
-            deposits: Default::default(),
-            withdrawals: Default::default(),
+            deposits: SlidingCount::new(config.ttl, origin),
+            withdrawals: SlidingCount::new(config.ttl, origin),
         }
     }
 
@@ -129,7 +118,7 @@ impl RetryBudget {
     #[inline]
     pub fn deposit(&self, now: Instant) {
         if self.deposit_units > 0 {
-            add(&self.deposits, self.epoch(now), self.deposit_units);
+            self.deposits.add(now, self.deposit_units);
         }
     }
 
@@ -138,68 +127,21 @@ impl RetryBudget {
     /// Two threads that find exactly one retry left may both take it, so under contention
     /// the budget can be overdrawn by one retry per racing thread; never by more.
     pub fn try_withdraw(&self, now: Instant) -> bool {
-        let epoch = self.epoch(now);
-        if self.balance_units(epoch) < UNIT {
+        if self.balance_units(now) < UNIT {
             return false;
         }
-        add(&self.withdrawals, epoch, UNIT);
+        self.withdrawals.add(now, UNIT);
         true
     }
 
     /// How many whole retries are available now.
     pub fn available(&self, now: Instant) -> u64 {
-        self.balance_units(self.epoch(now)) / UNIT
+        self.balance_units(now) / UNIT
     }
 
-    fn balance_units(&self, epoch: u64) -> u64 {
-        (self.reserve_units + live_sum(&self.deposits, epoch))
-            .saturating_sub(live_sum(&self.withdrawals, epoch))
+    fn balance_units(&self, now: Instant) -> u64 {
+        (self.reserve_units + self.deposits.sum(now)).saturating_sub(self.withdrawals.sum(now))
     }
-
-    #[inline]
-    fn epoch(&self, now: Instant) -> u64 {
-        let nanos = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX);
-        nanos / self.slot_nanos
-    }
-}
-
-#[inline]
-fn slot_index(epoch: u64) -> usize {
-    (epoch % SLOTS as u64) as usize
-}
-
-/// Adds `units` to the slot of `epoch`, resetting it first if it still holds an older epoch.
-#[inline]
-fn add(slots: &[AtomicU64; SLOTS], epoch: u64, units: u64) {
-    let slot = &slots[slot_index(epoch)];
-    let tag = (epoch & EPOCH_MASK) << COUNT_BITS;
-    let mut current = slot.load(Ordering::Relaxed);
-    loop {
-        let next = if current & !COUNT_MASK == tag {
-            // Saturate rather than carry into the epoch bits.
-            tag | ((current & COUNT_MASK) + units).min(COUNT_MASK)
-        } else {
-            tag | units.min(COUNT_MASK)
-        };
-        match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(actual) => current = actual,
-        }
-    }
-}
-
-/// The sum of the slots written during the last `SLOTS` epochs.
-fn live_sum(slots: &[AtomicU64; SLOTS], epoch: u64) -> u64 {
-    slots
-        .iter()
-        .map(|slot| slot.load(Ordering::Relaxed))
-        .filter(|value| {
-            let age = (epoch & EPOCH_MASK).wrapping_sub(value >> COUNT_BITS) & EPOCH_MASK;
-            age < SLOTS as u64
-        })
-        .map(|value| value & COUNT_MASK)
-        .sum()
 }
 
 #[cfg(test)]

@@ -130,3 +130,58 @@ impl<C> RetryHandle<C> {
             .map(|budget| budget.available(Instant::now()))
     }
 }
+
+impl<C: Send + Sync> seawall_core::FigureSource for RetryHandle<C> {
+    fn figures(&self, visit: &mut dyn FnMut(seawall_core::Figure<'_>)) {
+        use seawall_core::figures::{counter, gauge};
+        let s = self.stats();
+        visit(counter(
+            "seawall_retry_requests",
+            "Requests the retry layer saw (first attempts).",
+            &[],
+            s.requests,
+        ));
+        visit(counter(
+            "seawall_retry_attempts",
+            "Attempts sent: first attempts plus retries.",
+            &[],
+            s.attempts(),
+        ));
+        for (kind, n) in s.retries {
+            visit(counter(
+                "seawall_retry_retries",
+                "Retries, by how the attempt before failed.",
+                &[("reason", kind.as_str())],
+                n,
+            ));
+        }
+        for (reason, n) in s.stops {
+            visit(counter(
+                "seawall_retry_stops",
+                "Failed requests not retried further, by reason.",
+                &[("reason", reason.as_str())],
+                n,
+            ));
+        }
+        visit(counter(
+            "seawall_retry_budget_exhausted",
+            "Failed requests not retried because the retry budget was empty.",
+            &[],
+            s.budget_exhausted(),
+        ));
+        visit(counter(
+            "seawall_retry_gave_up",
+            "Requests the layer gave up on: attempts, budget, deadline or replay buffer ran out.",
+            &[],
+            s.gave_up(),
+        ));
+        if let Some(available) = self.budget_available() {
+            visit(gauge(
+                "seawall_retry_budget_available",
+                "Retries the budget allows now.",
+                &[],
+                available as f64,
+            ));
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! A lock-free count over a sliding time window.
+//!
+//! The window is a ring of `N` slots, each covering `window / N`. Each slot is one `AtomicU64`
+//! holding the slot's epoch and its count together, so adding is a load and a
+//! compare-and-swap, and a slot left over from an earlier turn of the ring is reset by the
+//! same swap that writes into it. No lock, no background task. Used by the retry budget and
+//! by the metrics layer's requests-per-minute figure.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+
+/// A count of events over the last `window`, in `N` steps. Counts saturate at 2^40 per slot.
+#[derive(Debug)]
+pub struct SlidingCount<const N: usize> {
+    origin: Instant,
+    slot_nanos: u64,
+    slots: [AtomicU64; N],
+}
+
+impl<const N: usize> SlidingCount<N> {
+    /// A count over `window`, its first slot starting at `origin`.
+    pub fn new(window: Duration, origin: Instant) -> Self {
+        let nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            origin,
+            slot_nanos: (nanos / N.max(1) as u64).max(1),
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Adds `amount` at `now`.
+    #[inline]
+    pub fn add(&self, now: Instant, amount: u64) {
+        let epoch = self.epoch(now);
+        let slot = &self.slots[(epoch % N as u64) as usize];
+        let tag = (epoch & EPOCH_MASK) << COUNT_BITS;
+        let mut current = slot.load(Ordering::Relaxed);
+        loop {
+            let next = if current & !COUNT_MASK == tag {
+                // Saturate rather than carry into the epoch bits.
+                tag | ((current & COUNT_MASK) + amount).min(COUNT_MASK)
+            } else {
+                tag | amount.min(COUNT_MASK)
+            };
+            match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// The sum over the window that ends at `now` (the current slot and the `N - 1` before).
+    pub fn sum(&self, now: Instant) -> u64 {
+        let epoch = self.epoch(now) & EPOCH_MASK;
+        self.slots
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .filter(|value| (epoch.wrapping_sub(value >> COUNT_BITS) & EPOCH_MASK) < N as u64)
+            .map(|value| value & COUNT_MASK)
+            .sum()
+    }
+
+    #[inline]
+    fn epoch(&self, now: Instant) -> u64 {
+        let nanos = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        nanos / self.slot_nanos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_slide_out_slot_by_slot() {
+        let t0 = Instant::now();
+        let count = SlidingCount::<10>::new(Duration::from_secs(10), t0);
+        count.add(t0, 3);
+        count.add(t0 + Duration::from_millis(4_500), 2);
+        assert_eq!(count.sum(t0 + Duration::from_millis(9_999)), 5);
+        assert_eq!(count.sum(t0 + Duration::from_secs(10)), 2);
+        // The second add fell in the slot from 4 s to 5 s, which leaves the window at 14 s.
+        assert_eq!(count.sum(t0 + Duration::from_millis(13_999)), 2);
+        assert_eq!(count.sum(t0 + Duration::from_secs(14)), 0);
+    }
+
+    #[test]
+    fn a_slot_reused_after_a_full_turn_starts_from_zero() {
+        let t0 = Instant::now();
+        let count = SlidingCount::<10>::new(Duration::from_secs(10), t0);
+        count.add(t0, 7);
+        let later = t0 + Duration::from_secs(10);
+        count.add(later, 1);
+        assert_eq!(count.sum(later), 1);
+    }
+
+    #[test]
+    fn counts_saturate_instead_of_corrupting_the_epoch() {
+        let t0 = Instant::now();
+        let count = SlidingCount::<2>::new(Duration::from_secs(2), t0);
+        count.add(t0, u64::MAX);
+        count.add(t0, 5);
+        assert_eq!(count.sum(t0), COUNT_MASK);
+    }
+}
