@@ -1,0 +1,96 @@
+//! The [`ResponseFuture`] of the metrics service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use seawall_core::Classify;
+use tokio::time::Instant;
+
+use crate::body::{InFlight, MetricsBody};
+use crate::labels::{CANCELLED, NO_STATUS, outcome_index, status_index};
+use crate::recorder::Recorder;
+
+/// The part of a call that must be recorded even if the future is dropped.
+#[derive(Debug)]
+struct Pending {
+    in_flight: Option<InFlight>,
+    method: usize,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // Still here: the request was cancelled before its response arrived.
+        if let Some(in_flight) = &self.in_flight {
+            let now = Instant::now();
+            in_flight.recorder.record(
+                self.method,
+                NO_STATUS,
+                CANCELLED,
+                now.saturating_duration_since(in_flight.started),
+                now,
+            );
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`Metrics`](crate::Metrics) call.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        inner: F,
+        pending: Pending,
+        classifier: C,
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn new(inner: F, recorder: Arc<Recorder>, method: usize, classifier: C) -> Self {
+        recorder.started();
+        Self {
+            inner,
+            pending: Pending {
+                in_flight: Some(InFlight {
+                    recorder,
+                    started: Instant::now(),
+                }),
+                method,
+            },
+            classifier,
+        }
+    }
+}
+
+impl<F, C, B, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    C: Classify<Response<B>, E>,
+{
+    type Output = Result<Response<MetricsBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(in_flight) = this.pending.in_flight.take() else {
+            // Polled again after completion: the inner future decides what that means.
+            return Poll::Ready(result.map(|r| r.map(|b| MetricsBody::unmetered(b))));
+        };
+        let outcome = outcome_index(this.classifier.classify(&result));
+        let status = result
+            .as_ref()
+            .map_or(NO_STATUS, |response| status_index(response.status()));
+        let now = Instant::now();
+        in_flight.recorder.record(
+            this.pending.method,
+            status,
+            outcome,
+            now.saturating_duration_since(in_flight.started),
+            now,
+        );
+        // An error ends the request here (dropping `in_flight`); a response keeps it in
+        // flight until its body is done.
+        Poll::Ready(result.map(|response| response.map(|body| MetricsBody::new(body, in_flight))))
+    }
+}

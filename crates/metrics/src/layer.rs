@@ -1,0 +1,134 @@
+//! [`MetricsLayer`] and its builder.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::registry::Registry;
+use seawall_core::{ConfigError, FigureSource, HttpClassifier};
+use tower::Layer;
+
+use crate::export::{Exporter, Sources};
+use crate::recorder::{DEFAULT_BUCKETS, Recorder};
+use crate::service::Metrics;
+use crate::snapshot::Snapshot;
+
+/// Records requests through the services it wraps. Clones share one set of figures.
+#[derive(Clone)]
+pub struct MetricsLayer<C = HttpClassifier> {
+    recorder: Arc<Recorder>,
+    sources: Sources,
+    classifier: C,
+}
+
+impl<C> std::fmt::Debug for MetricsLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsLayer")
+            .field("snapshot", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsLayer {
+    /// Starts a configuration: OpenTelemetry's latency buckets, the default HTTP
+    /// classification, no time-to-body-end histogram.
+    pub fn builder() -> MetricsBuilder {
+        MetricsBuilder {
+            buckets: DEFAULT_BUCKETS.to_vec(),
+            body_duration: false,
+            classifier: HttpClassifier,
+        }
+    }
+}
+
+impl<C> MetricsLayer<C> {
+    /// Adds another layer's figures (its handle) to this layer's exposition.
+    pub fn include(&self, source: impl FigureSource + 'static) {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::new(source));
+    }
+
+    /// The request figures now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::read(&self.recorder)
+    }
+
+    /// Registers this layer's figures, and those it includes, into `registry`: they are read
+    /// on each scrape.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(Exporter {
+            recorder: Arc::clone(&self.recorder),
+            sources: Arc::clone(&self.sources),
+        }));
+    }
+
+    /// The OpenMetrics text exposition of this layer's figures and those it includes.
+    pub fn encode(&self) -> String {
+        let mut registry = Registry::default();
+        self.register(&mut registry);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+}
+
+impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
+    type Service = Metrics<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Metrics::new(inner, self.classifier.clone(), Arc::clone(&self.recorder))
+    }
+}
+
+/// Configures a [`MetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct MetricsBuilder<C = HttpClassifier> {
+    buckets: Vec<f64>,
+    body_duration: bool,
+    classifier: C,
+}
+
+impl<C> MetricsBuilder<C> {
+    /// The latency histogram's bucket bounds in seconds: 1 to 64 finite bounds, strictly
+    /// increasing, from 1 µs to 1 day.
+    pub fn buckets(mut self, bounds: impl IntoIterator<Item = f64>) -> Self {
+        self.buckets = bounds.into_iter().collect();
+        self
+    }
+
+    /// Also records the time from sending to the end of the response body.
+    pub fn body_duration(mut self, enabled: bool) -> Self {
+        self.body_duration = enabled;
+        self
+    }
+
+    /// Classifies requests with `classifier` instead of the default HTTP rules.
+    pub fn classifier<C2>(self, classifier: C2) -> MetricsBuilder<C2> {
+        MetricsBuilder {
+            buckets: self.buckets,
+            body_duration: self.body_duration,
+            classifier,
+        }
+    }
+
+    /// Validates the configuration and builds the layer.
+    pub fn build(self) -> Result<MetricsLayer<C>, ConfigError> {
+        let buckets = &self.buckets;
+        let valid = (1..=64).contains(&buckets.len())
+            && buckets.iter().all(|b| (1e-6..=86_400.0).contains(b))
+            && buckets.windows(2).all(|pair| pair[0] < pair[1]);
+        if !valid {
+            return Err(ConfigError::new(
+                "buckets",
+                buckets,
+                "1 to 64 strictly increasing bounds from 0.000001 to 86400 seconds",
+            ));
+        }
+        Ok(MetricsLayer {
+            recorder: Arc::new(Recorder::new(self.buckets, self.body_duration)),
+            sources: Arc::new(Mutex::new(Vec::new())),
+            classifier: self.classifier,
+        })
+    }
+}

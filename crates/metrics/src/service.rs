@@ -1,0 +1,65 @@
+//! The [`Metrics`] service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use seawall_core::Classify;
+use tower::Service;
+
+use crate::body::MetricsBody;
+use crate::future::ResponseFuture;
+use crate::labels::method_index;
+use crate::recorder::Recorder;
+
+/// Records every request through it. See the [crate docs](crate).
+#[derive(Debug, Clone)]
+pub struct Metrics<S, C> {
+    inner: S,
+    classifier: C,
+    recorder: Arc<Recorder>,
+}
+
+impl<S, C> Metrics<S, C> {
+    pub(crate) fn new(inner: S, classifier: C, recorder: Arc<Recorder>) -> Self {
+        Self {
+            inner,
+            classifier,
+            recorder,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for Metrics<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C: Classify<Response<ResBody>, S::Error> + Clone,
+{
+    type Response = Response<MetricsBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let method = method_index(request.method());
+        ResponseFuture::new(
+            self.inner.call(request),
+            Arc::clone(&self.recorder),
+            method,
+            self.classifier.clone(),
+        )
+    }
+}
