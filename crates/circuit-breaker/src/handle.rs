@@ -182,7 +182,8 @@ where
                 ));
             }
         }
-        let per_key: [(&'static str, &'static str, fn(&BreakerStats<K>) -> u64); 3] = [
+        type PerKey<K> = (&'static str, &'static str, fn(&BreakerStats<K>) -> u64);
+        let per_key: [PerKey<K>; 3] = [
             (
                 "seawall_circuit_breaker_slow_calls",
                 "Calls slower than the slow-call threshold.",

@@ -57,9 +57,9 @@ impl Collector for Exporter {
                     ("http_response_status_class", STATUS_CLASSES[status]),
                 ];
                 if result.is_ok() {
-                    result = metric
-                        .encode_family(&labels)
-                        .and_then(|mut family| encode_histogram(&mut family, &recorder.bounds, histogram));
+                    result = metric.encode_family(&labels).and_then(|mut family| {
+                        encode_histogram(&mut family, &recorder.bounds, histogram)
+                    });
                 }
             });
             result?;
@@ -160,4 +160,52 @@ fn encode_source(
         }
     }
     Ok(())
+}
+
+/// Rewrites an OpenMetrics text exposition in the Prometheus text format 0.0.4.
+///
+/// The two differ, for what this crate writes, only in how counter families are named in
+/// `HELP` and `TYPE` lines (OpenMetrics leaves out the `_total` of the samples) and in the
+/// closing `# EOF`.
+pub(crate) fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len() + counters.len() * 16);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(renamed) => text.push_str(&renamed),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn counters_get_their_total_suffix_and_eof_goes() {
+        let openmetrics = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total 3\n\
+                           # HELP b_depth Depth.\n# TYPE b_depth gauge\nb_depth 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(openmetrics),
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total 3\n\
+             # HELP b_depth Depth.\n# TYPE b_depth gauge\nb_depth 1\n"
+        );
+    }
 }

@@ -86,9 +86,15 @@ mod tests {
     #[test]
     fn indices_point_at_their_labels() {
         assert_eq!(METHODS[method_index(&Method::PATCH)], "PATCH");
-        assert_eq!(METHODS[method_index(&Method::from_bytes(b"PURGE").unwrap())], "_OTHER");
+        assert_eq!(
+            METHODS[method_index(&Method::from_bytes(b"PURGE").unwrap())],
+            "_OTHER"
+        );
         assert_eq!(STATUS_CLASSES[status_index(StatusCode::IM_A_TEAPOT)], "4xx");
-        assert_eq!(OUTCOMES[outcome_index(Outcome::Failure(FailureKind::Throttled))], "throttled");
+        assert_eq!(
+            OUTCOMES[outcome_index(Outcome::Failure(FailureKind::Throttled))],
+            "throttled"
+        );
         assert_eq!(OUTCOMES[outcome_index(Outcome::Ignored)], "ignored");
         assert_eq!(OUTCOMES[CANCELLED], "cancelled");
         assert_eq!(STATUS_CLASSES[NO_STATUS], "none");

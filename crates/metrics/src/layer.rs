@@ -62,6 +62,14 @@ impl<C> MetricsLayer<C> {
         }));
     }
 
+    /// The same figures in the Prometheus text format 0.0.4 (`text/plain; version=0.0.4`),
+    /// for scrapers and linters that do not read OpenMetrics, such as `promtool check
+    /// metrics`: counter families are named with their `_total` suffix and there is no
+    /// `# EOF` line.
+    pub fn encode_prometheus_text(&self) -> String {
+        crate::export::to_prometheus_text(&self.encode())
+    }
+
     /// The OpenMetrics text exposition of this layer's figures and those it includes.
     pub fn encode(&self) -> String {
         let mut registry = Registry::default();

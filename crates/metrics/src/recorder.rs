@@ -144,7 +144,11 @@ impl Recorder {
     /// Calls `each(method, status, histogram)` for every combination seen.
     pub(crate) fn for_each_latency(&self, mut each: impl FnMut(usize, usize, &Histogram)) {
         for (series, histogram) in self.latency.iter().enumerate() {
-            if histogram.counts.iter().any(|c| c.load(Ordering::Relaxed) > 0) {
+            if histogram
+                .counts
+                .iter()
+                .any(|c| c.load(Ordering::Relaxed) > 0)
+            {
                 each(series / STATUS_COUNT, series % STATUS_COUNT, histogram);
             }
         }

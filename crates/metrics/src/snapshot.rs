@@ -98,7 +98,10 @@ mod tests {
         assert_eq!(quantile(&bounds, &counts, 0.5), Duration::from_millis(100));
         assert_eq!(quantile(&bounds, &counts, 0.75), Duration::from_millis(150));
         assert_eq!(quantile(&bounds, &counts, 0.25), Duration::from_millis(50));
-        assert_eq!(quantile(&bounds, &[0, 0, 0, 4], 0.5), Duration::from_millis(400));
+        assert_eq!(
+            quantile(&bounds, &[0, 0, 0, 4], 0.5),
+            Duration::from_millis(400)
+        );
         assert_eq!(quantile(&bounds, &[0; 4], 0.5), Duration::ZERO);
     }
 }
