@@ -288,5 +288,176 @@ fn retry(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(layers, circuit_breaker, rate_limit, retry);
+/// As [`bench_requests`], with the response dropped inside the timed section: a metrics layer
+/// does part of its work (the in-flight gauge) when the response body goes.
+fn bench_requests_dropped<S, R>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    mut service: S,
+    request: impl Fn() -> R,
+) where
+    S: Service<R>,
+{
+    group.bench_function(id, |b| {
+        b.iter_batched(
+            &request,
+            |request| drop(call_once(&mut service, black_box(request))),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// Records one finished request: method, status class and latency in seconds.
+type RecordFn = fn(&Peers, &'static str, &'static str, f64);
+
+/// The peer metrics libraries, set up once.
+struct Peers {
+    requests: prometheus_client::metrics::family::Family<
+        [(&'static str, &'static str); 2],
+        prometheus_client::metrics::counter::Counter,
+    >,
+    latency: prometheus_client::metrics::family::Family<
+        [(&'static str, &'static str); 2],
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
+}
+
+fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(seawall_metrics::DEFAULT_BUCKETS)
+}
+
+/// A family counter and histogram looked up per request, as a prometheus-client user writes
+/// it (labels as static strings, the cheapest form `Family` allows).
+fn record_prometheus_client(peers: &Peers, method: &'static str, status: &'static str, secs: f64) {
+    let labels = [("http_request_method", method), ("http_response_status_class", status)];
+    peers.requests.get_or_create(&labels).inc();
+    peers.latency.get_or_create(&labels).observe(secs);
+}
+
+/// The same through the `metrics` facade's macros, into the Prometheus recorder.
+fn record_metrics_rs(_: &Peers, method: &'static str, status: &'static str, secs: f64) {
+    metrics::counter!("http_client_requests_total", "http_request_method" => method, "http_response_status_class" => status).increment(1);
+    metrics::histogram!("http_client_request_duration_seconds", "http_request_method" => method, "http_response_status_class" => status).record(secs);
+}
+
+/// A tower service that times each request and hands it to a peer library.
+#[derive(Clone)]
+struct PeerMetrics<S> {
+    inner: S,
+    peers: std::sync::Arc<Peers>,
+    record: RecordFn,
+}
+
+pin_project_lite::pin_project! {
+    struct PeerFuture<F> {
+        #[pin]
+        inner: F,
+        started: std::time::Instant,
+        method: &'static str,
+        peers: std::sync::Arc<Peers>,
+        record: RecordFn,
+    }
+}
+
+impl<F, B, E> std::future::Future for PeerFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let status = match &result {
+            Ok(response) => seawall_metrics::labels::STATUS_CLASSES
+                [usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1],
+            Err(_) => "none",
+        };
+        (this.record)(this.peers, this.method, status, this.started.elapsed().as_secs_f64());
+        std::task::Poll::Ready(result)
+    }
+}
+
+impl<S, B> Service<Request<B>> for PeerMetrics<S>
+where
+    S: Service<Request<B>, Response = http::Response<()>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = PeerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let method = match *request.method() {
+            http::Method::GET => "GET",
+            http::Method::POST => "POST",
+            _ => "_OTHER",
+        };
+        PeerFuture {
+            started: std::time::Instant::now(),
+            inner: self.inner.call(request),
+            method,
+            peers: std::sync::Arc::clone(&self.peers),
+            record: self.record,
+        }
+    }
+}
+
+fn metrics(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _context = runtime.enter();
+    let mut group = c.benchmark_group("metrics");
+    bench_requests_dropped(&mut group, "baseline", NoopUpstream, api_request);
+
+    let seawall = seawall_metrics::MetricsLayer::builder()
+        .build()
+        .expect("valid config");
+    bench_requests_dropped(&mut group, "seawall", seawall.layer(NoopUpstream), api_request);
+
+    let peers = std::sync::Arc::new(Peers {
+        requests: Default::default(),
+        latency: prometheus_client::metrics::family::Family::new_with_constructor(
+            latency_histogram,
+        ),
+    });
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("http_client_requests", "Requests.", peers.requests.clone());
+    registry.register(
+        "http_client_request_duration_seconds",
+        "Latency.",
+        peers.latency.clone(),
+    );
+    let prometheus_client = PeerMetrics {
+        inner: NoopUpstream,
+        peers: std::sync::Arc::clone(&peers),
+        record: record_prometheus_client,
+    };
+    bench_requests_dropped(&mut group, "prometheus_client_family", prometheus_client, api_request);
+
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&seawall_metrics::DEFAULT_BUCKETS)
+        .expect("valid buckets")
+        .build_recorder();
+    // A benchmark process installs its recorder once; a second install only fails.
+    let _ = metrics::set_global_recorder(recorder);
+    let metrics_rs = PeerMetrics {
+        inner: NoopUpstream,
+        peers,
+        record: record_metrics_rs,
+    };
+    bench_requests_dropped(&mut group, "metrics_rs_macro", metrics_rs, api_request);
+    group.finish();
+}
+
+criterion_group!(layers, circuit_breaker, rate_limit, retry, metrics);
 criterion_main!(layers);

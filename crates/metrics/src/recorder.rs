@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use seawall_core::SlidingCount;
 use tokio::time::Instant;
 
 use crate::labels::{METHODS, OUTCOMES, STATUS_CLASSES};
@@ -67,7 +66,66 @@ pub(crate) struct Recorder {
     /// From the request to the end (or drop) of the response body, when enabled.
     pub(crate) body_latency: Option<Histogram>,
     in_flight: AtomicI64,
-    last_minute: SlidingCount<60>,
+    minute: MinuteMarks,
+}
+
+/// Requests finished over the last minute, at one-second resolution, without a
+/// read-modify-write per request: the first request of each second records the running total
+/// as that second's mark (a load per request otherwise), and a minute's count is the total
+/// now less the mark of the oldest second still inside the minute.
+#[derive(Debug)]
+struct MinuteMarks {
+    origin: Instant,
+    /// The second of the newest mark.
+    newest: AtomicU64,
+    /// `second << 40 | total at that second's start`, in a ring indexed by second.
+    marks: [AtomicU64; 64],
+}
+
+const MARK_TOTAL_BITS: u32 = 40;
+
+impl MinuteMarks {
+    fn new(origin: Instant) -> Self {
+        // Second 0 starts with a total of 0: an all-zero mark.
+        Self {
+            origin,
+            newest: AtomicU64::new(0),
+            marks: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    #[inline]
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_secs()
+    }
+
+    /// Called before a request is counted, with the total so far (read only when a new
+    /// second starts).
+    #[inline]
+    fn before_count(&self, now: Instant, total: impl FnOnce() -> u64) {
+        let second = self.second(now);
+        let newest = self.newest.load(Ordering::Relaxed);
+        if second > newest
+            && self
+                .newest
+                .compare_exchange(newest, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let mark = (second << MARK_TOTAL_BITS) | (total() & ((1 << MARK_TOTAL_BITS) - 1));
+            self.marks[(second % 64) as usize].store(mark, Ordering::Relaxed);
+        }
+    }
+
+    fn last_minute(&self, now: Instant, total: u64) -> u64 {
+        let second = self.second(now);
+        let oldest_inside = second.saturating_sub(59);
+        self.marks
+            .iter()
+            .map(|mark| mark.load(Ordering::Relaxed))
+            .filter(|mark| (oldest_inside..=second).contains(&(mark >> MARK_TOTAL_BITS)))
+            .min_by_key(|mark| mark >> MARK_TOTAL_BITS)
+            .map_or(0, |mark| total.saturating_sub(mark & ((1 << MARK_TOTAL_BITS) - 1)))
+    }
 }
 
 impl Recorder {
@@ -85,7 +143,7 @@ impl Recorder {
                 .collect(),
             body_latency: body_latency.then(|| Histogram::new(buckets)),
             in_flight: AtomicI64::new(0),
-            last_minute: SlidingCount::new(Duration::from_secs(60), Instant::now()),
+            minute: MinuteMarks::new(Instant::now()),
         }
     }
 
@@ -109,10 +167,10 @@ impl Recorder {
         elapsed: Duration,
         now: Instant,
     ) {
+        self.minute.before_count(now, || self.total());
         let series = method * STATUS_COUNT + status;
         self.requests[series * OUTCOME_COUNT + outcome].fetch_add(1, Ordering::Relaxed);
         self.latency[series].record(&self.bounds_nanos, elapsed);
-        self.last_minute.add(now, 1);
     }
 
     #[inline]
@@ -126,8 +184,17 @@ impl Recorder {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Requests finished in the last 60 seconds (the current second and the 59 before).
     pub(crate) fn last_minute(&self) -> u64 {
-        self.last_minute.sum(Instant::now())
+        self.minute.last_minute(Instant::now(), self.total())
+    }
+
+    /// Requests finished so far.
+    fn total(&self) -> u64 {
+        self.requests
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Calls `each(method, status, outcome, count)` for every combination seen.
