@@ -1,11 +1,11 @@
-//! The rate limiter and circuit breaker over hyper-util's client, against a flaky upstream.
+//! The four seawall layers over hyper-util's client, against a flaky upstream.
 //!
 //! `cargo run --release -p seawall-examples --example quickstart`
 //!
 //! An upstream on loopback enforces its own quota (20 requests/s, burst 5, answering 429 with
 //! `Retry-After: 1` beyond it) and is down (503) for a while. The same workload, 4 workers
 //! sending 15 requests each one after another, goes through a bare client and then through
-//! the seawall stack.
+//! the seawall stack: metrics, retry, circuit breaker and rate limiter.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,23 +18,21 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use seawall_circuit_breaker::{BreakerError, CircuitBreakerLayer};
 use seawall_examples::{Upstream, respond};
+use seawall_metrics::MetricsLayer;
 use seawall_rate_limit::RateLimitLayer;
+use seawall_retry::{ReplayBody, RetryError, RetryLayer};
 use seawall_rate_limit::gcra::GcraCells;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// 4 workers, each sending 15 requests one after another; the outcomes, counted. A worker
 /// told by a refusal when to come back (`come_back`) waits that long before its next request.
-async fn workload<S, E>(
+async fn workload<S, B, E>(
     service: S,
     url: &http::Uri,
     come_back: impl Fn(&E) -> Option<Duration> + Copy,
 ) -> BTreeMap<String, u32>
 where
-    S: Service<
-            http::Request<Empty<Bytes>>,
-            Response = http::Response<hyper::body::Incoming>,
-            Error = E,
-        > + Clone,
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<B>, Error = E> + Clone,
     E: std::fmt::Display,
 {
     let workers = (0..4).map(|_| {
@@ -90,7 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     let url: http::Uri = upstream.url("/items").parse()?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let bare_client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
 
     let restart = |run: &std::sync::Mutex<Instant>| {
         if let Ok(mut start) = run.lock() {
@@ -98,12 +96,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     restart(&run_start);
-    let bare = workload(client.clone(), &url, |_| None).await;
+    let bare = workload(bare_client, &url, |_| None).await;
     // Let the upstream's quota refill between the two runs.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Paced under the quota, held on a 429, refused fast while the upstream is down (the
-    // breaker opens after 3 failures and probes again after 500 ms).
+    // Recorded, retried (3 attempts, 50 ms backoff or the server's Retry-After), refused
+    // fast while the upstream is down (the breaker opens after 3 failures and probes again
+    // after 500 ms), paced under the quota and held on a 429.
+    let metrics = MetricsLayer::builder().build()?;
+    let retry = RetryLayer::builder()
+        .exponential_backoff(Duration::from_millis(50), Duration::from_secs(2))
+        .build()?;
     let limit = RateLimitLayer::builder()
         .per_second(20)
         .burst(5)
@@ -116,15 +119,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .half_open_permits(1)
         .half_open_successes(1)
         .build()?;
-    let (limits, breakers) = (limit.handle(), breaker.handle());
+    let (limits, breakers, retries) = (limit.handle(), breaker.handle(), retry.handle());
+    metrics.include(retries.clone());
+    metrics.include(breakers.clone());
+    metrics.include(limits.clone());
+    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
     let stack = ServiceBuilder::new()
+        .layer(metrics.clone())
+        .layer(retry)
         .layer(breaker)
         .layer(limit)
         .timeout(Duration::from_secs(10))
         .service(client);
     restart(&run_start);
-    let guarded = workload(stack, &url, |error: &BreakerError<_>| {
-        error.as_open().and_then(|open| open.retry_after())
+    let guarded = workload(stack, &url, |error: &RetryError<BreakerError<_>>| {
+        error.inner().as_open().and_then(|open| open.retry_after())
     })
     .await;
 
@@ -134,6 +143,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  {count:>3} × {outcome}");
         }
     }
+    let snapshot = metrics.snapshot();
+    println!(
+        "metrics: {} requests, {:.0} % succeeded, p50 {:.1} ms, p99 {:.1} ms",
+        snapshot.total,
+        snapshot.success_rate * 100.0,
+        snapshot.p50.as_secs_f64() * 1e3,
+        snapshot.p99.as_secs_f64() * 1e3
+    );
+    let retried = retries.stats();
+    println!(
+        "retry: {} attempts for {} requests, {} gave up",
+        retried.attempts(),
+        retried.requests,
+        retried.gave_up()
+    );
     let limiter = limits.stats();
     println!(
         "limiter: {} admitted, {} after waiting ({:.2}s in all), {} server pauses",
@@ -148,5 +172,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             stats.key, stats.state, stats.failures, stats.rejected, stats.transitions
         );
     }
+    // The same figures as a Prometheus scrape would read them.
+    let exposition = std::env::temp_dir().join("seawall-quickstart.prom");
+    std::fs::write(&exposition, metrics.encode())?;
+    println!("OpenMetrics exposition written to {}", exposition.display());
     Ok(())
 }
