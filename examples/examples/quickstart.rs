@@ -20,8 +20,8 @@ use seawall_circuit_breaker::{BreakerError, CircuitBreakerLayer};
 use seawall_examples::{Upstream, respond};
 use seawall_metrics::MetricsLayer;
 use seawall_rate_limit::RateLimitLayer;
-use seawall_retry::{ReplayBody, RetryError, RetryLayer};
 use seawall_rate_limit::gcra::GcraCells;
+use seawall_retry::{ReplayBody, RetryError, RetryLayer};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// 4 workers, each sending 15 requests one after another; the outcomes, counted. A worker

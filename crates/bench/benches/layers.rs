@@ -41,6 +41,14 @@ fn bench_requests<S, R>(
     });
 }
 
+/// The runtime every group runs in: layers that read tokio's clock need one entered.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+}
+
 /// A request to an upstream host, as a client sends it.
 fn api_request() -> Request<()> {
     Request::get("https://api.example.com/v1/items")
@@ -49,10 +57,7 @@ fn api_request() -> Request<()> {
 }
 
 fn rate_limit(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
+    let runtime = runtime();
     let _context = runtime.enter();
     let mut group = c.benchmark_group("rate_limit");
     // Every limiter is set far above what the loop can reach, so none ever binds: these
@@ -114,10 +119,7 @@ fn rate_limit(c: &mut Criterion) {
 }
 
 fn circuit_breaker(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
+    let runtime = runtime();
     let _context = runtime.enter();
     let mut group = c.benchmark_group("circuit_breaker");
 
@@ -240,10 +242,7 @@ impl Clone for CloneableRequest {
 }
 
 fn retry(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
+    let runtime = runtime();
     let _context = runtime.enter();
     let mut group = c.benchmark_group("retry");
     // Every upstream answers 200 at once: these figures are the cost of a request that
@@ -330,7 +329,10 @@ fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
 /// A family counter and histogram looked up per request, as a prometheus-client user writes
 /// it (labels as static strings, the cheapest form `Family` allows).
 fn record_prometheus_client(peers: &Peers, method: &'static str, status: &'static str, secs: f64) {
-    let labels = [("http_request_method", method), ("http_response_status_class", status)];
+    let labels = [
+        ("http_request_method", method),
+        ("http_response_status_class", status),
+    ];
     peers.requests.get_or_create(&labels).inc();
     peers.latency.get_or_create(&labels).observe(secs);
 }
@@ -373,11 +375,18 @@ where
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
         let status = match &result {
-            Ok(response) => seawall_metrics::labels::STATUS_CLASSES
-                [usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1],
+            Ok(response) => {
+                seawall_metrics::labels::STATUS_CLASSES
+                    [usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1]
+            }
             Err(_) => "none",
         };
-        (this.record)(this.peers, this.method, status, this.started.elapsed().as_secs_f64());
+        (this.record)(
+            this.peers,
+            this.method,
+            status,
+            this.started.elapsed().as_secs_f64(),
+        );
         std::task::Poll::Ready(result)
     }
 }
@@ -390,7 +399,10 @@ where
     type Error = S::Error;
     type Future = PeerFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -411,10 +423,7 @@ where
 }
 
 fn metrics(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
+    let runtime = runtime();
     let _context = runtime.enter();
     let mut group = c.benchmark_group("metrics");
     bench_requests_dropped(&mut group, "baseline", NoopUpstream, api_request);
@@ -422,7 +431,12 @@ fn metrics(c: &mut Criterion) {
     let seawall = seawall_metrics::MetricsLayer::builder()
         .build()
         .expect("valid config");
-    bench_requests_dropped(&mut group, "seawall", seawall.layer(NoopUpstream), api_request);
+    bench_requests_dropped(
+        &mut group,
+        "seawall",
+        seawall.layer(NoopUpstream),
+        api_request,
+    );
 
     let peers = std::sync::Arc::new(Peers {
         requests: Default::default(),
@@ -442,7 +456,12 @@ fn metrics(c: &mut Criterion) {
         peers: std::sync::Arc::clone(&peers),
         record: record_prometheus_client,
     };
-    bench_requests_dropped(&mut group, "prometheus_client_family", prometheus_client, api_request);
+    bench_requests_dropped(
+        &mut group,
+        "prometheus_client_family",
+        prometheus_client,
+        api_request,
+    );
 
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&seawall_metrics::DEFAULT_BUCKETS)

@@ -124,7 +124,9 @@ impl MinuteMarks {
             .map(|mark| mark.load(Ordering::Relaxed))
             .filter(|mark| (oldest_inside..=second).contains(&(mark >> MARK_TOTAL_BITS)))
             .min_by_key(|mark| mark >> MARK_TOTAL_BITS)
-            .map_or(0, |mark| total.saturating_sub(mark & ((1 << MARK_TOTAL_BITS) - 1)))
+            .map_or(0, |mark| {
+                total.saturating_sub(mark & ((1 << MARK_TOTAL_BITS) - 1))
+            })
     }
 }
 
