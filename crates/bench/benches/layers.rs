@@ -309,16 +309,22 @@ fn bench_requests_dropped<S, R>(
 /// Records one finished request: method, status class and latency in seconds.
 type RecordFn = fn(&Peers, &'static str, &'static str, f64);
 
+/// The labels every peer records: method and status class, as static strings.
+type PeerLabels = [(&'static str, &'static str); 2];
+
+/// prometheus-client's histogram, and how a `Family` makes one.
+type PromHistogram = prometheus_client::metrics::histogram::Histogram;
+
 /// The peer metrics libraries, set up once.
 struct Peers {
     requests: prometheus_client::metrics::family::Family<
-        [(&'static str, &'static str); 2],
+        PeerLabels,
         prometheus_client::metrics::counter::Counter,
     >,
     latency: prometheus_client::metrics::family::Family<
-        [(&'static str, &'static str); 2],
-        prometheus_client::metrics::histogram::Histogram,
-        fn() -> prometheus_client::metrics::histogram::Histogram,
+        PeerLabels,
+        PromHistogram,
+        fn() -> PromHistogram,
     >,
 }
 
