@@ -40,7 +40,8 @@ impl fmt::Display for NotReplayable {
 
 impl std::error::Error for NotReplayable {}
 
-/// A request body that every retry attempt can send again. See the [module docs](self).
+/// A request body that every retry attempt can send again: complete bodies are copied for
+/// free, streamed bodies are replayed from a buffer of at most the replay cap.
 ///
 /// Cloning gives a reader that starts from the beginning of the body.
 pub struct ReplayBody<B> {
