@@ -34,6 +34,8 @@ impl MetricsLayer {
         MetricsBuilder {
             buckets: DEFAULT_BUCKETS.to_vec(),
             body_duration: false,
+            #[cfg(feature = "metrics-facade")]
+            facade: false,
             classifier: HttpClassifier,
         }
     }
@@ -94,6 +96,8 @@ impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
 pub struct MetricsBuilder<C = HttpClassifier> {
     buckets: Vec<f64>,
     body_duration: bool,
+    #[cfg(feature = "metrics-facade")]
+    facade: bool,
     classifier: C,
 }
 
@@ -111,11 +115,24 @@ impl<C> MetricsBuilder<C> {
         self
     }
 
+    /// Also records every request through the `metrics` facade (feature `metrics-facade`):
+    /// the request count, latency histogram and in-flight gauge, with the same names and
+    /// labels, go to the recorder installed when [`build`](Self::build) runs. Install the
+    /// recorder (e.g. metrics-exporter-prometheus) first. The in-process snapshot keeps
+    /// working; the other layers' figures stay on this crate's own exposition.
+    #[cfg(feature = "metrics-facade")]
+    pub fn metrics_facade(mut self, enabled: bool) -> Self {
+        self.facade = enabled;
+        self
+    }
+
     /// Classifies requests with `classifier` instead of the default HTTP rules.
     pub fn classifier<C2>(self, classifier: C2) -> MetricsBuilder<C2> {
         MetricsBuilder {
             buckets: self.buckets,
             body_duration: self.body_duration,
+            #[cfg(feature = "metrics-facade")]
+            facade: self.facade,
             classifier,
         }
     }
@@ -133,8 +150,15 @@ impl<C> MetricsBuilder<C> {
                 "1 to 64 strictly increasing bounds from 0.000001 to 86400 seconds",
             ));
         }
+        let recorder = Recorder::new(self.buckets, self.body_duration);
+        #[cfg(feature = "metrics-facade")]
+        let recorder = if self.facade {
+            recorder.with_facade()
+        } else {
+            recorder
+        };
         Ok(MetricsLayer {
-            recorder: Arc::new(Recorder::new(self.buckets, self.body_duration)),
+            recorder: Arc::new(recorder),
             sources: Arc::new(Mutex::new(Vec::new())),
             classifier: self.classifier,
         })

@@ -51,6 +51,10 @@
 //! through [`MetricsLayer::include`], which takes any of their handles (they implement
 //! [`seawall_core::FigureSource`]); the layer crates do not depend on this one.
 //!
+//! With the `metrics-facade` feature, [`MetricsBuilder::metrics_facade`] also records the
+//! request figures through the `metrics` crate's facade, with handles resolved once when the
+//! layer is built.
+//!
 //! ## Tracing
 //!
 //! Spans are tower-http's job: add `tower_http::trace::TraceLayer::new_for_http()` to the
@@ -58,6 +62,8 @@
 
 mod body;
 mod export;
+#[cfg(feature = "metrics-facade")]
+mod facade;
 mod future;
 pub mod labels;
 mod layer;

@@ -67,6 +67,8 @@ pub(crate) struct Recorder {
     pub(crate) body_latency: Option<Histogram>,
     in_flight: AtomicI64,
     minute: MinuteMarks,
+    #[cfg(feature = "metrics-facade")]
+    facade: Option<crate::facade::FacadeHandles>,
 }
 
 /// Requests finished over the last minute, at one-second resolution, without a
@@ -146,17 +148,34 @@ impl Recorder {
             body_latency: body_latency.then(|| Histogram::new(buckets)),
             in_flight: AtomicI64::new(0),
             minute: MinuteMarks::new(Instant::now()),
+            #[cfg(feature = "metrics-facade")]
+            facade: None,
         }
+    }
+
+    /// Also records through the `metrics` facade, with handles resolved now.
+    #[cfg(feature = "metrics-facade")]
+    pub(crate) fn with_facade(mut self) -> Self {
+        self.facade = Some(crate::facade::FacadeHandles::resolve());
+        self
     }
 
     #[inline]
     pub(crate) fn started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics-facade")]
+        if let Some(facade) = &self.facade {
+            facade.started();
+        }
     }
 
     #[inline]
     pub(crate) fn finished(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics-facade")]
+        if let Some(facade) = &self.facade {
+            facade.finished();
+        }
     }
 
     /// Records a request whose headers arrived, or that failed or was cancelled.
@@ -173,6 +192,10 @@ impl Recorder {
         let series = method * STATUS_COUNT + status;
         self.requests[series * OUTCOME_COUNT + outcome].fetch_add(1, Ordering::Relaxed);
         self.latency[series].record(&self.bounds_nanos, elapsed);
+        #[cfg(feature = "metrics-facade")]
+        if let Some(facade) = &self.facade {
+            facade.record(series, series * OUTCOME_COUNT + outcome, elapsed);
+        }
     }
 
     #[inline]
