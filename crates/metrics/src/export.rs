@@ -150,16 +150,28 @@ fn encode_source(
         };
         let mut metric = encoder.encode_descriptor(first.name, first.help, None, kind)?;
         for figure in group {
-            let mut family = metric.encode_family(&figure.labels)?;
-            match figure.kind {
-                FigureKind::Counter => {
-                    family.encode_counter::<NoLabelSet, _, f64>(&figure.value, None)?
-                }
-                FigureKind::Gauge => family.encode_gauge(&figure.value)?,
+            if figure.labels.is_empty() {
+                encode_value(&mut metric, figure)?;
+            } else {
+                encode_value(&mut metric.encode_family(&figure.labels)?, figure)?;
             }
         }
     }
     Ok(())
+}
+
+fn encode_value(
+    encoder: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    figure: &Owned,
+) -> Result<(), std::fmt::Error> {
+    match figure.kind {
+        // Whole counts print as integers, as counters usually do.
+        FigureKind::Counter if figure.value.fract() == 0.0 && figure.value < 2e15 => {
+            encoder.encode_counter::<NoLabelSet, _, f64>(&(figure.value as u64), None)
+        }
+        FigureKind::Counter => encoder.encode_counter::<NoLabelSet, _, f64>(&figure.value, None),
+        FigureKind::Gauge => encoder.encode_gauge(&figure.value),
+    }
 }
 
 /// Rewrites an OpenMetrics text exposition in the Prometheus text format 0.0.4.

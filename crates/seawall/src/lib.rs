@@ -1,0 +1,311 @@
+//! # seawall
+//!
+//! Client-side resilience for HTTP as one tower stack: metrics, retries, a circuit breaker
+//! and a rate limiter, in the order that makes them correct together, with defaults a
+//! careful client would choose, every one of them overridable.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response};
+//! use tower::{ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let stack = seawall::stack()
+//!     .rate_limit(|limit| limit.per_second(50).burst(5))
+//!     .retry(|retry| retry.max_attempts(4))
+//!     .attempt_timeout(Duration::from_secs(10))
+//!     .build()?;
+//!
+//! // Any tower HTTP client goes underneath; `stack.hyper_client()` builds hyper-util's.
+//! let upstream = service_fn(|_req: Request<seawall::ReplayBody<String>>| async {
+//!     Ok::<_, std::io::Error>(Response::new(String::from("ok")))
+//! });
+//! let client = stack.service(upstream);
+//! let response = client
+//!     .oneshot(Request::get("http://api.example.com/items").body(String::new())?)
+//!     .await?;
+//! assert_eq!(response.status(), 200);
+//! drop(response);
+//! assert_eq!(stack.metrics().snapshot().total, 1);
+//! assert!(stack.metrics().encode().contains("seawall_rate_limit_admitted_total 1"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## The stack
+//!
+//! Outermost first:
+//!
+//! | layer | default |
+//! |---|---|
+//! | [`MetricsLayer`] | one record per logical request; every layer's figures in one exposition |
+//! | [`RetryLayer`] | 3 attempts, exponential backoff from 1 s capped at 60 s with full jitter, a 20 % budget, server hints obeyed |
+//! | [`CircuitBreakerLayer`] (per host) | 5 consecutive failures or 50 % of the last 100 calls; open 60 s growing to 5 min; 3 half-open probes |
+//! | [`RateLimitLayer`] (per host) | 100 requests per minute with a burst of 10, waiting fairly; 429s pause the host |
+//! | attempt timeout | 30 s per attempt |
+//!
+//! In this order a retry pays the rate limiter (an upstream's quota counts attempts), an
+//! open breaker refuses before a token is spent or a queue slot taken, and time waiting in
+//! the limiter is not a slow call.
+
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use seawall_core::{ByHost, ConfigError, HttpClassifier};
+use tower::Layer;
+use tower::timeout::{Timeout, TimeoutLayer};
+use tower::util::MapErr;
+
+pub use seawall_circuit_breaker::{
+    self as circuit_breaker, CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerHandle,
+    CircuitBreakerLayer,
+};
+pub use seawall_core::{self as core};
+pub use seawall_metrics::{self as metrics, Metrics, MetricsBuilder, MetricsLayer};
+pub use seawall_rate_limit::{
+    self as rate_limit, InMemoryStore, RateLimit, RateLimitBuilder, RateLimitHandle, RateLimitLayer,
+};
+pub use seawall_retry::{self as retry, ReplayBody, Retry, RetryBuilder, RetryHandle, RetryLayer};
+
+/// The client wrapped in the attempt timeout, its errors made concrete.
+pub type Attempt<S> = MapErr<Timeout<S>, fn(BoxError) -> AttemptError>;
+
+/// The service the standard stack makes of a client `S`.
+pub type StandardService<S> = Metrics<
+    Retry<
+        CircuitBreaker<RateLimit<Attempt<S>, ByHost, InMemoryStore>, HttpClassifier, ByHost>,
+        HttpClassifier,
+    >,
+    HttpClassifier,
+>;
+
+/// A boxed error, as tower's timeout returns.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One attempt's failure below the rate limiter: the client's error, or the attempt timeout.
+///
+/// tower's timeout boxes errors, and a boxed error is not itself a `std::error::Error`; this
+/// wrapper is, so the stack's errors can be returned with `?` into any error type.
+#[derive(Debug)]
+pub struct AttemptError(BoxError);
+
+impl AttemptError {
+    fn new(error: BoxError) -> Self {
+        Self(error)
+    }
+
+    /// Whether the attempt ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        self.0.is::<tower::timeout::error::Elapsed>()
+    }
+
+    /// The error as tower's timeout returned it.
+    pub fn into_inner(self) -> BoxError {
+        self.0
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for AttemptError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl seawall_core::ClassifyError for AttemptError {
+    fn failure_kind(&self) -> seawall_core::FailureKind {
+        self.0.failure_kind()
+    }
+}
+
+/// hyper-util's legacy client over plain HTTP, sending replayable bodies of type `B`.
+pub type HyperClient<B> = Client<HttpConnector, ReplayBody<B>>;
+
+type Customise<B> = Box<dyn FnOnce(B) -> B>;
+
+/// Starts the standard stack with its defaults (see the [crate docs](crate)).
+pub fn stack() -> StackBuilder {
+    StackBuilder {
+        rate_limit: None,
+        circuit_breaker: None,
+        retry: None,
+        metrics: None,
+        attempt_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Configures the standard stack: each method adjusts one layer's builder, starting from the
+/// stack's defaults.
+pub struct StackBuilder {
+    rate_limit: Option<Customise<RateLimitBuilder<ByHost>>>,
+    circuit_breaker: Option<Customise<CircuitBreakerBuilder<HttpClassifier, ByHost>>>,
+    retry: Option<Customise<RetryBuilder>>,
+    metrics: Option<Customise<MetricsBuilder>>,
+    attempt_timeout: Duration,
+}
+
+impl std::fmt::Debug for StackBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackBuilder")
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StackBuilder {
+    /// Adjusts the rate limiter (per host, 100 per minute, burst 10 by default). Quotas set
+    /// here replace the default quota.
+    pub fn rate_limit(
+        mut self,
+        customise: impl FnOnce(RateLimitBuilder<ByHost>) -> RateLimitBuilder<ByHost> + 'static,
+    ) -> Self {
+        self.rate_limit = Some(Box::new(customise));
+        self
+    }
+
+    /// Adjusts the circuit breaker (per host).
+    pub fn circuit_breaker(
+        mut self,
+        customise: impl FnOnce(
+            CircuitBreakerBuilder<HttpClassifier, ByHost>,
+        ) -> CircuitBreakerBuilder<HttpClassifier, ByHost>
+        + 'static,
+    ) -> Self {
+        self.circuit_breaker = Some(Box::new(customise));
+        self
+    }
+
+    /// Adjusts the retry layer.
+    pub fn retry(mut self, customise: impl FnOnce(RetryBuilder) -> RetryBuilder + 'static) -> Self {
+        self.retry = Some(Box::new(customise));
+        self
+    }
+
+    /// Adjusts the metrics layer.
+    pub fn metrics(
+        mut self,
+        customise: impl FnOnce(MetricsBuilder) -> MetricsBuilder + 'static,
+    ) -> Self {
+        self.metrics = Some(Box::new(customise));
+        self
+    }
+
+    /// The time each attempt may take (1 ms to 1 h; default 30 s).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Builds every layer, validating every setting.
+    pub fn build(self) -> Result<Stack, ConfigError> {
+        let attempt_timeout = seawall_core::check_range(
+            "attempt_timeout",
+            self.attempt_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+            "a duration from 1 ms to 1 h",
+        )?;
+        let limit = match self.rate_limit {
+            Some(customise) => customise(RateLimitLayer::builder().per_host()),
+            None => RateLimitLayer::builder()
+                .per_host()
+                .per_minute(100)
+                .burst(10),
+        }
+        .build()?;
+        let breaker = apply(
+            self.circuit_breaker,
+            CircuitBreakerLayer::builder().per_host(),
+        )
+        .build()?;
+        let retry = apply(self.retry, RetryLayer::builder()).build()?;
+        let metrics = apply(self.metrics, MetricsLayer::builder()).build()?;
+        metrics.include(retry.handle());
+        metrics.include(breaker.handle());
+        metrics.include(limit.handle());
+        Ok(Stack {
+            metrics,
+            retry,
+            circuit_breaker: breaker,
+            rate_limit: limit,
+            attempt_timeout,
+        })
+    }
+}
+
+fn apply<B>(customise: Option<Customise<B>>, builder: B) -> B {
+    match customise {
+        Some(customise) => customise(builder),
+        None => builder,
+    }
+}
+
+/// The built standard stack: a [`Layer`] over any client, and the handles to its figures.
+/// Every service it makes shares one set of limits, breakers, budget and figures.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    metrics: MetricsLayer,
+    retry: RetryLayer,
+    circuit_breaker: CircuitBreakerLayer<HttpClassifier, ByHost>,
+    rate_limit: RateLimitLayer<ByHost>,
+    attempt_timeout: Duration,
+}
+
+impl Stack {
+    /// Wraps `client` in the stack.
+    pub fn service<S>(&self, client: S) -> StandardService<S> {
+        self.layer(client)
+    }
+
+    /// hyper-util's client (HTTP/1 over plain TCP) wrapped in the stack.
+    pub fn hyper_client<B>(&self) -> StandardService<HyperClient<B>>
+    where
+        B: http_body::Body + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.service(Client::builder(TokioExecutor::new()).build_http())
+    }
+
+    /// The metrics layer: snapshots and the exposition of every layer's figures.
+    pub fn metrics(&self) -> &MetricsLayer {
+        &self.metrics
+    }
+
+    /// The retry layer's figures and budget.
+    pub fn retry(&self) -> RetryHandle<HttpClassifier> {
+        self.retry.handle()
+    }
+
+    /// The circuit breakers, one per host.
+    pub fn circuit_breaker(&self) -> CircuitBreakerHandle<seawall_core::HostKey> {
+        self.circuit_breaker.handle()
+    }
+
+    /// The rate limiter's figures and pauses.
+    pub fn rate_limit(&self) -> RateLimitHandle<seawall_core::HostKey, InMemoryStore> {
+        self.rate_limit.handle()
+    }
+}
+
+impl<S> Layer<S> for Stack {
+    type Service = StandardService<S>;
+
+    fn layer(&self, client: S) -> Self::Service {
+        let attempt = MapErr::new(
+            TimeoutLayer::new(self.attempt_timeout).layer(client),
+            AttemptError::new as fn(BoxError) -> AttemptError,
+        );
+        let limited = self.rate_limit.layer(attempt);
+        let guarded = self.circuit_breaker.layer(limited);
+        let retried = self.retry.layer(guarded);
+        self.metrics.layer(retried)
+    }
+}
