@@ -51,7 +51,7 @@
 //! through [`MetricsLayer::include`], which takes any of their handles (they implement
 //! [`seawall_core::FigureSource`]); the layer crates do not depend on this one.
 //!
-//! With the `metrics-facade` feature, [`MetricsBuilder::metrics_facade`] also records the
+//! With the `metrics-facade` feature, `MetricsBuilder::metrics_facade` also records the
 //! request figures through the `metrics` crate's facade, with handles resolved once when the
 //! layer is built.
 //!
