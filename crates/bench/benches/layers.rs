@@ -191,7 +191,7 @@ fn post_1k() -> Request<Full<Bytes>> {
 }
 
 /// A copy of a request with a cheaply cloned body: what a `tower::retry::Policy` must do.
-fn clone_request(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+fn clone_request<B: Clone>(request: &Request<B>) -> Request<B> {
     let mut copy = Request::new(request.body().clone());
     *copy.method_mut() = request.method().clone();
     *copy.uri_mut() = request.uri().clone();
@@ -233,9 +233,9 @@ impl<B, E> tower::retry::Policy<Request<Full<Bytes>>, http::Response<B>, E> for 
 }
 
 /// A request that is `Clone`, which tower-resilience's retry requires.
-struct CloneableRequest(Request<Full<Bytes>>);
+struct CloneableRequest<B>(Request<B>);
 
-impl Clone for CloneableRequest {
+impl<B: Clone> Clone for CloneableRequest<B> {
     fn clone(&self) -> Self {
         CloneableRequest(clone_request(&self.0))
     }
@@ -268,7 +268,7 @@ fn retry(c: &mut Criterion) {
     );
 
     let resilience = tower_resilience::retry::RetryLayer::<
-        CloneableRequest,
+        CloneableRequest<Full<Bytes>>,
         http::Response<()>,
         std::io::Error,
     >::builder()
@@ -514,7 +514,7 @@ fn stack(c: &mut Criterion) {
     // the same per-attempt timeout (tower's), in the same order. Its retry needs a `Clone`
     // request, so the request travels wrapped and is unwrapped in front of the upstream.
     let retry = tower_resilience::retry::RetryLayer::<
-        CloneableEmpty,
+        CloneableRequest<http_body_util::Empty<Bytes>>,
         http::Response<()>,
         tower_resilience::circuitbreaker::CircuitBreakerError<
             tower_resilience::ratelimiter::RateLimiterServiceError<tower::BoxError>,
@@ -537,29 +537,14 @@ fn stack(c: &mut Criterion) {
         .build()
         .expect("valid config");
     let upstream =
-        tower::util::MapRequestLayer::new(|CloneableEmpty(request)| request).layer(NoopUpstream);
+        tower::util::MapRequestLayer::new(|CloneableRequest(request)| request).layer(NoopUpstream);
     let resilience = retry.layer(breaker.layer(
         limit.layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(30)).layer(upstream)),
     ));
     bench_requests_dropped(&mut group, "tower_resilience_full", resilience, || {
-        CloneableEmpty(stack_request())
+        CloneableRequest(stack_request())
     });
     group.finish();
-}
-
-/// An empty-bodied request that is `Clone`, for tower-resilience's retry.
-struct CloneableEmpty(Request<http_body_util::Empty<Bytes>>);
-
-impl Clone for CloneableEmpty {
-    fn clone(&self) -> Self {
-        let mut copy = Request::new(http_body_util::Empty::new());
-        *copy.method_mut() = self.0.method().clone();
-        *copy.uri_mut() = self.0.uri().clone();
-        *copy.version_mut() = self.0.version();
-        *copy.headers_mut() = self.0.headers().clone();
-        *copy.extensions_mut() = self.0.extensions().clone();
-        CloneableEmpty(copy)
-    }
 }
 
 criterion_group!(layers, circuit_breaker, rate_limit, retry, metrics, stack);
