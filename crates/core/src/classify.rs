@@ -90,6 +90,30 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in the order of [`index`](Self::index), for tables of figures.
+    pub const ALL: [FailureKind; 7] = [
+        FailureKind::Connect,
+        FailureKind::Timeout,
+        FailureKind::Transport,
+        FailureKind::ServerError,
+        FailureKind::Throttled,
+        FailureKind::Rejected,
+        FailureKind::Other,
+    ];
+
+    /// This kind's position in [`ALL`](Self::ALL), to index a fixed array of figures.
+    pub const fn index(self) -> usize {
+        match self {
+            FailureKind::Connect => 0,
+            FailureKind::Timeout => 1,
+            FailureKind::Transport => 2,
+            FailureKind::ServerError => 3,
+            FailureKind::Throttled => 4,
+            FailureKind::Rejected => 5,
+            FailureKind::Other => 6,
+        }
+    }
+
     /// A stable, low-cardinality label: `connect`, `timeout`, `transport`, `server_error`,
     /// `throttled`, `rejected` or `other`.
     pub const fn as_str(self) -> &'static str {

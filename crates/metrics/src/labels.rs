@@ -66,16 +66,9 @@ pub(crate) fn status_index(status: StatusCode) -> usize {
 pub(crate) fn outcome_index(outcome: Outcome) -> usize {
     match outcome {
         Outcome::Success => 0,
-        Outcome::Failure(kind) => match kind {
-            FailureKind::Connect => 1,
-            FailureKind::Timeout => 2,
-            FailureKind::Transport => 3,
-            FailureKind::ServerError => 4,
-            FailureKind::Throttled => 5,
-            FailureKind::Rejected => 6,
-            _ => 7,
-        },
-        Outcome::Ignored => 8,
+        // `OUTCOMES` lists the failure kinds in `FailureKind::ALL`'s order after `success`.
+        Outcome::Failure(kind) => 1 + kind.index(),
+        Outcome::Ignored => 1 + FailureKind::ALL.len(),
     }
 }
 
@@ -97,6 +90,12 @@ mod tests {
         );
         assert_eq!(OUTCOMES[outcome_index(Outcome::Ignored)], "ignored");
         assert_eq!(OUTCOMES[CANCELLED], "cancelled");
+        for kind in FailureKind::ALL {
+            assert_eq!(
+                OUTCOMES[outcome_index(Outcome::Failure(kind))],
+                kind.as_str()
+            );
+        }
         assert_eq!(STATUS_CLASSES[NO_STATUS], "none");
     }
 }

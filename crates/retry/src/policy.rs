@@ -173,46 +173,23 @@ impl RetryOn {
 
     /// This set plus `kind`.
     pub const fn with(self, kind: FailureKind) -> Self {
-        RetryOn(self.0 | 1 << kind_index(kind))
+        RetryOn(self.0 | 1 << kind.index())
     }
 
     /// This set without `kind`.
     pub const fn without(self, kind: FailureKind) -> Self {
-        RetryOn(self.0 & !(1 << kind_index(kind)))
+        RetryOn(self.0 & !(1 << kind.index()))
     }
 
     /// Whether `kind` is in the set.
     pub const fn contains(self, kind: FailureKind) -> bool {
-        self.0 & 1 << kind_index(kind) != 0
+        self.0 & 1 << kind.index() != 0
     }
 }
 
 impl Default for RetryOn {
     fn default() -> Self {
         Self::DEFAULT
-    }
-}
-
-/// Every failure kind, in a fixed order (for metrics).
-pub(crate) const KINDS: [FailureKind; 7] = [
-    FailureKind::Connect,
-    FailureKind::Timeout,
-    FailureKind::Transport,
-    FailureKind::ServerError,
-    FailureKind::Throttled,
-    FailureKind::Rejected,
-    FailureKind::Other,
-];
-
-pub(crate) const fn kind_index(kind: FailureKind) -> usize {
-    match kind {
-        FailureKind::Connect => 0,
-        FailureKind::Timeout => 1,
-        FailureKind::Transport => 2,
-        FailureKind::ServerError => 3,
-        FailureKind::Throttled => 4,
-        FailureKind::Rejected => 5,
-        _ => 6,
     }
 }
 
@@ -326,7 +303,7 @@ mod tests {
     #[test]
     fn retry_on_sets() {
         let set = RetryOn::DEFAULT;
-        for kind in KINDS {
+        for kind in FailureKind::ALL {
             let expected = !matches!(kind, FailureKind::Rejected | FailureKind::Other);
             assert_eq!(set.contains(kind), expected, "{kind}");
         }

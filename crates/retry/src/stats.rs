@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use seawall_core::FailureKind;
 use tokio::time::Instant;
 
-use crate::policy::{KINDS, StopReason, kind_index};
+use crate::policy::StopReason;
 use crate::service::Shared;
 
 /// Counters shared by every clone of one retry layer.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     requests: AtomicU64,
-    retries: [AtomicU64; KINDS.len()],
+    retries: [AtomicU64; FailureKind::ALL.len()],
     stops: [AtomicU64; StopReason::ALL.len()],
 }
 
@@ -24,7 +24,7 @@ impl Counters {
     }
 
     pub(crate) fn retry(&self, reason: FailureKind) {
-        self.retries[kind_index(reason)].fetch_add(1, Ordering::Relaxed);
+        self.retries[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn stop(&self, reason: StopReason) {
@@ -35,7 +35,7 @@ impl Counters {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         RetryStats {
             requests: load(&self.requests),
-            retries: std::array::from_fn(|i| (KINDS[i], load(&self.retries[i]))),
+            retries: std::array::from_fn(|i| (FailureKind::ALL[i], load(&self.retries[i]))),
             stops: std::array::from_fn(|i| (StopReason::ALL[i], load(&self.stops[i]))),
         }
     }

@@ -68,7 +68,9 @@ pub use seawall_metrics::{self as metrics, Metrics, MetricsBuilder, MetricsLayer
 pub use seawall_rate_limit::{
     self as rate_limit, InMemoryStore, RateLimit, RateLimitBuilder, RateLimitHandle, RateLimitLayer,
 };
-pub use seawall_retry::{self as retry, ReplayBody, Retry, RetryBuilder, RetryHandle, RetryLayer};
+pub use seawall_retry::{
+    self as retry, BoxError, ReplayBody, Retry, RetryBuilder, RetryHandle, RetryLayer,
+};
 
 /// The client wrapped in the attempt timeout, its errors made concrete.
 pub type Attempt<S> = MapErr<Timeout<S>, fn(BoxError) -> AttemptError>;
@@ -81,9 +83,6 @@ pub type StandardService<S> = Metrics<
     >,
     HttpClassifier,
 >;
-
-/// A boxed error, as tower's timeout returns.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One attempt's failure below the rate limiter: the client's error, or the attempt timeout.
 ///
