@@ -91,7 +91,7 @@ impl KeyExtractor for Global {
 pub struct ByHost;
 
 /// The key [`ByHost`] extracts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct HostKey {
     scheme: Option<Scheme>,
     authority: Option<Authority>,
@@ -116,6 +116,16 @@ impl fmt::Display for HostKey {
             (None, Some(authority)) => write!(f, "{authority}"),
             (_, None) => f.write_str("(no host)"),
         }
+    }
+}
+
+/// `HostKey("http://a.example:8080")`: lowercased, because keys that compare equal must
+/// render alike where the rendering names shared state (a Redis key, say).
+impl fmt::Debug for HostKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("HostKey")
+            .field(&self.to_string().to_ascii_lowercase())
+            .finish()
     }
 }
 

@@ -68,9 +68,11 @@ pub const GOLDEN_TABLE: [Step; 19] = [
     step(5_000, 3, wait_ms(100)),
 ];
 
-/// Runs the golden table against `store`. `advance` moves the store's clock forward (for
-/// the in-process store, `tokio::time::advance` on paused time). Returns the first step that
-/// disagreed, with what the store said.
+/// Runs the golden table against `store`. Each attempt is given the step's instant (the
+/// start plus `at_ms`) as its `now`; `advance` moves the store's own clock forward to match,
+/// for a store that reads one (for the in-process store, `tokio::time::advance` on paused
+/// time; a store that decides by the `now` it is given needs nothing). Returns the first step
+/// that disagreed, with what the store said.
 pub async fn run_golden_table<St, F, Fut>(store: &St, advance: F) -> Result<(), String>
 where
     St: RateStore,
@@ -79,6 +81,7 @@ where
 {
     let quotas = [golden_quota()];
     let slot = store.new_slot(&"golden");
+    let start = tokio::time::Instant::now();
     let mut elapsed_ms = 0;
     for (index, step) in GOLDEN_TABLE.iter().enumerate() {
         if step.at_ms > elapsed_ms {
@@ -86,7 +89,12 @@ where
             elapsed_ms = step.at_ms;
         }
         let decision = store
-            .acquire(&slot, &quotas, step.cost, tokio::time::Instant::now())
+            .acquire(
+                &slot,
+                &quotas,
+                step.cost,
+                start + Duration::from_millis(step.at_ms),
+            )
             .await
             .map_err(|error| format!("step {index}: {error}"))?;
         if decision != step.expected {

@@ -67,6 +67,26 @@ impl Quota {
         Ok(Self { burst, ..self })
     }
 
+    /// `fraction` (over 0, at most 1) of this quota: the rate scaled down and the burst with
+    /// it (at least 1). A process falling back to a local limiter when a shared store is
+    /// unreachable takes its share this way.
+    pub fn share(self, fraction: f64) -> Result<Self, ConfigError> {
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(ConfigError::new(
+                "share",
+                fraction,
+                "a fraction over 0 and at most 1",
+            ));
+        }
+        // Both are finite and positive here; the casts saturate at the type's range.
+        let interval_nanos = (self.interval_nanos as f64 / fraction).ceil() as u64;
+        let burst = ((f64::from(self.burst) * fraction).floor() as u32).max(1);
+        Ok(Self {
+            interval_nanos,
+            burst,
+        })
+    }
+
     /// The time between two requests at the sustained rate.
     pub fn interval(&self) -> Duration {
         Duration::from_nanos(self.interval_nanos)
@@ -85,5 +105,25 @@ impl Quota {
     /// The burst tolerance in nanoseconds: how far ahead of now the schedule may run.
     pub(crate) fn tolerance_nanos(&self) -> u64 {
         self.interval_nanos.saturating_mul(u64::from(self.burst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_scales_rate_and_burst_and_keeps_one_token() {
+        let quota = Quota::per_second(100).unwrap().burst(10).unwrap();
+        let quarter = quota.share(0.25).unwrap();
+        assert_eq!(quarter.interval(), Duration::from_millis(40));
+        assert_eq!(quarter.burst_size(), 2);
+        let sliver = quota.share(0.01).unwrap();
+        assert_eq!(sliver.interval(), Duration::from_secs(1));
+        assert_eq!(sliver.burst_size(), 1);
+        assert_eq!(quota.share(1.0).unwrap(), quota);
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            assert_eq!(quota.share(bad).unwrap_err().field(), "share");
+        }
     }
 }

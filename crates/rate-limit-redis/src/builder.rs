@@ -1,0 +1,146 @@
+//! Configuration of a [`RedisStore`](crate::RedisStore).
+
+use std::time::Duration;
+
+use seawall_core::{ConfigError, check_range};
+
+use crate::lease::MAX_LEASE;
+use crate::store::RedisStore;
+
+/// What the store answers when Redis cannot be asked (down, unreachable, or slower than the
+/// timeout).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailurePolicy {
+    /// Refuse the request with `Rejected::StoreUnavailable`: the shared quota is never
+    /// exceeded, and nothing is sent while Redis is down. The default.
+    FailClosed,
+    /// Admit every request: traffic flows unlimited while Redis is down.
+    FailOpen,
+    /// Limit locally at `share` of each quota (for example `0.25` for one of four
+    /// processes), so the fleet stays near its quota without Redis.
+    FallBack {
+        /// The fraction of every quota this process takes on its own, over 0 and at most 1.
+        share: f64,
+    },
+}
+
+/// Whose clock times the quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Redis's `TIME`: one clock for every process, whatever their own clocks say. The
+    /// default.
+    Server,
+    /// The limiter's own clock (tokio's, so it follows paused time), as microseconds since
+    /// the Unix epoch. Processes sharing a quota must agree on the time; tests use it to
+    /// drive the script with exact instants.
+    Local,
+}
+
+/// Builds a [`RedisStore`]; start with [`RedisStore::builder`].
+#[derive(Debug, Clone)]
+pub struct RedisStoreBuilder {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
+    pub(crate) recheck_after: Duration,
+    pub(crate) policy: FailurePolicy,
+    pub(crate) clock: Clock,
+    pub(crate) lease: Option<u32>,
+}
+
+impl RedisStoreBuilder {
+    pub(crate) fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefix: "seawall:rl".to_owned(),
+            timeout: Duration::from_millis(50),
+            recheck_after: Duration::from_millis(500),
+            policy: FailurePolicy::FailClosed,
+            clock: Clock::Server,
+            lease: None,
+        }
+    }
+
+    /// The start of every key name (default `seawall:rl`); quotas of one limiter key live
+    /// under `<prefix>:{<key>}`.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// How long one admission may take before Redis counts as unavailable (default 50 ms,
+    /// 1 ms to 10 s). Connecting is bounded by the same time.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// After a failure, how long the failure policy answers without asking Redis (default
+    /// 500 ms, 1 ms to 60 s); then the next request asks again, so admission resumes within
+    /// this long of Redis coming back.
+    pub fn recheck_after(mut self, recheck_after: Duration) -> Self {
+        self.recheck_after = recheck_after;
+        self
+    }
+
+    /// What to answer when Redis cannot be asked (default [`FailurePolicy::FailClosed`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Whose clock times the quota (default [`Clock::Server`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Takes up to `tokens` tokens per round trip (2 to 65,535, and at most each quota's
+    /// burst) and spends them locally. A fleet of `P` processes may then admit up to
+    /// `tokens × P` more than the quota in any window; unspent tokens lapse after the time
+    /// the quota takes to earn them.
+    pub fn lease(mut self, tokens: u32) -> Self {
+        self.lease = Some(tokens);
+        self
+    }
+
+    /// Validates the configuration and creates the store. The connection is made lazily
+    /// and remade after failures, so an unreachable Redis is not an error here: the failure
+    /// policy answers until it is back. Must be called within a tokio runtime.
+    pub async fn connect(self) -> Result<RedisStore, ConfigError> {
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err(ConfigError::new(
+                "prefix",
+                &self.prefix,
+                "a non-empty key prefix without braces",
+            ));
+        }
+        check_range(
+            "timeout",
+            self.timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(10),
+            "a duration from 1 ms to 10 s",
+        )?;
+        check_range(
+            "recheck_after",
+            self.recheck_after,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+            "a duration from 1 ms to 60 s",
+        )?;
+        if let FailurePolicy::FallBack { share } = self.policy {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(ConfigError::new(
+                    "failure_policy",
+                    share,
+                    "a fallback share over 0 and at most 1",
+                ));
+            }
+        }
+        if let Some(tokens) = self.lease {
+            check_range("lease", tokens, 2, MAX_LEASE, "a count from 2 to 65,535")?;
+        }
+        RedisStore::connect(self)
+    }
+}

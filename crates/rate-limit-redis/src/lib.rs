@@ -1,0 +1,73 @@
+//! # seawall-rate-limit-redis
+//!
+//! A [`RateStore`](seawall_rate_limit::RateStore) for seawall's `RateLimitLayer` that keeps
+//! quota state in Redis, so a fleet of processes calling one API with one quota stays under
+//! it together. Waiting, priorities, queue bounds and server-driven pauses work exactly as
+//! with the in-process store: only where the tokens live changes.
+//!
+//! ```
+//! use http::{Request, Response};
+//! use seawall_rate_limit::RateLimitLayer;
+//! use seawall_rate_limit_redis::{FailurePolicy, RedisStore};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Every process builds the same store and quota: together they send at most 100
+//! // requests per second. Should Redis be unreachable, each limits itself to a quarter.
+//! let store = RedisStore::builder("redis://127.0.0.1:1/")
+//!     .failure_policy(FailurePolicy::FallBack { share: 0.25 })
+//!     .connect()
+//!     .await?;
+//! let limit = RateLimitLayer::builder()
+//!     .per_second(100)
+//!     .burst(10)
+//!     .store(store.clone())
+//!     .build_with_store()?;
+//! let upstream = service_fn(|_req: Request<()>| async {
+//!     Ok::<_, std::io::Error>(Response::new(()))
+//! });
+//! let client = ServiceBuilder::new().layer(limit).service(upstream);
+//! client.oneshot(Request::new(())).await?;
+//!
+//! // Nothing listens on port 1, so the fallback limiter admitted the request.
+//! let stats = store.stats();
+//! assert_eq!((stats.remote_admitted, stats.fallback_admitted), (0, 1));
+//! assert_eq!(stats.errors + stats.timeouts, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## How it works
+//!
+//! - **One round trip per admission**: GCRA for every quota of the key in one Lua script,
+//!   sent with `EVALSHA` and loaded again when Redis answers `NOSCRIPT` (after a restart or a
+//!   `SCRIPT FLUSH`), over one multiplexed connection that is remade after failures.
+//! - **The server's clock** (`TIME`) times the quota by default, so the processes' own
+//!   clocks do not matter; [`Clock::Local`] uses the limiter's clock instead.
+//! - **Keys**: `<prefix>:{<key>}` (a hash holding one arrival time per quota), with a hash
+//!   tag so Redis Cluster keeps each key's state on one node, and a TTL that ends when the
+//!   burst has refilled, so idle keys cost Redis nothing.
+//! - **A tight timeout** (50 ms by default) bounds every call; past it, or on any error,
+//!   the [`FailurePolicy`] answers: fail closed (refuse with `StoreUnavailable`, the
+//!   default), fail open, or fall back to a local limiter at a share of the quota. For
+//!   [`recheck_after`](RedisStoreBuilder::recheck_after) the policy answers without asking,
+//!   so an outage does not cost every request a timeout; then Redis is asked again and
+//!   admission resumes as soon as it answers.
+//! - **Lease mode** ([`lease`](RedisStoreBuilder::lease)) takes up to `n` tokens per round
+//!   trip and spends them locally, for rates a round trip per request cannot reach. The
+//!   price is bounded: a fleet of `P` processes may run at most `n × P` requests ahead of
+//!   the quota in any window, because no process holds more than one lease at a time.
+//! - **Figures** ([`RedisStoreStats`], and [`FigureSource`](seawall_core::FigureSource) for
+//!   the metrics layer): round trips by outcome, leased admissions, outages, the policy's
+//!   answers.
+
+mod builder;
+mod lease;
+pub mod server;
+mod stats;
+mod store;
+
+pub use builder::{Clock, FailurePolicy, RedisStoreBuilder};
+pub use stats::RedisStoreStats;
+pub use store::{AcquireFuture, RedisSlot, RedisStore};

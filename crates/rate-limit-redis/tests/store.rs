@@ -1,0 +1,259 @@
+//! The Redis store decides exactly as the in-process one: the golden table, several quotas,
+//! per-key state, key names and TTLs, leases.
+
+mod support;
+
+use std::time::Duration;
+
+use seawall_core::{ByHost, KeyExtractor};
+use seawall_rate_limit::conformance::run_golden_table;
+use seawall_rate_limit::{Decision, RateStore};
+use seawall_rate_limit_redis::RedisStore;
+use support::{ask, connection, local_clock, quota, server, wait_ms};
+use tokio::time::Instant;
+
+#[tokio::test]
+async fn the_golden_table_holds_against_redis() {
+    let server = server();
+    let store = local_clock(&server).connect().await.unwrap();
+    // The store is timed by the instants the table gives; nothing needs to move its clock.
+    run_golden_table(&store, |_| async {}).await.unwrap();
+    let stats = store.stats();
+    assert_eq!(
+        stats.remote_calls, 18,
+        "one round trip per step but the oversize one"
+    );
+    assert_eq!((stats.errors, stats.timeouts), (0, 0));
+}
+
+#[tokio::test]
+async fn every_quota_must_admit_and_a_refusal_takes_nothing() {
+    let server = server();
+    let store = local_clock(&server).connect().await.unwrap();
+    let quotas = [quota(10, 5), quota(2, 2)];
+    let slot = store.new_slot(&"two quotas");
+    let start = Instant::now();
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 0).await,
+        Decision::Admitted
+    );
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 0).await,
+        Decision::Admitted
+    );
+    // The slow quota refuses; the fast one keeps its tokens.
+    assert_eq!(ask(&store, &slot, &quotas, 1, start, 0).await, wait_ms(500));
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 400).await,
+        wait_ms(100)
+    );
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 500).await,
+        Decision::Admitted
+    );
+    // The fast quota spent 3 of its 5 and earned 5 back by 500 ms: alone it admits 4 more.
+    let fast_only = [quota(10, 5)];
+    assert_eq!(
+        ask(&store, &slot, &fast_only, 4, start, 500).await,
+        Decision::Admitted
+    );
+    assert_eq!(
+        ask(&store, &slot, &fast_only, 1, start, 500).await,
+        wait_ms(100)
+    );
+}
+
+#[tokio::test]
+async fn keys_are_named_with_a_hash_tag_and_expire_once_refilled() {
+    let server = server();
+    let store = local_clock(&server)
+        .prefix("fleet")
+        .connect()
+        .await
+        .unwrap();
+    let request = http::Request::get("http://API.example:80/v1")
+        .body(())
+        .unwrap();
+    let key = ByHost.extract_from(&request);
+    let slot = store.new_slot(&key);
+    assert_eq!(slot.redis_key(), "fleet:{HostKey(\"http://api.example\")}");
+
+    let quotas = [quota(10, 3)];
+    let start = Instant::now();
+    assert_eq!(
+        ask(&store, &slot, &quotas, 2, start, 0).await,
+        Decision::Admitted
+    );
+    let mut redis = connection(&server).await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(slot.redis_key())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // Two tokens of 100 ms: the burst is whole again 200 ms on, and the key goes with it.
+    assert!((190..=201).contains(&ttl), "PTTL {ttl} ms");
+}
+
+#[tokio::test]
+async fn one_key_spent_leaves_another_untouched() {
+    let server = server();
+    let store = local_clock(&server).connect().await.unwrap();
+    let quotas = [quota(1, 1)];
+    let (a, b) = (store.new_slot(&"host a"), store.new_slot(&"host b"));
+    let start = Instant::now();
+    assert_eq!(
+        ask(&store, &a, &quotas, 1, start, 0).await,
+        Decision::Admitted
+    );
+    assert_eq!(ask(&store, &a, &quotas, 1, start, 0).await, wait_ms(1_000));
+    assert_eq!(
+        ask(&store, &b, &quotas, 1, start, 0).await,
+        Decision::Admitted
+    );
+}
+
+#[tokio::test]
+async fn two_stores_on_one_redis_share_one_quota() {
+    let server = server();
+    let first = local_clock(&server).connect().await.unwrap();
+    let second = local_clock(&server).connect().await.unwrap();
+    let quotas = [quota(10, 2)];
+    let (slot_1, slot_2) = (first.new_slot(&"shared"), second.new_slot(&"shared"));
+    let start = Instant::now();
+    assert_eq!(
+        ask(&first, &slot_1, &quotas, 1, start, 0).await,
+        Decision::Admitted
+    );
+    assert_eq!(
+        ask(&second, &slot_2, &quotas, 1, start, 0).await,
+        Decision::Admitted
+    );
+    // Each store maps its instants to the epoch on its own, so they agree to about a
+    // microsecond, as two processes' clocks would at best.
+    let about = |decision: Decision, ms: u64| match decision {
+        Decision::Wait(wait) => wait.abs_diff(Duration::from_millis(ms)) < Duration::from_millis(1),
+        _ => false,
+    };
+    let decision = ask(&first, &slot_1, &quotas, 1, start, 0).await;
+    assert!(about(decision, 100), "{decision:?}");
+    let decision = ask(&second, &slot_2, &quotas, 1, start, 50).await;
+    assert!(about(decision, 50), "{decision:?}");
+}
+
+#[tokio::test]
+async fn the_server_clock_times_the_quota_by_default() {
+    let server = server();
+    let store = RedisStore::builder(&server.url()).connect().await.unwrap();
+    let quotas = [quota(10, 3)];
+    let slot = store.new_slot(&"server clock");
+    let now = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(
+            store.acquire(&slot, &quotas, 1, now).await.unwrap(),
+            Decision::Admitted
+        );
+    }
+    // The burst is spent: the next token is at most one interval away on Redis's clock,
+    // whatever instant this process passes.
+    let later = now + Duration::from_secs(3_600);
+    match store.acquire(&slot, &quotas, 1, later).await.unwrap() {
+        Decision::Wait(wait) => assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        ),
+        other => panic!("expected a wait, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_lease_takes_tokens_in_one_round_trip_and_spends_them_locally() {
+    let server = server();
+    let store = local_clock(&server).lease(10).connect().await.unwrap();
+    let quotas = [quota(100, 20)];
+    let slot = store.new_slot(&"leased");
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(
+            ask(&store, &slot, &quotas, 1, start, 0).await,
+            Decision::Admitted
+        );
+    }
+    let stats = store.stats();
+    assert_eq!(stats.remote_calls, 2, "two leases of 10");
+    assert_eq!(stats.lease_admitted, 18);
+    assert_eq!(stats.leased_tokens, 18);
+    // Redis's burst of 20 went in two leases; the 21st waits one interval.
+    assert_eq!(ask(&store, &slot, &quotas, 1, start, 0).await, wait_ms(10));
+    // A lease is capped by the burst: at 50 ms five tokens have come back, and are leased.
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 50).await,
+        Decision::Admitted
+    );
+    assert_eq!(
+        store.peek(&slot, &quotas, 4, start + Duration::from_millis(50)),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(
+        store.peek(&slot, &quotas, 5, start + Duration::from_millis(50)),
+        None
+    );
+    assert_eq!(store.stats().leased_tokens, 22);
+}
+
+#[tokio::test]
+async fn leased_tokens_lapse_after_the_time_they_took_to_earn() {
+    let server = server();
+    let store = local_clock(&server).lease(5).connect().await.unwrap();
+    let quotas = [quota(100, 5)];
+    let slot = store.new_slot(&"lapsing");
+    let start = Instant::now();
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 0).await,
+        Decision::Admitted
+    );
+    assert_eq!(
+        store.peek(&slot, &quotas, 4, start + Duration::from_millis(49)),
+        Some(Duration::ZERO)
+    );
+    // Five tokens at 10 ms each: the lease lasts 50 ms.
+    assert_eq!(
+        store.peek(&slot, &quotas, 1, start + Duration::from_millis(50)),
+        None
+    );
+}
+
+#[tokio::test]
+async fn bad_configs_name_their_field() {
+    let url = "redis://127.0.0.1:1/";
+    let cases = [
+        (RedisStore::builder("http://not-redis"), "url"),
+        (RedisStore::builder(url).prefix(""), "prefix"),
+        (RedisStore::builder(url).prefix("a{b}"), "prefix"),
+        (RedisStore::builder(url).timeout(Duration::ZERO), "timeout"),
+        (
+            RedisStore::builder(url).timeout(Duration::from_secs(11)),
+            "timeout",
+        ),
+        (
+            RedisStore::builder(url).recheck_after(Duration::ZERO),
+            "recheck_after",
+        ),
+        (
+            RedisStore::builder(url)
+                .failure_policy(seawall_rate_limit_redis::FailurePolicy::FallBack { share: 0.0 }),
+            "failure_policy",
+        ),
+        (
+            RedisStore::builder(url).failure_policy(
+                seawall_rate_limit_redis::FailurePolicy::FallBack { share: f64::NAN },
+            ),
+            "failure_policy",
+        ),
+        (RedisStore::builder(url).lease(1), "lease"),
+        (RedisStore::builder(url).lease(70_000), "lease"),
+    ];
+    for (builder, field) in cases {
+        let error = builder.connect().await.unwrap_err();
+        assert_eq!(error.field(), field, "{error}");
+    }
+}

@@ -1,0 +1,56 @@
+//! What the Redis store's tests share: a store on a throwaway server, exact instants, and a
+//! direct connection for looking at what the script left in Redis.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failed setup is a failed test"
+)]
+
+use std::time::Duration;
+
+use seawall_rate_limit::{Decision, Quota, RateStore};
+use seawall_rate_limit_redis::server::RedisServer;
+use seawall_rate_limit_redis::{Clock, RedisStore, RedisStoreBuilder};
+use tokio::time::Instant;
+
+pub(crate) fn server() -> RedisServer {
+    RedisServer::start().unwrap()
+}
+
+/// A builder for a store on `server` timed by the instants the test gives (exact answers).
+pub(crate) fn local_clock(server: &RedisServer) -> RedisStoreBuilder {
+    RedisStore::builder(&server.url()).clock(Clock::Local)
+}
+
+pub(crate) fn quota(per_second: u32, burst: u32) -> Quota {
+    Quota::per_second(per_second).unwrap().burst(burst).unwrap()
+}
+
+/// Asks `store` for `cost` tokens of `slot` at `start + at_ms`.
+pub(crate) async fn ask<St: RateStore>(
+    store: &St,
+    slot: &St::Slot,
+    quotas: &[Quota],
+    cost: u32,
+    start: Instant,
+    at_ms: u64,
+) -> Decision {
+    store
+        .acquire(slot, quotas, cost, start + Duration::from_millis(at_ms))
+        .await
+        .unwrap()
+}
+
+pub(crate) fn wait_ms(ms: u64) -> Decision {
+    Decision::Wait(Duration::from_millis(ms))
+}
+
+/// A plain connection to `server`, to look at or disturb it from outside the store.
+pub(crate) async fn connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
