@@ -37,6 +37,8 @@ pub(crate) struct Queued<S, B, K, St: RateStore> {
     since: Instant,
     attempt: Option<St::Future>,
     pub(crate) place: Option<Place>,
+    /// Whether it ever joined the queue (a remote store's first answer may admit it without).
+    pub(crate) joined: bool,
     polled: bool,
 }
 
@@ -59,6 +61,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
             since,
             attempt,
             place: None,
+            joined: false,
             polled: false,
         }
     }
@@ -243,7 +246,10 @@ where
                             wait,
                         );
                         match joined {
-                            Ok((place, _)) => queued.place = Some(place),
+                            Ok((place, _)) => {
+                                queued.place = Some(place);
+                                queued.joined = true;
+                            }
                             Err(rejected) => return Poll::Ready(refuse(queued, rejected)),
                         }
                     }
@@ -299,7 +305,7 @@ where
     let waited = now.saturating_duration_since(queued.since);
     let counters = &queued.limiter.counters;
     counters.admitted.fetch_add(1, Ordering::Relaxed);
-    if !waited.is_zero() {
+    if queued.joined {
         counters.admitted_after_wait.fetch_add(1, Ordering::Relaxed);
         counters.wait_nanos.fetch_add(
             u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),

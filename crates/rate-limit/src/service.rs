@@ -188,6 +188,7 @@ where
             Ok((place, slot)) => {
                 let mut queued = self.queued(request, entry, cost, now, None);
                 queued.place = Some(place);
+                queued.joined = true;
                 ResponseFuture::queued(queued, slot)
             }
         }

@@ -1,0 +1,213 @@
+//! Redis killed, hung, restarted or flushed mid-run: each failure policy answers as
+//! documented within the timeout, nothing hangs, and admission resumes when Redis is back.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use seawall_rate_limit::{Decision, Quota, RateStore, StoreError};
+use seawall_rate_limit_redis::server::RedisServer;
+use seawall_rate_limit_redis::{FailurePolicy, RedisSlot, RedisStore};
+use support::{connection, quota, server};
+use tokio::time::Instant;
+
+const RECHECK: Duration = Duration::from_millis(100);
+/// Far beyond any timeout here: an attempt still pending by then has hung.
+const HANG: Duration = Duration::from_secs(5);
+
+async fn store(server: &RedisServer, policy: FailurePolicy) -> RedisStore {
+    RedisStore::builder(&server.url())
+        .failure_policy(policy)
+        .recheck_after(RECHECK)
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn attempt(
+    store: &RedisStore,
+    slot: &RedisSlot,
+    quotas: &[Quota],
+) -> Result<Decision, StoreError> {
+    tokio::time::timeout(HANG, store.acquire(slot, quotas, 1, Instant::now()))
+        .await
+        .expect("an admission attempt hung")
+}
+
+/// Asks again after each recheck pause until Redis itself admits; false if it never does
+/// within `HANG`.
+async fn resumes(store: &RedisStore, slot: &RedisSlot, quotas: &[Quota]) -> bool {
+    let since = std::time::Instant::now();
+    while since.elapsed() < HANG {
+        tokio::time::sleep(RECHECK).await;
+        let before = store.stats().remote_admitted;
+        let _ = attempt(store, slot, quotas).await;
+        if store.stats().remote_admitted > before {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn fail_closed_refuses_while_redis_is_down_and_resumes_when_it_is_back() {
+    let server = server();
+    let port = server.port();
+    let store = store(&server, FailurePolicy::FailClosed).await;
+    let quotas = [quota(1_000, 100)];
+    let slot = store.new_slot(&"closed");
+    assert_eq!(
+        attempt(&store, &slot, &quotas).await.unwrap(),
+        Decision::Admitted
+    );
+
+    server.kill().unwrap();
+    let error = attempt(&store, &slot, &quotas).await.unwrap_err();
+    assert!(error.to_string().contains("Redis"), "{error}");
+    let stats = store.stats();
+    assert_eq!(stats.errors + stats.timeouts, 1);
+    assert_eq!((stats.closed_refused, stats.outages), (1, 1));
+    assert!(stats.unavailable);
+
+    // Within the recheck pause the policy answers without a round trip.
+    attempt(&store, &slot, &quotas).await.unwrap_err();
+    let stats = store.stats();
+    assert_eq!(
+        (stats.remote_calls, stats.skipped, stats.closed_refused),
+        (2, 1, 2)
+    );
+
+    let _server = RedisServer::start_on(port).unwrap();
+    assert!(
+        resumes(&store, &slot, &quotas).await,
+        "no admission after Redis came back"
+    );
+    let stats = store.stats();
+    assert!(!stats.unavailable);
+    assert_eq!(stats.outages, 1, "one outage, counted once");
+}
+
+#[tokio::test]
+async fn fail_open_admits_while_redis_is_down() {
+    let server = server();
+    let port = server.port();
+    let store = store(&server, FailurePolicy::FailOpen).await;
+    let quotas = [quota(1, 1)];
+    let slot = store.new_slot(&"open");
+    assert_eq!(
+        attempt(&store, &slot, &quotas).await.unwrap(),
+        Decision::Admitted
+    );
+
+    server.kill().unwrap();
+    // Redis's quota is spent, but Redis cannot say so: everything goes.
+    for _ in 0..3 {
+        assert_eq!(
+            attempt(&store, &slot, &quotas).await.unwrap(),
+            Decision::Admitted
+        );
+    }
+    let stats = store.stats();
+    assert_eq!((stats.open_admitted, stats.skipped), (3, 2));
+
+    let _server = RedisServer::start_on(port).unwrap();
+    // The restarted Redis is empty, so it admits at once: a fresh burst.
+    assert!(resumes(&store, &slot, &quotas).await);
+}
+
+#[tokio::test]
+async fn fallback_limits_locally_at_its_share_of_the_quota() {
+    let server = server();
+    // A quarter of 40/s with a burst of 8: 10/s with a burst of 2.
+    let store = store(&server, FailurePolicy::FallBack { share: 0.25 }).await;
+    let quotas = [quota(40, 8)];
+    let slot = store.new_slot(&"fallback");
+    server.kill().unwrap();
+
+    // The first attempt finds Redis gone; the local limiter answers it and the next two.
+    assert_eq!(
+        attempt(&store, &slot, &quotas).await.unwrap(),
+        Decision::Admitted
+    );
+    let now = Instant::now();
+    let at = |ms| now + Duration::from_millis(ms);
+    let decisions = [
+        store.acquire(&slot, &quotas, 1, at(0)).await.unwrap(),
+        store.acquire(&slot, &quotas, 1, at(0)).await.unwrap(),
+    ];
+    assert_eq!(decisions[0], Decision::Admitted);
+    match decisions[1] {
+        Decision::Wait(wait) => assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "one interval of the local 10/s at most: {wait:?}"
+        ),
+        other => panic!("the local burst of 2 is spent, got {other:?}"),
+    }
+    let stats = store.stats();
+    assert_eq!((stats.fallback_admitted, stats.fallback_refused), (2, 1));
+    assert_eq!(stats.remote_admitted, 0);
+}
+
+#[tokio::test]
+async fn a_redis_that_never_answers_costs_one_timeout_then_the_policy_answers() {
+    // Accepts connections and never says a word, as a hung server would.
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let url = format!("redis://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let store = RedisStore::builder(&url)
+        .timeout(Duration::from_millis(50))
+        .recheck_after(Duration::from_secs(60))
+        .connect()
+        .await
+        .unwrap();
+    let quotas = [quota(10, 1)];
+    let slot = store.new_slot(&"hung");
+    let started = std::time::Instant::now();
+    let error = attempt(&store, &slot, &quotas).await.unwrap_err();
+    assert!(error.to_string().contains("50ms"), "{error}");
+    let stats = store.stats();
+    assert_eq!(
+        (stats.timeouts, stats.errors, stats.closed_refused),
+        (1, 0, 1)
+    );
+    // Every request after it is refused without waiting on the silent server again.
+    for _ in 0..100 {
+        attempt(&store, &slot, &quotas).await.unwrap_err();
+    }
+    assert_eq!(store.stats().skipped, 100);
+    assert!(started.elapsed() < HANG);
+}
+
+#[tokio::test]
+async fn script_flush_mid_run_is_survived_transparently() {
+    let server = server();
+    let store = store(&server, FailurePolicy::FailClosed).await;
+    let quotas = [quota(1_000, 10)];
+    let slot = store.new_slot(&"flushed");
+    let mut redis = connection(&server).await;
+    for round in 0..3 {
+        assert_eq!(
+            attempt(&store, &slot, &quotas).await.unwrap(),
+            Decision::Admitted
+        );
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(
+            attempt(&store, &slot, &quotas).await.unwrap(),
+            Decision::Admitted,
+            "round {round}"
+        );
+    }
+    let stats = store.stats();
+    assert_eq!(
+        (stats.remote_admitted, stats.errors, stats.timeouts),
+        (6, 0, 0)
+    );
+}
