@@ -98,7 +98,7 @@ impl RedisStoreBuilder {
     /// Takes up to `tokens` tokens per round trip (2 to 65,535, and at most each quota's
     /// burst) and spends them locally. A fleet of `P` processes may then admit up to
     /// `tokens × P` more than the quota in any window; unspent tokens lapse after the time
-    /// the quota takes to earn them.
+    /// the quota takes to earn them, or one second if that is longer.
     pub fn lease(mut self, tokens: u32) -> Self {
         self.lease = Some(tokens);
         self
@@ -129,14 +129,14 @@ impl RedisStoreBuilder {
             Duration::from_secs(60),
             "a duration from 1 ms to 60 s",
         )?;
-        if let FailurePolicy::FallBack { share } = self.policy {
-            if !(share > 0.0 && share <= 1.0) {
-                return Err(ConfigError::new(
-                    "failure_policy",
-                    share,
-                    "a fallback share over 0 and at most 1",
-                ));
-            }
+        if let FailurePolicy::FallBack { share } = self.policy
+            && !(share > 0.0 && share <= 1.0)
+        {
+            return Err(ConfigError::new(
+                "failure_policy",
+                share,
+                "a fallback share over 0 and at most 1",
+            ));
         }
         if let Some(tokens) = self.lease {
             check_range("lease", tokens, 2, MAX_LEASE, "a count from 2 to 65,535")?;

@@ -45,9 +45,10 @@
 //!   `SCRIPT FLUSH`), over one multiplexed connection that is remade after failures.
 //! - **The server's clock** (`TIME`) times the quota by default, so the processes' own
 //!   clocks do not matter; [`Clock::Local`] uses the limiter's clock instead.
-//! - **Keys**: `<prefix>:{<key>}` (a hash holding one arrival time per quota), with a hash
-//!   tag so Redis Cluster keeps each key's state on one node, and a TTL that ends when the
-//!   burst has refilled, so idle keys cost Redis nothing.
+//! - **Keys**: `<prefix>:{<key>}` holding the quota's theoretical arrival time (with several
+//!   quotas, a hash `<prefix>:{<key>}:quotas`), with a hash tag so Redis Cluster keeps each
+//!   key's state on one node, and a TTL that ends when the burst has refilled, so idle keys
+//!   cost Redis nothing. Redis 5 or later.
 //! - **A tight timeout** (50 ms by default) bounds every call; past it, or on any error,
 //!   the [`FailurePolicy`] answers: fail closed (refuse with `StoreUnavailable`, the
 //!   default), fail open, or fall back to a local limiter at a share of the quota. For

@@ -70,13 +70,18 @@ pub struct RedisSlot {
 
 #[derive(Debug)]
 struct SlotState {
+    /// A string key, for a limiter with one quota.
     key: String,
+    /// A hash key, for a limiter with several; a different name, so that changing the
+    /// number of quotas never meets a key of the other type.
+    multi_key: String,
     lease: LeasePool,
     fallback: OnceLock<GcraCells>,
 }
 
 impl RedisSlot {
-    /// The name of the Redis key holding this limiter key's quota state.
+    /// The name of the Redis key holding this limiter key's quota state (with several quotas,
+    /// this name followed by `:quotas`).
     pub fn redis_key(&self) -> &str {
         &self.shared.key
     }
@@ -204,6 +209,9 @@ fn micros(nanos: u128) -> String {
     format!("{}.{:03}", nanos / 1_000, nanos % 1_000)
 }
 
+/// The shortest time leased tokens stay spendable.
+const MIN_LEASE_LIFETIME: Duration = Duration::from_secs(1);
+
 /// One round trip to Redis, with everything it needs owned.
 struct RemoteCall {
     inner: Arc<Inner>,
@@ -219,7 +227,10 @@ impl RemoteCall {
         let inner = &*self.inner;
         inner.counters.remote_calls.fetch_add(1, Ordering::Relaxed);
         let mut invocation = inner.script.prepare_invoke();
-        invocation.key(&self.slot.key);
+        invocation.key(match self.quotas.len() {
+            1 => &self.slot.key,
+            _ => &self.slot.multi_key,
+        });
         match inner.clock {
             Clock::Server => invocation.arg(""),
             Clock::Local => invocation.arg(inner.epoch_micros(self.now)),
@@ -262,10 +273,14 @@ impl RemoteCall {
         counters.remote_admitted.fetch_add(1, Ordering::Relaxed);
         let surplus = granted - self.cost;
         if let (Some(lease), true) = (self.inner.lease, surplus > 0) {
-            // A lease lapses after the time the slowest quota takes to earn it, counted from
-            // the request's instant: on the caller's clock, and never later than Redis's.
+            // A lease lapses after the time the slowest quota takes to earn it (a second at
+            // least), counted from the request's instant. Lapsing keeps a process from
+            // spending tokens leased long ago; the over-admission bound holds either way.
             let slowest = self.quotas.iter().map(Quota::interval).max();
-            let lifetime = slowest.unwrap_or_default().saturating_mul(lease);
+            let lifetime = slowest
+                .unwrap_or_default()
+                .saturating_mul(lease)
+                .max(MIN_LEASE_LIFETIME);
             let now_ms = self.inner.millis(self.now);
             let expiry_ms = now_ms
                 + u64::try_from(lifetime.as_millis())
@@ -347,9 +362,11 @@ impl RateStore for RedisStore {
                 c => c,
             })
             .collect();
+        let key = format!("{}:{{{name}}}", self.inner.prefix);
         RedisSlot {
             shared: Arc::new(SlotState {
-                key: format!("{}:{{{name}}}", self.inner.prefix),
+                multi_key: format!("{key}:quotas"),
+                key,
                 lease: LeasePool::default(),
                 fallback: OnceLock::new(),
             }),

@@ -1,6 +1,11 @@
 //! The layer over the Redis store: waiting, priorities and queue bounds behave as with the
 //! in-process store, and a fail-closed outage reaches the caller as `StoreUnavailable`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed setup is a failed test"
+)]
+
 mod support;
 
 use std::future::ready;

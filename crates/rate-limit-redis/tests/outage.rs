@@ -1,6 +1,11 @@
 //! Redis killed, hung, restarted or flushed mid-run: each failure policy answers as
 //! documented within the timeout, nothing hangs, and admission resumes when Redis is back.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed setup is a failed test"
+)]
+
 mod support;
 
 use std::net::TcpListener;

@@ -1,6 +1,11 @@
 //! The Redis store decides exactly as the in-process one: the golden table, several quotas,
 //! per-key state, key names and TTLs, leases.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed setup is a failed test"
+)]
+
 mod support;
 
 use std::time::Duration;
@@ -47,19 +52,23 @@ async fn every_quota_must_admit_and_a_refusal_takes_nothing() {
         ask(&store, &slot, &quotas, 1, start, 400).await,
         wait_ms(100)
     );
+    // Neither refusal took a token from the fast quota: its TAT is still 200 ms on, the slow
+    // one's 1 s (in microseconds; the hash's fields are the quotas in order).
+    let mut redis = connection(&server).await;
+    let tats: Vec<f64> = redis::cmd("HMGET")
+        .arg(format!("{}:quotas", slot.redis_key()))
+        .arg(&["1", "2"])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(tats[1] - tats[0], 800_000.0);
     assert_eq!(
         ask(&store, &slot, &quotas, 1, start, 500).await,
         Decision::Admitted
     );
-    // The fast quota spent 3 of its 5 and earned 5 back by 500 ms: alone it admits 4 more.
-    let fast_only = [quota(10, 5)];
     assert_eq!(
-        ask(&store, &slot, &fast_only, 4, start, 500).await,
-        Decision::Admitted
-    );
-    assert_eq!(
-        ask(&store, &slot, &fast_only, 1, start, 500).await,
-        wait_ms(100)
+        ask(&store, &slot, &quotas, 1, start, 500).await,
+        wait_ms(500)
     );
 }
 
@@ -115,29 +124,26 @@ async fn one_key_spent_leaves_another_untouched() {
 #[tokio::test]
 async fn two_stores_on_one_redis_share_one_quota() {
     let server = server();
-    let first = local_clock(&server).connect().await.unwrap();
-    let second = local_clock(&server).connect().await.unwrap();
+    // Two connections and two stores, as two processes would have, on Redis's clock.
+    let first = RedisStore::builder(&server.url()).connect().await.unwrap();
+    let second = RedisStore::builder(&server.url()).connect().await.unwrap();
     let quotas = [quota(10, 2)];
     let (slot_1, slot_2) = (first.new_slot(&"shared"), second.new_slot(&"shared"));
-    let start = Instant::now();
+    let now = Instant::now();
     assert_eq!(
-        ask(&first, &slot_1, &quotas, 1, start, 0).await,
+        first.acquire(&slot_1, &quotas, 1, now).await.unwrap(),
         Decision::Admitted
     );
     assert_eq!(
-        ask(&second, &slot_2, &quotas, 1, start, 0).await,
+        second.acquire(&slot_2, &quotas, 1, now).await.unwrap(),
         Decision::Admitted
     );
-    // Each store maps its instants to the epoch on its own, so they agree to about a
-    // microsecond, as two processes' clocks would at best.
-    let about = |decision: Decision, ms: u64| match decision {
-        Decision::Wait(wait) => wait.abs_diff(Duration::from_millis(ms)) < Duration::from_millis(1),
-        _ => false,
-    };
-    let decision = ask(&first, &slot_1, &quotas, 1, start, 0).await;
-    assert!(about(decision, 100), "{decision:?}");
-    let decision = ask(&second, &slot_2, &quotas, 1, start, 50).await;
-    assert!(about(decision, 50), "{decision:?}");
+    for (store, slot) in [(&first, &slot_1), (&second, &slot_2)] {
+        match store.acquire(slot, &quotas, 1, now).await.unwrap() {
+            Decision::Wait(wait) => assert!(wait <= Duration::from_millis(100), "{wait:?}"),
+            other => panic!("the shared burst of 2 is spent, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -204,22 +210,26 @@ async fn a_lease_takes_tokens_in_one_round_trip_and_spends_them_locally() {
 async fn leased_tokens_lapse_after_the_time_they_took_to_earn() {
     let server = server();
     let store = local_clock(&server).lease(5).connect().await.unwrap();
-    let quotas = [quota(100, 5)];
-    let slot = store.new_slot(&"lapsing");
     let start = Instant::now();
+    let at = |ms| start + Duration::from_millis(ms);
+    // Five tokens at 1/s take 5 s to earn: the lease lasts that long.
+    let slow = [quota(1, 5)];
+    let slot = store.new_slot(&"slow");
     assert_eq!(
-        ask(&store, &slot, &quotas, 1, start, 0).await,
+        ask(&store, &slot, &slow, 1, start, 0).await,
         Decision::Admitted
     );
+    assert_eq!(store.peek(&slot, &slow, 4, at(4_999)), Some(Duration::ZERO));
+    assert_eq!(store.peek(&slot, &slow, 1, at(5_000)), None);
+    // Five tokens at 100/s take 50 ms; a lease lasts a second at least.
+    let fast = [quota(100, 5)];
+    let slot = store.new_slot(&"fast");
     assert_eq!(
-        store.peek(&slot, &quotas, 4, start + Duration::from_millis(49)),
-        Some(Duration::ZERO)
+        ask(&store, &slot, &fast, 1, start, 0).await,
+        Decision::Admitted
     );
-    // Five tokens at 10 ms each: the lease lasts 50 ms.
-    assert_eq!(
-        store.peek(&slot, &quotas, 1, start + Duration::from_millis(50)),
-        None
-    );
+    assert_eq!(store.peek(&slot, &fast, 4, at(999)), Some(Duration::ZERO));
+    assert_eq!(store.peek(&slot, &fast, 1, at(1_000)), None);
 }
 
 #[tokio::test]
