@@ -1,6 +1,9 @@
-//! Support for the seawall examples: an upstream served by hyper on loopback.
+//! Support for the seawall examples: an upstream served by hyper on loopback, and a seeded
+//! chaos upstream that injects faults.
 //!
 //! The examples and the cross-crate tests use it to stand up real servers on 127.0.0.1.
+
+pub mod chaos;
 
 use std::convert::Infallible;
 use std::future::Future;
