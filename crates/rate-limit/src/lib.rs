@@ -65,6 +65,7 @@ mod queue;
 mod quota;
 mod service;
 mod store;
+mod sync;
 
 pub use error::{RateLimitError, Rejected};
 pub use extensions::{Cost, Priority};

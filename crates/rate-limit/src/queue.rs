@@ -10,8 +10,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -20,13 +18,15 @@ use seawall_core::{HintPolicy, ServerHints};
 use tokio::time::Instant;
 
 use crate::store::RateStore;
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 /// What every key of one limiter shares: its clock origin and how it reads server hints.
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) origin: Instant,
     pub(crate) hints: Option<HintPolicy>,
-    pub(crate) pauses: AtomicU64,
+    /// A counter, outside the wait queue's model.
+    pub(crate) pauses: std::sync::atomic::AtomicU64,
 }
 
 impl Context {
@@ -136,7 +136,7 @@ impl<St: RateStore> KeyEntry<St> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, WaitQueue> {
+    fn lock(&self) -> MutexGuard<'_, WaitQueue> {
         // A panic while holding this lock cannot leave the queue inconsistent (every update
         // is a single map operation), so a poisoned lock is still usable.
         self.queue
@@ -262,4 +262,149 @@ fn might_carry_hints<B>(response: &Response<B>) -> bool {
         && (headers.contains_key("ratelimit")
             || headers.contains_key("x-ratelimit-remaining")
             || headers.contains_key("ratelimit-remaining"))
+}
+
+#[cfg(all(test, seawall_loom))]
+mod loom_tests {
+    //! Model checks of the wait queue: `RUSTFLAGS="--cfg seawall_loom" cargo test -p
+    //! seawall-rate-limit --lib --release loom`.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::panic,
+        reason = "a model reports a failure by panicking"
+    )]
+
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    use loom::sync::atomic::AtomicUsize;
+    use loom::thread;
+
+    use super::*;
+    use crate::InMemoryStore;
+
+    const INTERVAL: Duration = Duration::from_millis(10);
+    const STALL: Duration = Duration::from_secs(1);
+
+    /// Counts its wake-ups.
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn entry() -> Arc<KeyEntry<InMemoryStore>> {
+        let context = Arc::new(Context {
+            origin: Instant::now(),
+            hints: None,
+            pauses: std::sync::atomic::AtomicU64::new(0),
+        });
+        Arc::new(KeyEntry::new(crate::gcra::GcraCells::new(1), context))
+    }
+
+    fn join(entry: &KeyEntry<InMemoryStore>, now: Instant) -> Place {
+        match entry.join(
+            0,
+            1,
+            now,
+            Duration::ZERO,
+            INTERVAL,
+            10,
+            Duration::from_secs(60),
+        ) {
+            Joined::Queued { place, .. } => place,
+            Joined::Full | Joined::TooLong(_) => panic!("a queue of at most 3 refused a waiter"),
+        }
+    }
+
+    /// Everything a waiter adds is gone once it leaves.
+    fn assert_idle(entry: &KeyEntry<InMemoryStore>) {
+        assert_eq!(entry.depth(), 0);
+        let queue = entry.lock();
+        assert!(queue.waiters.is_empty());
+        assert!(queue.cost_by_priority.iter().all(|cost| *cost == 0));
+    }
+
+    #[test]
+    fn loom_depth_follows_joins_and_cancellations() {
+        loom::model(|| {
+            let entry = entry();
+            let now = Instant::now();
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let entry = Arc::clone(&entry);
+                    thread::spawn(move || {
+                        let place = join(&entry, now);
+                        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+                        let _ = entry.turn(place, now, &Waker::from(wakes), STALL);
+                        // Admitted or dropped by its caller: either way it leaves.
+                        entry.leave(place, |_| now + INTERVAL);
+                    })
+                })
+                .collect();
+            // The lock-free read the fast path makes never sees more waiters than exist.
+            assert!(entry.depth() <= 2);
+            for waiter in waiters {
+                waiter.join().unwrap();
+            }
+            assert_idle(&entry);
+        });
+    }
+
+    #[test]
+    fn loom_the_head_leaving_never_loses_the_next_waiters_wake_up() {
+        loom::model(|| {
+            let entry = entry();
+            let now = Instant::now();
+            let head = join(&entry, now);
+            let next = join(&entry, now);
+            let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+            // The second waiter's predicted slot has passed; it is polled while the head,
+            // on another thread, is admitted and leaves.
+            let polled = {
+                let (entry, wakes) = (Arc::clone(&entry), Arc::clone(&wakes));
+                thread::spawn(move || {
+                    entry.turn(next, now + INTERVAL * 2, &Waker::from(wakes), STALL)
+                })
+            };
+            let leaving = {
+                let entry = Arc::clone(&entry);
+                thread::spawn(move || entry.leave(head, |_| now + INTERVAL))
+            };
+            leaving.join().unwrap();
+            let turn = polled.join().unwrap();
+            let woken = wakes.0.load(Ordering::SeqCst);
+            match turn {
+                // Polled after the head left: it is the head now and goes at once.
+                Turn::Try => assert_eq!(woken, 0),
+                // Polled before: it sleeps until told, and the hand-off told it, once.
+                Turn::Sleep(None) => assert_eq!(woken, 1),
+                Turn::Sleep(Some(_)) => panic!("a waiter past its slot was sent back to sleep"),
+            }
+            entry.leave(next, |_| now + INTERVAL);
+            assert_idle(&entry);
+        });
+    }
+
+    #[test]
+    fn loom_three_waiters_leaving_together_leave_nothing() {
+        loom::model(|| {
+            let entry = entry();
+            let now = Instant::now();
+            let places: Vec<_> = (0..3).map(|_| join(&entry, now)).collect();
+            let leaving: Vec<_> = places
+                .into_iter()
+                .map(|place| {
+                    let entry = Arc::clone(&entry);
+                    thread::spawn(move || entry.leave(place, |_| now + INTERVAL))
+                })
+                .collect();
+            for thread in leaving {
+                thread.join().unwrap();
+            }
+            assert_idle(&entry);
+        });
+    }
 }
