@@ -50,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = parse_reset(text, format, now);
         }
         if let Ok(value) = HeaderValue::from_bytes(line) {
-            headers.append(HeaderName::from_static(HEADERS[index % HEADERS.len()]), value);
+            headers.append(
+                HeaderName::from_static(HEADERS[index % HEADERS.len()]),
+                value,
+            );
         }
     }
     let policy = HintPolicy::builder()
