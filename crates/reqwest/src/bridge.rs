@@ -1,0 +1,155 @@
+//! [`Bridge`]: the innermost tower service of a [`SeawallMiddleware`](crate::SeawallMiddleware).
+//!
+//! reqwest-middleware hands each middleware the rest of the chain only for the duration of one
+//! call (`Next<'_>` borrows the client), while a tower stack is built once and must own its
+//! inner service. So the stack is built over this bridge, and each attempt it makes is passed
+//! back, over a channel carried in the request's extensions, to the middleware call that owns
+//! the rest of the chain.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use seawall_core::{ClassifyError, FailureKind, classify_error_chain};
+use tokio::sync::{mpsc, oneshot};
+use tower::Service;
+
+/// One attempt's answer: the response with its URL kept, or what the rest of the chain said.
+pub(crate) type Answer = Result<http::Response<reqwest::Body>, reqwest_middleware::Error>;
+
+/// One attempt, sent by the bridge to the middleware call that made the request.
+pub(crate) type Attempt = (http::Request<reqwest::Body>, oneshot::Sender<Answer>);
+
+/// Where the bridge sends the attempts of one request; in the request's extensions.
+#[derive(Clone)]
+pub(crate) struct AttemptSender(pub(crate) mpsc::UnboundedSender<Attempt>);
+
+/// The tower service at the bottom of a [`SeawallMiddleware`](crate::SeawallMiddleware)'s
+/// stack: it sends each attempt on down the reqwest-middleware chain.
+///
+/// Only a request sent through a `SeawallMiddleware` can be answered; called any other way it
+/// fails with [`BridgeError::OutsideMiddleware`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bridge;
+
+impl<B> Service<http::Request<B>> for Bridge
+where
+    B: http_body::Body + Send + Sync + 'static,
+    B::Data: Into<Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<reqwest::Body>;
+    type Error = BridgeError;
+    type Future = BridgeFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BridgeError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> BridgeFuture {
+        let Some(sender) = request.extensions().get::<AttemptSender>().cloned() else {
+            return BridgeFuture::failed(BridgeError::OutsideMiddleware);
+        };
+        let (reply, answer) = oneshot::channel();
+        let request = request.map(reqwest::Body::wrap);
+        match sender.0.send((request, reply)) {
+            Ok(()) => BridgeFuture {
+                answer: Some(answer),
+                error: None,
+            },
+            Err(_) => BridgeFuture::failed(BridgeError::Abandoned),
+        }
+    }
+}
+
+/// The answer to one attempt sent through the [`Bridge`].
+#[derive(Debug)]
+pub struct BridgeFuture {
+    answer: Option<oneshot::Receiver<Answer>>,
+    error: Option<BridgeError>,
+}
+
+impl BridgeFuture {
+    fn failed(error: BridgeError) -> Self {
+        Self {
+            answer: None,
+            error: Some(error),
+        }
+    }
+}
+
+impl Future for BridgeFuture {
+    type Output = Result<http::Response<reqwest::Body>, BridgeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(answer) = self.answer.as_mut() else {
+            return Poll::Ready(Err(self.error.take().unwrap_or(BridgeError::Abandoned)));
+        };
+        Pin::new(answer).poll(cx).map(|answer| match answer {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(BridgeError::Chain(error)),
+            Err(_) => Err(BridgeError::Abandoned),
+        })
+    }
+}
+
+/// Why an attempt sent through the [`Bridge`] did not get a response.
+#[derive(Debug)]
+pub enum BridgeError {
+    /// The rest of the reqwest-middleware chain (the reqwest client, or a middleware after
+    /// seawall's) failed.
+    Chain(reqwest_middleware::Error),
+    /// The request did not come through a `SeawallMiddleware`, so there is no chain to send
+    /// it on.
+    OutsideMiddleware,
+    /// The middleware call that made the request ended before the attempt was answered.
+    Abandoned,
+}
+
+impl fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BridgeError::Chain(error) => error.fmt(f),
+            BridgeError::OutsideMiddleware => {
+                f.write_str("the request was not sent through a SeawallMiddleware")
+            }
+            BridgeError::Abandoned => f.write_str("the middleware call ended before the attempt"),
+        }
+    }
+}
+
+impl std::error::Error for BridgeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BridgeError::Chain(error) => Some(error),
+            BridgeError::OutsideMiddleware | BridgeError::Abandoned => None,
+        }
+    }
+}
+
+impl ClassifyError for BridgeError {
+    fn failure_kind(&self) -> FailureKind {
+        match self {
+            BridgeError::Chain(reqwest_middleware::Error::Reqwest(error)) => reqwest_kind(error),
+            BridgeError::Chain(error) => classify_error_chain(error),
+            BridgeError::OutsideMiddleware | BridgeError::Abandoned => FailureKind::Other,
+        }
+    }
+}
+
+/// reqwest says what went wrong in its own terms; anything it does not name, the error chain
+/// (hyper and I/O errors underneath) does.
+pub(crate) fn reqwest_kind(error: &reqwest::Error) -> FailureKind {
+    if error.is_timeout() {
+        FailureKind::Timeout
+    } else if error.is_connect() {
+        FailureKind::Connect
+    } else {
+        match classify_error_chain(error) {
+            FailureKind::Other if error.is_request() || error.is_body() => FailureKind::Transport,
+            kind => kind,
+        }
+    }
+}

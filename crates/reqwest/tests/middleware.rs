@@ -1,0 +1,274 @@
+//! The middleware with a real reqwest client against hyper servers on 127.0.0.1, on tokio's
+//! paused clock (the servers read the same clock).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test reports a broken fixture by panicking"
+)]
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Extensions;
+use http_body_util::Empty;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use seawall::retry::Jitter;
+use seawall_core::FailureKind;
+use seawall_examples::{Upstream, respond};
+use seawall_reqwest::{SeawallMiddleware, failure_kind, stack_error};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+/// When each request reached the server, from the test's start.
+type Arrivals = Arc<Mutex<Vec<Duration>>>;
+
+/// A status and the headers to send with it.
+type Answer = (u16, &'static [(&'static str, &'static str)]);
+
+/// A server that answers the n-th request (from 0) with `answer(n)`, logging arrivals.
+async fn upstream(answer: fn(usize) -> Answer) -> (Upstream, Arrivals) {
+    let start = Instant::now();
+    let arrivals: Arrivals = Arc::default();
+    let log = Arc::clone(&arrivals);
+    let server = Upstream::start(move |_request| {
+        let n = {
+            let mut seen = log.lock().unwrap();
+            seen.push(start.elapsed());
+            seen.len() - 1
+        };
+        let (status, headers) = answer(n);
+        async move { respond(status, headers, "ok") }
+    })
+    .await
+    .unwrap();
+    (server, arrivals)
+}
+
+/// Counts the requests that reach the middleware after seawall's: one per attempt.
+#[derive(Clone, Default)]
+struct CountAttempts(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Middleware for CountAttempts {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        next.run(request, extensions).await
+    }
+}
+
+fn client(stack: &seawall::Stack, attempts: &CountAttempts) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(SeawallMiddleware::new(stack))
+        .with(attempts.clone())
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_503s_through_the_rest_of_the_chain() {
+    let (server, arrivals) = upstream(|n| if n < 2 { (503, &[]) } else { (200, &[]) }).await;
+    let stack = seawall::stack()
+        .retry(|retry| {
+            retry
+                .exponential_backoff(Duration::from_millis(100), Duration::from_secs(1))
+                .jitter(Jitter::None)
+        })
+        .build()
+        .unwrap();
+    let attempts = CountAttempts::default();
+    let url = server.url("/items?page=2");
+    let response = client(&stack, &attempts).get(&url).send().await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.url().as_str(), url);
+    assert_eq!(response.text().await.unwrap(), "ok");
+    // Two backoffs without jitter: 100 ms, then 200 ms.
+    assert_eq!(
+        *arrivals.lock().unwrap(),
+        [0, 100, 300].map(Duration::from_millis)
+    );
+    assert_eq!(attempts.0.load(Ordering::SeqCst), 3);
+    let retry = stack.retry().stats();
+    assert_eq!(retry.retries_for(FailureKind::ServerError), 2);
+    assert_eq!(stack.metrics().snapshot().total, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shares_the_rate_limit_with_a_tower_client_from_the_same_stack() {
+    let (server, arrivals) = upstream(|_| (200, &[])).await;
+    let stack = seawall::stack()
+        .rate_limit(|limit| limit.per_second(1).burst(1))
+        .build()
+        .unwrap();
+    let tower_client = stack.hyper_client::<Empty<Bytes>>();
+    let request = http::Request::get(server.url("/a"))
+        .body(Empty::new())
+        .unwrap();
+    assert_eq!(tower_client.oneshot(request).await.unwrap().status(), 200);
+    let attempts = CountAttempts::default();
+    let response = client(&stack, &attempts)
+        .get(server.url("/b"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    // The tower client took the only token; the reqwest request waited for the next.
+    assert_eq!(
+        *arrivals.lock().unwrap(),
+        [Duration::ZERO, Duration::from_secs(1)]
+    );
+    let limiter = stack.rate_limit().stats();
+    assert_eq!((limiter.admitted, limiter.admitted_after_wait), (2, 1));
+    assert_eq!(stack.metrics().snapshot().total, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_refuses_with_a_typed_error_and_sends_nothing() {
+    let (server, arrivals) = upstream(|_| (200, &[])).await;
+    let stack = seawall::stack().build().unwrap();
+    let url = server.url("/items");
+    let request = http::Request::get(url.as_str()).body(()).unwrap();
+    let host = seawall_core::KeyExtractor::extract_from(&seawall_core::ByHost, &request);
+    stack.circuit_breaker().force_open(&host);
+    let attempts = CountAttempts::default();
+    let error = client(&stack, &attempts)
+        .get(&url)
+        .send()
+        .await
+        .unwrap_err();
+
+    assert_eq!(failure_kind(&error), FailureKind::Rejected);
+    let stack_error = stack_error(&error).unwrap();
+    // The retry layer's one attempt, refused below it and not retried.
+    assert_eq!(stack_error.attempts(), 1);
+    assert!(stack_error.inner().as_open().is_some(), "{stack_error}");
+    assert!(arrivals.lock().unwrap().is_empty());
+    assert_eq!(attempts.0.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_out_a_429_retry_after_before_the_next_attempt() {
+    let (server, arrivals) = upstream(|n| {
+        if n == 0 {
+            (429, &[("retry-after", "2")])
+        } else {
+            (200, &[])
+        }
+    })
+    .await;
+    let stack = seawall::stack().build().unwrap();
+    let attempts = CountAttempts::default();
+    let response = client(&stack, &attempts)
+        .get(server.url("/items"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        *arrivals.lock().unwrap(),
+        [Duration::ZERO, Duration::from_secs(2)]
+    );
+    assert_eq!(stack.retry().stats().retries_for(FailureKind::Throttled), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_timeout_drops_a_slow_attempt_and_retries() {
+    let start = Instant::now();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&calls);
+    let server = Upstream::start(move |_request| {
+        let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            respond(200, &[], "ok")
+        }
+    })
+    .await
+    .unwrap();
+    let stack = seawall::stack()
+        .attempt_timeout(Duration::from_secs(1))
+        .retry(|retry| {
+            retry
+                .fixed_backoff(Duration::from_millis(100))
+                .jitter(Jitter::None)
+        })
+        .build()
+        .unwrap();
+    let attempts = CountAttempts::default();
+    let response = client(&stack, &attempts)
+        .get(server.url("/slow"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    // The first attempt was given up at 1 s; the second went out after the 100 ms backoff.
+    assert_eq!(start.elapsed(), Duration::from_millis(1_100));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(stack.retry().stats().retries_for(FailureKind::Timeout), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_bridge_refuses_a_request_that_did_not_come_through_the_middleware() {
+    let mut bridge = seawall_reqwest::Bridge;
+    let request = http::Request::get("http://127.0.0.1:9/")
+        .body(reqwest::Body::from(""))
+        .unwrap();
+    let error = tower::Service::call(&mut bridge, request)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        seawall_reqwest::BridgeError::OutsideMiddleware
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_with_an_idempotency_key_is_resent_with_the_same_body() {
+    use http_body_util::BodyExt;
+    let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+    let log = Arc::clone(&bodies);
+    let server = Upstream::start(move |request: http::Request<hyper::body::Incoming>| {
+        let log = Arc::clone(&log);
+        async move {
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let first = {
+                let mut seen = log.lock().unwrap();
+                seen.push(body);
+                seen.len() == 1
+            };
+            respond(if first { 503 } else { 201 }, &[], "ok")
+        }
+    })
+    .await
+    .unwrap();
+    let stack = seawall::stack()
+        .retry(|retry| retry.fixed_backoff(Duration::from_millis(10)))
+        .build()
+        .unwrap();
+    let payload: Vec<u8> = (0..10_240u32).map(|i| (i % 251) as u8).collect();
+    let attempts = CountAttempts::default();
+    let response = client(&stack, &attempts)
+        .post(server.url("/orders"))
+        .header("idempotency-key", "order-42")
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 201);
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies.iter().all(|body| body[..] == payload[..]));
+}
