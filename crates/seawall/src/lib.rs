@@ -49,15 +49,17 @@
 //! open breaker refuses before a token is spent or a queue slot taken, and time waiting in
 //! the limiter is not a slow call.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use seawall_core::{ByHost, ConfigError, HttpClassifier};
-use tower::Layer;
 use tower::timeout::{Timeout, TimeoutLayer};
-use tower::util::MapErr;
+use tower::{Layer, Service};
 
 pub use seawall_circuit_breaker::{
     self as circuit_breaker, CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerHandle,
@@ -73,7 +75,54 @@ pub use seawall_retry::{
 };
 
 /// The client wrapped in the attempt timeout, its errors made concrete.
-pub type Attempt<S> = MapErr<Timeout<S>, fn(BoxError) -> AttemptError>;
+///
+/// A named service and future rather than `MapErr` with a function pointer: a future holding a
+/// `fn(BoxError) -> _` is not `Send` for every lifetime as far as the compiler can prove, which
+/// would keep the stack out of axum handlers and other spawned tasks.
+#[derive(Debug, Clone)]
+pub struct Attempt<S> {
+    inner: Timeout<S>,
+}
+
+impl<S, R> Service<R> for Attempt<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = AttemptError;
+    type Future = AttemptFuture<tower::timeout::future::ResponseFuture<S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), AttemptError>> {
+        self.inner.poll_ready(cx).map_err(AttemptError::new)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        AttemptFuture {
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of an [`Attempt`].
+    #[derive(Debug)]
+    pub struct AttemptFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, T> Future for AttemptFuture<F>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    type Output = Result<T, AttemptError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map_err(AttemptError::new)
+    }
+}
 
 /// The service the standard stack makes of a client `S`.
 pub type StandardService<S> = Metrics<
@@ -298,10 +347,9 @@ impl<S> Layer<S> for Stack {
     type Service = StandardService<S>;
 
     fn layer(&self, client: S) -> Self::Service {
-        let attempt = MapErr::new(
-            TimeoutLayer::new(self.attempt_timeout).layer(client),
-            AttemptError::new as fn(BoxError) -> AttemptError,
-        );
+        let attempt = Attempt {
+            inner: TimeoutLayer::new(self.attempt_timeout).layer(client),
+        };
         let limited = self.rate_limit.layer(attempt);
         let guarded = self.circuit_breaker.layer(limited);
         let retried = self.retry.layer(guarded);
