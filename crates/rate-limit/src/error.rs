@@ -58,6 +58,32 @@ impl Rejected {
             _ => None,
         }
     }
+
+    /// The answer a server gives a caller it refuses: `429 Too Many Requests` with
+    /// `Retry-After` and `RateLimit` (`"default";r=0;t=<seconds>`) when the limiter knows when
+    /// to come back, `503 Service Unavailable` when its queue is full or its store is down.
+    /// Seconds are rounded up, so a caller that obeys never comes back early.
+    ///
+    /// For a limiter in front of a server (say an axum app, in fail-fast mode), this turns
+    /// every refusal into the response that well-behaved clients, seawall's included, obey.
+    pub fn to_response<B>(&self, body: B) -> http::Response<B> {
+        let mut response = http::Response::new(body);
+        *response.status_mut() = match self {
+            Rejected::QueueFull { .. } | Rejected::StoreUnavailable(_) => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => http::StatusCode::TOO_MANY_REQUESTS,
+        };
+        if let Some(wait) = self.retry_after() {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let headers = response.headers_mut();
+            headers.insert(http::header::RETRY_AFTER, seconds.into());
+            if let Ok(value) = http::HeaderValue::try_from(format!("\"default\";r=0;t={seconds}")) {
+                headers.insert("ratelimit", value);
+            }
+        }
+        response
+    }
 }
 
 impl fmt::Display for Rejected {
@@ -142,5 +168,57 @@ impl<E: ClassifyError> ClassifyError for RateLimitError<E> {
             RateLimitError::Rejected(_) => FailureKind::Rejected,
             RateLimitError::Inner(error) => error.failure_kind(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(response: &http::Response<()>, name: &str) -> Option<String> {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().unwrap_or("not text").to_owned())
+    }
+
+    #[test]
+    fn refusals_become_the_responses_clients_obey() {
+        let limited = Rejected::Limited {
+            retry_after: Duration::from_millis(1_200),
+        }
+        .to_response(());
+        assert_eq!(limited.status(), 429);
+        assert_eq!(header(&limited, "retry-after").as_deref(), Some("2"));
+        assert_eq!(
+            header(&limited, "ratelimit").as_deref(),
+            Some("\"default\";r=0;t=2")
+        );
+
+        let too_long = Rejected::WaitTooLong {
+            predicted: Duration::from_secs(90),
+            max_wait: Duration::from_secs(60),
+        }
+        .to_response(());
+        assert_eq!(too_long.status(), 429);
+        assert_eq!(header(&too_long, "retry-after").as_deref(), Some("90"));
+
+        let full = Rejected::QueueFull { max_waiting: 10 }.to_response(());
+        assert_eq!(full.status(), 503);
+        assert_eq!(header(&full, "retry-after"), None);
+
+        let oversize = Rejected::Oversize { cost: 50 }.to_response(());
+        assert_eq!(oversize.status(), 429);
+        assert_eq!(header(&oversize, "ratelimit"), None);
+    }
+
+    #[test]
+    fn a_client_reads_back_the_pause_it_was_given() {
+        let response = Rejected::Limited {
+            retry_after: Duration::from_millis(2_500),
+        }
+        .to_response(());
+        let hints = seawall_core::ServerHints::from_response(&response, &Default::default());
+        assert_eq!(hints.pause(), Some(Duration::from_secs(3)));
     }
 }
