@@ -33,6 +33,20 @@
 //! # }
 //! ```
 //!
+//! ## Calling one JSON API
+//!
+//! [`Stack::client`] puts the stack over hyper-util's client with a base URL, and reads and
+//! writes JSON with serde:
+//!
+//! ```no_run
+//! # #[derive(serde::Deserialize)] struct Item { name: String }
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let api = seawall::stack().build()?.client("http://api.example.com/v1")?;
+//! let item: Item = api.get_json("/items/7").await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## The stack
 //!
 //! Outermost first:
@@ -49,12 +63,16 @@
 //! open breaker refuses before a token is spent or a queue slot taken, and time waiting in
 //! the limiter is not a slow call.
 
+mod client;
+
+pub use client::{Client, ClientError, StackError};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as LegacyClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use seawall_core::{ByHost, ConfigError, HttpClassifier};
@@ -175,7 +193,7 @@ impl seawall_core::ClassifyError for AttemptError {
 }
 
 /// hyper-util's legacy client over plain HTTP, sending replayable bodies of type `B`.
-pub type HyperClient<B> = Client<HttpConnector, ReplayBody<B>>;
+pub type HyperClient<B> = LegacyClient<HttpConnector, ReplayBody<B>>;
 
 type Customise<B> = Box<dyn FnOnce(B) -> B>;
 
@@ -319,7 +337,13 @@ impl Stack {
         B: http_body::Body + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        self.service(Client::builder(TokioExecutor::new()).build_http())
+        self.service(LegacyClient::builder(TokioExecutor::new()).build_http())
+    }
+
+    /// The stack over hyper-util's client, calling the API at `base_url` (an absolute
+    /// `http://` URL): `get_json` and `post_json` for the common case.
+    pub fn client(&self, base_url: &str) -> Result<Client, ConfigError> {
+        Client::new(self, base_url)
     }
 
     /// The metrics layer: snapshots and the exposition of every layer's figures.

@@ -1,0 +1,192 @@
+//! [`Client`]: the standard stack over hyper-util's client, with a base URL and JSON calls.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower::{Service, ServiceExt};
+
+use crate::{HyperClient, Stack, StandardService};
+
+/// The largest response body the JSON calls read (16 MiB), so a hostile upstream cannot make
+/// a caller buffer without bound.
+const MAX_JSON_BODY: usize = 16 << 20;
+
+/// The error of the standard stack over hyper-util's client.
+pub type StackError =
+    <StandardService<HyperClient<Full<Bytes>>> as Service<Request<Full<Bytes>>>>::Error;
+
+/// The standard stack over hyper-util's client, calling one API: paths are joined to its base
+/// URL, and [`get_json`](Self::get_json) / [`post_json`](Self::post_json) send and read JSON.
+///
+/// Cheap to clone; clones share the stack.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    service: StandardService<HyperClient<Full<Bytes>>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(stack: &Stack, base_url: &str) -> Result<Self, seawall_core::ConfigError> {
+        let base = base_url.trim_end_matches('/');
+        let valid = base
+            .parse::<Uri>()
+            .ok()
+            .is_some_and(|uri| uri.scheme_str() == Some("http") && uri.authority().is_some());
+        if !valid {
+            return Err(seawall_core::ConfigError::new(
+                "base_url",
+                base_url,
+                "an absolute http:// URL such as `http://api.example.com/v1`",
+            ));
+        }
+        Ok(Self {
+            base: base.to_owned(),
+            service: stack.hyper_client(),
+        })
+    }
+
+    /// `GET` the base URL joined with `path`, and read the answer as JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(Method::GET, path, None).await
+    }
+
+    /// `POST` `body` as JSON to the base URL joined with `path`, and read the answer as JSON.
+    ///
+    /// A POST is retried only with an `Idempotency-Key` (see the retry layer); use
+    /// [`post_json_idempotent`](Self::post_json_idempotent) to send one.
+    pub async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(ClientError::Encode)?;
+        self.json(Method::POST, path, Some((body, None))).await
+    }
+
+    /// As [`post_json`](Self::post_json), with an `Idempotency-Key`, so the retry layer may
+    /// send it again after a failure.
+    pub async fn post_json_idempotent<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        idempotency_key: &str,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(ClientError::Encode)?;
+        self.json(Method::POST, path, Some((body, Some(idempotency_key))))
+            .await
+    }
+
+    /// The service underneath, for any other request.
+    pub fn service(&self) -> &StandardService<HyperClient<Full<Bytes>>> {
+        &self.service
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Vec<u8>, Option<&str>)>,
+    ) -> Result<T, ClientError> {
+        let separator = if path.starts_with('/') || path.is_empty() {
+            ""
+        } else {
+            "/"
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{separator}{path}", self.base))
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        let body = match body {
+            Some((json, key)) => {
+                request =
+                    request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if let Some(key) = key {
+                    request = request.header("idempotency-key", key);
+                }
+                Full::new(Bytes::from(json))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = request.body(body).map_err(ClientError::Request)?;
+        let response = self
+            .service
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(ClientError::Stack)?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_JSON_BODY)
+            .collect()
+            .await
+            .map_err(ClientError::Body)?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                status,
+                body: bytes,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(ClientError::Decode)
+    }
+}
+
+/// Why a JSON call did not give a value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The path did not make a valid request.
+    Request(http::Error),
+    /// The stack refused or failed the request (see [`StackError`]).
+    Stack(StackError),
+    /// The response body broke off, or was over 16 MiB.
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    /// The upstream answered with a status other than 2xx; its body is kept.
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The body, as sent.
+        body: Bytes,
+    },
+    /// The request body could not be written as JSON.
+    Encode(serde_json::Error),
+    /// The response was not the JSON expected.
+    Decode(serde_json::Error),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Request(error) => write!(f, "invalid request: {error}"),
+            ClientError::Stack(error) => error.fmt(f),
+            ClientError::Body(error) => write!(f, "reading the response body: {error}"),
+            ClientError::Status { status, .. } => write!(f, "the upstream answered {status}"),
+            ClientError::Encode(error) => write!(f, "writing the request as JSON: {error}"),
+            ClientError::Decode(error) => write!(f, "reading the response as JSON: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Request(error) => Some(error),
+            ClientError::Stack(error) => Some(error),
+            ClientError::Body(error) => Some(error.as_ref()),
+            ClientError::Status { .. } => None,
+            ClientError::Encode(error) | ClientError::Decode(error) => Some(error),
+        }
+    }
+}
