@@ -1,0 +1,160 @@
+//! End to end over loopback: a hyper server and hyper-util's client, bare and wrapped in the
+//! standard stack (limits set far above the load), at concurrency 1 and 32.
+//!
+//! `cargo run --release -p seawall-bench --bin e2e -- --json`
+//!
+//! The last line is a JSON object with, per concurrency (`"c1"`, `"c32"`), `bare_rps`,
+//! `seawall_rps`, `ratio` (seawall over bare), `bare_p99_us` and `seawall_p99_us`. Each client
+//! runs twice, alternating with the other (bare, seawall, bare, seawall), so that drift in a
+//! shared machine falls on both; the figures are the sums over both runs.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceExt};
+
+/// How long each timed run lasts.
+const RUN: Duration = Duration::from_secs(3);
+/// Unmeasured requests before each run, to open connections and warm caches.
+const WARM_UP: usize = 2_000;
+
+/// Serves a small fixed answer on a free loopback port.
+async fn serve() -> std::io::Result<String> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let url = format!("http://{}/items", listener.local_addr()?);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"{\"id\":7,\"name\":\"anchor\"}",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(url)
+}
+
+/// Requests completed and their latencies in one run.
+#[derive(Default)]
+struct Run {
+    completed: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Run {
+    fn add(&mut self, other: Run) {
+        self.completed += other.completed;
+        self.elapsed += other.elapsed;
+        self.latencies_us.extend(other.latencies_us);
+    }
+
+    fn rps(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn p99_us(&mut self) -> u64 {
+        self.latencies_us.sort_unstable();
+        let index =
+            (self.latencies_us.len() * 99 / 100).min(self.latencies_us.len().saturating_sub(1));
+        self.latencies_us.get(index).copied().unwrap_or(0)
+    }
+}
+
+/// Sends GETs through `client`, `concurrency` at a time, for `RUN` after a warm-up.
+async fn drive<S, B>(client: S, url: &str, concurrency: usize) -> Run
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let one = |client: S| async move {
+        let request = Request::get(url).body(Empty::new()).ok()?;
+        let sent = Instant::now();
+        let response = client.oneshot(request).await.ok()?;
+        response.into_body().collect().await.ok()?;
+        Some(sent.elapsed())
+    };
+    futures::stream::iter(0..WARM_UP)
+        .map(|_| one(client.clone()))
+        .buffer_unordered(concurrency)
+        .for_each(|_| async {})
+        .await;
+    let started = Instant::now();
+    let mut run = Run::default();
+    let mut answers = futures::stream::repeat(())
+        .take_while(|()| std::future::ready(started.elapsed() < RUN))
+        .map(|()| one(client.clone()))
+        .buffer_unordered(concurrency);
+    while let Some(latency) = answers.next().await {
+        if let Some(latency) = latency {
+            run.completed += 1;
+            run.latencies_us
+                .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+    run.elapsed = started.elapsed();
+    run
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let json_only = std::env::args().any(|arg| arg == "--json");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let summary = runtime.block_on(async {
+        let url = serve().await?;
+        let mut summary = serde_json::Map::new();
+        for concurrency in [1, 32] {
+            let bare_client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+            let stack = seawall::stack()
+                .rate_limit(|limit| limit.per_second(1_000_000_000).burst(1_000_000))
+                .build()?;
+            let seawall_client = stack.hyper_client::<Empty<Bytes>>();
+            let (mut bare, mut guarded) = (Run::default(), Run::default());
+            for _ in 0..2 {
+                bare.add(drive(bare_client.clone(), &url, concurrency).await);
+                guarded.add(drive(seawall_client.clone(), &url, concurrency).await);
+            }
+            let figures = json!({
+                "bare_rps": bare.rps().round() as u64,
+                "seawall_rps": guarded.rps().round() as u64,
+                "ratio": (guarded.rps() / bare.rps() * 1_000.0).round() / 1_000.0,
+                "bare_p99_us": bare.p99_us(),
+                "seawall_p99_us": guarded.p99_us(),
+            });
+            if !json_only {
+                println!("concurrency {concurrency}: {figures}");
+            }
+            // Every request got its answer: the stack refused nothing and nothing failed.
+            let snapshot = stack.metrics().snapshot();
+            if snapshot.success_rate < 1.0 {
+                return Err(format!("the stack lost requests: {snapshot:?}").into());
+            }
+            summary.insert(format!("c{concurrency}"), figures);
+        }
+        Ok::<_, Box<dyn std::error::Error>>(serde_json::Value::Object(summary))
+    })?;
+    println!("{summary}");
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The standard stack shared by one and by two threads of a multi-thread runtime.
+//!
+//! `cargo run --release -p seawall-bench --bin scaling -- --json`
+//!
+//! One clone of the same stack (over a no-op upstream, limits far above the load) per task, one
+//! task per worker thread, each sending requests back to back. The last line is a JSON object
+//! with `one_thread_per_sec`, `two_threads_per_sec` and `scaling` (two over one; target ≥ 1.6).
+//! Each figure is the best of five runs, so that a neighbour's burst on a shared machine does
+//! not decide it.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use seawall_bench::NoopUpstream;
+use serde_json::json;
+use tower::{Layer, Service, ServiceExt};
+
+const PER_TASK: u64 = 400_000;
+const RUNS: usize = 5;
+
+/// Requests per second with `tasks` tasks, each sending `PER_TASK` requests through its own
+/// clone of `layer` over a no-op upstream.
+async fn throughput<L>(layer: &L, tasks: u64) -> Result<f64, tokio::task::JoinError>
+where
+    L: Layer<NoopUpstream>,
+    L::Service: Service<Request<Empty<Bytes>>> + Clone + Send + 'static,
+    <L::Service as Service<Request<Empty<Bytes>>>>::Future: Send,
+{
+    let started = Instant::now();
+    let workers: Vec<_> = (0..tasks)
+        .map(|_| {
+            let service = layer.layer(NoopUpstream);
+            tokio::spawn(async move {
+                let mut ok = 0u64;
+                for _ in 0..PER_TASK {
+                    if service
+                        .clone()
+                        .oneshot(Request::new(Empty::<Bytes>::new()))
+                        .await
+                        .is_ok()
+                    {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for worker in workers {
+        ok += worker.await?;
+    }
+    Ok(ok as f64 / started.elapsed().max(Duration::from_nanos(1)).as_secs_f64())
+}
+
+/// The best one-task and two-task throughputs of `RUNS` runs each.
+async fn best_of<L>(layer: &L) -> Result<(f64, f64), tokio::task::JoinError>
+where
+    L: Layer<NoopUpstream>,
+    L::Service: Service<Request<Empty<Bytes>>> + Clone + Send + 'static,
+    <L::Service as Service<Request<Empty<Bytes>>>>::Future: Send,
+{
+    let (mut one, mut two) = (0f64, 0f64);
+    for _ in 0..RUNS {
+        one = one.max(throughput(layer, 1).await?);
+        two = two.max(throughput(layer, 2).await?);
+    }
+    Ok((one, two))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let json_only = std::env::args().any(|arg| arg == "--json");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (one, two, layers) = runtime.block_on(async {
+        let stack = seawall::stack()
+            .rate_limit(|limit| limit.per_second(1_000_000_000).burst(1_000_000))
+            .build()?;
+        let (one, two) = best_of(&stack).await?;
+        // Each layer alone, to show which one's shared state limits the stack's scaling.
+        let metrics = seawall::MetricsLayer::builder().build()?;
+        let retry = seawall::RetryLayer::builder().build()?;
+        let breaker = seawall::CircuitBreakerLayer::builder().per_host().build()?;
+        let limit = seawall::RateLimitLayer::builder()
+            .per_second(1_000_000_000)
+            .burst(1_000_000)
+            .per_host()
+            .build()?;
+        let mut layers = serde_json::Map::new();
+        for (name, (one, two)) in [
+            ("metrics", best_of(&metrics).await?),
+            ("retry", best_of(&retry).await?),
+            ("circuit_breaker", best_of(&breaker).await?),
+            ("rate_limit", best_of(&limit).await?),
+        ] {
+            layers.insert(
+                name.to_owned(),
+                json!((two / one * 1_000.0).round() / 1_000.0),
+            );
+        }
+        Ok::<_, Box<dyn std::error::Error>>((one, two, layers))
+    })?;
+    let summary = json!({
+        "one_thread_per_sec": one.round() as u64,
+        "two_threads_per_sec": two.round() as u64,
+        "scaling": (two / one * 1_000.0).round() / 1_000.0,
+        "target_scaling": 1.6,
+        "scaling_by_layer": layers,
+    });
+    if !json_only {
+        println!(
+            "the standard stack over a no-op upstream, {PER_TASK} requests per task, best of {RUNS}"
+        );
+    }
+    println!("{summary}");
+    Ok(())
+}
