@@ -8,7 +8,7 @@ use prometheus_client::metrics::MetricType;
 use seawall_core::{FigureKind, FigureSource};
 
 use crate::labels::{METHODS, OUTCOMES, STATUS_CLASSES};
-use crate::recorder::{Histogram, Recorder};
+use crate::recorder::{HistogramRead, Recorder};
 
 /// The figure sources added to a metrics layer (other layers' handles).
 pub(crate) type Sources = Arc<Mutex<Vec<Arc<dyn FigureSource>>>>;
@@ -28,9 +28,9 @@ impl std::fmt::Debug for Exporter {
 fn encode_histogram(
     encoder: &mut prometheus_client::encoding::MetricEncoder<'_>,
     bounds: &[f64],
-    histogram: &Histogram,
+    histogram: &HistogramRead,
 ) -> Result<(), std::fmt::Error> {
-    let (counts, sum) = histogram.read();
+    let (counts, sum) = (&histogram.counts, histogram.sum_seconds());
     let buckets: Vec<(f64, u64)> = bounds
         .iter()
         .copied()
@@ -94,7 +94,7 @@ impl Collector for Exporter {
             });
             result?;
         }
-        if let Some(histogram) = &recorder.body_latency {
+        if let Some(histogram) = &recorder.body_latency() {
             let mut metric = encoder.encode_descriptor(
                 "seawall_http_client_response_body_duration_seconds",
                 "Duration of HTTP client requests, from sending to the end of the response body.",

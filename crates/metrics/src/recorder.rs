@@ -1,6 +1,6 @@
 //! The request figures: fixed arrays of atomics, one slot per label combination.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -39,14 +39,34 @@ impl Histogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// Per-bucket counts (not cumulative), and the sum in seconds.
-    pub(crate) fn read(&self) -> (Vec<u64>, f64) {
-        let counts = self
-            .counts
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .collect();
-        (counts, self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9)
+    /// Adds this shard's per-bucket counts and sum to `into`.
+    fn add_to(&self, into: &mut HistogramRead) {
+        for (total, count) in into.counts.iter_mut().zip(self.counts.iter()) {
+            *total += count.load(Ordering::Relaxed);
+        }
+        into.sum_nanos += self.sum_nanos.load(Ordering::Relaxed);
+    }
+}
+
+/// A histogram read across every shard.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HistogramRead {
+    /// Per-bucket counts (not cumulative); the last is `+Inf`.
+    pub(crate) counts: Vec<u64>,
+    sum_nanos: u64,
+}
+
+impl HistogramRead {
+    fn empty(buckets: usize) -> Self {
+        Self {
+            counts: vec![0; buckets + 1],
+            sum_nanos: 0,
+        }
+    }
+
+    /// The sum of the recorded durations, in seconds.
+    pub(crate) fn sum_seconds(&self) -> f64 {
+        self.sum_nanos as f64 / 1e9
     }
 }
 
@@ -54,18 +74,52 @@ const METHOD_COUNT: usize = METHODS.len();
 const STATUS_COUNT: usize = STATUS_CLASSES.len();
 const OUTCOME_COUNT: usize = OUTCOMES.len();
 
-/// Every request figure of one metrics layer.
+/// One shard of every request figure. Each thread writes to one shard, so threads sending
+/// requests at once do not contend for the same cache lines; readers add the shards up.
 #[derive(Debug)]
-pub(crate) struct Recorder {
-    pub(crate) bounds: Vec<f64>,
-    bounds_nanos: Vec<u64>,
+#[repr(align(128))]
+struct Shard {
     /// By method × status class × outcome.
     requests: Box<[AtomicU64]>,
     /// By method × status class.
     latency: Box<[Histogram]>,
     /// From the request to the end (or drop) of the response body, when enabled.
-    pub(crate) body_latency: Option<Histogram>,
+    body_latency: Option<Histogram>,
+    /// Requests started less requests finished on this shard's threads (negative when a
+    /// request finishes on another thread than it started on; the sum is what counts).
     in_flight: AtomicI64,
+}
+
+impl Shard {
+    fn new(buckets: usize, body_latency: bool) -> Self {
+        Self {
+            requests: (0..METHOD_COUNT * STATUS_COUNT * OUTCOME_COUNT)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            latency: (0..METHOD_COUNT * STATUS_COUNT)
+                .map(|_| Histogram::new(buckets))
+                .collect(),
+            body_latency: body_latency.then(|| Histogram::new(buckets)),
+            in_flight: AtomicI64::new(0),
+        }
+    }
+}
+
+/// Hands each thread a shard number, round robin, the first time it records.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Every request figure of one metrics layer.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    pub(crate) bounds: Vec<f64>,
+    bounds_nanos: Vec<u64>,
+    /// A power of two of shards, as many as the threads likely to record at once (at most 8).
+    shards: Box<[Shard]>,
+    body_latency: bool,
     minute: MinuteMarks,
     #[cfg(feature = "metrics-facade")]
     facade: Option<crate::facade::FacadeHandles>,
@@ -136,17 +190,15 @@ impl Recorder {
     pub(crate) fn new(bounds: Vec<f64>, body_latency: bool) -> Self {
         let bounds_nanos = bounds.iter().map(|s| (s * 1e9) as u64).collect();
         let buckets = bounds.len();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let shards = threads.clamp(1, 8).next_power_of_two();
         Self {
             bounds,
             bounds_nanos,
-            requests: (0..METHOD_COUNT * STATUS_COUNT * OUTCOME_COUNT)
-                .map(|_| AtomicU64::new(0))
+            shards: (0..shards)
+                .map(|_| Shard::new(buckets, body_latency))
                 .collect(),
-            latency: (0..METHOD_COUNT * STATUS_COUNT)
-                .map(|_| Histogram::new(buckets))
-                .collect(),
-            body_latency: body_latency.then(|| Histogram::new(buckets)),
-            in_flight: AtomicI64::new(0),
+            body_latency,
             minute: MinuteMarks::new(Instant::now()),
             #[cfg(feature = "metrics-facade")]
             facade: None,
@@ -160,9 +212,16 @@ impl Recorder {
         self
     }
 
+    /// This thread's shard.
+    #[inline]
+    fn shard(&self) -> &Shard {
+        let index = THREAD_SHARD.try_with(|shard| *shard).unwrap_or(0);
+        &self.shards[index & (self.shards.len() - 1)]
+    }
+
     #[inline]
     pub(crate) fn started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.shard().in_flight.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics-facade")]
         if let Some(facade) = &self.facade {
             facade.started();
@@ -171,7 +230,7 @@ impl Recorder {
 
     #[inline]
     pub(crate) fn finished(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.shard().in_flight.fetch_sub(1, Ordering::Relaxed);
         #[cfg(feature = "metrics-facade")]
         if let Some(facade) = &self.facade {
             facade.finished();
@@ -190,8 +249,9 @@ impl Recorder {
     ) {
         self.minute.before_count(now, || self.total());
         let series = method * STATUS_COUNT + status;
-        self.requests[series * OUTCOME_COUNT + outcome].fetch_add(1, Ordering::Relaxed);
-        self.latency[series].record(&self.bounds_nanos, elapsed);
+        let shard = self.shard();
+        shard.requests[series * OUTCOME_COUNT + outcome].fetch_add(1, Ordering::Relaxed);
+        shard.latency[series].record(&self.bounds_nanos, elapsed);
         #[cfg(feature = "metrics-facade")]
         if let Some(facade) = &self.facade {
             facade.record(series, series * OUTCOME_COUNT + outcome, elapsed);
@@ -200,13 +260,16 @@ impl Recorder {
 
     #[inline]
     pub(crate) fn record_body_end(&self, elapsed: Duration) {
-        if let Some(histogram) = &self.body_latency {
+        if let Some(histogram) = &self.shard().body_latency {
             histogram.record(&self.bounds_nanos, elapsed);
         }
     }
 
     pub(crate) fn in_flight(&self) -> i64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|shard| shard.in_flight.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Requests finished in the last 60 seconds (the current second and the 59 before).
@@ -216,16 +279,21 @@ impl Recorder {
 
     /// Requests finished so far.
     fn total(&self) -> u64 {
-        self.requests
+        self.shards
             .iter()
+            .flat_map(|shard| shard.requests.iter())
             .map(|count| count.load(Ordering::Relaxed))
             .sum()
     }
 
     /// Calls `each(method, status, outcome, count)` for every combination seen.
     pub(crate) fn for_each_count(&self, mut each: impl FnMut(usize, usize, usize, u64)) {
-        for (i, count) in self.requests.iter().enumerate() {
-            let count = count.load(Ordering::Relaxed);
+        for i in 0..METHOD_COUNT * STATUS_COUNT * OUTCOME_COUNT {
+            let count: u64 = self
+                .shards
+                .iter()
+                .map(|shard| shard.requests[i].load(Ordering::Relaxed))
+                .sum();
             if count > 0 {
                 let (series, outcome) = (i / OUTCOME_COUNT, i % OUTCOME_COUNT);
                 each(series / STATUS_COUNT, series % STATUS_COUNT, outcome, count);
@@ -234,15 +302,30 @@ impl Recorder {
     }
 
     /// Calls `each(method, status, histogram)` for every combination seen.
-    pub(crate) fn for_each_latency(&self, mut each: impl FnMut(usize, usize, &Histogram)) {
-        for (series, histogram) in self.latency.iter().enumerate() {
-            if histogram
-                .counts
-                .iter()
-                .any(|c| c.load(Ordering::Relaxed) > 0)
-            {
-                each(series / STATUS_COUNT, series % STATUS_COUNT, histogram);
+    pub(crate) fn for_each_latency(&self, mut each: impl FnMut(usize, usize, &HistogramRead)) {
+        for series in 0..METHOD_COUNT * STATUS_COUNT {
+            let mut read = HistogramRead::empty(self.bounds.len());
+            for shard in &self.shards {
+                shard.latency[series].add_to(&mut read);
+            }
+            if read.counts.iter().any(|count| *count > 0) {
+                each(series / STATUS_COUNT, series % STATUS_COUNT, &read);
             }
         }
+    }
+
+    /// The body-duration histogram, when enabled.
+    pub(crate) fn body_latency(&self) -> Option<HistogramRead> {
+        self.body_latency.then(|| {
+            let mut read = HistogramRead::empty(self.bounds.len());
+            for histogram in self
+                .shards
+                .iter()
+                .filter_map(|shard| shard.body_latency.as_ref())
+            {
+                histogram.add_to(&mut read);
+            }
+            read
+        })
     }
 }

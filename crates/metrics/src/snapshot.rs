@@ -40,7 +40,7 @@ impl Snapshot {
         let total: u64 = by_outcome.iter().map(|(_, n)| n).sum();
         let mut buckets = vec![0u64; recorder.bounds.len() + 1];
         recorder.for_each_latency(|_, _, histogram| {
-            for (merged, count) in buckets.iter_mut().zip(histogram.read().0) {
+            for (merged, count) in buckets.iter_mut().zip(&histogram.counts) {
                 *merged += count;
             }
         });

@@ -3,8 +3,11 @@
 //! `cargo run --release -p seawall-bench --bin scaling -- --json`
 //!
 //! One clone of the same stack (over a no-op upstream, limits far above the load) per task, one
-//! task per worker thread, each sending requests back to back. The last line is a JSON object
-//! with `one_thread_per_sec`, `two_threads_per_sec` and `scaling` (two over one; target ≥ 1.6).
+//! task per worker thread, each readying and calling its clone back to back. The last line is a
+//! JSON object with `one_thread_per_sec`, `two_threads_per_sec` and `scaling` (two over one;
+//! target ≥ 1.6), the same with a clone per request (`scaling_cloning_per_request`, the
+//! `oneshot` idiom), and each layer's scaling alone beside the no-op upstream's
+//! (`scaling_by_layer`).
 //! Each figure is the best of five runs, so that a neighbour's burst on a shared machine does
 //! not decide it.
 
@@ -22,27 +25,36 @@ const RUNS: usize = 5;
 
 /// Requests per second with `tasks` tasks, each sending `PER_TASK` requests through its own
 /// clone of `layer` over a no-op upstream.
-async fn throughput<L>(layer: &L, tasks: u64) -> Result<f64, tokio::task::JoinError>
+async fn throughput<L>(
+    layer: &L,
+    tasks: u64,
+    clone_per_request: bool,
+) -> Result<f64, tokio::task::JoinError>
 where
     L: Layer<NoopUpstream>,
     L::Service: Service<Request<Empty<Bytes>>> + Clone + Send + 'static,
     <L::Service as Service<Request<Empty<Bytes>>>>::Future: Send,
+    <L::Service as Service<Request<Empty<Bytes>>>>::Error: Send,
 {
     let started = Instant::now();
     let workers: Vec<_> = (0..tasks)
         .map(|_| {
-            let service = layer.layer(NoopUpstream);
+            let mut service = layer.layer(NoopUpstream);
             tokio::spawn(async move {
                 let mut ok = 0u64;
                 for _ in 0..PER_TASK {
-                    if service
-                        .clone()
-                        .oneshot(Request::new(Empty::<Bytes>::new()))
-                        .await
-                        .is_ok()
-                    {
-                        ok += 1;
-                    }
+                    let request = Request::new(Empty::<Bytes>::new());
+                    let answered = if clone_per_request {
+                        // As `ServiceExt::oneshot` on a clone, the common tower idiom.
+                        service.clone().oneshot(request).await.is_ok()
+                    } else {
+                        // The task's own clone, readied and called.
+                        match service.ready().await {
+                            Ok(ready) => ready.call(request).await.is_ok(),
+                            Err(_) => false,
+                        }
+                    };
+                    ok += u64::from(answered);
                 }
                 ok
             })
@@ -56,18 +68,26 @@ where
 }
 
 /// The best one-task and two-task throughputs of `RUNS` runs each.
-async fn best_of<L>(layer: &L) -> Result<(f64, f64), tokio::task::JoinError>
+async fn best_of<L>(
+    layer: &L,
+    clone_per_request: bool,
+) -> Result<(f64, f64), tokio::task::JoinError>
 where
     L: Layer<NoopUpstream>,
     L::Service: Service<Request<Empty<Bytes>>> + Clone + Send + 'static,
     <L::Service as Service<Request<Empty<Bytes>>>>::Future: Send,
+    <L::Service as Service<Request<Empty<Bytes>>>>::Error: Send,
 {
     let (mut one, mut two) = (0f64, 0f64);
     for _ in 0..RUNS {
-        one = one.max(throughput(layer, 1).await?);
-        two = two.max(throughput(layer, 2).await?);
+        one = one.max(throughput(layer, 1, clone_per_request).await?);
+        two = two.max(throughput(layer, 2, clone_per_request).await?);
     }
     Ok((one, two))
+}
+
+fn ratio(one: f64, two: f64) -> serde_json::Value {
+    json!((two / one * 1_000.0).round() / 1_000.0)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,11 +96,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (one, two, layers) = runtime.block_on(async {
+    let summary = runtime.block_on(async {
         let stack = seawall::stack()
             .rate_limit(|limit| limit.per_second(1_000_000_000).burst(1_000_000))
             .build()?;
-        let (one, two) = best_of(&stack).await?;
+        let (one, two) = best_of(&stack, false).await?;
+        let (cloning_one, cloning_two) = best_of(&stack, true).await?;
         // Each layer alone, to show which one's shared state limits the stack's scaling.
         let metrics = seawall::MetricsLayer::builder().build()?;
         let retry = seawall::RetryLayer::builder().build()?;
@@ -92,25 +113,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build()?;
         let mut layers = serde_json::Map::new();
         for (name, (one, two)) in [
-            ("metrics", best_of(&metrics).await?),
-            ("retry", best_of(&retry).await?),
-            ("circuit_breaker", best_of(&breaker).await?),
-            ("rate_limit", best_of(&limit).await?),
+            // The machine's own ceiling: the no-op upstream alone.
+            (
+                "baseline",
+                best_of(&tower::layer::util::Identity::new(), false).await?,
+            ),
+            ("metrics", best_of(&metrics, false).await?),
+            ("retry", best_of(&retry, false).await?),
+            ("circuit_breaker", best_of(&breaker, false).await?),
+            ("rate_limit", best_of(&limit, false).await?),
         ] {
-            layers.insert(
-                name.to_owned(),
-                json!((two / one * 1_000.0).round() / 1_000.0),
-            );
+            layers.insert(name.to_owned(), ratio(one, two));
         }
-        Ok::<_, Box<dyn std::error::Error>>((one, two, layers))
+        Ok::<_, Box<dyn std::error::Error>>(json!({
+            "one_thread_per_sec": one.round() as u64,
+            "two_threads_per_sec": two.round() as u64,
+            "scaling": ratio(one, two),
+            "target_scaling": 1.6,
+            "scaling_cloning_per_request": ratio(cloning_one, cloning_two),
+            "scaling_by_layer": layers,
+        }))
     })?;
-    let summary = json!({
-        "one_thread_per_sec": one.round() as u64,
-        "two_threads_per_sec": two.round() as u64,
-        "scaling": (two / one * 1_000.0).round() / 1_000.0,
-        "target_scaling": 1.6,
-        "scaling_by_layer": layers,
-    });
     if !json_only {
         println!(
             "the standard stack over a no-op upstream, {PER_TASK} requests per task, best of {RUNS}"
