@@ -6,7 +6,8 @@
 //! upstream records which request arrived when. Wake-ups are polls of a request's future after
 //! its first, counted by a wrapper around it. The last line is a JSON object with, per limiter,
 //! `configured_rate`, `achieved_rate`, `max_window_excess`, `wakeups_per_admission` and
-//! `fifo_inversions`.
+//! `fifo_inversions`. With `--svg PATH` it also draws admissions per second over time for both
+//! limiters (100 ms buckets) into an SVG file.
 
 use std::future::{Future, ready};
 use std::num::NonZeroU32;
@@ -95,7 +96,10 @@ fn report(name: &str, arrivals: &[(u32, f64)], wakeups: u64) -> serde_json::Valu
     result
 }
 
-async fn seawall() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+/// What one limiter's run gave: its figures, and every arrival for the chart.
+type Outcome = (serde_json::Value, Vec<(u32, f64)>);
+
+async fn seawall() -> Result<Outcome, Box<dyn std::error::Error>> {
     let start = Instant::now();
     let arrivals: Arrivals = Arc::default();
     let sink = Arc::clone(&arrivals);
@@ -118,14 +122,11 @@ async fn seawall() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
         .collect();
     join_all(calls).await;
     let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Ok(report(
-        "seawall",
-        &arrivals,
-        wakeups.load(Ordering::Relaxed),
-    ))
+    let figures = report("seawall", &arrivals, wakeups.load(Ordering::Relaxed));
+    Ok((figures, arrivals))
 }
 
-async fn governor_until_ready() -> serde_json::Value {
+async fn governor_until_ready() -> Outcome {
     let start = Instant::now();
     let quota = governor::Quota::per_second(NonZeroU32::new(RATE).unwrap_or(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN));
@@ -152,11 +153,96 @@ async fn governor_until_ready() -> serde_json::Value {
         .collect();
     join_all(calls).await;
     let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    report(
+    let figures = report(
         "governor_until_ready_with_jitter",
         &arrivals,
         wakeups.load(Ordering::Relaxed),
-    )
+    );
+    (figures, arrivals)
+}
+
+/// Admissions per second in each 100 ms bucket.
+fn rate_series(arrivals: &[(u32, f64)], buckets: usize) -> Vec<f64> {
+    let mut counts = vec![0u32; buckets];
+    for (_, at) in arrivals {
+        let bucket = (at * 10.0) as usize;
+        if let Some(count) = counts.get_mut(bucket) {
+            *count += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|count| f64::from(count) * 10.0)
+        .collect()
+}
+
+/// One line of the chart: its name, its colour and the arrivals it plots.
+type Line<'a> = (&'a str, &'a str, &'a [(u32, f64)]);
+
+/// A line chart of admissions per second over time, one line per limiter.
+fn svg(lines: &[Line<'_>]) -> String {
+    const WIDTH: f64 = 760.0;
+    const HEIGHT: f64 = 360.0;
+    const LEFT: f64 = 60.0;
+    const RIGHT: f64 = 20.0;
+    const TOP: f64 = 40.0;
+    const BOTTOM: f64 = 50.0;
+    let end = lines
+        .iter()
+        .flat_map(|(_, _, arrivals)| arrivals.iter().map(|a| a.1))
+        .fold(0.0f64, f64::max)
+        .ceil()
+        .max(1.0);
+    let buckets = (end * 10.0) as usize + 1;
+    let top_rate = 2_000.0;
+    let x = |seconds: f64| LEFT + seconds / end * (WIDTH - LEFT - RIGHT);
+    let y = |rate: f64| TOP + (1.0 - rate.min(top_rate) / top_rate) * (HEIGHT - TOP - BOTTOM);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{LEFT}\" y=\"22\" font-size=\"14\">Admitted per second, {WAITERS} waiters \
+         at {RATE}/s (burst {BURST}), 100 ms buckets</text>\n"
+    );
+    for rate in [0.0, 500.0, 1_000.0, 1_500.0, 2_000.0] {
+        out += &format!(
+            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{rate}</text>\n",
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            y(rate) + 4.0,
+            y = y(rate),
+        );
+    }
+    let mut second = 0.0;
+    while second <= end {
+        out += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{second} s</text>\n",
+            x(second),
+            HEIGHT - BOTTOM + 18.0,
+        );
+        second += 1.0;
+    }
+    for (row, (name, colour, arrivals)) in lines.iter().enumerate() {
+        let points: Vec<String> = rate_series(arrivals, buckets)
+            .iter()
+            .enumerate()
+            .map(|(bucket, rate)| format!("{:.1},{:.1}", x(bucket as f64 / 10.0 + 0.05), y(*rate)))
+            .collect();
+        let legend_y = HEIGHT - 12.0;
+        let legend_x = LEFT + 260.0 * row as f64;
+        out += &format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\n\
+             <line x1=\"{legend_x}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{colour}\" stroke-width=\"3\"/>\n\
+             <text x=\"{:.1}\" y=\"{legend_y}\">{name}</text>\n",
+            points.join(" "),
+            legend_x + 24.0,
+            legend_y - 4.0,
+            legend_y - 4.0,
+            legend_x + 30.0,
+        );
+    }
+    out + "</svg>\n"
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -167,8 +253,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !json_only {
         eprintln!("{WAITERS} waiters at {RATE}/s, burst {BURST}, real time");
     }
-    let seawall = runtime.block_on(seawall())?;
-    let governor = runtime.block_on(governor_until_ready());
+    let (seawall, seawall_arrivals) = runtime.block_on(seawall())?;
+    let (governor, governor_arrivals) = runtime.block_on(governor_until_ready());
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = args
+        .iter()
+        .position(|arg| arg == "--svg")
+        .and_then(|at| args.get(at + 1))
+    {
+        let chart = svg(&[
+            ("seawall", "#1f77b4", &seawall_arrivals),
+            (
+                "governor until_ready_with_jitter",
+                "#ff7f0e",
+                &governor_arrivals,
+            ),
+        ]);
+        std::fs::write(path, chart)?;
+    }
     println!(
         "{}",
         json!({ "seawall": seawall, "governor_until_ready_with_jitter": governor })
