@@ -47,6 +47,13 @@
 //! # }
 //! ```
 //!
+//! ## HTTPS
+//!
+//! With the `rustls` feature, [`Stack::https_client`] puts the stack over hyper-util's client
+//! with rustls (ring, Mozilla's root certificates), and [`Stack::https_client_with_tls`] takes
+//! a TLS configuration of the caller's (a private authority, client certificates). TLS is off
+//! by default: `hyper_client` speaks plain HTTP.
+//!
 //! ## The stack
 //!
 //! Outermost first:
@@ -191,6 +198,15 @@ impl seawall_core::ClassifyError for AttemptError {
         self.0.failure_kind()
     }
 }
+
+/// rustls, for [`Stack::https_client_with_tls`]'s configuration (with the `rustls` feature).
+#[cfg(feature = "rustls")]
+pub use rustls;
+
+/// hyper-util's legacy client over HTTPS with rustls (and plain HTTP for `http://` URLs),
+/// sending replayable bodies of type `B`. With the `rustls` feature.
+#[cfg(feature = "rustls")]
+pub type HttpsClient<B> = LegacyClient<hyper_rustls::HttpsConnector<HttpConnector>, ReplayBody<B>>;
 
 /// hyper-util's legacy client over plain HTTP, sending replayable bodies of type `B`.
 pub type HyperClient<B> = LegacyClient<HttpConnector, ReplayBody<B>>;
@@ -338,6 +354,48 @@ impl Stack {
         B::Error: Into<BoxError>,
     {
         self.service(LegacyClient::builder(TokioExecutor::new()).build_http())
+    }
+
+    /// hyper-util's client over HTTPS (rustls with ring, HTTP/1, Mozilla's root certificates;
+    /// plain HTTP for `http://` URLs) wrapped in the stack. With the `rustls` feature.
+    #[cfg(feature = "rustls")]
+    pub fn https_client<B>(&self) -> Result<StandardService<HttpsClient<B>>, ConfigError>
+    where
+        B: http_body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| ConfigError::new("tls", error, "rustls's default protocol versions"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(self.https_client_with_tls(tls))
+    }
+
+    /// As [`https_client`](Self::https_client), with a TLS configuration of the caller's: a
+    /// private certificate authority, client certificates, other protocol versions.
+    #[cfg(feature = "rustls")]
+    pub fn https_client_with_tls<B>(
+        &self,
+        tls: rustls::ClientConfig,
+    ) -> StandardService<HttpsClient<B>>
+    where
+        B: http_body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        self.service(LegacyClient::builder(TokioExecutor::new()).build(connector))
     }
 
     /// The stack over hyper-util's client, calling the API at `base_url` (an absolute
