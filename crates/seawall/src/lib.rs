@@ -49,8 +49,8 @@
 //!
 //! ## HTTPS
 //!
-//! With the `rustls` feature, [`Stack::https_client`] puts the stack over hyper-util's client
-//! with rustls (ring, Mozilla's root certificates), and [`Stack::https_client_with_tls`] takes
+//! With the `rustls` feature, `Stack::https_client` puts the stack over hyper-util's client
+//! with rustls (ring, Mozilla's root certificates), and `Stack::https_client_with_tls` takes
 //! a TLS configuration of the caller's (a private authority, client certificates). TLS is off
 //! by default: `hyper_client` speaks plain HTTP.
 //!
