@@ -48,8 +48,9 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<B>) -> BridgeFuture {
-        let Some(sender) = request.extensions().get::<AttemptSender>().cloned() else {
+    fn call(&mut self, mut request: http::Request<B>) -> BridgeFuture {
+        // Taken out, so that the channel does not travel on down the chain with the attempt.
+        let Some(sender) = request.extensions_mut().remove::<AttemptSender>() else {
             return BridgeFuture::failed(BridgeError::OutsideMiddleware);
         };
         let (reply, answer) = oneshot::channel();
@@ -89,7 +90,7 @@ impl Future for BridgeFuture {
         };
         Pin::new(answer).poll(cx).map(|answer| match answer {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(BridgeError::Chain(error)),
+            Ok(Err(error)) => Err(BridgeError::from_chain(error)),
             Err(_) => Err(BridgeError::Abandoned),
         })
     }
@@ -101,6 +102,10 @@ pub enum BridgeError {
     /// The rest of the reqwest-middleware chain (the reqwest client, or a middleware after
     /// seawall's) failed.
     Chain(reqwest_middleware::Error),
+    /// reqwest's own timeout fired. The `io::Error` (of kind `TimedOut`) wraps reqwest's error,
+    /// so that the stack, which sees errors through their source chain, knows it for a timeout
+    /// (reqwest's own timeout type is private).
+    TimedOut(std::io::Error),
     /// The request did not come through a `SeawallMiddleware`, so there is no chain to send
     /// it on.
     OutsideMiddleware,
@@ -108,15 +113,28 @@ pub enum BridgeError {
     Abandoned,
 }
 
+impl BridgeError {
+    fn from_chain(error: reqwest_middleware::Error) -> Self {
+        match &error {
+            reqwest_middleware::Error::Reqwest(reqwest) if reqwest.is_timeout() => {
+                BridgeError::TimedOut(std::io::Error::new(std::io::ErrorKind::TimedOut, error))
+            }
+            _ => BridgeError::Chain(error),
+        }
+    }
+}
+
 impl fmt::Display for BridgeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BridgeError::Chain(error) => error.fmt(f),
+        // The cause is the source, not repeated here, so error reports print it once.
+        f.write_str(match self {
+            BridgeError::Chain(_) => "the rest of the middleware chain failed",
+            BridgeError::TimedOut(_) => "reqwest's timeout fired",
             BridgeError::OutsideMiddleware => {
-                f.write_str("the request was not sent through a SeawallMiddleware")
+                "the request was not sent through a SeawallMiddleware"
             }
-            BridgeError::Abandoned => f.write_str("the middleware call ended before the attempt"),
-        }
+            BridgeError::Abandoned => "the middleware call ended before the attempt",
+        })
     }
 }
 
@@ -124,6 +142,7 @@ impl std::error::Error for BridgeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BridgeError::Chain(error) => Some(error),
+            BridgeError::TimedOut(error) => Some(error),
             BridgeError::OutsideMiddleware | BridgeError::Abandoned => None,
         }
     }
@@ -134,6 +153,7 @@ impl ClassifyError for BridgeError {
         match self {
             BridgeError::Chain(reqwest_middleware::Error::Reqwest(error)) => reqwest_kind(error),
             BridgeError::Chain(error) => classify_error_chain(error),
+            BridgeError::TimedOut(_) => FailureKind::Timeout,
             BridgeError::OutsideMiddleware | BridgeError::Abandoned => FailureKind::Other,
         }
     }

@@ -44,8 +44,10 @@
 //! [`stack_error`] gives the standard stack's typed error (attempts, stop reason, the breaker's
 //! or limiter's refusal with its retry-after).
 //!
-//! Prefer the stack's `attempt_timeout` to reqwest's own per-request timeout: a reqwest
-//! timeout ends the whole request, retries included.
+//! Timeouts: the stack's `attempt_timeout` limits each attempt. A reqwest timeout (the
+//! client's or the request's) applies to each attempt too, since every attempt is a request
+//! of its own to the rest of the chain; it comes back as [`BridgeError::TimedOut`], a timeout
+//! the retry layer retries.
 
 mod bridge;
 mod middleware;

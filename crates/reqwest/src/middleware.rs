@@ -78,7 +78,14 @@ where
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let mut request = http::Request::<reqwest::Body>::try_from(request)?;
         let (sender, mut attempts) = mpsc::unbounded_channel();
-        request.extensions_mut().insert(AttemptSender(sender));
+        request
+            .extensions_mut()
+            .insert(AttemptSender(sender.clone()));
+        // Held to the end, so that the channel stays open (and its branch enabled) while the
+        // stack works after its last attempt (a layer reading the body, say).
+        let _open = sender;
+        // Every attempt starts from what the caller gave; the last answered one's is kept.
+        let original = extensions.clone();
         let call = self.service.clone().oneshot(request);
         tokio::pin!(call);
         let mut in_flight: Option<InFlight<'_>> = None;
@@ -103,8 +110,12 @@ where
                     }
                 }
                 Some((attempt, reply)) = attempts.recv(), if in_flight.is_none() => {
+                    if reply.is_closed() {
+                        // The stack gave up on it before it started (its timeout fired).
+                        continue;
+                    }
                     let next = next.clone();
-                    let mut attempt_extensions = extensions.clone();
+                    let mut attempt_extensions = original.clone();
                     let future = async move {
                         let answer = match reqwest::Request::try_from(attempt) {
                             Ok(attempt) => next

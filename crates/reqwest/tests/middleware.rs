@@ -272,3 +272,64 @@ async fn a_post_with_an_idempotency_key_is_resent_with_the_same_body() {
     assert_eq!(bodies.len(), 2);
     assert!(bodies.iter().all(|body| body[..] == payload[..]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reqwest_timeout_is_a_timeout_the_stack_retries() {
+    let start = Instant::now();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&calls);
+    let server = Upstream::start(move |_request| {
+        let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            respond(200, &[], "ok")
+        }
+    })
+    .await
+    .unwrap();
+    let stack = seawall::stack()
+        .retry(|retry| {
+            retry
+                .fixed_backoff(Duration::from_millis(100))
+                .jitter(Jitter::None)
+        })
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(
+        reqwest::Client::builder()
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+    .with(SeawallMiddleware::new(&stack))
+    .build();
+
+    let response = client.get(server.url("/slow")).send().await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    // reqwest gave the first attempt up at 200 ms; the retry went out 100 ms later.
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(stack.retry().stats().retries_for(FailureKind::Timeout), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_that_works_after_the_last_attempt_still_answers() {
+    let (server, _arrivals) = upstream(|_| (200, &[])).await;
+    // After the answer arrives, this layer waits before passing it on: the middleware keeps
+    // driving the stack with no attempt left to serve, and neither hangs nor gives up.
+    let layer = tower::util::AndThenLayer::new(|response: http::Response<reqwest::Body>| async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok::<_, seawall_reqwest::BridgeError>(response)
+    });
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(SeawallMiddleware::from_layer(layer))
+        .build();
+
+    let response = client.get(server.url("/later")).send().await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+}
