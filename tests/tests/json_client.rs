@@ -169,8 +169,59 @@ async fn a_failed_status_and_bad_json_are_typed_errors() {
 #[test]
 fn a_base_url_that_is_not_absolute_http_is_refused_by_name() {
     let stack = seawall::stack().build().unwrap();
-    for bad in ["", "/v1", "api.example.com", "ftp://example.com", "http://"] {
+    for bad in [
+        "",
+        "/v1",
+        "api.example.com",
+        "ftp://example.com",
+        "http://",
+        "http://api.example.com/v1?key=1",
+        "http://api.example.com/v1#top",
+    ] {
         let error = stack.client(bad).unwrap_err();
         assert_eq!(error.field(), "base_url", "{bad}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_query_only_path_joins_without_a_slash() {
+    let (upstream, log) = server(|_, _| (200, Bytes::from_static(b"[]"))).await;
+    let stack = seawall::stack().build().unwrap();
+    let client = stack.client(&upstream.url("/v1/items")).unwrap();
+
+    let items: Vec<Item> = client.get_json("?page=2").await.unwrap();
+
+    assert!(items.is_empty());
+    assert_eq!(log.lock().unwrap()[0].path, "/v1/items");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stalls_ends_in_an_error_at_the_attempt_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server that sends the head and one byte of a ten-byte body, then nothing.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request).await.unwrap();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{")
+            .await
+            .unwrap();
+        std::future::pending::<()>().await;
+    });
+    let stack = seawall::stack()
+        .attempt_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let client = stack.client(&url).unwrap();
+    let start = tokio::time::Instant::now();
+
+    let outcome = client.get_json::<Item>("/items/1").await;
+
+    assert!(matches!(outcome, Err(ClientError::Body(_))), "{outcome:?}");
+    assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
 }

@@ -27,6 +27,9 @@ pub type StackError =
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    /// Also bounds the reading of each response body, which the stack's attempt timeout (over
+    /// the head) does not cover.
+    body_timeout: std::time::Duration,
     service: StandardService<HyperClient<Full<Bytes>>>,
 }
 
@@ -41,19 +44,23 @@ impl fmt::Debug for Client {
 impl Client {
     pub(crate) fn new(stack: &Stack, base_url: &str) -> Result<Self, seawall_core::ConfigError> {
         let base = base_url.trim_end_matches('/');
-        let valid = base
-            .parse::<Uri>()
-            .ok()
-            .is_some_and(|uri| uri.scheme_str() == Some("http") && uri.authority().is_some());
+        // Paths are appended, so a query or fragment in the base would swallow them.
+        let valid = !base.contains(['?', '#'])
+            && base
+                .parse::<Uri>()
+                .ok()
+                .is_some_and(|uri| uri.scheme_str() == Some("http") && uri.authority().is_some());
         if !valid {
             return Err(seawall_core::ConfigError::new(
                 "base_url",
                 base_url,
-                "an absolute http:// URL such as `http://api.example.com/v1`",
+                "an absolute http:// URL without query or fragment, such as \
+                 `http://api.example.com/v1`",
             ));
         }
         Ok(Self {
             base: base.to_owned(),
+            body_timeout: stack.attempt_timeout,
             service: stack.hyper_client(),
         })
     }
@@ -100,7 +107,7 @@ impl Client {
         path: &str,
         body: Option<(Vec<u8>, Option<&str>)>,
     ) -> Result<T, ClientError> {
-        let separator = if path.starts_with('/') || path.is_empty() {
+        let separator = if path.is_empty() || path.starts_with(['/', '?']) {
             ""
         } else {
             "/"
@@ -128,9 +135,10 @@ impl Client {
             .await
             .map_err(ClientError::Stack)?;
         let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_JSON_BODY)
-            .collect()
+        let read = Limited::new(response.into_body(), MAX_JSON_BODY).collect();
+        let bytes = tokio::time::timeout(self.body_timeout, read)
             .await
+            .map_err(|elapsed| ClientError::Body(Box::new(elapsed)))?
             .map_err(ClientError::Body)?
             .to_bytes();
         if !status.is_success() {
@@ -147,11 +155,12 @@ impl Client {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The path did not make a valid request.
+    /// The path (or the idempotency key) did not make a valid request.
     Request(http::Error),
     /// The stack refused or failed the request (see [`StackError`]).
     Stack(StackError),
-    /// The response body broke off, or was over 16 MiB.
+    /// The response body broke off, was over 16 MiB, or took longer than the attempt timeout
+    /// to arrive.
     Body(Box<dyn std::error::Error + Send + Sync>),
     /// The upstream answered with a status other than 2xx; its body is kept.
     Status {
@@ -170,7 +179,7 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Request(error) => write!(f, "invalid request: {error}"),
-            ClientError::Stack(error) => error.fmt(f),
+            ClientError::Stack(_) => f.write_str("the request failed"),
             ClientError::Body(error) => write!(f, "reading the response body: {error}"),
             ClientError::Status { status, .. } => write!(f, "the upstream answered {status}"),
             ClientError::Encode(error) => write!(f, "writing the request as JSON: {error}"),

@@ -379,17 +379,20 @@ impl Stack {
     }
 
     /// As [`https_client`](Self::https_client), with a TLS configuration of the caller's: a
-    /// private certificate authority, client certificates, other protocol versions.
+    /// private certificate authority, client certificates, other protocol versions. Its ALPN
+    /// protocols are replaced by HTTP/1.1's, the one protocol this client speaks.
     #[cfg(feature = "rustls")]
     pub fn https_client_with_tls<B>(
         &self,
-        tls: rustls::ClientConfig,
+        mut tls: rustls::ClientConfig,
     ) -> StandardService<HttpsClient<B>>
     where
         B: http_body::Body + Send + Unpin + 'static,
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
+        // hyper-rustls sets ALPN itself and refuses a configuration that already has some.
+        tls.alpn_protocols.clear();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

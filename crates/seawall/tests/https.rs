@@ -69,13 +69,15 @@ async fn a_client_trusting_the_servers_authority_gets_its_answer() {
     let (port, certificate) = serve_tls().await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certificate).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // A configuration made for another client may carry ALPN; it is replaced, not refused.
+    tls.alpn_protocols = vec![b"h2".to_vec()];
     let stack = seawall::stack().build().unwrap();
     let client = stack.https_client_with_tls::<Empty<Bytes>>(tls);
 
