@@ -35,11 +35,12 @@ pub enum Fault {
     GarbageHeaders,
     /// A 200 sent only after the upstream's slow delay (set it above the attempt timeout).
     Slow,
-    /// The connection is closed before any response is sent.
+    /// The connection is reset (TCP RST) before any response is sent.
     ResetBeforeHeaders,
-    /// A 200 whose body breaks off with a connection error after 100 of its 1,024 bytes.
+    /// A 200 whose connection is reset after the head and 100 of its 1,024 body bytes.
     ResetMidBody,
-    /// A 200 that declares 1,024 bytes, sends 100 and ends.
+    /// A 200 that declares 1,024 bytes, sends 100 and ends; the server then drops the
+    /// connection, which (as for every connection of this upstream) resets it.
     TruncatedBody,
 }
 
@@ -88,7 +89,9 @@ impl Fault {
     }
 }
 
-/// How often each fault happens, in requests per 10,000 (bursts: in blocks per 10,000).
+/// How often each fault happens, in requests per 10,000 (bursts: in blocks per 10,000). The
+/// per-request faults are drawn only outside bursts, so they come out slightly rarer than
+/// their weights.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChaosMix {
     /// Blocks of 16 consecutive requests answered 503 throughout.
@@ -273,11 +276,13 @@ struct Shared {
     served: [AtomicU64; Fault::ALL.len()],
 }
 
-/// A seeded chaos upstream on a free loopback port, stopped when dropped.
+/// A seeded chaos upstream on a free loopback port, stopped when dropped (its listener and
+/// every open connection).
 pub struct ChaosUpstream {
     addr: SocketAddr,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl fmt::Debug for ChaosUpstream {
@@ -302,24 +307,43 @@ impl ChaosUpstream {
             served: Default::default(),
         });
         let server = Arc::clone(&shared);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // Out of descriptors, say: wait rather than spin.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                 };
+                // Closing with a zero linger sends a reset, not an orderly end: the faults
+                // that break a connection break it the way a crashed server or a middlebox
+                // does.
+                let _ = stream.set_zero_linger();
                 let shared = Arc::clone(&server);
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
                         answer(Arc::clone(&shared))
                     });
-                    // The faults break connections on purpose.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    // The faults break connections on purpose; a stopped upstream drops its own.
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = stopped.changed() => {}
+                    }
                 });
             }
         });
-        Ok(Self { addr, shared, task })
+        Ok(Self {
+            addr,
+            shared,
+            task,
+            stop,
+        })
     }
 
     /// `http://127.0.0.1:PORT` followed by `path`.
@@ -347,6 +371,7 @@ impl ChaosUpstream {
 impl Drop for ChaosUpstream {
     fn drop(&mut self) {
         self.task.abort();
+        let _ = self.stop.send(true);
     }
 }
 
