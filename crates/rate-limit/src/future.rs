@@ -285,7 +285,16 @@ where
                 ));
             }
             Turn::Sleep(slot) => {
-                let deadline = slot.unwrap_or(now + UNTIL_TOLD);
+                let deadline = slot.unwrap_or_else(|| {
+                    // Waiting to be told by the hand-off; the fallback look comes no sooner
+                    // than the end of a server-driven pause, which no waiter can beat.
+                    let context = &queued.entry.context;
+                    let fallback = now + UNTIL_TOLD;
+                    match queued.entry.paused_until(context.nanos(now)) {
+                        Some(until) => fallback.max(context.instant(until) + UNTIL_TOLD),
+                        None => fallback,
+                    }
+                });
                 if sleep.deadline() != deadline {
                     sleep.as_mut().reset(deadline);
                 }

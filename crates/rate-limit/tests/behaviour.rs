@@ -395,3 +395,39 @@ async fn an_idle_key_whose_quota_has_not_refilled_is_not_forgotten() {
         other => panic!("the spent quota was forgotten: {other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_sleep_through_a_pause_set_after_they_joined() {
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let layer = RateLimitLayer::builder()
+        .per_second(10)
+        .burst(1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut service = layer.layer(upstream);
+    // One admitted at once, nine queued for 100 ms ... 900 ms.
+    let calls: Vec<_> = (0..10u32)
+        .map(|i| tokio::spawn(service.call(Request::new(i))))
+        .collect();
+    tokio::time::sleep(ms(50)).await;
+    // The server then asks for 10 s of quiet, as a 429 with `Retry-After: 10` would.
+    handle.pause((), Duration::from_secs(10));
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+
+    let log = log.lock().unwrap();
+    let expected: Vec<(u32, Duration)> = (0..10)
+        .map(|i| match i {
+            0 => (0, ms(0)),
+            // From the pause's end, one every 100 ms.
+            _ => (i, ms(10_050 + 100 * (u64::from(i) - 1))),
+        })
+        .collect();
+    assert_eq!(*log, expected);
+    // Each waiter woke at its old slot, slept through the pause, and was told its turn after:
+    // 33 wake-ups for nine waiters (338 when they looked every 250 ms through the pause).
+    assert_eq!(handle.stats().wakeups, 33);
+}
