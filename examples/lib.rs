@@ -1,5 +1,5 @@
-//! Support for the seawall examples: an upstream served by hyper on loopback, and a seeded
-//! chaos upstream that injects faults.
+//! Support for the seawall examples: an upstream served by hyper on loopback, a seeded chaos
+//! upstream that injects faults, and the pieces of a server-side limiter for axum.
 //!
 //! The examples and the cross-crate tests use it to stand up real servers on 127.0.0.1.
 
@@ -85,4 +85,26 @@ pub fn respond(status: u16, headers: &[(&str, &str)], body: &'static str) -> Res
         }
     }
     response
+}
+
+/// A request's `x-api-key` header as a rate-limit key, so that each caller has its own quota
+/// (callers without one share the empty key).
+pub fn api_key(head: &seawall_core::RequestHead<'_>) -> Vec<u8> {
+    head.headers
+        .get("x-api-key")
+        .map(|key| key.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// A server-side limiter's refusal as the answer a well-behaved client obeys (`429` with
+/// `Retry-After` and `RateLimit`), for axum's `HandleErrorLayer`.
+pub async fn refuse(
+    error: seawall_rate_limit::RateLimitError<Infallible>,
+) -> Response<axum::body::Body> {
+    match error {
+        seawall_rate_limit::RateLimitError::Rejected(rejected) => {
+            rejected.to_response(axum::body::Body::empty())
+        }
+        seawall_rate_limit::RateLimitError::Inner(never) => match never {},
+    }
 }

@@ -8,12 +8,10 @@
 //! with `Retry-After` and `RateLimit`, so that well-behaved callers know when to come back.
 //! One caller then sends 6 requests at once and prints what it got.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -22,9 +20,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use seawall::{HyperClient, StandardService};
-use seawall_core::RequestHead;
-use seawall_examples::{Upstream, respond};
-use seawall_rate_limit::{RateLimitError, RateLimitLayer};
+use seawall_examples::{Upstream, api_key, refuse, respond};
+use seawall_rate_limit::RateLimitLayer;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -53,22 +50,6 @@ async fn quote(State(quotes): State<Quotes>) -> Response {
         }
         // The stack's error says what happened: a refusal, the attempts made, the last cause.
         Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
-    }
-}
-
-/// Each caller's API key; callers without one share the empty key.
-fn api_key(head: &RequestHead<'_>) -> Vec<u8> {
-    head.headers
-        .get("x-api-key")
-        .map(|key| key.as_bytes().to_vec())
-        .unwrap_or_default()
-}
-
-/// A refusal becomes the answer a well-behaved client obeys.
-async fn refuse(error: RateLimitError<Infallible>) -> Response<Body> {
-    match error {
-        RateLimitError::Rejected(rejected) => rejected.to_response(Body::empty()),
-        RateLimitError::Inner(never) => match never {},
     }
 }
 

@@ -7,7 +7,6 @@
     reason = "a test reports a broken fixture by panicking"
 )]
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,29 +14,14 @@ use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::routing::get;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::Empty;
-use seawall_core::{FailureKind, RequestHead};
-use seawall_rate_limit::{RateLimitError, RateLimitLayer};
+use seawall_core::FailureKind;
+use seawall_examples::{api_key, refuse};
+use seawall_rate_limit::RateLimitLayer;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
-
-/// Each caller's API key; callers without one share the empty key.
-fn api_key(head: &RequestHead<'_>) -> Vec<u8> {
-    head.headers
-        .get("x-api-key")
-        .map(|key| key.as_bytes().to_vec())
-        .unwrap_or_default()
-}
-
-/// A refusal becomes the answer a well-behaved client obeys.
-async fn refuse(error: RateLimitError<Infallible>) -> Response<Body> {
-    match error {
-        RateLimitError::Rejected(rejected) => rejected.to_response(Body::empty()),
-        RateLimitError::Inner(never) => match never {},
-    }
-}
 
 /// An app that allows each API key 2 requests per second, burst 2, on 127.0.0.1.
 async fn serve() -> String {

@@ -49,3 +49,16 @@ where
     complete(std::future::poll_fn(|cx| service.poll_ready(cx)))?;
     complete(service.call(request))
 }
+
+/// Whether a bin was asked for its JSON summary only (`--json`).
+pub fn json_only() -> bool {
+    std::env::args().any(|arg| arg == "--json")
+}
+
+/// A multi-thread runtime with two workers, one per core of the machines these run on.
+pub fn two_worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}

@@ -47,6 +47,24 @@ async fn upstream(answer: fn(usize) -> Answer) -> (Upstream, Arrivals) {
     (server, arrivals)
 }
 
+/// A server whose first answer takes 30 s and the rest none, and how many requests it got.
+async fn slow_first_answer() -> (Upstream, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&calls);
+    let server = Upstream::start(move |_request| {
+        let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            respond(200, &[], "ok")
+        }
+    })
+    .await
+    .unwrap();
+    (server, calls)
+}
+
 /// Counts the requests that reach the middleware after seawall's: one per attempt.
 #[derive(Clone, Default)]
 struct CountAttempts(Arc<AtomicUsize>);
@@ -183,19 +201,7 @@ async fn waits_out_a_429_retry_after_before_the_next_attempt() {
 #[tokio::test(start_paused = true)]
 async fn the_attempt_timeout_drops_a_slow_attempt_and_retries() {
     let start = Instant::now();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&calls);
-    let server = Upstream::start(move |_request| {
-        let first = count.fetch_add(1, Ordering::SeqCst) == 0;
-        async move {
-            if first {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-            respond(200, &[], "ok")
-        }
-    })
-    .await
-    .unwrap();
+    let (server, calls) = slow_first_answer().await;
     let stack = seawall::stack()
         .attempt_timeout(Duration::from_secs(1))
         .retry(|retry| {
@@ -276,19 +282,7 @@ async fn a_post_with_an_idempotency_key_is_resent_with_the_same_body() {
 #[tokio::test(start_paused = true)]
 async fn a_reqwest_timeout_is_a_timeout_the_stack_retries() {
     let start = Instant::now();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&calls);
-    let server = Upstream::start(move |_request| {
-        let first = count.fetch_add(1, Ordering::SeqCst) == 0;
-        async move {
-            if first {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-            respond(200, &[], "ok")
-        }
-    })
-    .await
-    .unwrap();
+    let (server, calls) = slow_first_answer().await;
     let stack = seawall::stack()
         .retry(|retry| {
             retry

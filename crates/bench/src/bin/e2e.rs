@@ -117,11 +117,8 @@ where
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let json_only = std::env::args().any(|arg| arg == "--json");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let json_only = seawall_bench::json_only();
+    let runtime = seawall_bench::two_worker_runtime()?;
     let summary = runtime.block_on(async {
         let url = serve().await?;
         let mut summary = serde_json::Map::new();

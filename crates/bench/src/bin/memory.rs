@@ -43,7 +43,7 @@ fn size_of_future<F: Future>(_future: &F) -> usize {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let json_only = std::env::args().any(|arg| arg == "--json");
+    let json_only = seawall_bench::json_only();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;

@@ -246,7 +246,7 @@ fn svg(lines: &[Line<'_>]) -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let json_only = std::env::args().any(|a| a == "--json");
+    let json_only = seawall_bench::json_only();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;

@@ -91,11 +91,8 @@ fn ratio(one: f64, two: f64) -> serde_json::Value {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let json_only = std::env::args().any(|arg| arg == "--json");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let json_only = seawall_bench::json_only();
+    let runtime = seawall_bench::two_worker_runtime()?;
     let summary = runtime.block_on(async {
         let stack = seawall::stack()
             .rate_limit(|limit| limit.per_second(1_000_000_000).burst(1_000_000))
