@@ -6,8 +6,9 @@
 //! task per worker thread, each readying and calling its clone back to back. The last line is a
 //! JSON object with `one_thread_per_sec`, `two_threads_per_sec` and `scaling` (two over one;
 //! target ≥ 1.6), the same with a clone per request (`scaling_cloning_per_request`, the
-//! `oneshot` idiom), and each layer's scaling alone beside the no-op upstream's
-//! (`scaling_by_layer`).
+//! `oneshot` idiom), the same with each thread calling a host of its own
+//! (`scaling_host_per_thread`: no per-host state shared), and each layer's scaling alone beside
+//! the no-op upstream's (`scaling_by_layer`).
 //! Each figure is the best of five runs, so that a neighbour's burst on a shared machine does
 //! not decide it.
 
@@ -25,11 +26,7 @@ const RUNS: usize = 5;
 
 /// Requests per second with `tasks` tasks, each sending `PER_TASK` requests through its own
 /// clone of `layer` over a no-op upstream.
-async fn throughput<L>(
-    layer: &L,
-    tasks: u64,
-    clone_per_request: bool,
-) -> Result<f64, tokio::task::JoinError>
+async fn throughput<L>(layer: &L, tasks: u64, mode: Mode) -> Result<f64, tokio::task::JoinError>
 where
     L: Layer<NoopUpstream>,
     L::Service: Service<Request<Empty<Bytes>>> + Clone + Send + 'static,
@@ -38,13 +35,21 @@ where
 {
     let started = Instant::now();
     let workers: Vec<_> = (0..tasks)
-        .map(|_| {
+        .map(|task| {
             let mut service = layer.layer(NoopUpstream);
+            let uri = if mode.host_per_task {
+                format!("http://host-{task}.test/")
+            } else {
+                "http://api.test/".to_owned()
+            };
             tokio::spawn(async move {
                 let mut ok = 0u64;
                 for _ in 0..PER_TASK {
-                    let request = Request::new(Empty::<Bytes>::new());
-                    let answered = if clone_per_request {
+                    let mut request = Request::new(Empty::<Bytes>::new());
+                    if let Ok(uri) = uri.parse() {
+                        *request.uri_mut() = uri;
+                    }
+                    let answered = if mode.clone_per_request {
                         // As `ServiceExt::oneshot` on a clone, the common tower idiom.
                         service.clone().oneshot(request).await.is_ok()
                     } else {
@@ -68,10 +73,7 @@ where
 }
 
 /// The best one-task and two-task throughputs of `RUNS` runs each.
-async fn best_of<L>(
-    layer: &L,
-    clone_per_request: bool,
-) -> Result<(f64, f64), tokio::task::JoinError>
+async fn best_of<L>(layer: &L, mode: Mode) -> Result<(f64, f64), tokio::task::JoinError>
 where
     L: Layer<NoopUpstream>,
     L::Service: Service<Request<Empty<Bytes>>> + Clone + Send + 'static,
@@ -80,11 +82,25 @@ where
 {
     let (mut one, mut two) = (0f64, 0f64);
     for _ in 0..RUNS {
-        one = one.max(throughput(layer, 1, clone_per_request).await?);
-        two = two.max(throughput(layer, 2, clone_per_request).await?);
+        one = one.max(throughput(layer, 1, mode).await?);
+        two = two.max(throughput(layer, 2, mode).await?);
     }
     Ok((one, two))
 }
+
+/// How each task sends its requests.
+#[derive(Clone, Copy, Default)]
+struct Mode {
+    /// A clone of the service per request (`oneshot`), rather than readying one clone.
+    clone_per_request: bool,
+    /// Each task to a host of its own, rather than all to one.
+    host_per_task: bool,
+}
+
+const OWN_CLONE: Mode = Mode {
+    clone_per_request: false,
+    host_per_task: false,
+};
 
 fn ratio(one: f64, two: f64) -> serde_json::Value {
     json!((two / one * 1_000.0).round() / 1_000.0)
@@ -97,8 +113,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stack = seawall::stack()
             .rate_limit(|limit| limit.per_second(1_000_000_000).burst(1_000_000))
             .build()?;
-        let (one, two) = best_of(&stack, false).await?;
-        let (cloning_one, cloning_two) = best_of(&stack, true).await?;
+        let (one, two) = best_of(&stack, OWN_CLONE).await?;
+        let cloning = Mode {
+            clone_per_request: true,
+            ..OWN_CLONE
+        };
+        let (cloning_one, cloning_two) = best_of(&stack, cloning).await?;
+        let own_host = Mode {
+            host_per_task: true,
+            ..OWN_CLONE
+        };
+        let (own_host_one, own_host_two) = best_of(&stack, own_host).await?;
         // Each layer alone, to show which one's shared state limits the stack's scaling.
         let metrics = seawall::MetricsLayer::builder().build()?;
         let retry = seawall::RetryLayer::builder().build()?;
@@ -113,12 +138,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // The machine's own ceiling: the no-op upstream alone.
             (
                 "baseline",
-                best_of(&tower::layer::util::Identity::new(), false).await?,
+                best_of(&tower::layer::util::Identity::new(), OWN_CLONE).await?,
             ),
-            ("metrics", best_of(&metrics, false).await?),
-            ("retry", best_of(&retry, false).await?),
-            ("circuit_breaker", best_of(&breaker, false).await?),
-            ("rate_limit", best_of(&limit, false).await?),
+            ("metrics", best_of(&metrics, OWN_CLONE).await?),
+            ("retry", best_of(&retry, OWN_CLONE).await?),
+            ("circuit_breaker", best_of(&breaker, OWN_CLONE).await?),
+            ("rate_limit", best_of(&limit, OWN_CLONE).await?),
         ] {
             layers.insert(name.to_owned(), ratio(one, two));
         }
@@ -128,6 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "scaling": ratio(one, two),
             "target_scaling": 1.6,
             "scaling_cloning_per_request": ratio(cloning_one, cloning_two),
+            "scaling_host_per_thread": ratio(own_host_one, own_host_two),
             "scaling_by_layer": layers,
         }))
     })?;
