@@ -34,7 +34,8 @@ pub(crate) struct Queued<S, B, K, St: RateStore> {
     limiter: Arc<Limiter<K, St>>,
     entry: Arc<KeyEntry<St>>,
     cost: u32,
-    since: Instant,
+    /// When it was called, in nanoseconds from the limiter's origin (one word, not two).
+    since: u64,
     attempt: Option<St::Future>,
     pub(crate) place: Option<Place>,
     /// Whether it ever joined the queue (a remote store's first answer may admit it without).
@@ -52,6 +53,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
         since: Instant,
         attempt: Option<St::Future>,
     ) -> Self {
+        let since = entry.context.nanos(since);
         Self {
             service: Some(service),
             request: Some(request),
@@ -311,7 +313,7 @@ where
     St: RateStore,
 {
     queued.leave(now);
-    let waited = now.saturating_duration_since(queued.since);
+    let waited = now.saturating_duration_since(queued.entry.context.instant(queued.since));
     let counters = &queued.limiter.counters;
     counters.admitted.fetch_add(1, Ordering::Relaxed);
     if queued.joined {

@@ -8,8 +8,8 @@
 //! The queue's mutex is taken only by requests that wait; the steady state, where a token is
 //! free and nobody waits, never touches it.
 
-use std::cmp::Reverse;
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::task::Waker;
 use std::time::Duration;
 
@@ -37,17 +37,42 @@ impl Context {
     pub(crate) fn instant(&self, nanos: u64) -> Instant {
         self.origin + Duration::from_nanos(nanos)
     }
+
+    /// `at` as a waiter's slot: nanoseconds from the origin plus one, never zero, so that an
+    /// `Option` of it is one word (an `Instant` is two).
+    fn slot_of(&self, at: Instant) -> NonZeroU64 {
+        NonZeroU64::new(self.nanos(at).saturating_add(1)).unwrap_or(NonZeroU64::MAX)
+    }
+
+    fn instant_of(&self, slot: NonZeroU64) -> Instant {
+        self.instant(slot.get() - 1)
+    }
 }
 
-/// A waiter's place: higher priority first, then first come first served.
-pub(crate) type Place = (Reverse<u8>, u64);
+/// A waiter's place: higher priority first, then first come first served. One word, so that
+/// a waiter's entry and its future stay small: the top byte is `255 - priority`, the rest the
+/// arrival number (which would take millennia to wrap at a billion waiters a second).
+/// Never zero (arrivals count from 1), so that an `Option<Place>` is one word too.
+pub(crate) type Place = NonZeroU64;
+
+const ARRIVAL_BITS: u32 = 56;
+
+fn place_of(priority: u8, arrival: u64) -> Place {
+    let packed =
+        (u64::from(u8::MAX - priority) << ARRIVAL_BITS) | (arrival & ((1 << ARRIVAL_BITS) - 1));
+    NonZeroU64::new(packed).unwrap_or(NonZeroU64::MAX)
+}
+
+fn priority_of(place: Place) -> u8 {
+    u8::MAX - u8::try_from(place.get() >> ARRIVAL_BITS).unwrap_or(u8::MAX)
+}
 
 #[derive(Debug)]
 struct Waiter {
     cost: u32,
-    /// When its turn is expected; `None` once it is known to be later than predicted and it
-    /// waits to be told (by the hand-off) when it is head.
-    slot: Option<Instant>,
+    /// When its turn is expected (see [`Context::slot_of`]); `None` once it is known to be
+    /// later than predicted and it waits to be told (by the hand-off) when it is head.
+    slot: Option<NonZeroU64>,
     waker: Option<Waker>,
 }
 
@@ -170,15 +195,15 @@ impl<St: RateStore> KeyEntry<St> {
         if wait > max_wait {
             return Joined::TooLong(wait);
         }
-        let place = (Reverse(priority), queue.next_seq);
         queue.next_seq += 1;
+        let place = place_of(priority, queue.next_seq);
         queue.cost_by_priority[usize::from(priority)] += u64::from(cost);
         let slot = now + wait;
         queue.waiters.insert(
             place,
             Waiter {
                 cost,
-                slot: Some(slot),
+                slot: Some(self.context.slot_of(slot)),
                 waker: None,
             },
         );
@@ -190,8 +215,12 @@ impl<St: RateStore> KeyEntry<St> {
     /// late a head may be before those behind it stop waiting for it.
     pub(crate) fn turn(&self, place: Place, now: Instant, waker: &Waker, stall: Duration) -> Turn {
         let mut queue = self.lock();
+        let context = &self.context;
         let (head_place, head_slot) = match queue.waiters.iter().next() {
-            Some((head_place, head)) => (Some(*head_place), head.slot),
+            Some((head_place, head)) => (
+                Some(*head_place),
+                head.slot.map(|slot| context.instant_of(slot)),
+            ),
             None => (None, None),
         };
         // A head whose caller holds its future without polling it must not wedge the queue:
@@ -204,7 +233,7 @@ impl<St: RateStore> KeyEntry<St> {
         if !waiter.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             waiter.waker = Some(waker.clone());
         }
-        match waiter.slot {
+        match waiter.slot.map(|slot| context.instant_of(slot)) {
             Some(slot) if slot <= now && (is_head || head_stalled) => Turn::Try,
             None if is_head || head_stalled => Turn::Try,
             // Its predicted slot came but others are still ahead: wait for the hand-off.
@@ -219,7 +248,7 @@ impl<St: RateStore> KeyEntry<St> {
     /// The head tried and must wait until `slot`.
     pub(crate) fn retry_at(&self, place: Place, slot: Instant) {
         if let Some(waiter) = self.lock().waiters.get_mut(&place) {
-            waiter.slot = Some(slot);
+            waiter.slot = Some(self.context.slot_of(slot));
         }
     }
 
@@ -232,13 +261,13 @@ impl<St: RateStore> KeyEntry<St> {
             return;
         };
         self.depth.fetch_sub(1, Ordering::AcqRel);
-        let level = &mut queue.cost_by_priority[usize::from(place.0.0)];
+        let level = &mut queue.cost_by_priority[usize::from(priority_of(place))];
         *level = level.saturating_sub(u64::from(waiter.cost));
         if !was_head {
             return;
         }
         if let Some((_, next)) = queue.waiters.iter_mut().next() {
-            let slot = next_slot(next.cost);
+            let slot = self.context.slot_of(next_slot(next.cost));
             // Woken only when its slot moved earlier or it was waiting to be told; a waiter
             // armed for the right time sleeps on, so an undisturbed queue costs one wake-up.
             if next.slot.is_none_or(|armed| armed > slot) {
@@ -406,5 +435,20 @@ mod loom_tests {
             }
             assert_idle(&entry);
         });
+    }
+}
+
+#[cfg(test)]
+mod place_tests {
+    use super::*;
+
+    #[test]
+    fn places_order_by_priority_then_arrival() {
+        assert!(place_of(200, 9) < place_of(100, 1));
+        assert!(place_of(7, 1) < place_of(7, 2));
+        assert!(place_of(u8::MAX, u64::MAX) < place_of(u8::MAX - 1, 0));
+        for priority in [0, 1, 127, 254, 255] {
+            assert_eq!(priority_of(place_of(priority, 12_345)), priority);
+        }
     }
 }
