@@ -75,7 +75,9 @@ impl Rejected {
             _ => http::StatusCode::TOO_MANY_REQUESTS,
         };
         if let Some(wait) = self.retry_after() {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let seconds = wait
+                .as_secs()
+                .saturating_add(u64::from(wait.subsec_nanos() > 0));
             let headers = response.headers_mut();
             headers.insert(http::header::RETRY_AFTER, seconds.into());
             if let Ok(value) = http::HeaderValue::try_from(format!("\"default\";r=0;t={seconds}")) {
@@ -206,6 +208,15 @@ mod tests {
         let full = Rejected::QueueFull { max_waiting: 10 }.to_response(());
         assert_eq!(full.status(), 503);
         assert_eq!(header(&full, "retry-after"), None);
+
+        let forever = Rejected::Limited {
+            retry_after: Duration::MAX,
+        }
+        .to_response(());
+        assert_eq!(
+            header(&forever, "retry-after").as_deref(),
+            Some(u64::MAX.to_string().as_str())
+        );
 
         let oversize = Rejected::Oversize { cost: 50 }.to_response(());
         assert_eq!(oversize.status(), 429);

@@ -16,7 +16,7 @@ use tower::Service;
 
 use crate::error::{RateLimitError, Rejected};
 use crate::limiter::Limiter;
-use crate::queue::{KeyEntry, Place, Turn};
+use crate::queue::{KeyEntry, Place, Turn, later};
 use crate::store::{Decision, RateStore};
 
 /// How long a waiter that waits to be told its turn sleeps before looking again: if the head
@@ -237,7 +237,7 @@ where
             match decision {
                 Ok(Decision::Admitted) => return Poll::Ready(admit(queued, now)),
                 Ok(Decision::Wait(wait)) => match queued.place {
-                    Some(place) => queued.entry.retry_at(place, now + wait),
+                    Some(place) => queued.entry.retry_at(place, later(now, wait)),
                     None => {
                         let extensions = queued.request.as_ref().map(Request::extensions);
                         let joined = queued.limiter.join(

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::error::Rejected;
 use crate::extensions::Priority;
-use crate::queue::{Context, Joined, KeyEntry, Place};
+use crate::queue::{Context, Joined, KeyEntry, Place, later};
 use crate::quota::Quota;
 use crate::store::RateStore;
 
@@ -166,7 +166,7 @@ impl<K, St: RateStore> Limiter<K, St> {
 
     /// When the store would admit a request of `cost` for `entry`, for the queue's hand-off.
     pub(crate) fn next_slot(&self, entry: &KeyEntry<St>, cost: u32, now: Instant) -> Instant {
-        let at = now + self.peek(entry, cost, now);
+        let at = later(now, self.peek(entry, cost, now));
         match entry.paused_until(self.context.nanos(now)) {
             Some(until) => at.max(self.context.instant(until)),
             None => at,
@@ -277,6 +277,6 @@ where
     pub(crate) fn pause_key(&self, key: K, duration: Duration) {
         let now = Instant::now();
         let entry = self.entry(|| key, now);
-        entry.pause(self.nanos(now + duration));
+        entry.pause(self.nanos(later(now, duration)));
     }
 }

@@ -49,9 +49,18 @@ impl Context {
     }
 }
 
+/// `at + by`, or a century on when that is past what an `Instant` holds: a duration from a user
+/// or a custom store never panics the limiter.
+pub(crate) fn later(at: Instant, by: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    at.checked_add(by)
+        .or_else(|| at.checked_add(CENTURY))
+        .unwrap_or(at)
+}
+
 /// A waiter's place: higher priority first, then first come first served. One word, so that
 /// a waiter's entry and its future stay small: the top byte is `255 - priority`, the rest the
-/// arrival number (which would take millennia to wrap at a billion waiters a second).
+/// arrival number on this key (2^56 arrivals: over two years at a billion a second, on one key).
 /// Never zero (arrivals count from 1), so that an `Option<Place>` is one word too.
 pub(crate) type Place = NonZeroU64;
 
@@ -199,7 +208,7 @@ impl<St: RateStore> KeyEntry<St> {
         let place = place_of(priority, queue.next_seq);
         queue.cost_by_priority[usize::from(priority)] += u64::from(cost);
         let slot = now + wait;
-        queue.waiters.insert(
+        let earlier = queue.waiters.insert(
             place,
             Waiter {
                 cost,
@@ -207,6 +216,7 @@ impl<St: RateStore> KeyEntry<St> {
                 waker: None,
             },
         );
+        debug_assert!(earlier.is_none(), "two waiters in one place");
         self.depth.fetch_add(1, Ordering::AcqRel);
         Joined::Queued { place, slot }
     }

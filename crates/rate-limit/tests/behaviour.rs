@@ -431,3 +431,24 @@ async fn waiters_sleep_through_a_pause_set_after_they_joined() {
     // 33 wake-ups for nine waiters (338 when they looked every 250 ms through the pause).
     assert_eq!(handle.stats().wakeups, 33);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_of_duration_max_refuses_at_once_without_panicking() {
+    let layer = RateLimitLayer::builder().per_second(10).build().unwrap();
+    let handle = layer.handle();
+    handle.pause((), Duration::MAX);
+    let start = Instant::now();
+    let refused = layer
+        .layer(service_fn(|_request: Request<u32>| {
+            ready(Ok::<_, std::io::Error>(Response::new(())))
+        }))
+        .oneshot(Request::new(0))
+        .await;
+    match refused {
+        Err(RateLimitError::Rejected(Rejected::WaitTooLong { max_wait, .. })) => {
+            assert_eq!(max_wait, Duration::from_secs(60));
+        }
+        other => panic!("expected an immediate WaitTooLong, got {other:?}"),
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
