@@ -163,8 +163,8 @@ impl ChaosMix {
     }
 }
 
-/// SplitMix64 of `seed` and `n`: a reproducible draw per request.
-fn draw(seed: u64, n: u64) -> u64 {
+/// SplitMix64 of `seed` and `n`: a reproducible draw per request (or per anything numbered).
+pub fn draw(seed: u64, n: u64) -> u64 {
     let mut z = (seed ^ n.rotate_left(17))
         .wrapping_add(n)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15);

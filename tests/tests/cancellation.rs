@@ -20,7 +20,7 @@ use futures::StreamExt;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use seawall::circuit_breaker::State;
-use seawall_examples::chaos::{ChaosMix, ChaosUpstream};
+use seawall_examples::chaos::{ChaosMix, ChaosUpstream, draw};
 use tower::ServiceExt;
 
 const SEED: u64 = 0xCA_9CE1;
@@ -43,16 +43,6 @@ async fn within_polls<F: Future>(future: F, polls: u32) -> Option<F::Output> {
     .await
 }
 
-/// A reproducible draw for request `n` (SplitMix64).
-fn draw(n: u64) -> u64 {
-    let mut z = (SEED ^ n)
-        .wrapping_add(n)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// How a simulated caller gives up on request `n`.
 #[derive(Debug, Clone, Copy)]
 enum Caller {
@@ -69,7 +59,7 @@ enum Caller {
 }
 
 fn caller(n: u64) -> Caller {
-    let roll = draw(n);
+    let roll = draw(SEED, n);
     match roll % 5 {
         0 => Caller::Patient,
         1 => Caller::AfterPolls(u32::try_from((roll >> 8) % 12).unwrap()),
