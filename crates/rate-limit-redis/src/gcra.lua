@@ -1,82 +1,118 @@
--- GCRA for every quota of one key, in one round trip (Redis 5 or later).
+-- GCRA for every quota of one key, for a batch of requests, in one round trip (Redis 5 or
+-- later). The requests are decided in order, as the same number of calls at one instant
+-- would be: a refused request takes nothing, and the next is still asked.
 --
 -- KEYS[1]  one quota: a string holding its theoretical arrival time (TAT) in microseconds;
 --          several: a hash whose field i holds quota i's TAT
 -- ARGV[1]  now in microseconds, or '' to read the server's clock
--- ARGV[2]  need: the tokens the request costs
--- ARGV[3]  want: the tokens to take if they are free (need, or a lease of more)
--- ARGV[2i+2], ARGV[2i+3]  quota i's emission interval and burst tolerance, in microseconds
+-- ARGV[2]  n, the number of requests
+-- ARGV[2r+1], ARGV[2r+2]  request r's need (the tokens it costs) and want (the tokens to
+--          take if they are free: its need, or a lease of more)
+-- ARGV[2n+2i+1], ARGV[2n+2i+2]  quota i's emission interval and burst tolerance, in
+--          microseconds
 --
--- Returns {granted, 0} with need <= granted <= want when admitted, or {0, wait} with the
--- microseconds until `need` would be admitted; nothing is taken then. Each key expires once
--- every TAT is in the past, when a missing key means the same thing: a full burst.
--- TATs are written with 17 digits: a double's full precision, which the default 14 lose.
+-- Returns 2n numbers, for each request {granted, 0} with need <= granted <= want when
+-- admitted, or {0, wait} with the microseconds until its need would be admitted. Each key
+-- expires once every TAT is in the past, when a missing key means the same thing: a full
+-- burst. TATs are written with 17 digits: a double's full precision, which the default 14
+-- lose.
 
 local now = tonumber(ARGV[1])
 if not now then
   local time = redis.call('TIME')
   now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
-local need = tonumber(ARGV[2])
-local grant = tonumber(ARGV[3])
-local quotas = (#ARGV - 3) / 2
+local requests = tonumber(ARGV[2])
+local first_quota = 2 * requests + 3
+local quotas = (#ARGV - first_quota + 1) / 2
+local answers = {}
 
 -- The most tokens a quota admits now, from its TAT: tat + n * interval - now <= tolerance.
 local function fit(tat, interval, tolerance)
   return math.floor((tolerance - (tat - now)) / interval + 1e-9)
 end
 
-local function wait(tat, interval, tolerance)
-  return tat + need * interval - tolerance - now
+-- Microseconds until `need` tokens fit, rounded up.
+local function wait(tat, need, interval, tolerance)
+  return math.max(1, math.ceil(tat + need * interval - tolerance - now - 1e-3))
 end
 
--- The common case, one quota: one GET and one SET.
+-- The common case, one quota: one GET and at most one SET.
 if quotas == 1 then
-  local interval = tonumber(ARGV[4])
-  local tolerance = tonumber(ARGV[5])
+  local interval = tonumber(ARGV[first_quota])
+  local tolerance = tonumber(ARGV[first_quota + 1])
   local tat = tonumber(redis.call('GET', KEYS[1])) or now
   if tat < now then tat = now end
-  local free = fit(tat, interval, tolerance)
-  if free < need then
-    return {0, math.max(1, math.ceil(wait(tat, interval, tolerance) - 1e-3))}
+  local taken = false
+  for r = 1, requests do
+    local need = tonumber(ARGV[2 * r + 1])
+    local grant = tonumber(ARGV[2 * r + 2])
+    local free = fit(tat, interval, tolerance)
+    if free < need then
+      answers[2 * r - 1] = 0
+      answers[2 * r] = wait(tat, need, interval, tolerance)
+    else
+      if free < grant then grant = free end
+      tat = tat + grant * interval
+      taken = true
+      answers[2 * r - 1] = grant
+      answers[2 * r] = 0
+    end
   end
-  if free < grant then grant = free end
-  tat = tat + grant * interval
-  redis.call('SET', KEYS[1], string.format('%.17g', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-  return {grant, 0}
+  if taken then
+    redis.call('SET', KEYS[1], string.format('%.17g', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  end
+  return answers
 end
 
 local fields = {}
-for i = 1, quotas do fields[i] = tostring(i) end
-local stored = redis.call('HMGET', KEYS[1], unpack(fields))
-
-local tats = {}
-local longest = 0
+local intervals = {}
+local tolerances = {}
 for i = 1, quotas do
-  local interval = tonumber(ARGV[2 * i + 2])
-  local tolerance = tonumber(ARGV[2 * i + 3])
+  fields[i] = tostring(i)
+  intervals[i] = tonumber(ARGV[first_quota + 2 * i - 2])
+  tolerances[i] = tonumber(ARGV[first_quota + 2 * i - 1])
+end
+local stored = redis.call('HMGET', KEYS[1], unpack(fields))
+local tats = {}
+for i = 1, quotas do
   local tat = tonumber(stored[i]) or now
   if tat < now then tat = now end
   tats[i] = tat
-  local free = fit(tat, interval, tolerance)
-  if free < need then
-    local until_free = wait(tat, interval, tolerance)
-    if until_free > longest then longest = until_free end
+end
+
+local taken = false
+for r = 1, requests do
+  local need = tonumber(ARGV[2 * r + 1])
+  local grant = tonumber(ARGV[2 * r + 2])
+  local longest = 0
+  for i = 1, quotas do
+    local free = fit(tats[i], intervals[i], tolerances[i])
+    if free < need then
+      local until_free = wait(tats[i], need, intervals[i], tolerances[i])
+      if until_free > longest then longest = until_free end
+    end
+    if free < grant then grant = free end
   end
-  if free < grant then grant = free end
+  if grant < need then
+    answers[2 * r - 1] = 0
+    answers[2 * r] = longest
+  else
+    for i = 1, quotas do tats[i] = tats[i] + grant * intervals[i] end
+    taken = true
+    answers[2 * r - 1] = grant
+    answers[2 * r] = 0
+  end
 end
-if grant < need then
-  return {0, math.max(1, math.ceil(longest - 1e-3))}
-end
+if not taken then return answers end
 
 local updates = {}
 local ttl = 0
 for i = 1, quotas do
-  local tat = tats[i] + grant * tonumber(ARGV[2 * i + 2])
   updates[2 * i - 1] = fields[i]
-  updates[2 * i] = string.format('%.17g', tat)
-  if tat - now > ttl then ttl = tat - now end
+  updates[2 * i] = string.format('%.17g', tats[i])
+  if tats[i] - now > ttl then ttl = tats[i] - now end
 end
 redis.call('HSET', KEYS[1], unpack(updates))
 redis.call('PEXPIRE', KEYS[1], math.ceil(ttl / 1000) + 1)
-return {grant, 0}
+return answers

@@ -25,13 +25,19 @@ fn unpack(packed: u64) -> (u64, u64) {
 impl LeasePool {
     /// Spends `cost` leased tokens, if the lease holds that many and has not expired.
     pub(crate) fn take(&self, cost: u32, now_ms: u64) -> bool {
+        self.take_counting(cost, now_ms).is_some()
+    }
+
+    /// Like [`take`](Self::take), returning the tokens left afterwards.
+    pub(crate) fn take_counting(&self, cost: u32, now_ms: u64) -> Option<u32> {
         let cost = u64::from(cost);
         self.packed
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |packed| {
                 let (expiry, tokens) = unpack(packed);
                 (now_ms < expiry && tokens >= cost).then(|| packed - cost)
             })
-            .is_ok()
+            .ok()
+            .map(|before| u32::try_from(unpack(before).1 - cost).unwrap_or(MAX_LEASE))
     }
 
     /// Adds `tokens` just taken from Redis, valid until `expiry_ms`, keeping at most `cap`.
@@ -72,8 +78,8 @@ mod tests {
         let pool = LeasePool::default();
         assert!(!pool.take(1, 0), "an empty pool spends nothing");
         assert_eq!(pool.add(5, 0, 100, 10), 0);
-        assert!(pool.take(2, 10));
-        assert!(pool.take(3, 99));
+        assert_eq!(pool.take_counting(2, 10), Some(3));
+        assert_eq!(pool.take_counting(3, 99), Some(0));
         assert!(!pool.take(1, 99), "all five spent");
         assert_eq!(pool.add(4, 100, 200, 10), 0);
         assert_eq!(pool.available(150), 4);

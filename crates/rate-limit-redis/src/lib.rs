@@ -43,6 +43,12 @@
 //! - **One round trip per admission**: GCRA for every quota of the key in one Lua script,
 //!   sent with `EVALSHA` and loaded again when Redis answers `NOSCRIPT` (after a restart or a
 //!   `SCRIPT FLUSH`), over one multiplexed connection that is remade after failures.
+//! - **Coalescing**: a key has at most one call out at a time; the admissions that arrive
+//!   meanwhile go together in the next, and the script decides them in arrival order exactly
+//!   as separate calls at that instant would. Each admission still waits for one round trip,
+//!   but a busy key costs Redis one script run per batch rather than per admission, which
+//!   is what Redis's single thread limits. A caller that gives up before its batch is sent
+//!   takes nothing.
 //! - **The server's clock** (`TIME`) times the quota by default, so the processes' own
 //!   clocks do not matter; [`Clock::Local`] uses the limiter's clock instead.
 //! - **Keys**: `<prefix>:{<key>}` holding the quota's theoretical arrival time (with several
@@ -56,13 +62,16 @@
 //!   so an outage does not cost every request a timeout; then Redis is asked again and
 //!   admission resumes as soon as it answers.
 //! - **Lease mode** ([`lease`](RedisStoreBuilder::lease)) takes up to `n` tokens per round
-//!   trip and spends them locally, for rates a round trip per request cannot reach. The
+//!   trip and spends them locally, for rates a round trip per request cannot reach; the
+//!   admission that leaves fewer than `n / 2` asks for more in the background, so a busy
+//!   key's pool is topped up before it runs dry. The
 //!   price is bounded: a fleet of `P` processes may run at most `n × P` requests ahead of
 //!   the quota in any window, because no process holds more than one lease at a time.
 //! - **Figures** ([`RedisStoreStats`], and [`FigureSource`](seawall_core::FigureSource) for
 //!   the metrics layer): round trips by outcome, leased admissions, outages, the policy's
 //!   answers.
 
+mod batch;
 mod builder;
 mod lease;
 pub mod server;

@@ -28,11 +28,12 @@ pub(crate) struct Counters {
 /// A [`RedisStore`]'s figures since it was created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RedisStoreStats {
-    /// Script calls sent to Redis.
+    /// Script calls sent to Redis (each carries one key's admissions queued together, and
+    /// lease refills).
     pub remote_calls: u64,
-    /// Of those, admissions.
+    /// Admissions Redis answered with an admission.
     pub remote_admitted: u64,
-    /// Of those, answers to wait.
+    /// Admissions Redis answered with a wait.
     pub remote_waits: u64,
     /// Admissions from leased tokens, without a round trip.
     pub lease_admitted: u64,
@@ -89,9 +90,9 @@ impl RedisStore {
 impl FigureSource for RedisStore {
     fn figures(&self, visit: &mut dyn FnMut(Figure<'_>)) {
         let s = self.stats();
+        let answered = s.remote_calls.saturating_sub(s.errors + s.timeouts);
         for (outcome, n) in [
-            ("admitted", s.remote_admitted),
-            ("wait", s.remote_waits),
+            ("answered", answered),
             ("error", s.errors),
             ("timeout", s.timeouts),
         ] {
@@ -99,6 +100,14 @@ impl FigureSource for RedisStore {
                 "seawall_rate_limit_store_calls",
                 "Round trips to the shared rate-limit store, by outcome.",
                 &[("outcome", outcome)],
+                n,
+            ));
+        }
+        for (answer, n) in [("admitted", s.remote_admitted), ("wait", s.remote_waits)] {
+            visit(counter(
+                "seawall_rate_limit_store_admissions",
+                "Admissions the shared rate-limit store answered, by answer.",
+                &[("answer", answer)],
                 n,
             ));
         }

@@ -1,4 +1,5 @@
-//! The store: one Lua script call per admission, a lease pool per key, the failure policy.
+//! The store: one Lua script call per batch of a key's admissions, a lease pool per key, the
+//! failure policy.
 
 use std::fmt;
 use std::future::Future;
@@ -15,6 +16,9 @@ use seawall_rate_limit::gcra::GcraCells;
 use seawall_rate_limit::{Decision, InMemoryStore, Quota, RateStore, StoreError};
 use tokio::time::Instant;
 
+use tokio::sync::oneshot;
+
+use crate::batch::{self, Answer, Queue, Waiting};
 use crate::builder::{Clock, FailurePolicy, RedisStoreBuilder};
 use crate::lease::LeasePool;
 use crate::stats::Counters;
@@ -22,8 +26,9 @@ use crate::stats::Counters;
 /// A [`RateStore`] that keeps quota state in Redis, so every process using the same Redis
 /// and key prefix shares one quota. Clones share one connection and one set of figures.
 ///
-/// Each admission is one `EVALSHA` of a GCRA script (reloaded by `SCRIPT LOAD` when Redis
-/// answers `NOSCRIPT`, after a restart or a `SCRIPT FLUSH`), over one multiplexed
+/// Each admission travels in one `EVALSHA` of a GCRA script (reloaded by `SCRIPT LOAD` when
+/// Redis answers `NOSCRIPT`, after a restart or a `SCRIPT FLUSH`), together with the same
+/// key's admissions that queued while the key's previous call was out, over one multiplexed
 /// connection that is remade after failures.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -69,7 +74,7 @@ pub struct RedisSlot {
 }
 
 #[derive(Debug)]
-struct SlotState {
+pub(crate) struct SlotState {
     /// A string key, for a limiter with one quota.
     key: String,
     /// A hash key, for a limiter with several; a different name, so that changing the
@@ -77,6 +82,16 @@ struct SlotState {
     multi_key: String,
     lease: LeasePool,
     fallback: OnceLock<GcraCells>,
+    /// The quotas of the key's first admission: those its limiter asks for every time.
+    quotas: OnceLock<Box<[Quota]>>,
+    /// Admissions waiting for the key's next call.
+    pub(crate) queue: Queue,
+}
+
+impl SlotState {
+    fn quotas(&self) -> &[Quota] {
+        self.quotas.get().map_or(&[], |quotas| quotas)
+    }
 }
 
 impl RedisSlot {
@@ -212,81 +227,171 @@ fn micros(nanos: u128) -> String {
 /// The shortest time leased tokens stay spendable.
 const MIN_LEASE_LIFETIME: Duration = Duration::from_secs(1);
 
-/// One round trip to Redis, with everything it needs owned.
-struct RemoteCall {
-    inner: Arc<Inner>,
-    slot: Arc<SlotState>,
-    quotas: Vec<Quota>,
-    now: Instant,
-    cost: u32,
-    want: u32,
-}
+impl Inner {
+    /// The failure policy's answer for one queued admission.
+    pub(crate) fn unavailable_for(
+        &self,
+        slot: &SlotState,
+        waiting: &Waiting,
+        error: StoreError,
+    ) -> Result<Decision, StoreError> {
+        let quotas = waiting.quotas.as_deref().unwrap_or_else(|| slot.quotas());
+        self.unavailable(slot, quotas, waiting.cost, waiting.now, error)
+    }
 
-impl RemoteCall {
-    async fn run(self) -> Result<Decision, StoreError> {
-        let inner = &*self.inner;
-        inner.counters.remote_calls.fetch_add(1, Ordering::Relaxed);
-        let mut invocation = inner.script.prepare_invoke();
-        invocation.key(match self.quotas.len() {
-            1 => &self.slot.key,
-            _ => &self.slot.multi_key,
+    /// Answers every admission of `batch` (all asking for the same quotas), with one round
+    /// trip for those that leased tokens cannot admit; leaves `batch` empty.
+    pub(crate) async fn send(&self, slot: &SlotState, batch: &mut Vec<Waiting>) {
+        let now = Instant::now();
+        // A caller that has gone before its call is sent takes nothing; leased tokens that
+        // arrived with the previous call admit without asking.
+        batch.retain(|waiting| !waiting.is_abandoned());
+        let mut leased = 0;
+        if let Some(lease) = self.lease {
+            let now_ms = self.millis(now);
+            for waiting in batch.extract_if(.., |waiting| {
+                !waiting.is_refill() && slot.lease.take(waiting.cost, now_ms)
+            }) {
+                self.counters.lease_admitted.fetch_add(1, Ordering::Relaxed);
+                waiting.reply(Ok(Decision::Admitted));
+            }
+            leased = slot.lease.available(now_ms);
+            // The pool is topped up by the batch's last admission, after every admission has
+            // taken its own tokens; a refill goes alone only when nobody else goes, and not
+            // at all when the pool was refilled since it was asked for.
+            let refill = batch.iter().any(Waiting::is_refill);
+            batch.retain(|waiting| !waiting.is_refill());
+            if batch.is_empty() && refill && leased < lease / 2 {
+                batch.push(Waiting::refill(now));
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        if self.is_down(now) {
+            let error = StoreError::new("Redis failed a moment ago; asking again shortly");
+            for waiting in batch.drain(..).filter(|waiting| !waiting.is_refill()) {
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                let answer = self.unavailable_for(slot, &waiting, error.clone());
+                waiting.reply(answer);
+            }
+            return;
+        }
+        // Every admission of the batch asks for the quotas of the first.
+        let own_quotas = batch.first_mut().and_then(|first| first.quotas.take());
+        let quotas = own_quotas.as_deref().unwrap_or_else(|| slot.quotas());
+        let smallest_burst = quotas
+            .iter()
+            .map(Quota::burst_size)
+            .min()
+            .unwrap_or(u32::MAX);
+        self.counters.remote_calls.fetch_add(1, Ordering::Relaxed);
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(match quotas.len() {
+            1 => &slot.key,
+            _ => &slot.multi_key,
         });
-        match inner.clock {
+        match self.clock {
             Clock::Server => invocation.arg(""),
-            Clock::Local => invocation.arg(inner.epoch_micros(self.now)),
+            Clock::Local => {
+                let latest = batch.iter().map(|waiting| waiting.now).max().unwrap_or(now);
+                invocation.arg(self.epoch_micros(latest))
+            }
         };
-        invocation.arg(self.cost).arg(self.want);
-        for quota in &self.quotas {
+        invocation.arg(batch.len());
+        let last = batch.len() - 1;
+        for (at, waiting) in batch.iter().enumerate() {
+            // Only the last admission of a batch leases (after the others have taken their
+            // own tokens), and only what brings the pool up to one lease: a process holds one
+            // lease's worth at most, and the pool would drop any more.
+            let want = match self.lease {
+                Some(lease) if at == last => (lease - leased.min(lease))
+                    .min(smallest_burst)
+                    .max(waiting.cost),
+                _ => waiting.cost,
+            };
+            invocation.arg(waiting.cost).arg(want);
+        }
+        for quota in quotas {
             let interval = u128::from(quota.interval_nanos());
             invocation
                 .arg(micros(interval))
                 .arg(micros(interval * u128::from(quota.burst_size())));
         }
-        let mut connection = inner.connection.clone();
-        let call = invocation.invoke_async::<(u32, u64)>(&mut connection);
-        let answer = tokio::time::timeout(inner.timeout, call).await;
-        let now = Instant::now();
+        let mut connection = self.connection.clone();
+        let call = invocation.invoke_async::<Vec<u64>>(&mut connection);
+        let answer = tokio::time::timeout(self.timeout, call).await;
         let error = match answer {
-            Ok(Ok((granted, wait_micros))) => {
-                inner.answered();
-                return Ok(self.decide(granted, wait_micros));
+            Ok(Ok(answers)) if answers.len() == 2 * batch.len() => {
+                self.answered();
+                for (waiting, answer) in batch.drain(..).zip(answers.chunks_exact(2)) {
+                    let decision = self.decide(slot, quotas, &waiting, answer[0], answer[1]);
+                    waiting.reply(Ok(decision));
+                }
+                return;
+            }
+            Ok(Ok(answers)) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                StoreError::new(format!(
+                    "Redis answered {} numbers for {} admissions",
+                    answers.len(),
+                    batch.len()
+                ))
             }
             Ok(Err(error)) => {
-                inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 StoreError::new(format!("Redis: {error}"))
             }
             Err(_) => {
-                inner.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                StoreError::new(format!("Redis did not answer within {:?}", inner.timeout))
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                StoreError::new(format!("Redis did not answer within {:?}", self.timeout))
             }
         };
-        inner.failed(now, &error);
-        inner.unavailable(&self.slot, &self.quotas, self.cost, now, error)
+        let now = Instant::now();
+        self.failed(now, &error);
+        for waiting in batch.drain(..).filter(|waiting| !waiting.is_refill()) {
+            let answer = self.unavailable(slot, quotas, waiting.cost, now, error.clone());
+            waiting.reply(answer);
+        }
     }
 
-    fn decide(&self, granted: u32, wait_micros: u64) -> Decision {
-        let counters = &self.inner.counters;
-        if granted < self.cost {
-            counters.remote_waits.fetch_add(1, Ordering::Relaxed);
+    /// One admission's decision from the script's answer: `granted` tokens, or the
+    /// microseconds to wait.
+    fn decide(
+        &self,
+        slot: &SlotState,
+        quotas: &[Quota],
+        waiting: &Waiting,
+        granted: u64,
+        wait_micros: u64,
+    ) -> Decision {
+        let counters = &self.counters;
+        let granted = u32::try_from(granted).unwrap_or(u32::MAX);
+        if granted < waiting.cost || (waiting.is_refill() && granted == 0) {
+            if !waiting.is_refill() {
+                counters.remote_waits.fetch_add(1, Ordering::Relaxed);
+            }
             return Decision::Wait(Duration::from_micros(wait_micros.max(1)));
         }
-        counters.remote_admitted.fetch_add(1, Ordering::Relaxed);
-        let surplus = granted - self.cost;
-        if let (Some(lease), true) = (self.inner.lease, surplus > 0) {
+        if !waiting.is_refill() {
+            counters.remote_admitted.fetch_add(1, Ordering::Relaxed);
+        }
+        let surplus = granted - waiting.cost;
+        if let (Some(lease), true) = (self.lease, surplus > 0) {
             // A lease lapses after the time the slowest quota takes to earn it (a second at
             // least), counted from the request's instant. Lapsing keeps a process from
             // spending tokens leased long ago; the over-admission bound holds either way.
-            let slowest = self.quotas.iter().map(Quota::interval).max();
+            let slowest = quotas.iter().map(Quota::interval).max();
             let lifetime = slowest
                 .unwrap_or_default()
                 .saturating_mul(lease)
                 .max(MIN_LEASE_LIFETIME);
-            let now_ms = self.inner.millis(self.now);
+            let now_ms = self.millis(waiting.now);
             let expiry_ms = now_ms
                 + u64::try_from(lifetime.as_millis())
                     .unwrap_or(u64::MAX)
                     .max(1);
-            let dropped = self.slot.lease.add(surplus, now_ms, expiry_ms, lease);
+            let dropped = slot.lease.add(surplus, now_ms, expiry_ms, lease);
             counters
                 .leased
                 .fetch_add(u64::from(surplus), Ordering::Relaxed);
@@ -298,23 +403,19 @@ impl RemoteCall {
     }
 }
 
-type Remote = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
-
 /// The answer to one admission attempt: at once (a leased token, the failure policy while
-/// Redis is down, an oversize request) or after a round trip.
+/// Redis is down, an oversize request) or when its key's call returns.
 pub struct AcquireFuture {
     state: AcquireState,
 }
 
 enum AcquireState {
-    Ready(Option<Result<Decision, StoreError>>),
-    // The redis client's calls are boxed futures borrowing the connection; owning one here
-    // means boxing the call, once per round trip.
-    Remote(Remote),
+    Ready(Option<Answer>),
+    Queued(oneshot::Receiver<Answer>),
 }
 
 impl AcquireFuture {
-    fn ready(result: Result<Decision, StoreError>) -> Self {
+    fn ready(result: Answer) -> Self {
         Self {
             state: AcquireState::Ready(Some(result)),
         }
@@ -325,7 +426,7 @@ impl fmt::Debug for AcquireFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             AcquireState::Ready(_) => "ready",
-            AcquireState::Remote(_) => "remote",
+            AcquireState::Queued(_) => "queued",
         };
         f.debug_struct("AcquireFuture")
             .field("state", &state)
@@ -334,16 +435,27 @@ impl fmt::Debug for AcquireFuture {
 }
 
 impl Future for AcquireFuture {
-    type Output = Result<Decision, StoreError>;
+    type Output = Answer;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            AcquireState::Ready(result) => Poll::Ready(
-                result
-                    .take()
-                    .unwrap_or_else(|| Err(StoreError::new("admission polled after it ended"))),
-            ),
-            AcquireState::Remote(call) => call.as_mut().poll(cx),
+            AcquireState::Ready(result) => {
+                // An answer without a round trip still spends the task's budget, as tokio's
+                // own resources do: a task admitting from leased tokens in a loop yields now
+                // and then, and the key's refill gets out before the pool runs dry.
+                let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+                coop.made_progress();
+                Poll::Ready(
+                    result
+                        .take()
+                        .unwrap_or_else(|| Err(StoreError::new("admission polled after it ended"))),
+                )
+            }
+            AcquireState::Queued(answer) => Pin::new(answer).poll(cx).map(|answer| {
+                answer.unwrap_or_else(|_| {
+                    Err(StoreError::new("the task sending this key's calls stopped"))
+                })
+            }),
         }
     }
 }
@@ -369,6 +481,8 @@ impl RateStore for RedisStore {
                 key,
                 lease: LeasePool::default(),
                 fallback: OnceLock::new(),
+                quotas: OnceLock::new(),
+                queue: Queue::default(),
             }),
         }
     }
@@ -389,11 +503,19 @@ impl RateStore for RedisStore {
         if cost > smallest_burst {
             return AcquireFuture::ready(Ok(Decision::Oversize));
         }
-        if inner.lease.is_some() && slot.shared.lease.take(cost, inner.millis(now)) {
+        if let Some(lease) = inner.lease
+            && let Some(left) = slot.shared.lease.take_counting(cost, inner.millis(now))
+        {
             inner
                 .counters
                 .lease_admitted
                 .fetch_add(1, Ordering::Relaxed);
+            // The take that leaves the pool below half a lease asks for the next one, so
+            // that a busy key's pool is topped up before it runs dry.
+            let half = lease / 2;
+            if left < half && left + cost >= half {
+                self.enqueue(&slot.shared, Waiting::refill(now));
+            }
             return AcquireFuture::ready(Ok(Decision::Admitted));
         }
         if inner.is_down(now) {
@@ -401,19 +523,19 @@ impl RateStore for RedisStore {
             let error = StoreError::new("Redis failed a moment ago; asking again shortly");
             return AcquireFuture::ready(inner.unavailable(&slot.shared, quotas, cost, now, error));
         }
-        let want = inner
-            .lease
-            .map_or(cost, |lease| lease.min(smallest_burst).max(cost));
-        let call = RemoteCall {
-            inner: Arc::clone(inner),
-            slot: Arc::clone(&slot.shared),
-            quotas: quotas.to_vec(),
-            now,
-            cost,
-            want,
-        };
+        let recorded = slot.shared.quotas.get_or_init(|| quotas.into());
+        let (answer, receiver) = oneshot::channel();
+        self.enqueue(
+            &slot.shared,
+            Waiting {
+                cost,
+                now,
+                quotas: (**recorded != *quotas).then(|| quotas.into()),
+                answer: Some(answer),
+            },
+        );
         AcquireFuture {
-            state: AcquireState::Remote(Box::pin(call.run())),
+            state: AcquireState::Queued(receiver),
         }
     }
 
@@ -440,6 +562,26 @@ impl RateStore for RedisStore {
 }
 
 impl RedisStore {
+    /// Queues `waiting` for its key's next call, starting the key's sending task if none runs.
+    fn enqueue(&self, slot: &Arc<SlotState>, waiting: Waiting) {
+        if !slot.queue.push(waiting) {
+            return;
+        }
+        let sender = batch::send_batches(Arc::clone(&self.inner), Arc::clone(slot));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(sender)),
+            Err(_) => {
+                let error = StoreError::new("no tokio runtime to reach Redis from");
+                for waiting in slot.queue.stop() {
+                    if !waiting.is_refill() {
+                        let answer = self.inner.unavailable_for(slot, &waiting, error.clone());
+                        waiting.reply(answer);
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) fn is_unavailable(&self) -> bool {
         self.inner.is_down(Instant::now())
     }

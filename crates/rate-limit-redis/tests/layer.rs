@@ -16,7 +16,7 @@ use futures::FutureExt;
 use http::{Request, Response};
 use seawall_rate_limit::{Priority, RateLimitError, RateLimitLayer, Rejected};
 use seawall_rate_limit_redis::RedisStore;
-use support::server;
+use support::{server, until};
 use tower::{Service, ServiceExt, service_fn};
 
 type Log = Arc<Mutex<Vec<u32>>>;
@@ -36,15 +36,6 @@ fn upstream() -> (
         ready(Ok::<_, std::io::Error>(Response::new(())))
     });
     (log, service)
-}
-
-/// Yields until `done` holds; the tasks it waits on are driven by Redis's answers.
-async fn until(mut done: impl FnMut() -> bool) {
-    let since = std::time::Instant::now();
-    while !done() {
-        assert!(since.elapsed() < Duration::from_secs(5), "never happened");
-        tokio::task::yield_now().await;
-    }
 }
 
 fn request(id: u32, priority: Option<u8>) -> Request<u32> {

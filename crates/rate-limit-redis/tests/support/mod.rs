@@ -54,3 +54,12 @@ pub(crate) async fn connection(server: &RedisServer) -> redis::aio::MultiplexedC
         .await
         .unwrap()
 }
+
+/// Yields until `done` holds; the tasks it waits on are driven by Redis's answers.
+pub(crate) async fn until(mut done: impl FnMut() -> bool) {
+    let since = std::time::Instant::now();
+    while !done() {
+        assert!(since.elapsed() < Duration::from_secs(5), "never happened");
+        tokio::task::yield_now().await;
+    }
+}
