@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::Instant;
 
 use crate::recorder::Recorder;
 
@@ -13,7 +12,8 @@ use crate::recorder::Recorder;
 #[derive(Debug)]
 pub(crate) struct InFlight {
     pub(crate) recorder: Arc<Recorder>,
-    pub(crate) started: Instant,
+    /// When the request started, on the recorder's clock.
+    pub(crate) started: u64,
 }
 
 impl Drop for InFlight {
@@ -75,9 +75,7 @@ impl<B: Body> Body for MetricsBody<B> {
             Some(Ok(_)) => false,
         };
         if ended && let Some(in_flight) = this.in_flight.take() {
-            in_flight
-                .recorder
-                .record_body_end(in_flight.started.elapsed());
+            in_flight.recorder.record_body_end(in_flight.started);
         }
         Poll::Ready(frame)
     }

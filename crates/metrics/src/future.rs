@@ -7,7 +7,6 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use seawall_core::Classify;
-use tokio::time::Instant;
 
 use crate::body::{InFlight, MetricsBody};
 use crate::labels::{CANCELLED, NO_STATUS, outcome_index, status_index};
@@ -24,14 +23,9 @@ impl Drop for Pending {
     fn drop(&mut self) {
         // Still here: the request was cancelled before its response arrived.
         if let Some(in_flight) = &self.in_flight {
-            let now = Instant::now();
-            in_flight.recorder.record(
-                self.method,
-                NO_STATUS,
-                CANCELLED,
-                now.saturating_duration_since(in_flight.started),
-                now,
-            );
+            in_flight
+                .recorder
+                .record(self.method, NO_STATUS, CANCELLED, in_flight.started);
         }
     }
 }
@@ -48,14 +42,11 @@ pin_project_lite::pin_project! {
 
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn new(inner: F, recorder: Arc<Recorder>, method: usize, classifier: C) -> Self {
-        recorder.started();
+        let started = recorder.started();
         Self {
             inner,
             pending: Pending {
-                in_flight: Some(InFlight {
-                    recorder,
-                    started: Instant::now(),
-                }),
+                in_flight: Some(InFlight { recorder, started }),
                 method,
             },
             classifier,
@@ -81,14 +72,9 @@ where
         let status = result
             .as_ref()
             .map_or(NO_STATUS, |response| status_index(response.status()));
-        let now = Instant::now();
-        in_flight.recorder.record(
-            this.pending.method,
-            status,
-            outcome,
-            now.saturating_duration_since(in_flight.started),
-            now,
-        );
+        in_flight
+            .recorder
+            .record(this.pending.method, status, outcome, in_flight.started);
         // An error ends the request here (dropping `in_flight`); a response keeps it in
         // flight until its body is done.
         Poll::Ready(result.map(|response| response.map(|body| MetricsBody::new(body, in_flight))))

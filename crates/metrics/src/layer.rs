@@ -6,6 +6,7 @@ use prometheus_client::registry::Registry;
 use seawall_core::{ConfigError, FigureSource, HttpClassifier};
 use tower::Layer;
 
+use crate::clock::LatencyClock;
 use crate::export::{Exporter, Sources};
 use crate::recorder::{DEFAULT_BUCKETS, Recorder};
 use crate::service::Metrics;
@@ -34,6 +35,7 @@ impl MetricsLayer {
         MetricsBuilder {
             buckets: DEFAULT_BUCKETS.to_vec(),
             body_duration: false,
+            clock: LatencyClock::default(),
             #[cfg(feature = "metrics-facade")]
             facade: false,
             classifier: HttpClassifier,
@@ -96,6 +98,7 @@ impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
 pub struct MetricsBuilder<C = HttpClassifier> {
     buckets: Vec<f64>,
     body_duration: bool,
+    clock: LatencyClock,
     #[cfg(feature = "metrics-facade")]
     facade: bool,
     classifier: C,
@@ -106,6 +109,13 @@ impl<C> MetricsBuilder<C> {
     /// increasing, from 1 µs to 1 day.
     pub fn buckets(mut self, bounds: impl IntoIterator<Item = f64>) -> Self {
         self.buckets = bounds.into_iter().collect();
+        self
+    }
+
+    /// What times requests (default [`LatencyClock::Tsc`]); [`LatencyClock::Tokio`] for tests
+    /// that time requests on tokio's paused clock.
+    pub fn clock(mut self, clock: LatencyClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -131,6 +141,7 @@ impl<C> MetricsBuilder<C> {
         MetricsBuilder {
             buckets: self.buckets,
             body_duration: self.body_duration,
+            clock: self.clock,
             #[cfg(feature = "metrics-facade")]
             facade: self.facade,
             classifier,
@@ -150,7 +161,7 @@ impl<C> MetricsBuilder<C> {
                 "1 to 64 strictly increasing bounds from 0.000001 to 86400 seconds",
             ));
         }
-        let recorder = Recorder::new(self.buckets, self.body_duration);
+        let recorder = Recorder::new(self.buckets, self.body_duration, self.clock);
         #[cfg(feature = "metrics-facade")]
         let recorder = if self.facade {
             recorder.with_facade()

@@ -61,6 +61,7 @@
 //! same `ServiceBuilder`, outside or inside this layer; this crate does not rebuild tracing.
 
 mod body;
+mod clock;
 mod export;
 #[cfg(feature = "metrics-facade")]
 mod facade;
@@ -72,6 +73,7 @@ mod service;
 mod snapshot;
 
 pub use body::MetricsBody;
+pub use clock::LatencyClock;
 pub use future::ResponseFuture;
 pub use layer::{MetricsBuilder, MetricsLayer};
 pub use recorder::DEFAULT_BUCKETS;

@@ -1,11 +1,22 @@
 //! The request figures: fixed arrays of atomics, one slot per label combination.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use tokio::time::Instant;
+use thread_local::ThreadLocal;
 
+use crate::clock::{Clock, LatencyClock};
 use crate::labels::{METHODS, OUTCOMES, STATUS_CLASSES};
+
+/// Adds `by` to a counter of this thread's own shard. Only this thread writes the shard, so a
+/// plain load and store cannot lose an update (readers on other threads see each store
+/// whole), and it costs a fraction of a locked read-modify-write.
+#[inline]
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
 
 /// The OpenTelemetry recommendation for `http.client.request.duration`, in seconds.
 pub const DEFAULT_BUCKETS: [f64; 14] = [
@@ -27,16 +38,16 @@ impl Histogram {
         }
     }
 
+    /// Records `nanos`; called only by the thread that owns the histogram's shard.
     #[inline]
-    fn record(&self, bounds_nanos: &[u64], elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    fn record(&self, bounds_nanos: &[u64], nanos: u64) {
         // Few buckets: a linear scan beats a binary search and its branches.
         let bucket = bounds_nanos
             .iter()
             .position(|bound| nanos <= *bound)
             .unwrap_or(bounds_nanos.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        bump(&self.counts[bucket], 1);
+        bump(&self.sum_nanos, nanos);
     }
 
     /// Adds this shard's per-bucket counts and sum to `into`.
@@ -74,8 +85,9 @@ const METHOD_COUNT: usize = METHODS.len();
 const STATUS_COUNT: usize = STATUS_CLASSES.len();
 const OUTCOME_COUNT: usize = OUTCOMES.len();
 
-/// One shard of every request figure. Each thread writes to one shard, so threads sending
-/// requests at once do not contend for the same cache lines; readers add the shards up.
+/// One thread's share of every request figure. Each thread writes only its own shard, so
+/// threads sending requests at once share no cache line and need no locked instruction;
+/// readers add the shards up.
 #[derive(Debug)]
 #[repr(align(128))]
 struct Shard {
@@ -105,21 +117,16 @@ impl Shard {
     }
 }
 
-/// Hands each thread a shard number, round robin, the first time it records.
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static THREAD_SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
-}
-
 /// Every request figure of one metrics layer.
 #[derive(Debug)]
 pub(crate) struct Recorder {
     pub(crate) bounds: Vec<f64>,
     bounds_nanos: Vec<u64>,
-    /// A power of two of shards, as many as the threads likely to record at once (at most 8).
-    shards: Box<[Shard]>,
+    /// One shard per thread that has recorded; kept when the thread exits (its counts are
+    /// part of the totals) and reused by a later thread.
+    shards: ThreadLocal<Shard>,
     body_latency: bool,
+    pub(crate) clock: Clock,
     minute: MinuteMarks,
     #[cfg(feature = "metrics-facade")]
     facade: Option<crate::facade::FacadeHandles>,
@@ -131,7 +138,6 @@ pub(crate) struct Recorder {
 /// now less the mark of the oldest second still inside the minute.
 #[derive(Debug)]
 struct MinuteMarks {
-    origin: Instant,
     /// The second of the newest mark.
     newest: AtomicU64,
     /// `second << 40 | total at that second's start`, in a ring indexed by second.
@@ -141,25 +147,24 @@ struct MinuteMarks {
 const MARK_TOTAL_BITS: u32 = 40;
 
 impl MinuteMarks {
-    fn new(origin: Instant) -> Self {
+    fn new() -> Self {
         // Second 0 starts with a total of 0: an all-zero mark.
         Self {
-            origin,
             newest: AtomicU64::new(0),
             marks: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
     #[inline]
-    fn second(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.origin).as_secs()
+    fn second(now: u64) -> u64 {
+        now / 1_000_000_000
     }
 
     /// Called before a request is counted, with the total so far (read only when a new
     /// second starts).
     #[inline]
-    fn before_count(&self, now: Instant, total: impl FnOnce() -> u64) {
-        let second = self.second(now);
+    fn before_count(&self, now: u64, total: impl FnOnce() -> u64) {
+        let second = Self::second(now);
         let newest = self.newest.load(Ordering::Relaxed);
         if second > newest
             && self
@@ -172,8 +177,8 @@ impl MinuteMarks {
         }
     }
 
-    fn last_minute(&self, now: Instant, total: u64) -> u64 {
-        let second = self.second(now);
+    fn last_minute(&self, now: u64, total: u64) -> u64 {
+        let second = Self::second(now);
         let oldest_inside = second.saturating_sub(59);
         self.marks
             .iter()
@@ -187,19 +192,15 @@ impl MinuteMarks {
 }
 
 impl Recorder {
-    pub(crate) fn new(bounds: Vec<f64>, body_latency: bool) -> Self {
+    pub(crate) fn new(bounds: Vec<f64>, body_latency: bool, clock: LatencyClock) -> Self {
         let bounds_nanos = bounds.iter().map(|s| (s * 1e9) as u64).collect();
-        let buckets = bounds.len();
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let shards = threads.clamp(1, 8).next_power_of_two();
         Self {
             bounds,
             bounds_nanos,
-            shards: (0..shards)
-                .map(|_| Shard::new(buckets, body_latency))
-                .collect(),
+            shards: ThreadLocal::new(),
             body_latency,
-            minute: MinuteMarks::new(Instant::now()),
+            clock: Clock::new(clock),
+            minute: MinuteMarks::new(),
             #[cfg(feature = "metrics-facade")]
             facade: None,
         }
@@ -212,56 +213,61 @@ impl Recorder {
         self
     }
 
-    /// This thread's shard.
+    /// This thread's shard, made the first time the thread records.
     #[inline]
     fn shard(&self) -> &Shard {
-        let index = THREAD_SHARD.try_with(|shard| *shard).unwrap_or(0);
-        &self.shards[index & (self.shards.len() - 1)]
+        self.shards
+            .get_or(|| Shard::new(self.bounds.len(), self.body_latency))
     }
 
+    /// Counts a request in flight, and returns its start on the recorder's clock.
     #[inline]
-    pub(crate) fn started(&self) {
-        self.shard().in_flight.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn started(&self) -> u64 {
+        let in_flight = &self.shard().in_flight;
+        in_flight.store(in_flight.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         #[cfg(feature = "metrics-facade")]
         if let Some(facade) = &self.facade {
             facade.started();
         }
+        self.clock.now()
     }
 
     #[inline]
     pub(crate) fn finished(&self) {
-        self.shard().in_flight.fetch_sub(1, Ordering::Relaxed);
+        let in_flight = &self.shard().in_flight;
+        in_flight.store(in_flight.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         #[cfg(feature = "metrics-facade")]
         if let Some(facade) = &self.facade {
             facade.finished();
         }
     }
 
-    /// Records a request whose headers arrived, or that failed or was cancelled.
+    /// Records a request started at `started` (on the recorder's clock) whose headers
+    /// arrived, or that failed or was cancelled.
     #[inline]
-    pub(crate) fn record(
-        &self,
-        method: usize,
-        status: usize,
-        outcome: usize,
-        elapsed: Duration,
-        now: Instant,
-    ) {
+    pub(crate) fn record(&self, method: usize, status: usize, outcome: usize, started: u64) {
+        let now = self.clock.now();
+        let elapsed = now.saturating_sub(started);
         self.minute.before_count(now, || self.total());
         let series = method * STATUS_COUNT + status;
         let shard = self.shard();
-        shard.requests[series * OUTCOME_COUNT + outcome].fetch_add(1, Ordering::Relaxed);
+        bump(&shard.requests[series * OUTCOME_COUNT + outcome], 1);
         shard.latency[series].record(&self.bounds_nanos, elapsed);
         #[cfg(feature = "metrics-facade")]
         if let Some(facade) = &self.facade {
-            facade.record(series, series * OUTCOME_COUNT + outcome, elapsed);
+            facade.record(
+                series,
+                series * OUTCOME_COUNT + outcome,
+                std::time::Duration::from_nanos(elapsed),
+            );
         }
     }
 
+    /// Records the end of the body of a request started at `started`.
     #[inline]
-    pub(crate) fn record_body_end(&self, elapsed: Duration) {
+    pub(crate) fn record_body_end(&self, started: u64) {
         if let Some(histogram) = &self.shard().body_latency {
-            histogram.record(&self.bounds_nanos, elapsed);
+            histogram.record(&self.bounds_nanos, self.clock.now().saturating_sub(started));
         }
     }
 
@@ -274,7 +280,7 @@ impl Recorder {
 
     /// Requests finished in the last 60 seconds (the current second and the 59 before).
     pub(crate) fn last_minute(&self) -> u64 {
-        self.minute.last_minute(Instant::now(), self.total())
+        self.minute.last_minute(self.clock.now(), self.total())
     }
 
     /// Requests finished so far.

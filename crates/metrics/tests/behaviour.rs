@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
-use seawall_metrics::{DEFAULT_BUCKETS, MetricsLayer};
+use seawall_metrics::{DEFAULT_BUCKETS, LatencyClock, MetricsBuilder, MetricsLayer};
 use tower::{Layer, ServiceExt, service_fn};
 
 /// What the scripted upstream does with a request: the path says.
@@ -39,6 +39,11 @@ async fn upstream(request: Request<()>) -> Result<Response<Full<bytes::Bytes>>, 
     }
 }
 
+/// A metrics layer timed by tokio's clock, which these tests pause and advance.
+fn paused_clock() -> MetricsBuilder {
+    MetricsLayer::builder().clock(LatencyClock::Tokio)
+}
+
 fn request(method: Method, path: &str) -> Request<()> {
     Request::builder()
         .method(method)
@@ -58,7 +63,7 @@ fn count(snapshot: &seawall_metrics::Snapshot, outcome: &str) -> u64 {
 
 #[tokio::test(start_paused = true)]
 async fn a_scripted_mix_gives_exact_counts_and_no_request_stays_in_flight() {
-    let metrics = MetricsLayer::builder().build().unwrap();
+    let metrics = paused_clock().build().unwrap();
     let client = metrics.layer(service_fn(upstream));
 
     // 5 successes read to the end, 2 successes whose bodies are dropped unread, 3 × 503,
@@ -145,7 +150,7 @@ async fn a_scripted_mix_gives_exact_counts_and_no_request_stays_in_flight() {
 
 #[tokio::test(start_paused = true)]
 async fn the_body_histogram_measures_to_the_end_of_the_body() {
-    let metrics = MetricsLayer::builder().body_duration(true).build().unwrap();
+    let metrics = paused_clock().body_duration(true).build().unwrap();
     let client = metrics.layer(service_fn(upstream));
     let response = client
         .oneshot(request(Method::GET, "/ok/40"))
@@ -166,7 +171,7 @@ async fn the_body_histogram_measures_to_the_end_of_the_body() {
 
 #[tokio::test(start_paused = true)]
 async fn snapshot_quantiles_agree_with_recorded_latencies_within_one_bucket() {
-    let metrics = MetricsLayer::builder().build().unwrap();
+    let metrics = paused_clock().build().unwrap();
     let client = metrics.layer(service_fn(upstream));
     // 200 latencies spread over 1 ms to 2 s, in a scrambled order.
     let mut latencies: Vec<u64> = (0..200u64).map(|i| 1 + (i * i * 7919) % 2_000).collect();
@@ -195,6 +200,31 @@ async fn snapshot_quantiles_agree_with_recorded_latencies_within_one_bucket() {
             "p{q}: exact {exact:?} (bucket {a}), estimate {estimate:?} (bucket {b})"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_clock_keeps_real_time_while_tokio_is_paused() {
+    let (default, tokio) = (
+        MetricsLayer::builder().build().unwrap(),
+        paused_clock().build().unwrap(),
+    );
+    // Ten minutes on tokio's paused clock pass at once in real time.
+    for metrics in [&default, &tokio] {
+        let client = metrics.layer(service_fn(upstream));
+        let response = client
+            .oneshot(request(Method::GET, "/ok/600000"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // A quantile estimate lies inside the bucket the request fell in.
+    assert!(
+        default.snapshot().p50 <= Duration::from_millis(250),
+        "{:?}",
+        default.snapshot().p50
+    );
+    // Beyond the last bound (10 s): the estimate is that bound.
+    assert_eq!(tokio.snapshot().p50, Duration::from_secs(10));
 }
 
 #[test]
