@@ -44,8 +44,13 @@
 //! Names follow the OpenTelemetry HTTP client conventions in Prometheus form. Every label
 //! comes from a small fixed set ([`labels`]): methods outside the common ones are `_OTHER`,
 //! statuses are counted by class, outcomes are seawall-core's, plus `cancelled` for a request
-//! dropped before its response arrived. Recording is a few atomic operations on fixed
-//! arrays: no lock, no allocation, no label hashing per request.
+//! dropped before its response arrived. Recording is a few stores into fixed arrays that only
+//! the recording thread writes (one set per thread, added up when read), not atomic
+//! read-modify-writes: no lock, no allocation, no label hashing per request.
+//!
+//! Requests are timed by the CPU's time-stamp counter (through `quanta`), which costs half a
+//! `clock_gettime` and keeps real time while tokio's clock is paused; tests that time requests
+//! on the paused clock choose [`LatencyClock::Tokio`] with [`MetricsBuilder::clock`].
 //!
 //! The rate limiter's, circuit breaker's and retry layer's figures join the same exposition
 //! through [`MetricsLayer::include`], which takes any of their handles (they implement
