@@ -14,7 +14,7 @@ use std::time::Duration;
 use seawall_rate_limit::{Decision, Quota, RateStore, StoreError};
 use seawall_rate_limit_redis::server::RedisServer;
 use seawall_rate_limit_redis::{FailurePolicy, RedisSlot, RedisStore};
-use support::{connection, quota, server};
+use support::{connection, quota, server, until};
 use tokio::time::Instant;
 
 const RECHECK: Duration = Duration::from_millis(100);
@@ -184,6 +184,53 @@ async fn a_redis_that_never_answers_costs_one_timeout_then_the_policy_answers() 
         attempt(&store, &slot, &quotas).await.unwrap_err();
     }
     assert_eq!(store.stats().skipped, 100);
+    assert!(started.elapsed() < HANG);
+}
+
+#[tokio::test]
+async fn admissions_queued_behind_a_hung_call_share_its_one_timeout() {
+    // Accepts connections and never says a word, as a hung server would.
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let url = format!("redis://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let store = RedisStore::builder(&url)
+        .timeout(Duration::from_millis(50))
+        .failure_policy(FailurePolicy::FailOpen)
+        .connect()
+        .await
+        .unwrap();
+    let quotas = [quota(10, 1)];
+    let slot = store.new_slot(&"hung");
+    let started = std::time::Instant::now();
+    let now = Instant::now();
+    // Five go out together; five more queue while that call hangs.
+    let mut attempts: Vec<_> = (0..5)
+        .map(|_| store.acquire(&slot, &quotas, 1, now))
+        .collect();
+    until(|| store.stats().remote_calls == 1).await;
+    attempts.extend((0..5).map(|_| store.acquire(&slot, &quotas, 1, now)));
+    let answers = tokio::time::timeout(HANG, futures::future::join_all(attempts))
+        .await
+        .expect("an admission attempt hung");
+    assert!(
+        answers
+            .iter()
+            .all(|answer| matches!(answer, Ok(Decision::Admitted)))
+    );
+    let stats = store.stats();
+    // One call, one timeout: the five behind it were answered when it failed, unsent.
+    assert_eq!(
+        (
+            stats.remote_calls,
+            stats.timeouts,
+            stats.open_admitted,
+            stats.skipped
+        ),
+        (1, 1, 10, 5)
+    );
     assert!(started.elapsed() < HANG);
 }
 
