@@ -7,6 +7,7 @@
 //! once per admission, so a busy key costs Redis a fraction of a script per admission.
 //! Redis's one thread, not the network, is what limits a key's admissions per second.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use seawall_rate_limit::{Decision, Quota, StoreError};
@@ -107,6 +108,13 @@ impl Queue {
         true
     }
 
+    /// Whether nothing waits and no call is out: the key may be forgotten without a second
+    /// task ever sending for it.
+    pub(crate) fn is_quiet(&self) -> bool {
+        let state = self.lock();
+        !state.sending && state.waiting.is_empty()
+    }
+
     /// Ends the sending task's turn without sending: everything waiting is handed back.
     pub(crate) fn stop(&self) -> Vec<Waiting> {
         let mut state = self.lock();
@@ -116,35 +124,56 @@ impl Queue {
 }
 
 /// Sends `slot`'s calls until none wait. Spawned by the admission that found no task sending.
-pub(crate) async fn send_batches(inner: Arc<Inner>, slot: Arc<SlotState>) {
-    let mut stopped = StopOnDrop {
-        inner: Arc::clone(&inner),
-        slot: Arc::clone(&slot),
-        armed: true,
-    };
-    let mut batch = Vec::new();
-    while slot.queue.next_batch(&mut batch) {
-        inner.send(&slot, &mut batch).await;
-    }
-    stopped.armed = false;
-}
-
-/// If the sending task is dropped before it ends (its runtime shutting down), the admissions
-/// still waiting get the failure policy's answer instead of waiting forever, and a later
-/// admission starts a new task.
-struct StopOnDrop {
+///
+/// The guard exists before the task is first polled: a task dropped unpolled (spawned as its
+/// runtime shuts down) still hands the key back, so a later admission starts a new task.
+pub(crate) fn send_batches(
     inner: Arc<Inner>,
     slot: Arc<SlotState>,
-    armed: bool,
+) -> impl Future<Output = ()> + Send + 'static {
+    let mut sending = Sending {
+        inner,
+        slot,
+        batch: Vec::new(),
+        done: false,
+    };
+    async move {
+        while sending.slot.queue.next_batch(&mut sending.batch) {
+            let Sending {
+                inner, slot, batch, ..
+            } = &mut sending;
+            inner.send(slot, batch).await;
+        }
+        sending.finish();
+    }
 }
 
-impl Drop for StopOnDrop {
+/// A key's sending task. If it is dropped before it ends (its runtime shutting down), the
+/// admissions in the call that was out and those still waiting get the failure policy's answer
+/// instead of waiting forever, and a later admission starts a new task.
+struct Sending {
+    inner: Arc<Inner>,
+    slot: Arc<SlotState>,
+    /// The admissions of the call being sent.
+    batch: Vec<Waiting>,
+    done: bool,
+}
+
+impl Sending {
+    /// The queue was found empty and handed back: nothing is left to answer.
+    fn finish(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Sending {
     fn drop(&mut self) {
-        if !self.armed {
+        if self.done {
             return;
         }
         let error = StoreError::new("the task sending this key's calls stopped");
-        for waiting in self.slot.queue.stop() {
+        let stopped = std::mem::take(&mut self.batch);
+        for waiting in stopped.into_iter().chain(self.slot.queue.stop()) {
             if waiting.is_refill() {
                 continue;
             }

@@ -10,6 +10,7 @@ use crate::store::RedisStore;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) remote_calls: AtomicU64,
+    pub(crate) answered: AtomicU64,
     pub(crate) remote_admitted: AtomicU64,
     pub(crate) remote_waits: AtomicU64,
     pub(crate) lease_admitted: AtomicU64,
@@ -31,6 +32,8 @@ pub struct RedisStoreStats {
     /// Script calls sent to Redis (each carries one key's admissions queued together, and
     /// lease refills).
     pub remote_calls: u64,
+    /// Of those, calls Redis answered.
+    pub answered_calls: u64,
     /// Admissions Redis answered with an admission.
     pub remote_admitted: u64,
     /// Admissions Redis answered with a wait.
@@ -69,6 +72,7 @@ impl RedisStore {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         RedisStoreStats {
             remote_calls: load(&c.remote_calls),
+            answered_calls: load(&c.answered),
             remote_admitted: load(&c.remote_admitted),
             remote_waits: load(&c.remote_waits),
             lease_admitted: load(&c.lease_admitted),
@@ -90,9 +94,8 @@ impl RedisStore {
 impl FigureSource for RedisStore {
     fn figures(&self, visit: &mut dyn FnMut(Figure<'_>)) {
         let s = self.stats();
-        let answered = s.remote_calls.saturating_sub(s.errors + s.timeouts);
         for (outcome, n) in [
-            ("answered", answered),
+            ("answered", s.answered_calls),
             ("error", s.errors),
             ("timeout", s.timeouts),
         ] {

@@ -277,8 +277,9 @@ impl Inner {
             }
             return;
         }
-        // Every admission of the batch asks for the quotas of the first.
-        let own_quotas = batch.first_mut().and_then(|first| first.quotas.take());
+        // Every admission of the batch asks for the quotas of the first (a copy only when
+        // they are not the key's usual ones, which a limiter never does).
+        let own_quotas = batch.first().and_then(|first| first.quotas.clone());
         let quotas = own_quotas.as_deref().unwrap_or_else(|| slot.quotas());
         let smallest_burst = quotas
             .iter()
@@ -293,9 +294,11 @@ impl Inner {
         });
         match self.clock {
             Clock::Server => invocation.arg(""),
+            // The earliest instant of the batch: an admission decided earlier than its own
+            // instant may wait where it alone would not, but never goes where it would wait.
             Clock::Local => {
-                let latest = batch.iter().map(|waiting| waiting.now).max().unwrap_or(now);
-                invocation.arg(self.epoch_micros(latest))
+                let earliest = batch.iter().map(|waiting| waiting.now).min().unwrap_or(now);
+                invocation.arg(self.epoch_micros(earliest))
             }
         };
         invocation.arg(batch.len());
@@ -324,6 +327,7 @@ impl Inner {
         let error = match answer {
             Ok(Ok(answers)) if answers.len() == 2 * batch.len() => {
                 self.answered();
+                self.counters.answered.fetch_add(1, Ordering::Relaxed);
                 for (waiting, answer) in batch.drain(..).zip(answers.chunks_exact(2)) {
                     let decision = self.decide(slot, quotas, &waiting, answer[0], answer[1]);
                     waiting.reply(Ok(decision));
@@ -442,7 +446,9 @@ impl Future for AcquireFuture {
             AcquireState::Ready(result) => {
                 // An answer without a round trip still spends the task's budget, as tokio's
                 // own resources do: a task admitting from leased tokens in a loop yields now
-                // and then, and the key's refill gets out before the pool runs dry.
+                // and then, and the key's refill gets out before the pool runs dry. (When the
+                // budget is spent, the limiter's first look finds this pending and carries the
+                // answer in its future instead: one extra poll, once per budget.)
                 let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
                 coop.made_progress();
                 Poll::Ready(
@@ -552,7 +558,8 @@ impl RateStore for RedisStore {
 
     fn is_idle(&self, slot: &RedisSlot) -> bool {
         let now = Instant::now();
-        slot.shared.lease.available(self.inner.millis(now)) == 0
+        slot.shared.queue.is_quiet()
+            && slot.shared.lease.available(self.inner.millis(now)) == 0
             && slot
                 .shared
                 .fallback

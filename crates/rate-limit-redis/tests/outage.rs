@@ -263,3 +263,42 @@ async fn script_flush_mid_run_is_survived_transparently() {
         (6, 0, 0)
     );
 }
+
+#[test]
+fn a_sending_task_dropped_before_it_ran_answers_and_hands_its_key_back() {
+    let server = server();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = first.block_on(store(&server, FailurePolicy::FailOpen));
+    let quotas = [quota(10, 5)];
+    let slot = store.new_slot(&"orphaned");
+    // Queued inside the first runtime, whose shutdown drops the key's sending task unpolled.
+    let queued = {
+        let _inside = first.enter();
+        store.acquire(&slot, &quotas, 1, Instant::now())
+    };
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = second
+        .block_on(async { tokio::time::timeout(HANG, queued).await })
+        .expect("a queued admission hung after its task was dropped");
+    assert_eq!(
+        answer.unwrap(),
+        Decision::Admitted,
+        "the fail-open policy's answer"
+    );
+    assert_eq!(store.stats().open_admitted, 1);
+    // The key was handed back: the next admission starts a task of its own and is answered.
+    let again = second
+        .block_on(async {
+            let attempt = store.acquire(&slot, &quotas, 1, Instant::now());
+            tokio::time::timeout(HANG, attempt).await
+        })
+        .expect("the key stayed stuck");
+    assert_eq!(again.unwrap(), Decision::Admitted);
+}
