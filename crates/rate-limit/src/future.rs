@@ -160,9 +160,12 @@ where
     }
 
     pub(crate) fn queued(queued: Queued<S, B, K, St>, slot: Instant) -> Self {
+        // The waiter's own timer is the stalled-head fallback; the head's timer, in the
+        // queue, wakes it at its slot.
+        let fallback = later(slot, STALLED_HEAD + queued.limiter.interval);
         Self {
             state: State::Queued {
-                sleep: sleep_until(slot),
+                sleep: sleep_until(fallback),
                 queued,
             },
         }

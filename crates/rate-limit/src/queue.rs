@@ -1,10 +1,12 @@
 //! Per-key state: the store's slot, a server-driven pause, and the fair wait queue.
 //!
-//! Waiters are ordered by priority, then by arrival. Each is given the time its turn is
-//! predicted to come when it joins, and arms one timer for it; in an undisturbed queue that
-//! prediction is exact, so each waiter is woken once, at its slot. When the head is admitted
-//! (or leaves), the next waiter's slot is recomputed from the store; it is woken early only
-//! if its slot moved (a waiter ahead left, a higher priority jumped in, a pause was set).
+//! Waiters are ordered by priority, then by arrival. The queue holds one timer, the head's:
+//! armed for the head's slot with the head's waker. When the head is admitted (or leaves),
+//! the next waiter's slot is computed from the store and the same timer is armed for it, with
+//! its waker, without waking it; so each waiter is woken once, at its slot, however far the
+//! schedule has drifted from what was predicted when it joined (a busy runtime taking its
+//! tokens late, a waiter ahead leaving, a pause). Each waiter also keeps a timer of its own,
+//! well after its predicted slot, only to notice a head that is held but never polled.
 //! The queue's mutex is taken only by requests that wait; the steady state, where a token is
 //! free and nobody waits, never touches it.
 
@@ -88,6 +90,8 @@ struct Waiter {
 #[derive(Debug, Default)]
 struct WaitQueue {
     waiters: BTreeMap<Place, Waiter>,
+    /// The head's timer, while anyone waits.
+    head_timer: HeadTimer,
     next_seq: u64,
     /// The cost queued at each priority, to predict a newcomer's slot in O(1). Sized on the
     /// first join, so a key that never waits holds no table.
@@ -104,6 +108,59 @@ pub(crate) struct KeyEntry<St: RateStore> {
     queue: Mutex<WaitQueue>,
 }
 
+/// The head's timer: made when first armed, dropped when the queue empties, so it never
+/// outlives the runtime of the waiters it serves.
+#[cfg(not(seawall_loom))]
+#[derive(Debug, Default)]
+struct HeadTimer(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+
+#[cfg(not(seawall_loom))]
+impl HeadTimer {
+    /// Arms the timer to wake `waker` at `at`. False when it cannot: `at` has come, or there
+    /// is no runtime to time it (a waiter dropped outside one); the caller wakes at once.
+    fn arm(&mut self, at: Instant, waker: &Waker) -> bool {
+        // A deadline already past would still wait for the timer driver's next tick (up to a
+        // millisecond): a hand-off running late must wake the next waiter now, or every late
+        // hand-off would add a tick and the schedule would drift.
+        if at <= Instant::now() || tokio::runtime::Handle::try_current().is_err() {
+            return false;
+        }
+        let timer = match &mut self.0 {
+            Some(timer) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                timer
+            }
+            empty => empty.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        // Polling with the waiter's waker is what registers it with the timer; the waiter's
+        // own task need not run. (Should this task's cooperative budget be spent, tokio wakes
+        // the waiter at once instead, and it arms the timer itself.)
+        let mut cx = std::task::Context::from_waker(waker);
+        std::future::Future::poll(timer.as_mut(), &mut cx).is_pending()
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// Under the model checker there is no runtime: every alarm goes off at once, which is the
+/// hardest case for the hand-off (the wake-up may race the waiter's own poll).
+#[cfg(seawall_loom)]
+#[derive(Debug, Default)]
+struct HeadTimer;
+
+#[cfg(seawall_loom)]
+impl HeadTimer {
+    fn arm(&mut self, _at: Instant, _waker: &Waker) -> bool {
+        false
+    }
+
+    fn clear(&mut self) {}
+}
+
 /// What joining the queue gave.
 pub(crate) enum Joined {
     /// In line at `place`, predicted to be admitted at `slot`.
@@ -118,7 +175,8 @@ pub(crate) enum Joined {
 pub(crate) enum Turn {
     /// It is at the head and its slot has come: ask the store.
     Try,
-    /// Sleep until this instant (or until woken by the hand-off if `None`).
+    /// Sleep until woken at its slot by the head's timer, or at the latest until this
+    /// instant, to look for a stalled head (or, if `None`, for a while: see the future).
     Sleep(Option<Instant>),
 }
 
@@ -237,6 +295,7 @@ impl<St: RateStore> KeyEntry<St> {
         // once it is well past its slot, a waiter whose own slot has come may go ahead.
         let head_stalled = head_slot.is_some_and(|slot| slot + stall < now);
         let is_head = head_place == Some(place);
+        let queue = &mut *queue;
         let Some(waiter) = queue.waiters.get_mut(&place) else {
             return Turn::Sleep(None);
         };
@@ -251,7 +310,14 @@ impl<St: RateStore> KeyEntry<St> {
                 waiter.slot = None;
                 Turn::Sleep(None)
             }
-            slot => Turn::Sleep(slot),
+            Some(slot) => {
+                if is_head && !queue.head_timer.arm(slot, waker) {
+                    // The slot came as the timer was armed: look again at once.
+                    waker.wake_by_ref();
+                }
+                Turn::Sleep(Some(later(slot, stall)))
+            }
+            None => Turn::Sleep(None),
         }
     }
 
@@ -276,16 +342,20 @@ impl<St: RateStore> KeyEntry<St> {
         if !was_head {
             return;
         }
-        if let Some((_, next)) = queue.waiters.iter_mut().next() {
-            let slot = self.context.slot_of(next_slot(next.cost));
-            // Woken only when its slot moved earlier or it was waiting to be told; a waiter
-            // armed for the right time sleeps on, so an undisturbed queue costs one wake-up.
-            if next.slot.is_none_or(|armed| armed > slot) {
-                next.slot = Some(slot);
-                if let Some(waker) = next.waker.take() {
-                    waker.wake();
-                }
-            }
+        let queue = &mut *queue;
+        let Some((_, next)) = queue.waiters.iter_mut().next() else {
+            queue.head_timer.clear();
+            return;
+        };
+        let at = next_slot(next.cost);
+        next.slot = Some(self.context.slot_of(at));
+        // The head's timer now wakes the next waiter at its slot; it is woken now only if
+        // the slot has come. One that has never been polled has no waker yet: its first poll
+        // finds it at the head and arms the timer itself.
+        if let Some(waker) = &next.waker
+            && !queue.head_timer.arm(at, waker)
+        {
+            waker.wake_by_ref();
         }
     }
 }

@@ -360,9 +360,10 @@ async fn a_head_that_is_never_polled_does_not_wedge_the_queue() {
     // The head of the queue is held by its caller but never polled.
     let _forgotten = service.call(Request::new(1));
     service.call(Request::new(2)).await.unwrap();
-    // Its slot was 100 ms; after 100 ms + one interval of grace, the next goes ahead, on
-    // the first look after that (looks come every 250 ms while waiting to be told).
-    assert_eq!(*log.lock().unwrap(), vec![(0, ms(0)), (2, ms(450))]);
+    // Its slot was 100 ms; after 100 ms + one interval of grace the head counts as stalled,
+    // and the next goes ahead when its own timer, set at its slot (200 ms) plus the same
+    // grace, finds it so.
+    assert_eq!(*log.lock().unwrap(), vec![(0, ms(0)), (2, ms(400))]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -427,9 +428,13 @@ async fn waiters_sleep_through_a_pause_set_after_they_joined() {
         })
         .collect();
     assert_eq!(*log, expected);
-    // Each waiter woke at its old slot, slept through the pause, and was told its turn after:
-    // 33 wake-ups for nine waiters (338 when they looked every 250 ms through the pause).
-    assert_eq!(handle.stats().wakeups, 33);
+    // 28 wake-ups for nine waiters (33 before the queue's head timer; 338 when they looked
+    // every 250 ms through the pause): the head twice (at its slot, to find the pause, and at
+    // the pause's end); the eight behind it once each when their own timers (slot + 200 ms)
+    // found the pause, and once each when the head's timer woke them at their turn; and
+    // the looks every 250 ms from the pause's end of those whose turn was still to come
+    // (six at 10.3 s, three at 10.55 s, one at 10.8 s).
+    assert_eq!(handle.stats().wakeups, 28);
 }
 
 #[tokio::test(start_paused = true)]
