@@ -274,7 +274,8 @@ where
             return Poll::Pending;
         };
         let stall = STALLED_HEAD + queued.limiter.interval;
-        match queued.entry.turn(place, now, cx.waker(), stall) {
+        let interval = queued.limiter.interval;
+        match queued.entry.turn(place, now, cx.waker(), interval, stall) {
             Turn::Try => {
                 let context = &queued.entry.context;
                 if let Some(until) = queued.entry.paused_until(context.nanos(now)) {

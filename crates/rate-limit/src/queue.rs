@@ -108,37 +108,59 @@ pub(crate) struct KeyEntry<St: RateStore> {
     queue: Mutex<WaitQueue>,
 }
 
+/// What arming the head's timer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Armed {
+    /// The timer will wake the waiter at its slot.
+    Yes,
+    /// The slot has come: wake the waiter now.
+    Due,
+    /// There is no tokio runtime here to time it (a waiter polled or dropped outside one).
+    NoRuntime,
+}
+
 /// The head's timer: made when first armed, dropped when the queue empties, so it never
 /// outlives the runtime of the waiters it serves.
 #[cfg(not(seawall_loom))]
 #[derive(Debug, Default)]
-struct HeadTimer(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+struct HeadTimer(Option<(std::pin::Pin<Box<tokio::time::Sleep>>, tokio::runtime::Id)>);
 
 #[cfg(not(seawall_loom))]
 impl HeadTimer {
-    /// Arms the timer to wake `waker` at `at`. False when it cannot: `at` has come, or there
-    /// is no runtime to time it (a waiter dropped outside one); the caller wakes at once.
-    fn arm(&mut self, at: Instant, waker: &Waker) -> bool {
+    /// Arms the timer to wake `waker` at `at`, by polling it with that waker: the waiter's own
+    /// task need not run.
+    fn arm(&mut self, at: Instant, waker: &Waker) -> Armed {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Armed::NoRuntime;
+        };
         // A deadline already past would still wait for the timer driver's next tick (up to a
         // millisecond): a hand-off running late must wake the next waiter now, or every late
         // hand-off would add a tick and the schedule would drift.
-        if at <= Instant::now() || tokio::runtime::Handle::try_current().is_err() {
-            return false;
+        if at <= Instant::now() {
+            return Armed::Due;
         }
         let timer = match &mut self.0 {
-            Some(timer) => {
+            // A timer belongs to the runtime that made it; one limiter may serve several, and
+            // a timer of another (perhaps shut down) runtime must not be reset or polled.
+            Some((timer, id)) if *id == runtime.id() => {
                 if timer.deadline() != at {
                     timer.as_mut().reset(at);
                 }
                 timer
             }
-            empty => empty.insert(Box::pin(tokio::time::sleep_until(at))),
+            slot => {
+                let made = (Box::pin(tokio::time::sleep_until(at)), runtime.id());
+                &mut slot.insert(made).0
+            }
         };
-        // Polling with the waiter's waker is what registers it with the timer; the waiter's
-        // own task need not run. (Should this task's cooperative budget be spent, tokio wakes
-        // the waiter at once instead, and it arms the timer itself.)
+        // Unconstrained: with this task's cooperative budget spent, the poll would neither
+        // register the waiter nor leave the timer to the waiter alone.
         let mut cx = std::task::Context::from_waker(waker);
-        std::future::Future::poll(timer.as_mut(), &mut cx).is_pending()
+        let registered = tokio::task::unconstrained(timer.as_mut());
+        match std::future::Future::poll(std::pin::pin!(registered), &mut cx) {
+            std::task::Poll::Pending => Armed::Yes,
+            std::task::Poll::Ready(()) => Armed::Due,
+        }
     }
 
     fn clear(&mut self) {
@@ -146,19 +168,22 @@ impl HeadTimer {
     }
 }
 
-/// Under the model checker there is no runtime: every alarm goes off at once, which is the
-/// hardest case for the hand-off (the wake-up may race the waiter's own poll).
+/// Under the model checker there is no runtime: the stub keeps the waker it was armed with,
+/// so a model can check that a hand-off either woke the next waiter or left the timer to it.
 #[cfg(seawall_loom)]
 #[derive(Debug, Default)]
-struct HeadTimer;
+struct HeadTimer(Option<Waker>);
 
 #[cfg(seawall_loom)]
 impl HeadTimer {
-    fn arm(&mut self, _at: Instant, _waker: &Waker) -> bool {
-        false
+    fn arm(&mut self, _at: Instant, waker: &Waker) -> Armed {
+        self.0 = Some(waker.clone());
+        Armed::Yes
     }
 
-    fn clear(&mut self) {}
+    fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// What joining the queue gave.
@@ -281,7 +306,14 @@ impl<St: RateStore> KeyEntry<St> {
 
     /// A waiter was polled at `now`: records its waker and says what to do. `stall` is how
     /// late a head may be before those behind it stop waiting for it.
-    pub(crate) fn turn(&self, place: Place, now: Instant, waker: &Waker, stall: Duration) -> Turn {
+    pub(crate) fn turn(
+        &self,
+        place: Place,
+        now: Instant,
+        waker: &Waker,
+        interval: Duration,
+        stall: Duration,
+    ) -> Turn {
         let mut queue = self.lock();
         let context = &self.context;
         let (head_place, head_slot) = match queue.waiters.iter().next() {
@@ -302,21 +334,41 @@ impl<St: RateStore> KeyEntry<St> {
         if !waiter.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             waiter.waker = Some(waker.clone());
         }
+        let cost = waiter.cost;
         match waiter.slot.map(|slot| context.instant_of(slot)) {
             Some(slot) if slot <= now && (is_head || head_stalled) => Turn::Try,
             None if is_head || head_stalled => Turn::Try,
-            // Its predicted slot came but others are still ahead: wait for the hand-off.
+            // Its predicted slot came but others are still ahead (the schedule drifted): wait
+            // for the hand-off, and look for a stalled head only once the head and everyone
+            // between could have gone. (Only a waiter whose prediction failed counts those
+            // ahead of it, so an undisturbed queue never pays for the count.)
             Some(slot) if slot <= now => {
                 waiter.slot = None;
-                Turn::Sleep(None)
+                let between: u64 = queue
+                    .waiters
+                    .range(..place)
+                    .skip(1)
+                    .map(|(_, waiter)| u64::from(waiter.cost))
+                    .sum();
+                let tokens = u32::try_from(between + u64::from(cost)).unwrap_or(u32::MAX);
+                let base = head_slot.map_or(now, |head| head.max(now));
+                let due = later(base, interval.saturating_mul(tokens));
+                Turn::Sleep(Some(later(due, stall)))
             }
-            Some(slot) => {
-                if is_head && !queue.head_timer.arm(slot, waker) {
-                    // The slot came as the timer was armed: look again at once.
+            Some(slot) if is_head => match queue.head_timer.arm(slot, waker) {
+                Armed::Yes => Turn::Sleep(Some(later(slot, stall))),
+                // The slot came as the timer was armed: look again at once.
+                Armed::Due => {
                     waker.wake_by_ref();
+                    Turn::Sleep(Some(slot))
                 }
-                Turn::Sleep(Some(later(slot, stall)))
-            }
+                // No runtime to arm the queue's timer in: the waiter's own timer takes the slot.
+                Armed::NoRuntime => Turn::Sleep(Some(slot)),
+            },
+            // Going ahead of a stalled head, the queue's timer is not armed for it: its own
+            // timer takes its slot.
+            Some(slot) if head_stalled => Turn::Sleep(Some(slot)),
+            Some(slot) => Turn::Sleep(Some(later(slot, stall))),
             None => Turn::Sleep(None),
         }
     }
@@ -350,12 +402,15 @@ impl<St: RateStore> KeyEntry<St> {
         let at = next_slot(next.cost);
         next.slot = Some(self.context.slot_of(at));
         // The head's timer now wakes the next waiter at its slot; it is woken now only if
-        // the slot has come. One that has never been polled has no waker yet: its first poll
-        // finds it at the head and arms the timer itself.
-        if let Some(waker) = &next.waker
-            && !queue.head_timer.arm(at, waker)
-        {
-            waker.wake_by_ref();
+        // the slot has come (or nothing here can time it). One that has never been polled has
+        // no waker yet: its first poll finds it at the head and arms the timer itself, and
+        // the departed head's waker must not stay registered meanwhile.
+        match &next.waker {
+            Some(waker) => match queue.head_timer.arm(at, waker) {
+                Armed::Yes => {}
+                Armed::Due | Armed::NoRuntime => waker.wake_by_ref(),
+            },
+            None => queue.head_timer.clear(),
         }
     }
 }
@@ -447,7 +502,7 @@ mod loom_tests {
                     thread::spawn(move || {
                         let place = join(&entry, now);
                         let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
-                        let _ = entry.turn(place, now, &Waker::from(wakes), STALL);
+                        let _ = entry.turn(place, now, &Waker::from(wakes), INTERVAL, STALL);
                         // Admitted or dropped by its caller: either way it leaves.
                         entry.leave(place, |_| now + INTERVAL);
                     })
@@ -479,7 +534,13 @@ mod loom_tests {
             let polled = {
                 let (entry, wakes) = (Arc::clone(&entry), Arc::clone(&wakes));
                 thread::spawn(move || {
-                    entry.turn(next, now + INTERVAL * 2, &Waker::from(wakes), STALL)
+                    entry.turn(
+                        next,
+                        now + INTERVAL * 2,
+                        &Waker::from(wakes),
+                        INTERVAL,
+                        STALL,
+                    )
                 })
             };
             let leaving = {
@@ -488,13 +549,17 @@ mod loom_tests {
             };
             leaving.join().unwrap();
             let turn = polled.join().unwrap();
+            // The queue's timer goes off: whoever it was armed for is woken.
+            if let Some(armed) = entry.lock().head_timer.0.take() {
+                armed.wake();
+            }
             let woken = wakes.0.load(Ordering::SeqCst);
             match turn {
                 // Polled after the head left: it is the head now and goes at once.
                 Turn::Try => assert_eq!(woken, 0),
-                // Polled before: it sleeps until told, and the hand-off told it, once.
-                Turn::Sleep(None) => assert_eq!(woken, 1),
-                Turn::Sleep(Some(_)) => panic!("a waiter past its slot was sent back to sleep"),
+                // Polled before: it waits for the hand-off, which armed the queue's timer for
+                // it (or woke it at once), so it is woken exactly once.
+                Turn::Sleep(_) => assert_eq!(woken, 1, "the hand-off was lost"),
             }
             entry.leave(next, |_| now + INTERVAL);
             assert_idle(&entry);
