@@ -11,9 +11,30 @@ mod support;
 use std::time::Duration;
 
 use futures::future::join_all;
-use seawall_rate_limit::{Decision, RateStore};
+use seawall_rate_limit::{Decision, Quota, RateStore};
+use seawall_rate_limit_redis::{RedisSlot, RedisStore};
 use support::{ask, local_clock, quota, server, until, wait_ms};
 use tokio::time::Instant;
+
+/// Asks for admissions of `costs` at `at`, all queued before the key's sending task first
+/// runs, and returns their answers in order.
+async fn together(
+    store: &RedisStore,
+    slot: &RedisSlot,
+    quotas: &[Quota],
+    costs: impl IntoIterator<Item = u32>,
+    at: Instant,
+) -> Vec<Decision> {
+    let answers: Vec<_> = costs
+        .into_iter()
+        .map(|cost| store.acquire(slot, quotas, cost, at))
+        .collect();
+    join_all(answers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
 
 #[tokio::test]
 async fn admissions_queued_together_are_decided_in_order_in_one_call() {
@@ -22,15 +43,7 @@ async fn admissions_queued_together_are_decided_in_order_in_one_call() {
     let quotas = [quota(10, 40)];
     let slot = store.new_slot(&"together");
     let start = Instant::now();
-    // All 64 are queued before the key's sending task first runs.
-    let answers: Vec<_> = (0..64)
-        .map(|_| store.acquire(&slot, &quotas, 1, start))
-        .collect();
-    let answers: Vec<Decision> = join_all(answers)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let answers = together(&store, &slot, &quotas, [1; 64], start).await;
     assert!(answers[..40].iter().all(|d| *d == Decision::Admitted));
     // Nothing is taken for a refused admission, so each of the rest waits one interval.
     assert!(
@@ -57,12 +70,8 @@ async fn a_batch_is_at_most_256_admissions() {
     let quotas = [quota(1_000, 1_000)];
     let slot = store.new_slot(&"large");
     let start = Instant::now();
-    let answers: Vec<_> = (0..300)
-        .map(|_| store.acquire(&slot, &quotas, 1, start))
-        .collect();
-    for answer in join_all(answers).await {
-        assert_eq!(answer.unwrap(), Decision::Admitted);
-    }
+    let answers = together(&store, &slot, &quotas, [1; 300], start).await;
+    assert!(answers.iter().all(|answer| *answer == Decision::Admitted));
     let stats = store.stats();
     assert_eq!((stats.remote_calls, stats.remote_admitted), (2, 300));
 }
@@ -75,15 +84,7 @@ async fn a_batch_with_several_quotas_stops_at_the_tightest() {
     let quotas = [quota(100, 10), quota(1, 3)];
     let slot = store.new_slot(&"several");
     let start = Instant::now();
-    let answers: Vec<_> = [1, 1, 2, 1, 1]
-        .into_iter()
-        .map(|cost| store.acquire(&slot, &quotas, cost, start))
-        .collect();
-    let answers: Vec<Decision> = join_all(answers)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let answers = together(&store, &slot, &quotas, [1, 1, 2, 1, 1], start).await;
     // 1 and 1 fit; 2 does not (one token left), and takes nothing; the next 1 takes the last.
     assert_eq!(
         answers,

@@ -154,15 +154,20 @@ async fn fallback_limits_locally_at_its_share_of_the_quota() {
     assert_eq!(stats.remote_admitted, 0);
 }
 
-#[tokio::test]
-async fn a_redis_that_never_answers_costs_one_timeout_then_the_policy_answers() {
-    // Accepts connections and never says a word, as a hung server would.
+/// The URL of a server that accepts connections and never says a word, as a hung Redis would.
+fn hung_server() -> String {
     let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let url = format!("redis://{}/", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         let held: Vec<_> = listener.incoming().collect();
         drop(held);
     });
+    url
+}
+
+#[tokio::test]
+async fn a_redis_that_never_answers_costs_one_timeout_then_the_policy_answers() {
+    let url = hung_server();
     let store = RedisStore::builder(&url)
         .timeout(Duration::from_millis(50))
         .recheck_after(Duration::from_secs(60))
@@ -189,13 +194,7 @@ async fn a_redis_that_never_answers_costs_one_timeout_then_the_policy_answers() 
 
 #[tokio::test]
 async fn admissions_queued_behind_a_hung_call_share_its_one_timeout() {
-    // Accepts connections and never says a word, as a hung server would.
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let url = format!("redis://{}/", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let held: Vec<_> = listener.incoming().collect();
-        drop(held);
-    });
+    let url = hung_server();
     let store = RedisStore::builder(&url)
         .timeout(Duration::from_millis(50))
         .failure_policy(FailurePolicy::FailOpen)
