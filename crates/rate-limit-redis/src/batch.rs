@@ -173,14 +173,7 @@ impl Drop for Sending {
         }
         let error = StoreError::new("the task sending this key's calls stopped");
         let stopped = std::mem::take(&mut self.batch);
-        for waiting in stopped.into_iter().chain(self.slot.queue.stop()) {
-            if waiting.is_refill() {
-                continue;
-            }
-            let answer = self
-                .inner
-                .unavailable_for(&self.slot, &waiting, error.clone());
-            waiting.reply(answer);
-        }
+        let waiting = stopped.into_iter().chain(self.slot.queue.stop());
+        self.inner.answer_unavailable(&self.slot, waiting, &error);
     }
 }

@@ -219,6 +219,11 @@ impl Inner {
     }
 }
 
+/// The error the failure policy answers for while Redis is left alone after a failure.
+fn recently_failed() -> StoreError {
+    StoreError::new("Redis failed a moment ago; asking again shortly")
+}
+
 /// Nanoseconds as a decimal count of microseconds, exactly (`1500` → `1.500`).
 fn micros(nanos: u128) -> String {
     format!("{}.{:03}", nanos / 1_000, nanos % 1_000)
@@ -229,7 +234,7 @@ const MIN_LEASE_LIFETIME: Duration = Duration::from_secs(1);
 
 impl Inner {
     /// The failure policy's answer for one queued admission.
-    pub(crate) fn unavailable_for(
+    fn unavailable_for(
         &self,
         slot: &SlotState,
         waiting: &Waiting,
@@ -237,6 +242,23 @@ impl Inner {
     ) -> Result<Decision, StoreError> {
         let quotas = waiting.quotas.as_deref().unwrap_or_else(|| slot.quotas());
         self.unavailable(slot, quotas, waiting.cost, waiting.now, error)
+    }
+
+    /// Answers each of `waiting` (refills need no answer) by the failure policy, for
+    /// `error`; returns how many it answered.
+    pub(crate) fn answer_unavailable(
+        &self,
+        slot: &SlotState,
+        waiting: impl IntoIterator<Item = Waiting>,
+        error: &StoreError,
+    ) -> u64 {
+        let mut answered = 0;
+        for waiting in waiting.into_iter().filter(|waiting| !waiting.is_refill()) {
+            let answer = self.unavailable_for(slot, &waiting, error.clone());
+            waiting.reply(answer);
+            answered += 1;
+        }
+        answered
     }
 
     /// Answers every admission of `batch` (all asking for the same quotas), with one round
@@ -269,12 +291,8 @@ impl Inner {
             return;
         }
         if self.is_down(now) {
-            let error = StoreError::new("Redis failed a moment ago; asking again shortly");
-            for waiting in batch.drain(..).filter(|waiting| !waiting.is_refill()) {
-                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                let answer = self.unavailable_for(slot, &waiting, error.clone());
-                waiting.reply(answer);
-            }
+            let skipped = self.answer_unavailable(slot, batch.drain(..), &recently_failed());
+            self.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
             return;
         }
         // Every admission of the batch asks for the quotas of the first (a copy only when
@@ -526,7 +544,7 @@ impl RateStore for RedisStore {
         }
         if inner.is_down(now) {
             inner.counters.skipped.fetch_add(1, Ordering::Relaxed);
-            let error = StoreError::new("Redis failed a moment ago; asking again shortly");
+            let error = recently_failed();
             return AcquireFuture::ready(inner.unavailable(&slot.shared, quotas, cost, now, error));
         }
         let recorded = slot.shared.quotas.get_or_init(|| quotas.into());
@@ -579,12 +597,8 @@ impl RedisStore {
             Ok(runtime) => drop(runtime.spawn(sender)),
             Err(_) => {
                 let error = StoreError::new("no tokio runtime to reach Redis from");
-                for waiting in slot.queue.stop() {
-                    if !waiting.is_refill() {
-                        let answer = self.inner.unavailable_for(slot, &waiting, error.clone());
-                        waiting.reply(answer);
-                    }
-                }
+                self.inner
+                    .answer_unavailable(slot, slot.queue.stop(), &error);
             }
         }
     }
