@@ -16,15 +16,12 @@ use tower::Service;
 
 use crate::error::{RateLimitError, Rejected};
 use crate::limiter::Limiter;
-use crate::queue::{KeyEntry, Place, Turn, later};
+use crate::queue::{KeyEntry, Place, Turn, later, stall_grace};
 use crate::store::{Decision, RateStore};
 
 /// How long a waiter that waits to be told its turn sleeps before looking again: if the head
 /// ahead of it is never polled, it must come back to find the head stalled.
 const UNTIL_TOLD: Duration = Duration::from_millis(250);
-
-/// How late (beyond one interval) the head may be before waiters behind it go ahead.
-const STALLED_HEAD: Duration = Duration::from_millis(100);
 
 /// A request waiting for its turn. Dropping it leaves the queue at once and, if it was at
 /// the head, hands the turn to the next waiter.
@@ -162,7 +159,7 @@ where
     pub(crate) fn queued(queued: Queued<S, B, K, St>, slot: Instant) -> Self {
         // The waiter's own timer is the stalled-head fallback; the head's timer, in the
         // queue, wakes it at its slot.
-        let fallback = later(slot, STALLED_HEAD + queued.limiter.interval);
+        let fallback = later(slot, stall_grace(queued.limiter.interval));
         Self {
             state: State::Queued {
                 sleep: sleep_until(fallback),
@@ -273,9 +270,10 @@ where
         let Some(place) = queued.place else {
             return Poll::Pending;
         };
-        let stall = STALLED_HEAD + queued.limiter.interval;
-        let interval = queued.limiter.interval;
-        match queued.entry.turn(place, now, cx.waker(), interval, stall) {
+        match queued
+            .entry
+            .turn(place, now, cx.waker(), queued.limiter.interval)
+        {
             Turn::Try => {
                 let context = &queued.entry.context;
                 if let Some(until) = queued.entry.paused_until(context.nanos(now)) {

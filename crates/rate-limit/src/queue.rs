@@ -51,6 +51,15 @@ impl Context {
     }
 }
 
+/// How late (beyond one interval) the head may be before waiters behind it go ahead.
+const STALLED_HEAD: Duration = Duration::from_millis(100);
+
+/// How late a head may be, with quotas emitting one token per `interval`, before those
+/// behind it stop waiting for it.
+pub(crate) fn stall_grace(interval: Duration) -> Duration {
+    STALLED_HEAD.saturating_add(interval)
+}
+
 /// `at + by`, or a century on when that is past what an `Instant` holds: a duration from a user
 /// or a custom store never panics the limiter.
 pub(crate) fn later(at: Instant, by: Duration) -> Instant {
@@ -110,6 +119,10 @@ pub(crate) struct KeyEntry<St: RateStore> {
 
 /// What arming the head's timer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    seawall_loom,
+    allow(dead_code, reason = "the model's stub timer is always armed")
+)]
 enum Armed {
     /// The timer will wake the waiter at its slot.
     Yes,
@@ -304,16 +317,16 @@ impl<St: RateStore> KeyEntry<St> {
         Joined::Queued { place, slot }
     }
 
-    /// A waiter was polled at `now`: records its waker and says what to do. `stall` is how
-    /// late a head may be before those behind it stop waiting for it.
+    /// A waiter was polled at `now`: records its waker and says what to do. `interval` is
+    /// the slowest quota's emission interval.
     pub(crate) fn turn(
         &self,
         place: Place,
         now: Instant,
         waker: &Waker,
         interval: Duration,
-        stall: Duration,
     ) -> Turn {
+        let stall = stall_grace(interval);
         let mut queue = self.lock();
         let context = &self.context;
         let (head_place, head_slot) = match queue.waiters.iter().next() {
@@ -448,7 +461,6 @@ mod loom_tests {
     use crate::InMemoryStore;
 
     const INTERVAL: Duration = Duration::from_millis(10);
-    const STALL: Duration = Duration::from_secs(1);
 
     /// Counts its wake-ups.
     struct Wakes(AtomicUsize);
@@ -502,7 +514,7 @@ mod loom_tests {
                     thread::spawn(move || {
                         let place = join(&entry, now);
                         let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
-                        let _ = entry.turn(place, now, &Waker::from(wakes), INTERVAL, STALL);
+                        let _ = entry.turn(place, now, &Waker::from(wakes), INTERVAL);
                         // Admitted or dropped by its caller: either way it leaves.
                         entry.leave(place, |_| now + INTERVAL);
                     })
@@ -534,13 +546,7 @@ mod loom_tests {
             let polled = {
                 let (entry, wakes) = (Arc::clone(&entry), Arc::clone(&wakes));
                 thread::spawn(move || {
-                    entry.turn(
-                        next,
-                        now + INTERVAL * 2,
-                        &Waker::from(wakes),
-                        INTERVAL,
-                        STALL,
-                    )
+                    entry.turn(next, now + INTERVAL * 2, &Waker::from(wakes), INTERVAL)
                 })
             };
             let leaving = {
