@@ -18,6 +18,15 @@ fn bump(counter: &AtomicU64, by: u64) {
     );
 }
 
+/// Moves a gauge of this thread's own shard by `by`, as [`bump`] does a counter.
+#[inline]
+fn shift(gauge: &AtomicI64, by: i64) {
+    gauge.store(
+        gauge.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
 /// The OpenTelemetry recommendation for `http.client.request.duration`, in seconds.
 pub const DEFAULT_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -228,8 +237,7 @@ impl Recorder {
     /// Counts a request in flight, and returns its start on the recorder's clock.
     #[inline]
     pub(crate) fn started(&self) -> u64 {
-        let in_flight = &self.shard().in_flight;
-        in_flight.store(in_flight.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        shift(&self.shard().in_flight, 1);
         #[cfg(feature = "metrics-facade")]
         if let Some(facade) = &self.facade {
             facade.started();
@@ -239,8 +247,7 @@ impl Recorder {
 
     #[inline]
     pub(crate) fn finished(&self) {
-        let in_flight = &self.shard().in_flight;
-        in_flight.store(in_flight.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        shift(&self.shard().in_flight, -1);
         #[cfg(feature = "metrics-facade")]
         if let Some(facade) = &self.facade {
             facade.finished();
