@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use seawall_core::{Classify, KeyExtractor, KeyedMap};
+use seawall_core::{Classify, KeyExtractor, KeyedMap, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -38,21 +38,33 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> fmt::Debug for Breakers<K> {
 impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
     /// The breaker for `key`, created if new.
     pub(crate) fn breaker(&self, key: &K) -> Arc<Breaker<K>> {
+        self.keyed_breaker(|map, make, keep| {
+            map.get_or_insert_by(key, || key.clone(), Instant::now(), make, keep)
+        })
+    }
+
+    /// The single breaker, or the keyed one `lookup` finds in the map with the given ways to
+    /// make a new breaker and to keep an idle one.
+    fn keyed_breaker(
+        &self,
+        lookup: impl FnOnce(
+            &KeyedMap<K, Breaker<K>>,
+            &dyn Fn(&K) -> Breaker<K>,
+            &dyn Fn(&Breaker<K>) -> bool,
+        ) -> Arc<Breaker<K>>,
+    ) -> Arc<Breaker<K>> {
         match self {
             Breakers::Single(breaker) => Arc::clone(breaker),
-            Breakers::Keyed { map, config, seed } => {
-                map.get_or_insert_with(
-                    key,
-                    Instant::now(),
-                    || {
-                        let seed = seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-                        Breaker::new(key.clone(), Arc::clone(config), seed)
-                    },
-                    // An idle breaker that is not closed (open, forced, disabled) remembers
-                    // something a fresh one would not.
-                    |breaker| breaker.state() != State::Closed,
-                )
-            }
+            Breakers::Keyed { map, config, seed } => lookup(
+                map,
+                &|key| {
+                    let seed = seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+                    Breaker::new(key.clone(), Arc::clone(config), seed)
+                },
+                // An idle breaker that is not closed (open, forced, disabled) remembers
+                // something a fresh one would not.
+                &|breaker| breaker.state() != State::Closed,
+            ),
         }
     }
 
@@ -73,7 +85,9 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
                 Ok((Arc::clone(breaker), admission))
             }
             Breakers::Keyed { .. } => {
-                let breaker = self.breaker(&extractor.extract_from(request));
+                let breaker = self.keyed_breaker(|map, make, keep| {
+                    extractor.entry(&RequestHead::of(request), map, Instant::now(), make, keep)
+                });
                 let admission = breaker.try_acquire()?;
                 Ok((breaker, admission))
             }

@@ -2,10 +2,14 @@
 //! upstream.
 
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
 use http::{Extensions, HeaderMap, Method, Request, Uri, header};
+use tokio::time::Instant;
+
+use crate::keyed::KeyedMap;
 
 /// The parts of a request a key is taken from: everything but the body, so that one
 /// extractor serves every body type.
@@ -54,6 +58,37 @@ pub trait KeyExtractor {
     fn single_key(&self) -> Option<Self::Key> {
         None
     }
+
+    /// The state `map` holds for the key of `head`, made by `make` when the key is new (see
+    /// [`KeyedMap::get_or_insert_with`]).
+    ///
+    /// The default extracts the key and looks it up. An extractor that can compare a request
+    /// with a stored key without building one overrides it, so that the steady state (a key
+    /// already held) costs no allocation and no reference count: [`ByHost`] does.
+    fn entry<V>(
+        &self,
+        head: &RequestHead<'_>,
+        map: &KeyedMap<Self::Key, V>,
+        now: Instant,
+        make: impl FnOnce(&Self::Key) -> V,
+        keep: impl Fn(&V) -> bool,
+    ) -> Arc<V> {
+        entry_by_key(self.extract(head), map, now, make, keep)
+    }
+}
+
+/// Looks an extracted key up, building its state when it is new.
+fn entry_by_key<K, V>(
+    key: K,
+    map: &KeyedMap<K, V>,
+    now: Instant,
+    make: impl FnOnce(&K) -> V,
+    keep: impl Fn(&V) -> bool,
+) -> Arc<V>
+where
+    K: Clone + Eq + Hash,
+{
+    map.get_or_insert_by(&key, || key.clone(), now, make, keep)
 }
 
 impl<F, K> KeyExtractor for F
@@ -91,10 +126,83 @@ impl KeyExtractor for Global {
 pub struct ByHost;
 
 /// The key [`ByHost`] extracts.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HostKey {
     scheme: Option<Scheme>,
     authority: Option<Authority>,
+}
+
+/// Hashes as the derived form would compare: scheme and authority both ignore ASCII case.
+impl Hash for HostKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_host(self.authority.as_ref().map(Authority::as_str), state);
+    }
+}
+
+/// A request's [`HostKey`] as a view into its URI, to look the key up without building it
+/// (building one clones the URI's shared bytes, and may allocate to share them).
+struct HostKeyView<'a> {
+    scheme: Option<&'a Scheme>,
+    /// The authority with a default port dropped, as [`HostKey`] holds it.
+    authority: &'a str,
+}
+
+impl<'a> HostKeyView<'a> {
+    /// The view of an absolute URI's key. A spelling the view does not normalise (user
+    /// information, a default port written with leading zeros) finds no key and takes the
+    /// slow path, which builds the key and finds the same state.
+    fn of(uri: &'a Uri) -> Option<Self> {
+        let authority = uri.authority()?.as_str();
+        let scheme = uri.scheme();
+        let default_suffix = match default_port(scheme) {
+            Some(80) => ":80",
+            Some(443) => ":443",
+            _ => "",
+        };
+        Some(Self {
+            scheme,
+            authority: authority.strip_suffix(default_suffix).unwrap_or(authority),
+        })
+    }
+}
+
+impl Hash for HostKeyView<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_host(Some(self.authority), state);
+    }
+}
+
+impl papaya::Equivalent<HostKey> for HostKeyView<'_> {
+    fn equivalent(&self, key: &HostKey) -> bool {
+        let Some(authority) = key.authority.as_ref().map(Authority::as_str) else {
+            return false;
+        };
+        // The same spelling is the common case, and a plain comparison is much cheaper.
+        (authority == self.authority || authority.eq_ignore_ascii_case(self.authority))
+            && key.scheme.as_ref() == self.scheme
+    }
+}
+
+/// One hash for a [`HostKey`] and its view: the authority alone (the scheme only ever tells
+/// apart keys that equality checks anyway), with ASCII case folded, eight bytes at a time.
+/// Setting bit 5 of every byte maps `A`–`Z` onto `a`–`z`; the other bytes it merges only
+/// collide, and equality still decides.
+fn hash_host<H: Hasher>(authority: Option<&str>, state: &mut H) {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    let bytes = authority.unwrap_or_default().as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        state.write_u64(u64::from_le_bytes(word) | FOLD);
+    }
+    let rest = chunks.remainder();
+    let mut word = [0; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    // The last word has a free top byte: the length goes there, so that "a" and "a\0" and
+    // no authority at all differ.
+    let length = u64::try_from(bytes.len()).unwrap_or(u64::MAX) << 56;
+    state.write_u64((u64::from_le_bytes(word) | FOLD) ^ length ^ u64::from(authority.is_none()));
 }
 
 impl HostKey {
@@ -143,13 +251,34 @@ impl KeyExtractor for ByHost {
         let authority = authority.map(|authority| strip_default_port(scheme.as_ref(), authority));
         HostKey { scheme, authority }
     }
+
+    fn entry<V>(
+        &self,
+        head: &RequestHead<'_>,
+        map: &KeyedMap<HostKey, V>,
+        now: Instant,
+        make: impl FnOnce(&HostKey) -> V,
+        keep: impl Fn(&V) -> bool,
+    ) -> Arc<V> {
+        match HostKeyView::of(head.uri) {
+            Some(view) => map.get_or_insert_by(&view, || self.extract(head), now, make, keep),
+            None => entry_by_key(self.extract(head), map, now, make, keep),
+        }
+    }
+}
+
+/// The port a scheme implies, for the two schemes that imply one.
+fn default_port(scheme: Option<&Scheme>) -> Option<u16> {
+    match scheme {
+        Some(s) if *s == Scheme::HTTP => Some(80),
+        Some(s) if *s == Scheme::HTTPS => Some(443),
+        _ => None,
+    }
 }
 
 fn strip_default_port(scheme: Option<&Scheme>, authority: Authority) -> Authority {
-    let default_port = match scheme {
-        Some(s) if *s == Scheme::HTTP => 80,
-        Some(s) if *s == Scheme::HTTPS => 443,
-        _ => return authority,
+    let Some(default_port) = default_port(scheme) else {
+        return authority;
     };
     if authority.port_u16() != Some(default_port) {
         return authority;
@@ -184,6 +313,99 @@ mod tests {
             key("http://a.example:8080/").to_string(),
             "http://a.example:8080"
         );
+    }
+
+    /// Every spelling of one host finds the state its first request made, whichever spelling
+    /// came first, and distinct hosts get distinct states.
+    #[tokio::test(start_paused = true)]
+    async fn lookups_without_building_the_key_find_the_same_state() {
+        let map = KeyedMap::new(crate::KeyLimits::default());
+        let made = std::cell::Cell::new(0);
+        let state_of = |uri: &str| {
+            let request = Request::builder().uri(uri).body(()).expect("valid uri");
+            let state = ByHost.entry(
+                &RequestHead::of(&request),
+                &map,
+                Instant::now(),
+                |key| {
+                    made.set(made.get() + 1);
+                    key.to_string()
+                },
+                |_| false,
+            );
+            (*state).clone()
+        };
+        let spellings = [
+            "http://A.Example:80/x",
+            "http://a.example/y",
+            "http://a.EXAMPLE:80",
+            "http://user@a.example:80/",
+        ];
+        for uri in spellings {
+            assert_eq!(state_of(uri), "http://A.Example", "{uri}");
+        }
+        assert_eq!(made.get(), 1);
+        // Longer than one eight-byte word of the hash, with a port kept.
+        let long = "https://A-Rather-Long-Host-Name.example.com:8443";
+        assert_eq!(state_of(long), long);
+        assert_eq!(state_of(&long.to_ascii_lowercase()), long);
+        assert_eq!(made.get(), 2);
+        for uri in [
+            "https://a.example",
+            "http://a.example:8080",
+            "http://[::1]:80/",
+        ] {
+            state_of(uri);
+        }
+        assert_eq!(made.get(), 5);
+        assert_eq!(state_of("http://[::1]/"), "http://[::1]");
+        assert_eq!(made.get(), 5);
+    }
+
+    /// The fast path: a view hashes and compares as the key it stands for, for every spelling
+    /// of that key, and not as another host's key.
+    #[test]
+    fn views_hash_and_compare_as_their_keys() {
+        use papaya::Equivalent;
+        use std::hash::BuildHasher;
+        let hasher = std::hash::RandomState::new();
+        let canonical = key("http://a.example");
+        for spelling in [
+            "http://a.example/",
+            "http://A.EXAMPLE:80/x",
+            "HTTP://a.Example",
+        ] {
+            let uri: Uri = spelling.parse().expect("valid uri");
+            let view = HostKeyView::of(&uri).expect("an absolute URI");
+            assert!(view.equivalent(&canonical), "{spelling}");
+            assert_eq!(
+                hasher.hash_one(&view),
+                hasher.hash_one(&canonical),
+                "{spelling}"
+            );
+        }
+        for other in [
+            "https://a.example/",
+            "http://a.example:8080/",
+            "http://b.example/",
+        ] {
+            let uri: Uri = other.parse().expect("valid uri");
+            let view = HostKeyView::of(&uri).expect("an absolute URI");
+            assert!(!view.equivalent(&canonical), "{other}");
+            assert!(view.equivalent(&key(other)), "{other}");
+            assert_eq!(
+                hasher.hash_one(&view),
+                hasher.hash_one(key(other)),
+                "{other}"
+            );
+        }
+        // User information is not dropped by the view: such a request takes the slow path
+        // (`lookups_without_building_the_key_find_the_same_state` shows it finds its state).
+        let with_user: Uri = "http://user@a.example/".parse().expect("valid uri");
+        let view = HostKeyView::of(&with_user).expect("an absolute URI");
+        assert!(!view.equivalent(&canonical));
+        let relative: Uri = "/path".parse().expect("valid uri");
+        assert!(HostKeyView::of(&relative).is_none());
     }
 
     #[test]

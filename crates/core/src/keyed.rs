@@ -121,17 +121,35 @@ where
         make: impl FnOnce() -> V,
         keep: impl Fn(&V) -> bool,
     ) -> Arc<V> {
+        self.get_or_insert_by(key, || key.clone(), now, |_| make(), keep)
+    }
+
+    /// The state of the key `query` stands for, looked up without building that key: the
+    /// key is built by `to_key`, and its state by `make`, only when it is new. `query` must
+    /// hash as the key it equals does.
+    pub fn get_or_insert_by<Q>(
+        &self,
+        query: &Q,
+        to_key: impl FnOnce() -> K,
+        now: Instant,
+        make: impl FnOnce(&K) -> V,
+        keep: impl Fn(&V) -> bool,
+    ) -> Arc<V>
+    where
+        Q: papaya::Equivalent<K> + Hash + ?Sized,
+    {
         let now_ms = self.millis(now);
         let map = self.map.pin();
-        if let Some(slot) = map.get(key) {
+        if let Some(slot) = map.get(query) {
             touch(slot, now_ms);
             return Arc::clone(&slot.value);
         }
         drop(map);
         self.maybe_sweep(now_ms, keep);
+        let key = to_key();
         let map = self.map.pin();
         let slot = map.get_or_insert_with(key.clone(), || Slot {
-            value: Arc::new(make()),
+            value: Arc::new(make(&key)),
             last_used_ms: AtomicU64::new(now_ms),
         });
         Arc::clone(&slot.value)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use seawall_core::{HintPolicy, KeyedMap};
+use seawall_core::{HintPolicy, KeyExtractor, KeyedMap, RequestHead};
 use tokio::time::Instant;
 
 use crate::error::Rejected;
@@ -215,25 +215,51 @@ where
         }
     }
 
+    /// The entry for the key of `head` (ignored for a single-key limiter).
+    pub(crate) fn entry_for<X>(
+        &self,
+        extractor: &X,
+        head: &RequestHead<'_>,
+        now: Instant,
+    ) -> Arc<KeyEntry<St>>
+    where
+        X: KeyExtractor<Key = K>,
+    {
+        self.keyed_entry(now, |map, make, keep| {
+            extractor.entry(head, map, now, make, keep)
+        })
+    }
+
     /// The entry for `key` (ignored for a single-key limiter).
-    pub(crate) fn entry(&self, key: impl FnOnce() -> K, now: Instant) -> Arc<KeyEntry<St>> {
+    pub(crate) fn entry(&self, key: &K, now: Instant) -> Arc<KeyEntry<St>> {
+        self.keyed_entry(now, |map, make, keep| {
+            map.get_or_insert_by(key, || key.clone(), now, make, keep)
+        })
+    }
+
+    /// The single entry, or the keyed one `lookup` finds in the map with the given ways to
+    /// make a new entry and to keep an idle one.
+    fn keyed_entry(
+        &self,
+        now: Instant,
+        lookup: impl FnOnce(
+            &KeyedMap<K, KeyEntry<St>>,
+            &dyn Fn(&K) -> KeyEntry<St>,
+            &dyn Fn(&KeyEntry<St>) -> bool,
+        ) -> Arc<KeyEntry<St>>,
+    ) -> Arc<KeyEntry<St>> {
         match &self.entries {
             Entries::Single(entry) => Arc::clone(entry),
-            Entries::Keyed(map) => {
-                let key = key();
-                let now_nanos = self.context.nanos(now);
-                map.get_or_insert_with(
-                    &key,
-                    now,
-                    || KeyEntry::new(self.store.new_slot(&key), Arc::clone(&self.context)),
-                    // Dropping a key whose quota has not refilled would hand it a fresh burst.
-                    |entry| {
-                        entry.depth() > 0
-                            || entry.paused_until(now_nanos).is_some()
-                            || !self.store.is_idle(&entry.slot)
-                    },
-                )
-            }
+            Entries::Keyed(map) => lookup(
+                map,
+                &|key| KeyEntry::new(self.store.new_slot(key), Arc::clone(&self.context)),
+                // Dropping a key whose quota has not refilled would hand it a fresh burst.
+                &|entry| {
+                    entry.depth() > 0
+                        || entry.paused_until(self.context.nanos(now)).is_some()
+                        || !self.store.is_idle(&entry.slot)
+                },
+            ),
         }
     }
 
@@ -276,7 +302,7 @@ where
     /// Pauses `key` for `duration`, as a server's `Retry-After` would.
     pub(crate) fn pause_key(&self, key: K, duration: Duration) {
         let now = Instant::now();
-        let entry = self.entry(|| key, now);
+        let entry = self.entry(&key, now);
         entry.pause(self.nanos(later(now, duration)));
     }
 }

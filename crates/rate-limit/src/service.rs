@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
-use seawall_core::KeyExtractor;
+use seawall_core::{KeyExtractor, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -92,7 +92,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let limiter = &self.limiter;
         let now = Instant::now();
-        let entry = limiter.entry(|| self.extractor.extract_from(&request), now);
+        let entry = limiter.entry_for(&self.extractor, &RequestHead::of(&request), now);
         let cost = request.extensions().get::<Cost>().map_or(1, |cost| cost.0);
         let head_wait = match entry.paused_until(limiter.nanos(now)) {
             // The steady state: nobody waits, so try for a token straight away.
