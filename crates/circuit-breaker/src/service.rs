@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use seawall_core::{Classify, KeyExtractor, KeyedMap, RequestHead};
+use seawall_core::{CallTime, Classify, KeyExtractor, KeyedMap, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -73,6 +73,7 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
         &self,
         extractor: &X,
         request: &Request<B>,
+        call_time: &mut LazyCallTime,
     ) -> Result<(Arc<Breaker<K>>, Admission), CircuitOpen>
     where
         X: KeyExtractor<Key = K>,
@@ -86,12 +87,23 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
             }
             Breakers::Keyed { .. } => {
                 let breaker = self.keyed_breaker(|map, make, keep| {
-                    extractor.entry(&RequestHead::of(request), map, Instant::now(), make, keep)
+                    let now = call_time.now();
+                    extractor.entry(&RequestHead::of(request), map, now, make, keep)
                 });
                 let admission = breaker.try_acquire()?;
                 Ok((breaker, admission))
             }
         }
+    }
+}
+
+/// The call's instant (see [`CallTime`]), read on first use: a single breaker that needs no
+/// time reads no clock.
+struct LazyCallTime(Option<(Instant, CallTime)>);
+
+impl LazyCallTime {
+    fn now(&mut self) -> Instant {
+        self.0.get_or_insert_with(CallTime::enter).0
     }
 }
 
@@ -169,10 +181,15 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match self.breakers.acquire(&self.extractor, &request) {
+        // Held until the layers below have been called, so they share this call's reading.
+        let mut call_time = LazyCallTime(None);
+        match self
+            .breakers
+            .acquire(&self.extractor, &request, &mut call_time)
+        {
             Err(open) => ResponseFuture::rejected(open),
             Ok((breaker, admission)) => {
-                let started = breaker.needs_time().then(Instant::now);
+                let started = breaker.needs_time().then(|| call_time.now());
                 let guard = CallGuard::new(breaker, admission, started, self.classifier.clone());
                 ResponseFuture::called(self.inner.call(request), guard)
             }

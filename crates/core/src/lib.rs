@@ -35,6 +35,7 @@
 //! ```
 
 pub mod classify;
+pub mod clock;
 mod error;
 mod extensions;
 pub mod figures;
@@ -49,6 +50,7 @@ pub use classify::{
     Classify, ClassifyError, FailureKind, HttpClassifier, Outcome, TowerHttpClassifier,
     classify_error, classify_error_chain, classify_status,
 };
+pub use clock::CallTime;
 pub use error::{ConfigError, check_range};
 pub use extensions::QueueWait;
 pub use figures::{Figure, FigureKind, FigureSource, KeyLabel};

@@ -60,14 +60,7 @@ pub(crate) fn stall_grace(interval: Duration) -> Duration {
     STALLED_HEAD.saturating_add(interval)
 }
 
-/// `at + by`, or a century on when that is past what an `Instant` holds: a duration from a user
-/// or a custom store never panics the limiter.
-pub(crate) fn later(at: Instant, by: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-    at.checked_add(by)
-        .or_else(|| at.checked_add(CENTURY))
-        .unwrap_or(at)
-}
+pub(crate) use seawall_core::clock::later;
 
 /// A waiter's place: higher priority first, then first come first served. One word, so that
 /// a waiter's entry and its future stay small: the top byte is `255 - priority`, the rest the

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
-use seawall_core::{KeyExtractor, RequestHead};
+use seawall_core::{CallTime, KeyExtractor, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -91,7 +91,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let limiter = &self.limiter;
-        let now = Instant::now();
+        // Held until the layer below has been called, so it shares this call's reading.
+        let (now, _call_time) = CallTime::enter();
         let entry = limiter.entry_for(&self.extractor, &RequestHead::of(&request), now);
         let cost = request.extensions().get::<Cost>().map_or(1, |cost| cost.0);
         let head_wait = match entry.paused_until(limiter.nanos(now)) {

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
-use seawall_core::{Classify, FailureKind};
-use tokio::time::Instant;
+use seawall_core::{CallTime, Classify, FailureKind};
 use tower::Service;
 
 use crate::budget::RetryBudget;
@@ -140,7 +139,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let shared = &self.shared;
-        let now = Instant::now();
+        // Held until the layers below have been called, so they share this call's reading.
+        let (now, _call_time) = CallTime::enter();
         shared.counters.request();
         if let Some(budget) = &shared.budget {
             budget.deposit(now);

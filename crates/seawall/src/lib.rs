@@ -82,8 +82,8 @@ use std::time::Duration;
 use hyper_util::client::legacy::Client as LegacyClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use seawall_core::{ByHost, ConfigError, HttpClassifier};
-use tower::timeout::{Timeout, TimeoutLayer};
+use seawall_core::{ByHost, CallTime, ConfigError, HttpClassifier};
+use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
 pub use seawall_circuit_breaker::{
@@ -101,12 +101,16 @@ pub use seawall_retry::{
 
 /// The client wrapped in the attempt timeout, its errors made concrete.
 ///
-/// A named service and future rather than `MapErr` with a function pointer: a future holding a
-/// `fn(BoxError) -> _` is not `Send` for every lifetime as far as the compiler can prove, which
-/// would keep the stack out of axum handlers and other spawned tasks.
+/// A named service and future rather than tower's `Timeout` and `MapErr`: the deadline comes
+/// from the call's shared clock reading ([`CallTime`]), and the timer is registered only if
+/// the client's future is not ready when first polled, so an answer that is ready at once
+/// (a cached or refused request) costs no timer. (`MapErr` with a function pointer would also
+/// not be `Send` for every lifetime as far as the compiler can prove, which would keep the
+/// stack out of axum handlers and other spawned tasks.)
 #[derive(Debug, Clone)]
 pub struct Attempt<S> {
-    inner: Timeout<S>,
+    inner: S,
+    timeout: Duration,
 }
 
 impl<S, R> Service<R> for Attempt<S>
@@ -116,15 +120,20 @@ where
 {
     type Response = S::Response;
     type Error = AttemptError;
-    type Future = AttemptFuture<tower::timeout::future::ResponseFuture<S::Future>>;
+    type Future = AttemptFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), AttemptError>> {
-        self.inner.poll_ready(cx).map_err(AttemptError::new)
+        self.inner
+            .poll_ready(cx)
+            .map_err(|error| AttemptError::new(error.into()))
     }
 
     fn call(&mut self, request: R) -> Self::Future {
+        let (now, _call_time) = CallTime::enter();
         AttemptFuture {
             inner: self.inner.call(request),
+            deadline: seawall_core::clock::later(now, self.timeout),
+            timer: None,
         }
     }
 }
@@ -135,17 +144,35 @@ pin_project_lite::pin_project! {
     pub struct AttemptFuture<F> {
         #[pin]
         inner: F,
+        deadline: Instant,
+        // Registered on the first poll that finds the client's future pending.
+        #[pin]
+        timer: Option<Sleep>,
     }
 }
 
-impl<F, T> Future for AttemptFuture<F>
+impl<F, T, E> Future for AttemptFuture<F>
 where
-    F: Future<Output = Result<T, BoxError>>,
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
 {
     type Output = Result<T, AttemptError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx).map_err(AttemptError::new)
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(|error| AttemptError::new(error.into())));
+        }
+        if this.timer.is_none() {
+            this.timer
+                .set(Some(tokio::time::sleep_until(*this.deadline)));
+        }
+        match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(AttemptError::new(Box::new(
+                tower::timeout::error::Elapsed::new(),
+            )))),
+            _ => Poll::Pending,
+        }
     }
 }
 
@@ -160,8 +187,9 @@ pub type StandardService<S> = Metrics<
 
 /// One attempt's failure below the rate limiter: the client's error, or the attempt timeout.
 ///
-/// tower's timeout boxes errors, and a boxed error is not itself a `std::error::Error`; this
-/// wrapper is, so the stack's errors can be returned with `?` into any error type.
+/// The client's error is boxed (a timeout is tower's `Elapsed`), and a boxed error is not
+/// itself a `std::error::Error`; this wrapper is, so the stack's errors can be returned with
+/// `?` into any error type.
 #[derive(Debug)]
 pub struct AttemptError(BoxError);
 
@@ -175,7 +203,7 @@ impl AttemptError {
         self.0.is::<tower::timeout::error::Elapsed>()
     }
 
-    /// The error as tower's timeout returned it.
+    /// The boxed error: the client's, or tower's `Elapsed` for a timeout.
     pub fn into_inner(self) -> BoxError {
         self.0
     }
@@ -433,7 +461,8 @@ impl<S> Layer<S> for Stack {
 
     fn layer(&self, client: S) -> Self::Service {
         let attempt = Attempt {
-            inner: TimeoutLayer::new(self.attempt_timeout).layer(client),
+            inner: client,
+            timeout: self.attempt_timeout,
         };
         let limited = self.rate_limit.layer(attempt);
         let guarded = self.circuit_breaker.layer(limited);
