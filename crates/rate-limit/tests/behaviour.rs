@@ -254,6 +254,64 @@ async fn a_429_holds_its_host_only() {
     assert_eq!(*log, vec![(0, ms(0)), (2, ms(0)), (1, ms(2_000))]);
 }
 
+/// A success that says the quota is spent (each header family a server may use) holds its
+/// host until the reset; a success with other fields holds nothing.
+#[tokio::test(start_paused = true)]
+async fn a_success_saying_the_quota_is_spent_holds_its_host_until_the_reset() {
+    let families: [&[(&str, &str)]; 4] = [
+        &[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset-after", "3"),
+        ],
+        &[("ratelimit", "limit=10, remaining=0, reset=3")],
+        &[("ratelimit-remaining", "0"), ("ratelimit-reset", "3")],
+        &[("content-type", "text/plain"), ("x-request-id", "7")],
+    ];
+    for (index, fields) in families.into_iter().enumerate() {
+        let start = Instant::now();
+        let log: Log = Arc::default();
+        let sink = Arc::clone(&log);
+        let upstream = service_fn(move |request: Request<u32>| {
+            let id = *request.body();
+            sink.lock().unwrap().push((id, start.elapsed()));
+            let mut response = Response::new(());
+            if id == 0 {
+                for (name, value) in fields {
+                    response.headers_mut().insert(
+                        http::HeaderName::from_static(name),
+                        http::HeaderValue::from_static(value),
+                    );
+                }
+            }
+            ready(Ok::<_, std::io::Error>(response))
+        });
+        let layer = RateLimitLayer::builder()
+            .per_second(100)
+            .burst(100)
+            .per_host()
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let service = layer.layer(upstream);
+        let to = |id: u32| {
+            Request::builder()
+                .uri("http://a.example/")
+                .body(id)
+                .unwrap()
+        };
+        service.clone().oneshot(to(0)).await.unwrap();
+        let held = index < 3;
+        assert_eq!(handle.stats().paused_keys, usize::from(held), "{fields:?}");
+        service.clone().oneshot(to(1)).await.unwrap();
+        let second = if held { ms(3_000) } else { ms(0) };
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec![(0, ms(0)), (1, second)],
+            "{fields:?}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hundred_clones_share_one_limit() {
     let start = Instant::now();
