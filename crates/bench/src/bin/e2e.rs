@@ -5,8 +5,9 @@
 //!
 //! The last line is a JSON object with, per concurrency (`"c1"`, `"c32"`), `bare_rps`,
 //! `seawall_rps`, `ratio` (seawall over bare), `bare_p99_us` and `seawall_p99_us`. Each client
-//! runs twice, alternating with the other (bare, seawall, bare, seawall), so that drift in a
-//! shared machine falls on both; the figures are the sums over both runs.
+//! runs six times for one second, in pairs whose order alternates (bare then seawall, seawall
+//! then bare, ...), so that a shared machine's drift falls on both alike, whichever way it
+//! goes; the figures are the sums over all runs.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -23,7 +24,9 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 
 /// How long each timed run lasts.
-const RUN: Duration = Duration::from_secs(3);
+const RUN: Duration = Duration::from_secs(1);
+/// How many runs each client makes, alternating with the other.
+const RUNS: usize = 6;
 /// Unmeasured requests before each run, to open connections and warm caches.
 const WARM_UP: usize = 2_000;
 
@@ -129,9 +132,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .build()?;
             let seawall_client = stack.hyper_client::<Empty<Bytes>>();
             let (mut bare, mut guarded) = (Run::default(), Run::default());
-            for _ in 0..2 {
-                bare.add(drive(bare_client.clone(), &url, concurrency).await);
-                guarded.add(drive(seawall_client.clone(), &url, concurrency).await);
+            for round in 0..RUNS {
+                if round % 2 == 0 {
+                    bare.add(drive(bare_client.clone(), &url, concurrency).await);
+                    guarded.add(drive(seawall_client.clone(), &url, concurrency).await);
+                } else {
+                    guarded.add(drive(seawall_client.clone(), &url, concurrency).await);
+                    bare.add(drive(bare_client.clone(), &url, concurrency).await);
+                }
             }
             let figures = json!({
                 "bare_rps": bare.rps().round() as u64,
