@@ -13,7 +13,7 @@ use tower::Service;
 use crate::error::{RetryError, RetryReport};
 use crate::policy::{AttemptInfo, Decision, RetryState, StopReason};
 use crate::replay::ReplayBody;
-use crate::service::{Shared, copy_request};
+use crate::service::{Bound, copy_request};
 
 pin_project_lite::pin_project! {
     /// The future of a [`Retry`](crate::Retry) call: every attempt, and the waits between them.
@@ -23,10 +23,12 @@ pin_project_lite::pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        service: S,
+        // The service for retries, cloned when the first one is due: boxed, so that a
+        // request that succeeds first time carries no room for it.
+        service: Option<Box<S>>,
         // A copy of the request kept for the next attempt, if there can be one.
         next: Option<Request<ReplayBody<B>>>,
-        shared: Arc<Shared<C>>,
+        bound: Arc<Bound<S, C>>,
         attempts: u32,
         may_resend: bool,
         started: Instant,
@@ -49,17 +51,16 @@ where
 {
     pub(crate) fn new(
         future: S::Future,
-        service: S,
         next: Option<Request<ReplayBody<B>>>,
-        shared: Arc<Shared<C>>,
+        bound: Arc<Bound<S, C>>,
         may_resend: bool,
         started: Instant,
     ) -> Self {
         Self {
             state: State::Called { future },
-            service,
+            service: None,
             next,
-            shared,
+            bound,
             attempts: 1,
             may_resend,
             started,
@@ -81,7 +82,7 @@ fn server_hint<B, E>(
 
 impl<S, B, C, ResBody> Future for ResponseFuture<S, B, C>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>>,
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
     C: Classify<Response<ResBody>, S::Error>,
 {
     type Output = Result<Response<ResBody>, RetryError<S::Error>>;
@@ -92,7 +93,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx));
-                    let shared = &**this.shared;
+                    let shared = &*this.bound.shared;
                     let outcome = shared.classifier.classify(&result);
                     if !outcome.is_failure() {
                         return Poll::Ready(finish(result, *this.attempts, None, None));
@@ -146,8 +147,11 @@ where
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
-                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
-                        this.shared.stopped(StopReason::NotReady);
+                    let service = this
+                        .service
+                        .get_or_insert_with(|| Box::new(this.bound.service()));
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                        this.bound.shared.stopped(StopReason::NotReady);
                         return Poll::Ready(Err(RetryError::new(
                             *this.attempts,
                             StopReason::NotReady,
@@ -160,10 +164,10 @@ where
                         unreachable!("a retry was decided without a copy of the request")
                     };
                     *this.attempts += 1;
-                    if *this.attempts < this.shared.policy.max_attempts {
+                    if *this.attempts < this.bound.shared.policy.max_attempts {
                         *this.next = Some(copy_request(&request));
                     }
-                    let future = this.service.call(request);
+                    let future = service.call(request);
                     this.state.set(State::Called { future });
                 }
             }

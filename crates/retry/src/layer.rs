@@ -74,7 +74,7 @@ impl<C> RetryLayer<C> {
     }
 }
 
-impl<S, C> Layer<S> for RetryLayer<C> {
+impl<S: Clone, C> Layer<S> for RetryLayer<C> {
     type Service = Retry<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {

@@ -1,8 +1,8 @@
 //! The [`Retry`] service.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -64,17 +64,41 @@ impl<C> Shared<C> {
     }
 }
 
+/// What the clones of one retry service share: the layer's state, and the service the layer
+/// wrapped, from which the service for a retry is cloned.
+pub(crate) struct Bound<S, C> {
+    pub(crate) shared: Arc<Shared<C>>,
+    /// Locked only to clone a service for a retry, never on a first attempt.
+    template: Mutex<S>,
+}
+
+impl<S: Clone, C> Bound<S, C> {
+    /// A service for a retry: a clone of the one the layer wrapped.
+    pub(crate) fn service(&self) -> S {
+        // A panic in a clone leaves the template as it was: the lock is still usable.
+        self.template
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
 /// Retries failed requests. See the [crate docs](crate).
+///
+/// A first attempt goes through the service this one wraps, driven to readiness by
+/// `poll_ready`; a retry goes through a clone of the service as it was wrapped, made when the
+/// retry is due and driven to readiness again. Nothing is cloned for a request that succeeds
+/// first time (tower's `Retry` clones the whole service for every request).
 pub struct Retry<S, C> {
     inner: S,
-    shared: Arc<Shared<C>>,
+    bound: Arc<Bound<S, C>>,
 }
 
 impl<S: fmt::Debug, C> fmt::Debug for Retry<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
-            .field("policy", &self.shared.policy)
+            .field("policy", &self.bound.shared.policy)
             .finish_non_exhaustive()
     }
 }
@@ -83,29 +107,36 @@ impl<S: Clone, C> Clone for Retry<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            bound: Arc::clone(&self.bound),
+        }
+    }
+}
+
+impl<S: Clone, C> Retry<S, C> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<C>>) -> Self {
+        let template = Mutex::new(inner.clone());
+        Self {
+            inner,
+            bound: Arc::new(Bound { shared, template }),
         }
     }
 }
 
 impl<S, C> Retry<S, C> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<C>>) -> Self {
-        Self { inner, shared }
-    }
-
-    /// The wrapped service.
+    /// The wrapped service, which makes first attempts.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
-    /// The wrapped service, mutably.
+    /// The wrapped service, which makes first attempts, mutably. Retries go through clones
+    /// of the service as the layer wrapped it.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// A handle on this layer's figures and budget.
     pub fn handle(&self) -> RetryHandle<C> {
-        RetryHandle::new(Arc::clone(&self.shared))
+        RetryHandle::new(Arc::clone(&self.bound.shared))
     }
 }
 
@@ -138,7 +169,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let shared = &self.shared;
+        let shared = &self.bound.shared;
         // Held until the layers below have been called, so they share this call's reading.
         let (now, _call_time) = CallTime::enter();
         shared.counters.request();
@@ -148,18 +179,7 @@ where
         let may_resend = shared.policy.idempotency.allows(&request);
         let request = request.map(|body| ReplayBody::new(body, shared.policy.max_replay_bytes));
         let next = (shared.policy.max_attempts > 1).then(|| copy_request(&request));
-        // The service that was driven to readiness makes this call; the clone left in its
-        // place serves the next caller, and this one is kept for the retries.
-        let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
-        let future = service.call(request);
-        ResponseFuture::new(
-            future,
-            service,
-            next,
-            Arc::clone(&self.shared),
-            may_resend,
-            now,
-        )
+        let future = self.inner.call(request);
+        ResponseFuture::new(future, next, Arc::clone(&self.bound), may_resend, now)
     }
 }

@@ -275,6 +275,83 @@ async fn every_attempt_waits_for_readiness_and_keeps_the_extensions() {
     assert_eq!(*tags.lock().unwrap(), vec![Some(Tag("priority")); 3]);
 }
 
+/// Counts its clones, so that what the layer clones per request is seen.
+struct CountsClones<S> {
+    inner: S,
+    clones: Arc<AtomicU32>,
+}
+
+impl<S: Clone> Clone for CountsClones<S> {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            inner: self.inner.clone(),
+            clones: Arc::clone(&self.clones),
+        }
+    }
+}
+
+impl<S: Service<R>, R> Service<R> for CountsClones<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        self.inner.call(request)
+    }
+}
+
+/// A request that succeeds first time clones nothing; a request that is retried clones the
+/// wrapped service once, when its first retry is due, and uses that clone for every retry.
+#[tokio::test(start_paused = true)]
+async fn only_a_retried_request_clones_the_service() {
+    let (upstream, calls) = scripted(vec![Ok(status(200, &[]))]);
+    let clones = Arc::new(AtomicU32::new(0));
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let mut client = layer.layer(CountsClones {
+        inner: upstream,
+        clones: Arc::clone(&clones),
+    });
+    let made = clones.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        let response = client.ready().await.unwrap().call(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 100);
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        made,
+        "no clone for first-time successes"
+    );
+
+    let (upstream, calls) = scripted(vec![
+        Ok(status(503, &[])),
+        Ok(status(503, &[])),
+        Ok(status(200, &[])),
+    ]);
+    let clones = Arc::new(AtomicU32::new(0));
+    let mut client = layer.layer(CountsClones {
+        inner: upstream,
+        clones: Arc::clone(&clones),
+    });
+    let made = clones.load(Ordering::SeqCst);
+    let response = client.ready().await.unwrap().call(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        made + 1,
+        "one clone for both retries"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_request_cancelled_during_its_backoff_sends_nothing_more() {
     let layer = RetryLayer::builder()

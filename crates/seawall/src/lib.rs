@@ -371,7 +371,7 @@ pub struct Stack {
 
 impl Stack {
     /// Wraps `client` in the stack.
-    pub fn service<S>(&self, client: S) -> StandardService<S> {
+    pub fn service<S: Clone>(&self, client: S) -> StandardService<S> {
         self.layer(client)
     }
 
@@ -456,7 +456,7 @@ impl Stack {
     }
 }
 
-impl<S> Layer<S> for Stack {
+impl<S: Clone> Layer<S> for Stack {
     type Service = StandardService<S>;
 
     fn layer(&self, client: S) -> Self::Service {
