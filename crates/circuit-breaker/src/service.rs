@@ -68,12 +68,21 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
         }
     }
 
+    /// Whether admitting a call needs the time: a key's breaker is looked up by it, and a
+    /// breaker that times calls needs their start.
+    fn needs_clock(&self) -> bool {
+        match self {
+            Breakers::Single(breaker) => breaker.needs_time(),
+            Breakers::Keyed { .. } => true,
+        }
+    }
+
     /// Admits a call for the request's key, or refuses it without touching the inner service.
     fn acquire<X, B>(
         &self,
         extractor: &X,
         request: &Request<B>,
-        call_time: &mut LazyCallTime,
+        now: Option<Instant>,
     ) -> Result<(Arc<Breaker<K>>, Admission), CircuitOpen>
     where
         X: KeyExtractor<Key = K>,
@@ -87,23 +96,13 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
             }
             Breakers::Keyed { .. } => {
                 let breaker = self.keyed_breaker(|map, make, keep| {
-                    let now = call_time.now();
+                    let now = now.unwrap_or_else(Instant::now);
                     extractor.entry(&RequestHead::of(request), map, now, make, keep)
                 });
                 let admission = breaker.try_acquire()?;
                 Ok((breaker, admission))
             }
         }
-    }
-}
-
-/// The call's instant (see [`CallTime`]), read on first use: a single breaker that needs no
-/// time reads no clock.
-struct LazyCallTime(Option<(Instant, CallTime)>);
-
-impl LazyCallTime {
-    fn now(&mut self) -> Instant {
-        self.0.get_or_insert_with(CallTime::enter).0
     }
 }
 
@@ -166,6 +165,32 @@ impl<S, C, X: KeyExtractor> CircuitBreaker<S, C, X> {
     }
 }
 
+impl<S, C, X> CircuitBreaker<S, C, X>
+where
+    X: KeyExtractor,
+{
+    fn call_at<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        now: Option<Instant>,
+    ) -> ResponseFuture<S::Future, C, X::Key>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        C: Classify<Response<ResBody>, S::Error> + Clone,
+    {
+        match self.breakers.acquire(&self.extractor, &request, now) {
+            Err(open) => ResponseFuture::rejected(open),
+            Ok((breaker, admission)) => {
+                let started = breaker
+                    .needs_time()
+                    .then(|| now.unwrap_or_else(Instant::now));
+                let guard = CallGuard::new(breaker, admission, started, self.classifier.clone());
+                ResponseFuture::called(self.inner.call(request), guard)
+            }
+        }
+    }
+}
+
 impl<S, C, X, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreaker<S, C, X>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -181,18 +206,12 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // Held until the layers below have been called, so they share this call's reading.
-        let mut call_time = LazyCallTime(None);
-        match self
-            .breakers
-            .acquire(&self.extractor, &request, &mut call_time)
-        {
-            Err(open) => ResponseFuture::rejected(open),
-            Ok((breaker, admission)) => {
-                let started = breaker.needs_time().then(|| call_time.now());
-                let guard = CallGuard::new(breaker, admission, started, self.classifier.clone());
-                ResponseFuture::called(self.inner.call(request), guard)
-            }
+        if self.breakers.needs_clock() {
+            // The layers below are called inside the scope, so they share this reading.
+            CallTime::scope(|now| self.call_at(request, Some(now)))
+        } else {
+            // A single breaker that times nothing reads no clock.
+            self.call_at(request, None)
         }
     }
 }

@@ -4,7 +4,7 @@
 //! deadline, the breaker and the rate limiter for their per-key state, the attempt timeout for
 //! its deadline. Each reading costs a system call's worth of time on some machines, and all
 //! of them would read (almost) the same instant, because a layer's `call` runs the `call` of
-//! the layer below it before it returns. [`CallTime::enter`] lets them share one: the
+//! the layer below it before it returns. [`CallTime::scope`] lets them share one: the
 //! outermost layer that asks reads the clock, and every layer whose `call` runs inside its
 //! `call`, on the same thread, gets that same reading.
 //!
@@ -13,7 +13,6 @@
 //! clock afresh.
 
 use std::cell::Cell;
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,46 +22,43 @@ thread_local! {
     static CALL_INSTANT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// The scope of one call's clock reading; see the [module docs](self). Dropping the guard
-/// the outermost layer holds ends the scope.
+/// Shares one clock reading among the layers a call reaches; see the [module docs](self).
+///
+/// The reading is scoped to a closure, so that it can never be held across an `.await`. A
+/// `call` that blocks the thread on other requests (an anti-pattern in async code) would hand
+/// them its reading; a retry's later attempts take a [fresh](CallTime::fresh) one.
 #[derive(Debug)]
-#[must_use = "the reading is shared only while the guard is held"]
 pub struct CallTime {
-    outermost: bool,
-    /// The scope belongs to this thread's call.
-    _not_send: PhantomData<*const ()>,
+    /// What the thread's scope was before this one: restored when this one ends, even by a
+    /// panic.
+    previous: Option<Instant>,
 }
 
 impl CallTime {
-    /// The instant the call in progress began: the reading of an enclosing layer's `call` on
-    /// this thread, or the clock read now if there is none. Hold the guard until `call`
-    /// returns.
-    pub fn enter() -> (Instant, CallTime) {
-        CALL_INSTANT.with(|instant| {
-            let (now, outermost) = match instant.get() {
-                Some(now) => (now, false),
-                None => {
-                    let now = Instant::now();
-                    instant.set(Some(now));
-                    (now, true)
-                }
-            };
-            (
-                now,
-                CallTime {
-                    outermost,
-                    _not_send: PhantomData,
-                },
-            )
-        })
+    /// Runs `call` with the instant of the call in progress on this thread: an enclosing
+    /// scope's reading, or the clock read now if there is none (and shared, for as long as
+    /// `call` runs, with the scopes it opens).
+    pub fn scope<R>(call: impl FnOnce(Instant) -> R) -> R {
+        match CALL_INSTANT.get() {
+            Some(now) => call(now),
+            None => Self::fresh(call),
+        }
+    }
+
+    /// Runs `call` with a fresh reading of the clock, shared with the scopes it opens,
+    /// whatever scope encloses it: for work that starts later than the call it runs in.
+    pub fn fresh<R>(call: impl FnOnce(Instant) -> R) -> R {
+        let now = Instant::now();
+        let _restore = CallTime {
+            previous: CALL_INSTANT.replace(Some(now)),
+        };
+        call(now)
     }
 }
 
 impl Drop for CallTime {
     fn drop(&mut self) {
-        if self.outermost {
-            CALL_INSTANT.with(|instant| instant.set(None));
-        }
+        CALL_INSTANT.set(self.previous);
     }
 }
 
@@ -82,28 +78,42 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn calls_inside_a_call_share_its_reading_and_a_later_call_reads_again() {
         let start = Instant::now();
-        let (outer, guard) = CallTime::enter();
-        assert_eq!(outer, start);
+        let seen = CallTime::scope(|outer| {
+            let inner = CallTime::scope(|inner| inner);
+            let after_inner = CallTime::scope(|again| again);
+            (outer, inner, after_inner)
+        });
+        assert_eq!(seen, (start, start, start));
         tokio::time::advance(Duration::from_millis(5)).await;
-        let (inner, inner_guard) = CallTime::enter();
-        assert_eq!(inner, start, "inside the outer call, its reading");
-        drop(inner_guard);
-        let (still, _) = CallTime::enter();
-        assert_eq!(still, start, "an inner guard does not end the scope");
-        drop(guard);
-        let (later, _) = CallTime::enter();
-        assert_eq!(later, start + Duration::from_millis(5));
+        assert_eq!(CallTime::scope(|now| now), start + Duration::from_millis(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_reading_replaces_a_stale_one_inside_it_only() {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        let stale = now - Duration::from_secs(2);
+        // A scope opened two seconds ago, as by a call that blocked its thread.
+        let _outer = CallTime {
+            previous: CALL_INSTANT.replace(Some(stale)),
+        };
+        assert_eq!(CallTime::scope(|reading| reading), stale);
+        let inside = CallTime::fresh(|fresh| (fresh, CallTime::scope(|inner| inner)));
+        assert_eq!(inside, (now, now), "scopes inside a fresh one share it");
+        assert_eq!(
+            CallTime::scope(|reading| reading),
+            stale,
+            "the enclosing one is back"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_call_ends_its_scope() {
         let result = std::panic::catch_unwind(|| {
-            let (_, _guard) = CallTime::enter();
-            panic!("a layer's call panics");
+            CallTime::scope(|_| panic!("a layer's call panics"));
         });
         assert!(result.is_err());
         tokio::time::advance(Duration::from_millis(1)).await;
-        let (now, _guard) = CallTime::enter();
-        assert_eq!(now, Instant::now());
+        assert_eq!(CallTime::scope(|now| now), Instant::now());
     }
 }

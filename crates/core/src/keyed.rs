@@ -152,6 +152,8 @@ where
             value: Arc::new(make(&key)),
             last_used_ms: AtomicU64::new(now_ms),
         });
+        // The key may have been there all along, under a spelling the query did not match.
+        touch(slot, now_ms);
         Arc::clone(&slot.value)
     }
 
@@ -279,6 +281,33 @@ mod tests {
         assert_eq!(map.get(&"fresh").as_deref(), Some(&3));
         assert_eq!(map.len(), 4);
         drop(held);
+    }
+
+    /// A key found by building it (its query matched nothing, as an odd spelling of a host
+    /// does) counts as used, so it is not swept as idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_found_by_building_it_counts_as_used() {
+        let map: KeyedMap<String, i32> =
+            KeyedMap::new(KeyLimits::new(100, Duration::from_secs(10)).unwrap());
+        let start = Instant::now();
+        drop(map.get_or_insert_with(&"held".to_owned(), start, || 1, |_| false));
+        let found = map.get_or_insert_by(
+            "an odd spelling of held",
+            || "held".to_owned(),
+            start + Duration::from_secs(9),
+            |_| 2,
+            |_| false,
+        );
+        assert_eq!(*found, 1, "the existing state, not a new one");
+        drop(found);
+        // A miss at 12 s sweeps what has been idle for 10 s: "held" was used at 9 s.
+        drop(map.get_or_insert_with(
+            &"new".to_owned(),
+            start + Duration::from_secs(12),
+            || 3,
+            |_| false,
+        ));
+        assert_eq!(map.get(&"held".to_owned()).as_deref(), Some(&1));
     }
 
     #[test]

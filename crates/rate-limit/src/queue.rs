@@ -431,7 +431,7 @@ fn might_carry_hints<B>(response: &Response<B>) -> bool {
     response.headers().keys().any(|name| {
         matches!(
             name.as_str(),
-            "ratelimit" | "x-ratelimit-remaining" | "ratelimit-remaining"
+            "ratelimit" | "ratelimit-remaining" | "x-ratelimit-remaining" | "x-ratelimit-used"
         )
     })
 }

@@ -258,9 +258,14 @@ async fn a_429_holds_its_host_only() {
 /// host until the reset; a success with other fields holds nothing.
 #[tokio::test(start_paused = true)]
 async fn a_success_saying_the_quota_is_spent_holds_its_host_until_the_reset() {
-    let families: [&[(&str, &str)]; 4] = [
+    let families: [&[(&str, &str)]; 5] = [
         &[
             ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset-after", "3"),
+        ],
+        &[
+            ("x-ratelimit-limit", "10"),
+            ("x-ratelimit-used", "10"),
             ("x-ratelimit-reset-after", "3"),
         ],
         &[("ratelimit", "limit=10, remaining=0, reset=3")],
@@ -300,7 +305,7 @@ async fn a_success_saying_the_quota_is_spent_holds_its_host_until_the_reset() {
                 .unwrap()
         };
         service.clone().oneshot(to(0)).await.unwrap();
-        let held = index < 3;
+        let held = index < 4;
         assert_eq!(handle.stats().paused_keys, usize::from(held), "{fields:?}");
         service.clone().oneshot(to(1)).await.unwrap();
         let second = if held { ms(3_000) } else { ms(0) };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use seawall_core::{Classify, HintPolicy, ServerHints};
+use seawall_core::{CallTime, Classify, HintPolicy, ServerHints};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -167,7 +167,9 @@ where
                     if *this.attempts < this.bound.shared.policy.max_attempts {
                         *this.next = Some(copy_request(&request));
                     }
-                    let future = service.call(request);
+                    // Later than the call this future came from: the layers below share a
+                    // reading of their own.
+                    let future = CallTime::fresh(|_| service.call(request));
                     this.state.set(State::Called { future });
                 }
             }

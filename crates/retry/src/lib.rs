@@ -62,6 +62,14 @@
 //!   [`max_replay_bytes`](RetryBuilder::max_replay_bytes), and a longer body is sent once.
 //! - **Readiness**: every retry waits for the service below to be ready again, so a rate
 //!   limiter below charges every attempt.
+//! - **Which service**: a first attempt goes through the wrapped service, readied by
+//!   `poll_ready`; a retry goes through a clone of the service as the layer wrapped it, made
+//!   when the first retry is due. Nothing is cloned for a request that succeeds first time.
+//!   Services whose clones share their state (hyper's and reqwest's clients, every seawall
+//!   layer, tower's `Buffer`) behave as one; a service that keeps state of its own per clone
+//!   (a connection made in `poll_ready`, tower's per-clone `RateLimit`) starts each retried
+//!   request's clone afresh, and changes made through [`Retry::get_mut`] reach first
+//!   attempts only.
 //! - **Reporting**: a final error is a [`RetryError`] with the attempts made and why the layer
 //!   stopped; a response that was retried carries a [`RetryReport`]; figures for metrics come
 //!   from [`RetryHandle::stats`]; [`on_retry`](RetryBuilder::on_retry) sees every retry.
@@ -71,8 +79,9 @@
 //! Its `Policy` sees each result by reference and must pass the inner error through
 //! unchanged, so the final error could not say how many attempts were made or why retrying
 //! stopped, and per-request state (the start of the deadline, the jitter state) would have to
-//! live in a policy cloned into every request. This layer keeps tower's shape — a clone of the
-//! inner service per request, driven to readiness before each retry — in its own future.
+//! live in a policy cloned into every request. This layer keeps tower's shape — every retry
+//! driven to readiness before it is sent — in its own future, and clones the inner service
+//! only for a request that is retried (tower's clones it for every request).
 
 mod backoff;
 mod budget;

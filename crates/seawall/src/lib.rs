@@ -129,12 +129,11 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let (now, _call_time) = CallTime::enter();
-        AttemptFuture {
+        CallTime::scope(|now| AttemptFuture {
             inner: self.inner.call(request),
             deadline: seawall_core::clock::later(now, self.timeout),
             timer: None,
-        }
+        })
     }
 }
 
