@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
@@ -10,7 +9,6 @@ use seawall_core::Classify;
 
 use crate::body::{InFlight, MetricsBody};
 use crate::labels::{CANCELLED, NO_STATUS, outcome_index, status_index};
-use crate::recorder::Recorder;
 
 /// The part of a call that must be recorded even if the future is dropped.
 #[derive(Debug)]
@@ -41,12 +39,11 @@ pin_project_lite::pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn new(inner: F, recorder: Arc<Recorder>, method: usize, classifier: C) -> Self {
-        let started = recorder.started();
+    pub(crate) fn new(inner: F, in_flight: InFlight, method: usize, classifier: C) -> Self {
         Self {
             inner,
             pending: Pending {
-                in_flight: Some(InFlight { recorder, started }),
+                in_flight: Some(in_flight),
                 method,
             },
             classifier,

@@ -7,7 +7,7 @@ use http::{Request, Response};
 use seawall_core::Classify;
 use tower::Service;
 
-use crate::body::MetricsBody;
+use crate::body::{InFlight, MetricsBody};
 use crate::future::ResponseFuture;
 use crate::labels::method_index;
 use crate::recorder::Recorder;
@@ -55,9 +55,15 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = method_index(request.method());
+        // The clock starts before the layers below do their part of the call (and the
+        // request leaves the in-flight gauge even if that part panics).
+        let in_flight = InFlight {
+            started: self.recorder.started(),
+            recorder: Arc::clone(&self.recorder),
+        };
         ResponseFuture::new(
             self.inner.call(request),
-            Arc::clone(&self.recorder),
+            in_flight,
             method,
             self.classifier.clone(),
         )

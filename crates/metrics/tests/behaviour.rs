@@ -244,3 +244,20 @@ fn invalid_buckets_are_a_config_error_naming_the_field() {
         assert_eq!(error.field(), "buckets", "{buckets:?}");
     }
 }
+
+/// A client whose `call` panics (a bug below the layer) leaves nothing in flight.
+#[test]
+fn a_call_that_panics_leaves_nothing_in_flight() {
+    let layer = paused_clock().build().unwrap();
+    let panicking = tower::service_fn(
+        |_request: Request<()>| -> std::future::Ready<Result<Response<()>, io::Error>> {
+            panic!("a client's call panics")
+        },
+    );
+    let mut service = layer.layer(panicking);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tower::Service::call(&mut service, request(Method::GET, "/"))
+    }));
+    assert!(result.is_err());
+    assert_eq!(layer.snapshot().in_flight, 0);
+}
