@@ -165,32 +165,6 @@ impl<S, C, X: KeyExtractor> CircuitBreaker<S, C, X> {
     }
 }
 
-impl<S, C, X> CircuitBreaker<S, C, X>
-where
-    X: KeyExtractor,
-{
-    fn call_at<ReqBody, ResBody>(
-        &mut self,
-        request: Request<ReqBody>,
-        now: Option<Instant>,
-    ) -> ResponseFuture<S::Future, C, X::Key>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-        C: Classify<Response<ResBody>, S::Error> + Clone,
-    {
-        match self.breakers.acquire(&self.extractor, &request, now) {
-            Err(open) => ResponseFuture::rejected(open),
-            Ok((breaker, admission)) => {
-                let started = breaker
-                    .needs_time()
-                    .then(|| now.unwrap_or_else(Instant::now));
-                let guard = CallGuard::new(breaker, admission, started, self.classifier.clone());
-                ResponseFuture::called(self.inner.call(request), guard)
-            }
-        }
-    }
-}
-
 impl<S, C, X, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreaker<S, C, X>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -206,12 +180,19 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if self.breakers.needs_clock() {
-            // The layers below are called inside the scope, so they share this reading.
-            CallTime::scope(|now| self.call_at(request, Some(now)))
-        } else {
-            // A single breaker that times nothing reads no clock.
-            self.call_at(request, None)
+        // Held until the layers below have been called, so that they share this reading. A
+        // single breaker that times nothing reads no clock.
+        let call_time = self.breakers.needs_clock().then(CallTime::enter);
+        let now = call_time.as_ref().map(|(now, _)| *now);
+        match self.breakers.acquire(&self.extractor, &request, now) {
+            Err(open) => ResponseFuture::rejected(open),
+            Ok((breaker, admission)) => {
+                let started = breaker
+                    .needs_time()
+                    .then(|| now.unwrap_or_else(Instant::now));
+                let guard = CallGuard::new(breaker, admission, started, self.classifier.clone());
+                ResponseFuture::called(self.inner.call(request), guard)
+            }
         }
     }
 }

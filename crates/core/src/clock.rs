@@ -4,7 +4,7 @@
 //! deadline, the breaker and the rate limiter for their per-key state, the attempt timeout for
 //! its deadline. Each reading costs a system call's worth of time on some machines, and all
 //! of them would read (almost) the same instant, because a layer's `call` runs the `call` of
-//! the layer below it before it returns. [`CallTime::scope`] lets them share one: the
+//! the layer below it before it returns. [`CallTime::enter`] lets them share one: the
 //! outermost layer that asks reads the clock, and every layer whose `call` runs inside its
 //! `call`, on the same thread, gets that same reading.
 //!
@@ -13,6 +13,7 @@
 //! clock afresh.
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,41 +25,62 @@ thread_local! {
 
 /// Shares one clock reading among the layers a call reaches; see the [module docs](self).
 ///
-/// The reading is scoped to a closure, so that it can never be held across an `.await`. A
-/// `call` that blocks the thread on other requests (an anti-pattern in async code) would hand
-/// them its reading; a retry's later attempts take a [fresh](CallTime::fresh) one.
+/// Hold the guard [`enter`](CallTime::enter) returns until `call` returns, and no longer:
+/// never across an `.await` (it is not `Send`, so a spawned task cannot hold it). A `call`
+/// that blocks its thread on other requests (an anti-pattern in async code) would hand them
+/// its reading; a retry's later attempts take a [fresh](CallTime::enter_fresh) one.
+///
+/// A guard rather than a closure: a layer's future returned through a closure's frame is
+/// copied once more per layer, which measurably slowed a whole stack.
 #[derive(Debug)]
+#[must_use = "the reading is shared only while the guard is held"]
 pub struct CallTime {
-    /// What the thread's scope was before this one: restored when this one ends, even by a
-    /// panic.
-    previous: Option<Instant>,
+    /// What the thread's scope was before this guard opened one, restored when it drops
+    /// (even by a panic); `None` when it opened none.
+    restore: Option<Option<Instant>>,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl CallTime {
-    /// Runs `call` with the instant of the call in progress on this thread: an enclosing
-    /// scope's reading, or the clock read now if there is none (and shared, for as long as
-    /// `call` runs, with the scopes it opens).
-    pub fn scope<R>(call: impl FnOnce(Instant) -> R) -> R {
+    /// The instant of the call in progress on this thread: an enclosing layer's reading, or
+    /// the clock read now if there is none (shared, while the guard is held, with the layers
+    /// this call reaches).
+    #[inline]
+    pub fn enter() -> (Instant, CallTime) {
         match CALL_INSTANT.get() {
-            Some(now) => call(now),
-            None => Self::fresh(call),
+            Some(now) => (
+                now,
+                CallTime {
+                    restore: None,
+                    _not_send: PhantomData,
+                },
+            ),
+            None => Self::enter_fresh(),
         }
     }
 
-    /// Runs `call` with a fresh reading of the clock, shared with the scopes it opens,
-    /// whatever scope encloses it: for work that starts later than the call it runs in.
-    pub fn fresh<R>(call: impl FnOnce(Instant) -> R) -> R {
+    /// A fresh reading of the clock, shared while the guard is held with the layers this
+    /// call reaches, whatever scope encloses it: for work that starts later than the call it
+    /// runs in.
+    #[inline]
+    pub fn enter_fresh() -> (Instant, CallTime) {
         let now = Instant::now();
-        let _restore = CallTime {
-            previous: CALL_INSTANT.replace(Some(now)),
-        };
-        call(now)
+        let previous = CALL_INSTANT.replace(Some(now));
+        (
+            now,
+            CallTime {
+                restore: Some(previous),
+                _not_send: PhantomData,
+            },
+        )
     }
 }
 
 impl Drop for CallTime {
     fn drop(&mut self) {
-        CALL_INSTANT.set(self.previous);
+        if let Some(previous) = self.restore {
+            CALL_INSTANT.set(previous);
+        }
     }
 }
 
@@ -78,42 +100,44 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn calls_inside_a_call_share_its_reading_and_a_later_call_reads_again() {
         let start = Instant::now();
-        let seen = CallTime::scope(|outer| {
-            let inner = CallTime::scope(|inner| inner);
-            let after_inner = CallTime::scope(|again| again);
-            (outer, inner, after_inner)
-        });
-        assert_eq!(seen, (start, start, start));
+        let (outer, guard) = CallTime::enter();
         tokio::time::advance(Duration::from_millis(5)).await;
-        assert_eq!(CallTime::scope(|now| now), start + Duration::from_millis(5));
+        let (inner, inner_guard) = CallTime::enter();
+        drop(inner_guard);
+        let (after_inner, _) = CallTime::enter();
+        assert_eq!((outer, inner, after_inner), (start, start, start));
+        drop(guard);
+        let (later, _) = CallTime::enter();
+        assert_eq!(later, start + Duration::from_millis(5));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_fresh_reading_replaces_a_stale_one_inside_it_only() {
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let now = Instant::now();
-        let stale = now - Duration::from_secs(2);
-        // A scope opened two seconds ago, as by a call that blocked its thread.
-        let _outer = CallTime {
-            previous: CALL_INSTANT.replace(Some(stale)),
-        };
-        assert_eq!(CallTime::scope(|reading| reading), stale);
-        let inside = CallTime::fresh(|fresh| (fresh, CallTime::scope(|inner| inner)));
-        assert_eq!(inside, (now, now), "scopes inside a fresh one share it");
+    async fn a_fresh_reading_replaces_a_stale_one_while_it_is_held() {
+        let start = Instant::now();
+        let (stale, outer) = CallTime::enter();
+        // The outer scope stays open while the clock moves on, as in a call that blocked.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let (fresh, fresh_guard) = CallTime::enter_fresh();
+        let (inner, _) = CallTime::enter();
         assert_eq!(
-            CallTime::scope(|reading| reading),
-            stale,
-            "the enclosing one is back"
+            (stale, fresh, inner),
+            (start, start + Duration::from_secs(2), fresh)
         );
+        drop(fresh_guard);
+        let (back, _) = CallTime::enter();
+        assert_eq!(back, stale, "the enclosing reading is back");
+        drop(outer);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_call_ends_its_scope() {
         let result = std::panic::catch_unwind(|| {
-            CallTime::scope(|_| panic!("a layer's call panics"));
+            let (_, _guard) = CallTime::enter();
+            panic!("a layer's call panics");
         });
         assert!(result.is_err());
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(CallTime::scope(|now| now), Instant::now());
+        let (now, _guard) = CallTime::enter();
+        assert_eq!(now, Instant::now());
     }
 }

@@ -148,15 +148,11 @@ struct HostKeyView<'a> {
 }
 
 impl<'a> HostKeyView<'a> {
-    /// The view of an absolute URI's key, or `None` for user information (the key drops
-    /// it). A spelling the view does not normalise (a default port written with leading
-    /// zeros) finds no key and takes the slow path, which builds the key and finds the same
-    /// state.
+    /// The view of an absolute URI's key. A spelling the view does not normalise (user
+    /// information, which no key holds; a default port written with leading zeros) finds no
+    /// key and takes the slow path, which builds the key and finds the same state.
     fn of(uri: &'a Uri) -> Option<Self> {
         let authority = uri.authority()?.as_str();
-        if authority.contains('@') {
-            return None;
-        }
         let scheme = uri.scheme();
         let default_suffix = match default_port(scheme) {
             Some(80) => ":80",
@@ -416,10 +412,12 @@ mod tests {
                 "{other}"
             );
         }
-        // User information takes the slow path, which drops it
+        // User information matches no key (keys drop it), so it takes the slow path
         // (`lookups_without_building_the_key_find_the_same_state` shows it finds its state).
         let with_user: Uri = "http://user@a.example/".parse().expect("valid uri");
-        assert!(HostKeyView::of(&with_user).is_none());
+        let view = HostKeyView::of(&with_user).expect("an absolute URI");
+        assert!(!view.equivalent(&canonical));
+        assert!(!view.equivalent(&key("http://user@a.example/")));
         let relative: Uri = "/path".parse().expect("valid uri");
         assert!(HostKeyView::of(&relative).is_none());
     }

@@ -90,26 +90,9 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The layer below is called inside the scope, so it shares this call's reading.
-        CallTime::scope(|now| self.call_at(request, now))
-    }
-}
-
-impl<S, X, St> RateLimit<S, X, St>
-where
-    X: KeyExtractor,
-    St: RateStore,
-    St::Future: Unpin,
-{
-    fn call_at<ReqBody, ResBody>(
-        &mut self,
-        request: Request<ReqBody>,
-        now: Instant,
-    ) -> ResponseFuture<S, ReqBody, X::Key, St>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    {
         let limiter = &self.limiter;
+        // Held until the layer below has been called, so it shares this call's reading.
+        let (now, _call_time) = CallTime::enter();
         let entry = limiter.entry_for(&self.extractor, &RequestHead::of(&request), now);
         let cost = request.extensions().get::<Cost>().map_or(1, |cost| cost.0);
         let head_wait = match entry.paused_until(limiter.nanos(now)) {

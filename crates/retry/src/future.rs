@@ -169,7 +169,8 @@ where
                     }
                     // Later than the call this future came from: the layers below share a
                     // reading of their own.
-                    let future = CallTime::fresh(|_| service.call(request));
+                    let (_, _call_time) = CallTime::enter_fresh();
+                    let future = service.call(request);
                     this.state.set(State::Called { future });
                 }
             }

@@ -169,18 +169,17 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The layers below are called inside the scope, so they share this reading.
-        CallTime::scope(|now| {
-            let shared = &self.bound.shared;
-            shared.counters.request();
-            if let Some(budget) = &shared.budget {
-                budget.deposit(now);
-            }
-            let may_resend = shared.policy.idempotency.allows(&request);
-            let request = request.map(|body| ReplayBody::new(body, shared.policy.max_replay_bytes));
-            let next = (shared.policy.max_attempts > 1).then(|| copy_request(&request));
-            let future = self.inner.call(request);
-            ResponseFuture::new(future, next, Arc::clone(&self.bound), may_resend, now)
-        })
+        // Held until the layers below have been called, so that they share this reading.
+        let (now, _call_time) = CallTime::enter();
+        let shared = &self.bound.shared;
+        shared.counters.request();
+        if let Some(budget) = &shared.budget {
+            budget.deposit(now);
+        }
+        let may_resend = shared.policy.idempotency.allows(&request);
+        let request = request.map(|body| ReplayBody::new(body, shared.policy.max_replay_bytes));
+        let next = (shared.policy.max_attempts > 1).then(|| copy_request(&request));
+        let future = self.inner.call(request);
+        ResponseFuture::new(future, next, Arc::clone(&self.bound), may_resend, now)
     }
 }

@@ -129,11 +129,12 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        CallTime::scope(|now| AttemptFuture {
+        let (now, _call_time) = CallTime::enter();
+        AttemptFuture {
             inner: self.inner.call(request),
             deadline: seawall_core::clock::later(now, self.timeout),
             timer: None,
-        })
+        }
     }
 }
 
