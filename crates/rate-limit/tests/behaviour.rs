@@ -39,6 +39,16 @@ fn logging_upstream(
     (log, service)
 }
 
+/// A limit per host far above what the server-pause tests send: only a pause holds a request.
+fn hundred_per_second_per_host() -> RateLimitLayer<ByHost> {
+    RateLimitLayer::builder()
+        .per_second(100)
+        .burst(100)
+        .per_host()
+        .build()
+        .unwrap()
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -229,12 +239,7 @@ async fn a_429_holds_its_host_only() {
         }
         ready(Ok::<_, std::io::Error>(response))
     });
-    let layer = RateLimitLayer::builder()
-        .per_second(100)
-        .burst(100)
-        .per_host()
-        .build()
-        .unwrap();
+    let layer = hundred_per_second_per_host();
     let handle = layer.handle();
     let service = layer.layer(upstream);
     let to = |host: &str, id: u32| {
@@ -290,12 +295,7 @@ async fn a_success_saying_the_quota_is_spent_holds_its_host_until_the_reset() {
             }
             ready(Ok::<_, std::io::Error>(response))
         });
-        let layer = RateLimitLayer::builder()
-            .per_second(100)
-            .burst(100)
-            .per_host()
-            .build()
-            .unwrap();
+        let layer = hundred_per_second_per_host();
         let handle = layer.handle();
         let service = layer.layer(upstream);
         let to = |id: u32| {
