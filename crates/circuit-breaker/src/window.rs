@@ -9,6 +9,7 @@
 use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use seawall_core::Divisor;
 use tokio::time::Instant;
 
 use crate::config::Window as WindowConfig;
@@ -136,6 +137,8 @@ impl Window {
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
+    /// The window's size, as a divisor that finds a call's slot without a division.
+    slot_of: Divisor,
     /// Calls ever recorded; the next call's slot is `next % len`.
     next: AtomicU64,
     /// `next` at the last reset: the window holds the calls since.
@@ -146,8 +149,10 @@ pub(crate) struct CountWindow {
 
 impl CountWindow {
     fn new(size: u32) -> Self {
+        let size = size.max(1);
         Self {
-            slots: (0..size.max(1)).map(|_| AtomicU8::new(0)).collect(),
+            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            slot_of: Divisor::new(u64::from(size)),
             next: AtomicU64::new(0),
             base: AtomicU64::new(0),
             failures: AtomicU32::new(0),
@@ -160,7 +165,8 @@ impl CountWindow {
         let index = self.next.fetch_add(1, Ordering::Relaxed);
         let len = self.slots.len() as u64;
         let bits = sample.bits();
-        let slot = &self.slots[(index % len) as usize];
+        // The remainder is below the size, a u32, so it fits every usize this builds for.
+        let slot = &self.slots[self.slot_of.remainder(index) as usize];
         // In the steady state the displaced outcome is the same as the new one; skipping the
         // write then saves an atomic read-modify-write on the hot path. A writer racing for
         // the same slot leaves its own outcome there, and the totals still match the slots,
@@ -226,7 +232,10 @@ struct Bucket {
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     buckets: Box<[Bucket]>,
-    bucket_nanos: u64,
+    /// The number of buckets, as a divisor (see [`Divisor`]).
+    bucket_of: Divisor,
+    /// A bucket's length in nanoseconds, as a divisor.
+    bucket_nanos: Divisor,
     origin: Instant,
     /// The newest slice that has been expired into; slices are numbered from `origin`.
     current: AtomicU64,
@@ -249,7 +258,8 @@ impl TimeWindow {
                     slow: AtomicU32::new(0),
                 })
                 .collect(),
-            bucket_nanos: (nanos / u64::from(count)).max(1),
+            bucket_of: Divisor::new(u64::from(count)),
+            bucket_nanos: Divisor::new(nanos / u64::from(count)),
             origin,
             current: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
@@ -261,7 +271,8 @@ impl TimeWindow {
 
     fn epoch_of(&self, now: Instant) -> u64 {
         let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos).unwrap_or(u64::MAX) / self.bucket_nanos
+        self.bucket_nanos
+            .quotient(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// Expires the slices that left the window on the way to `epoch`. One caller wins the
@@ -280,7 +291,7 @@ impl TimeWindow {
         let first = current + 1;
         let first = first.max(epoch.saturating_sub(len - 1));
         for slice in first..=epoch {
-            self.expire(&self.buckets[(slice % len) as usize]);
+            self.expire(&self.buckets[self.bucket_of.remainder(slice) as usize]);
         }
     }
 
@@ -297,7 +308,7 @@ impl TimeWindow {
     fn record(&self, sample: Sample, now: Instant) -> WindowTotals {
         let epoch = self.epoch_of(now);
         self.advance(epoch);
-        let bucket = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
+        let bucket = &self.buckets[self.bucket_of.remainder(epoch) as usize];
         bucket.calls.fetch_add(1, Ordering::AcqRel);
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.recorded.fetch_add(1, Ordering::Relaxed);

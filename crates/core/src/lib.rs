@@ -36,6 +36,7 @@
 
 pub mod classify;
 pub mod clock;
+mod divisor;
 mod error;
 mod extensions;
 pub mod figures;
@@ -51,6 +52,7 @@ pub use classify::{
     classify_error, classify_error_chain, classify_status,
 };
 pub use clock::CallTime;
+pub use divisor::Divisor;
 pub use error::{ConfigError, check_range};
 pub use extensions::QueueWait;
 pub use figures::{Figure, FigureKind, FigureSource, KeyLabel};
