@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::Divisor;
+
 const COUNT_BITS: u32 = 40;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
@@ -19,7 +21,9 @@ const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
 #[derive(Debug)]
 pub struct SlidingCount<const N: usize> {
     origin: Instant,
-    slot_nanos: u64,
+    /// A slot's length in nanoseconds, as a divisor (a division per add would cost more than
+    /// the rest of it).
+    slot_nanos: Divisor,
     slots: [AtomicU64; N],
 }
 
@@ -29,7 +33,7 @@ impl<const N: usize> SlidingCount<N> {
         let nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         Self {
             origin,
-            slot_nanos: (nanos / N.max(1) as u64).max(1),
+            slot_nanos: Divisor::new(nanos / N.max(1) as u64),
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -39,15 +43,9 @@ impl<const N: usize> SlidingCount<N> {
     pub fn add(&self, now: Instant, amount: u64) {
         let epoch = self.epoch(now);
         let slot = &self.slots[(epoch % N as u64) as usize];
-        let tag = (epoch & EPOCH_MASK) << COUNT_BITS;
         let mut current = slot.load(Ordering::Relaxed);
         loop {
-            let next = if current & !COUNT_MASK == tag {
-                // Saturate rather than carry into the epoch bits.
-                tag | ((current & COUNT_MASK) + amount).min(COUNT_MASK)
-            } else {
-                tag | amount.min(COUNT_MASK)
-            };
+            let next = Self::added(current, epoch, amount);
             match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => current = actual,
@@ -66,11 +64,35 @@ impl<const N: usize> SlidingCount<N> {
             .sum()
     }
 
+    /// Adds `amount` at `now`, for a count that only the calling thread adds to (one shard
+    /// of a per-thread count): a load and a store, where [`add`](Self::add) needs a
+    /// compare-and-swap. Readers on other threads see whole values. If another thread did
+    /// add at the same time, one of the two amounts could be lost, never the count's shape.
+    #[inline]
+    pub fn add_unshared(&self, now: Instant, amount: u64) {
+        let epoch = self.epoch(now);
+        let slot = &self.slots[(epoch % N as u64) as usize];
+        let current = slot.load(Ordering::Relaxed);
+        slot.store(Self::added(current, epoch, amount), Ordering::Relaxed);
+    }
+
+    /// The value of a slot holding `current` once `amount` is added in `epoch`.
+    #[inline]
+    fn added(current: u64, epoch: u64, amount: u64) -> u64 {
+        let tag = (epoch & EPOCH_MASK) << COUNT_BITS;
+        if current & !COUNT_MASK == tag {
+            // Saturate rather than carry into the epoch bits.
+            tag | ((current & COUNT_MASK) + amount).min(COUNT_MASK)
+        } else {
+            tag | amount.min(COUNT_MASK)
+        }
+    }
+
     #[inline]
     fn epoch(&self, now: Instant) -> u64 {
         let nanos = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
             .unwrap_or(u64::MAX);
-        nanos / self.slot_nanos
+        self.slot_nanos.quotient(nanos)
     }
 }
 

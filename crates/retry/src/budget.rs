@@ -6,11 +6,14 @@
 //! can still retry. This is the Finagle / gRPC budget: when an upstream is down, retries add
 //! at most `percent` to the load instead of multiplying it by the attempt count.
 //!
-//! Deposits and withdrawals are [`SlidingCount`]s: lock-free, no background task.
+//! Deposits and withdrawals are [`SlidingCount`]s: lock-free, no background task. Deposits,
+//! made by every request, are counted per thread, so a request writes only to its own
+//! thread's count.
 
 use std::time::Duration;
 
 use seawall_core::{ConfigError, SlidingCount, check_range};
+use thread_local::ThreadLocal;
 use tokio::time::Instant;
 
 /// Units per retry: deposits are fractions of a retry, kept in thousandths.
@@ -92,8 +95,16 @@ impl BudgetConfig {
 pub struct RetryBudget {
     deposit_units: u64,
     reserve_units: u64,
-    deposits: SlidingCount<SLOTS>,
+    /// The deposits of each thread that has made a request. Every request deposits, so a
+    /// shared count would take a locked read-modify-write per request, and with several
+    /// threads a cache line they all write; each thread writes only its own count. Kept
+    /// when the thread exits (its deposits still count) and reused by a later thread.
+    deposits: ThreadLocal<SlidingCount<SLOTS>>,
+    /// Made only by retries, which are few; one count shared by every thread.
     withdrawals: SlidingCount<SLOTS>,
+    /// Where the windows start.
+    origin: Instant,
+    ttl: Duration,
 }
 
 impl RetryBudget {
@@ -109,8 +120,10 @@ impl RetryBudget {
             // Rounded, so that 20 % is exactly 200 thousandths.
             deposit_units: (config.percent * UNIT as f64 / 100.0).round() as u64,
             reserve_units,
-            deposits: SlidingCount::new(config.ttl, origin),
+            deposits: ThreadLocal::new(),
             withdrawals: SlidingCount::new(config.ttl, origin),
+            origin,
+            ttl: config.ttl,
         }
     }
 
@@ -118,7 +131,9 @@ impl RetryBudget {
     #[inline]
     pub fn deposit(&self, now: Instant) {
         if self.deposit_units > 0 {
-            self.deposits.add(now, self.deposit_units);
+            self.deposits
+                .get_or(|| SlidingCount::new(self.ttl, self.origin))
+                .add_unshared(now, self.deposit_units);
         }
     }
 
@@ -140,7 +155,8 @@ impl RetryBudget {
     }
 
     fn balance_units(&self, now: Instant) -> u64 {
-        (self.reserve_units + self.deposits.sum(now)).saturating_sub(self.withdrawals.sum(now))
+        let deposits: u64 = self.deposits.iter().map(|count| count.sum(now)).sum();
+        (self.reserve_units + deposits).saturating_sub(self.withdrawals.sum(now))
     }
 }
 
@@ -163,6 +179,27 @@ mod tests {
             assert!(budget.try_withdraw(t0));
         }
         assert!(!budget.try_withdraw(t0));
+    }
+
+    #[test]
+    fn deposits_from_every_thread_count() {
+        let (budget, t0) = budget(10, 0, 20.0);
+        budget.deposit(t0);
+        // All four threads are alive at once, so none reuses another's count.
+        let all_deposited = std::sync::Barrier::new(3);
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..5 {
+                        budget.deposit(t0);
+                    }
+                    all_deposited.wait();
+                });
+            }
+        });
+        // Sixteen requests at 20 %: three whole retries, from three threads and this one.
+        assert_eq!(budget.available(t0), 3);
+        assert_eq!(budget.deposits.iter().count(), 4);
     }
 
     #[test]

@@ -40,7 +40,9 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<F> {
         Called { #[pin] future: F },
-        Waiting { #[pin] sleep: Sleep },
+        // Boxed: a timer is about a hundred bytes, which every request's future would carry
+        // (and move) for the few that wait to retry.
+        Waiting { sleep: Pin<Box<Sleep>> },
         Ready,
     }
 }
@@ -137,13 +139,13 @@ where
                             // goes before the wait, not after it.
                             drop(result);
                             this.state.set(State::Waiting {
-                                sleep: tokio::time::sleep(delay),
+                                sleep: Box::pin(tokio::time::sleep(delay)),
                             });
                         }
                     }
                 }
                 StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use seawall_core::FailureKind;
+use thread_local::ThreadLocal;
 use tokio::time::Instant;
 
 use crate::policy::StopReason;
@@ -12,7 +13,8 @@ use crate::service::Shared;
 /// Counters shared by every clone of one retry layer.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    requests: AtomicU64,
+    /// Per thread, like the budget's deposits: every request adds one.
+    requests: ThreadLocal<AtomicU64>,
     retries: [AtomicU64; FailureKind::ALL.len()],
     stops: [AtomicU64; StopReason::ALL.len()],
 }
@@ -20,7 +22,12 @@ pub(crate) struct Counters {
 impl Counters {
     #[inline]
     pub(crate) fn request(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        // Only this thread writes its count, so a load and a store add without a lock.
+        let count = self.requests.get_or_default();
+        count.store(
+            count.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn retry(&self, reason: FailureKind) {
@@ -34,7 +41,7 @@ impl Counters {
     fn snapshot(&self) -> RetryStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         RetryStats {
-            requests: load(&self.requests),
+            requests: self.requests.iter().map(load).sum(),
             retries: std::array::from_fn(|i| (FailureKind::ALL[i], load(&self.retries[i]))),
             stops: std::array::from_fn(|i| (StopReason::ALL[i], load(&self.stops[i]))),
         }
