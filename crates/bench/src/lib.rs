@@ -42,6 +42,10 @@ pub fn complete<F: Future>(future: F) -> F::Output {
 }
 
 /// One request through `service`: readiness, call, completion.
+///
+/// Never inlined, so that every id pays the same call into it and the instruction counts of
+/// `instructions.py` can find it, the baseline's included.
+#[inline(never)]
 pub fn call_once<S, R>(service: &mut S, request: R) -> Result<S::Response, S::Error>
 where
     S: Service<R>,
