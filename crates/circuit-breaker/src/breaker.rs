@@ -214,7 +214,23 @@ impl<K: fmt::Debug> Breaker<K> {
     }
 
     /// Admits a call or refuses it.
+    #[inline]
     pub(crate) fn try_acquire(&self) -> Result<Admission, CircuitOpen> {
+        let word = Word(self.word.load(Ordering::Acquire));
+        if matches!(word.state(), State::Closed | State::MetricsOnly) {
+            return Ok(Admission {
+                generation: word.generation(),
+                probe: false,
+                tracked: true,
+            });
+        }
+        self.try_acquire_otherwise()
+    }
+
+    /// [`try_acquire`](Self::try_acquire) in every state but closed, out of line so that the
+    /// closed path stays small.
+    #[inline(never)]
+    fn try_acquire_otherwise(&self) -> Result<Admission, CircuitOpen> {
         loop {
             let word = Word(self.word.load(Ordering::Acquire));
             let generation = word.generation();
@@ -293,10 +309,20 @@ impl<K: fmt::Debug> Breaker<K> {
     }
 
     /// Records a finished (or abandoned) call.
+    #[inline]
     pub(crate) fn record(&self, admission: Admission, verdict: Verdict, now: Option<Instant>) {
         if verdict == (Verdict::Success { slow: false }) && admission.tracked && !admission.probe {
-            return self.record_closed_success(admission.generation, now);
+            self.record_closed_success(admission.generation, now);
+        } else {
+            self.record_other(admission, verdict, now);
         }
+    }
+
+    /// Everything but a plain closed-state success: out of line, so that the hot path does
+    /// not save and restore the registers this needs.
+    #[cold]
+    #[inline(never)]
+    fn record_other(&self, admission: Admission, verdict: Verdict, now: Option<Instant>) {
         let counters = &self.counters;
         match verdict {
             Verdict::Success { slow: true } | Verdict::Failure { slow: true, .. } => {
@@ -344,10 +370,17 @@ impl<K: fmt::Debug> Breaker<K> {
         let calls = self.window.record_success(now);
         let may_trip = calls == self.config.minimum_calls || self.window.needs_time();
         if may_trip && word.state() == State::Closed {
-            let totals = self.window.totals(now.unwrap_or_else(Instant::now));
-            if let Some(reason) = self.trip_reason(0, totals) {
-                self.trip(word, now.unwrap_or_else(Instant::now), reason, None);
-            }
+            self.trip_if_over(word, now);
+        }
+    }
+
+    /// Trips the closed breaker if its window's rates call for it. Out of line: a count
+    /// window gets here once per reset, a time window on every call.
+    #[inline(never)]
+    fn trip_if_over(&self, word: Word, now: Option<Instant>) {
+        let totals = self.window.totals(now.unwrap_or_else(Instant::now));
+        if let Some(reason) = self.trip_reason(0, totals) {
+            self.trip(word, now.unwrap_or_else(Instant::now), reason, None);
         }
     }
 
