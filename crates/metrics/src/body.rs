@@ -6,19 +6,38 @@ use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, RecorderRef, RecorderRefs};
 
 /// Holds one in-flight request until its response body ends or is dropped.
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    pub(crate) recorder: Arc<Recorder>,
+    /// Keeps the recorder alive (this thread's reference to it).
+    held: Arc<RecorderRef>,
     /// When the request started, on the recorder's clock.
     pub(crate) started: u64,
 }
 
+impl InFlight {
+    /// Counts a request in flight from now.
+    #[inline]
+    pub(crate) fn start(refs: &RecorderRefs) -> Self {
+        let held = refs.get();
+        Self {
+            started: held.recorder.started(),
+            held,
+        }
+    }
+
+    /// The recorder the request is recorded in.
+    #[inline]
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.held.recorder
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.recorder.finished();
+        self.recorder().finished();
     }
 }
 
@@ -75,7 +94,7 @@ impl<B: Body> Body for MetricsBody<B> {
             Some(Ok(_)) => false,
         };
         if ended && let Some(in_flight) = this.in_flight.take() {
-            in_flight.recorder.record_body_end(in_flight.started);
+            in_flight.recorder().record_body_end(in_flight.started);
         }
         Poll::Ready(frame)
     }

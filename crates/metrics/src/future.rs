@@ -22,7 +22,7 @@ impl Drop for Pending {
         // Still here: the request was cancelled before its response arrived.
         if let Some(in_flight) = &self.in_flight {
             in_flight
-                .recorder
+                .recorder()
                 .record(self.method, NO_STATUS, CANCELLED, in_flight.started);
         }
     }
@@ -70,7 +70,7 @@ where
             .as_ref()
             .map_or(NO_STATUS, |response| status_index(response.status()));
         in_flight
-            .recorder
+            .recorder()
             .record(this.pending.method, status, outcome, in_flight.started);
         // An error ends the request here (dropping `in_flight`); a response keeps it in
         // flight until its body is done.

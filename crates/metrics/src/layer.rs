@@ -8,7 +8,7 @@ use tower::Layer;
 
 use crate::clock::LatencyClock;
 use crate::export::{Exporter, Sources};
-use crate::recorder::{DEFAULT_BUCKETS, Recorder};
+use crate::recorder::{DEFAULT_BUCKETS, Recorder, RecorderRefs};
 use crate::service::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -16,6 +16,8 @@ use crate::snapshot::Snapshot;
 #[derive(Clone)]
 pub struct MetricsLayer<C = HttpClassifier> {
     recorder: Arc<Recorder>,
+    /// What the services' requests hold the recorder by.
+    refs: Arc<RecorderRefs>,
     sources: Sources,
     classifier: C,
 }
@@ -89,7 +91,7 @@ impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
     type Service = Metrics<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Metrics::new(inner, self.classifier.clone(), Arc::clone(&self.recorder))
+        Metrics::new(inner, self.classifier.clone(), Arc::clone(&self.refs))
     }
 }
 
@@ -168,8 +170,10 @@ impl<C> MetricsBuilder<C> {
         } else {
             recorder
         };
+        let recorder = Arc::new(recorder);
         Ok(MetricsLayer {
-            recorder: Arc::new(recorder),
+            refs: Arc::new(RecorderRefs::new(Arc::clone(&recorder))),
+            recorder,
             sources: Arc::new(Mutex::new(Vec::new())),
             classifier: self.classifier,
         })

@@ -1,5 +1,6 @@
 //! The request figures: fixed arrays of atomics, one slot per label combination.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use thread_local::ThreadLocal;
@@ -126,11 +127,48 @@ impl Shard {
     }
 }
 
+/// What a request holds to keep its recorder alive until its body ends.
+///
+/// Each thread has its own (see [`RecorderRefs`]), so the reference count a request takes and
+/// gives back is written by one thread: with one count per recorder, every request on every
+/// thread wrote the same cache line twice and two threads recorded no faster than one.
+/// Aligned so that no two threads' counts share a line.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct RecorderRef {
+    pub(crate) recorder: Arc<Recorder>,
+}
+
+/// The per-thread [`RecorderRef`]s of one layer, shared by its services.
+#[derive(Debug)]
+pub(crate) struct RecorderRefs {
+    recorder: Arc<Recorder>,
+    refs: ThreadLocal<Arc<RecorderRef>>,
+}
+
+impl RecorderRefs {
+    pub(crate) fn new(recorder: Arc<Recorder>) -> Self {
+        Self {
+            recorder,
+            refs: ThreadLocal::new(),
+        }
+    }
+
+    /// This thread's reference, made the first time the thread starts a request.
+    #[inline]
+    pub(crate) fn get(&self) -> Arc<RecorderRef> {
+        Arc::clone(self.refs.get_or(|| {
+            Arc::new(RecorderRef {
+                recorder: Arc::clone(&self.recorder),
+            })
+        }))
+    }
+}
+
 /// Every request figure of one metrics layer.
 ///
-/// Aligned to its own cache lines so that the reference count of the `Arc` holding it, which
-/// every request changes, never shares a line with the fields every request reads (the shard
-/// table, the bounds, the clock).
+/// Aligned to its own cache lines so that the reference counts of the `Arc`s holding it never
+/// share a line with the fields every request reads (the shard table, the bounds, the clock).
 #[derive(Debug)]
 #[repr(align(128))]
 pub(crate) struct Recorder {

@@ -10,22 +10,22 @@ use tower::Service;
 use crate::body::{InFlight, MetricsBody};
 use crate::future::ResponseFuture;
 use crate::labels::method_index;
-use crate::recorder::Recorder;
+use crate::recorder::RecorderRefs;
 
 /// Records every request through it. See the [crate docs](crate).
 #[derive(Debug, Clone)]
 pub struct Metrics<S, C> {
     inner: S,
     classifier: C,
-    recorder: Arc<Recorder>,
+    refs: Arc<RecorderRefs>,
 }
 
 impl<S, C> Metrics<S, C> {
-    pub(crate) fn new(inner: S, classifier: C, recorder: Arc<Recorder>) -> Self {
+    pub(crate) fn new(inner: S, classifier: C, refs: Arc<RecorderRefs>) -> Self {
         Self {
             inner,
             classifier,
-            recorder,
+            refs,
         }
     }
 
@@ -57,10 +57,7 @@ where
         let method = method_index(request.method());
         // The clock starts before the layers below do their part of the call (and the
         // request leaves the in-flight gauge even if that part panics).
-        let in_flight = InFlight {
-            started: self.recorder.started(),
-            recorder: Arc::clone(&self.recorder),
-        };
+        let in_flight = InFlight::start(&self.refs);
         ResponseFuture::new(
             self.inner.call(request),
             in_flight,
