@@ -82,7 +82,7 @@ impl<const N: usize> SlidingCount<N> {
         let tag = (epoch & EPOCH_MASK) << COUNT_BITS;
         if current & !COUNT_MASK == tag {
             // Saturate rather than carry into the epoch bits.
-            tag | ((current & COUNT_MASK) + amount).min(COUNT_MASK)
+            tag | (current & COUNT_MASK).saturating_add(amount).min(COUNT_MASK)
         } else {
             tag | amount.min(COUNT_MASK)
         }
@@ -130,5 +130,29 @@ mod tests {
         count.add(t0, u64::MAX);
         count.add(t0, 5);
         assert_eq!(count.sum(t0), COUNT_MASK);
+    }
+
+    #[test]
+    fn an_unshared_count_slides_and_saturates_like_a_shared_one() {
+        let t0 = Instant::now();
+        let shared = SlidingCount::<10>::new(Duration::from_secs(10), t0);
+        let unshared = SlidingCount::<10>::new(Duration::from_secs(10), t0);
+        // (when, amount, the sum over the window ending then)
+        let steps = [
+            (0, 3, 3),
+            (4_500, 2, 5),
+            (9_999, 1, 6),
+            // Slot 0 turns over: the 3 from the first second leaves the window.
+            (10_000, 4, 7),
+            (25_000, 1, 1),
+            (25_000, u64::MAX, COUNT_MASK),
+        ];
+        for (at_ms, amount, sum) in steps {
+            let at = t0 + Duration::from_millis(at_ms);
+            shared.add(at, amount);
+            unshared.add_unshared(at, amount);
+            assert_eq!(unshared.sum(at), sum, "after adding {amount} at {at_ms} ms");
+            assert_eq!(shared.sum(at), sum, "after adding {amount} at {at_ms} ms");
+        }
     }
 }
