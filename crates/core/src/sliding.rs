@@ -82,7 +82,9 @@ impl<const N: usize> SlidingCount<N> {
         let tag = (epoch & EPOCH_MASK) << COUNT_BITS;
         if current & !COUNT_MASK == tag {
             // Saturate rather than carry into the epoch bits.
-            tag | (current & COUNT_MASK).saturating_add(amount).min(COUNT_MASK)
+            tag | (current & COUNT_MASK)
+                .saturating_add(amount)
+                .min(COUNT_MASK)
         } else {
             tag | amount.min(COUNT_MASK)
         }
