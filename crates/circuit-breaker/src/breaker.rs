@@ -227,8 +227,8 @@ impl<K: fmt::Debug> Breaker<K> {
         self.try_acquire_otherwise()
     }
 
-    /// [`try_acquire`](Self::try_acquire) in every state but closed, out of line so that the
-    /// closed path stays small.
+    /// [`try_acquire`](Self::try_acquire) in every state but closed and metrics-only, out of
+    /// line so that the closed path stays small.
     #[inline(never)]
     fn try_acquire_otherwise(&self) -> Result<Admission, CircuitOpen> {
         loop {
@@ -351,8 +351,8 @@ impl<K: fmt::Debug> Breaker<K> {
     }
 
     /// The hot path: a closed-state call succeeded, not slowly. In a count window a success
-    /// cannot raise a rate, so the rates are evaluated only when the window reaches the
-    /// minimum number of calls (when a rate trip first becomes possible). In a time window
+    /// cannot raise a rate, so the rates are evaluated only when the calls since the last
+    /// reset reach the minimum (when a rate trip first becomes possible). In a time window
     /// old successes expiring can raise the failure rate, so there it always evaluates.
     fn record_closed_success(&self, generation: u32, now: Option<Instant>) {
         let word = Word(self.word.load(Ordering::Acquire));
@@ -367,8 +367,7 @@ impl<K: fmt::Debug> Breaker<K> {
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        let calls = self.window.record_success(now);
-        let may_trip = calls == self.config.minimum_calls || self.window.needs_time();
+        let may_trip = self.window.record_success(now, self.config.minimum_calls);
         if may_trip && word.state() == State::Closed {
             self.trip_if_over(word, now);
         }

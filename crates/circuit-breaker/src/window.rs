@@ -91,19 +91,21 @@ impl Window {
         }
     }
 
-    /// Records a plain success and returns the calls in the window; the hot path, which
-    /// reads no totals it does not need.
-    pub(crate) fn record_success(&self, now: Option<Instant>) -> u32 {
+    /// Records a plain success; the hot path, which reads no totals it does not need.
+    /// Returns whether the breaker must evaluate its rates: in a count window a success
+    /// cannot raise a rate, so only the one that brings the calls since the last reset up to
+    /// `minimum_calls` (making a trip possible for the first time) does; in a time window
+    /// old calls expiring can raise a rate, so every one does.
+    pub(crate) fn record_success(&self, now: Option<Instant>, minimum_calls: u32) -> bool {
         const SUCCESS: Sample = Sample {
             failure: false,
             slow: false,
         };
         match self {
-            Window::Count(window) => window.record(SUCCESS),
+            Window::Count(window) => window.record_since_reset(SUCCESS) == u64::from(minimum_calls),
             Window::Time(window) => {
-                window
-                    .record(SUCCESS, now.unwrap_or_else(Instant::now))
-                    .calls
+                window.record(SUCCESS, now.unwrap_or_else(Instant::now));
+                true
             }
         }
     }
@@ -162,8 +164,14 @@ impl CountWindow {
 
     /// Records one call and returns the calls in the window.
     fn record(&self, sample: Sample) -> u32 {
-        let index = self.next.fetch_add(1, Ordering::Relaxed);
         let len = self.slots.len() as u64;
+        u32::try_from(self.record_since_reset(sample).min(len)).unwrap_or(u32::MAX)
+    }
+
+    /// Records one call and returns the calls since the last reset, which keeps counting
+    /// once the window is full.
+    fn record_since_reset(&self, sample: Sample) -> u64 {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
         let bits = sample.bits();
         // The remainder is below the size, a u32, so it fits every usize this builds for.
         let slot = &self.slots[self.slot_of.remainder(index) as usize];
@@ -176,8 +184,7 @@ impl CountWindow {
             adjust(&self.failures, old, bits, Sample::FAILURE);
             adjust(&self.slow, old, bits, Sample::SLOW);
         }
-        let since_reset = (index + 1).saturating_sub(self.base.load(Ordering::Relaxed));
-        u32::try_from(since_reset.min(len)).unwrap_or(u32::MAX)
+        (index + 1).saturating_sub(self.base.load(Ordering::Relaxed))
     }
 
     fn totals(&self) -> WindowTotals {

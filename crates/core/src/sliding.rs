@@ -2,9 +2,13 @@
 //!
 //! The window is a ring of `N` slots, each covering `window / N`. Each slot is one `AtomicU64`
 //! holding the slot's epoch and its count together, so adding is a load and a
-//! compare-and-swap, and a slot left over from an earlier turn of the ring is reset by the
-//! same swap that writes into it. No lock, no background task. Used by the retry budget and
-//! by the metrics layer's requests-per-minute figure.
+//! compare-and-swap (or, for a count only one thread adds to, a load and a store), and a slot
+//! left over from an earlier turn of the ring is reset by the same write that adds to it. No
+//! lock, no background task. Used by the retry budget.
+//!
+//! Epochs are kept in 24 bits, so a slot nobody has written for 2^24 slot lengths (194 days
+//! for a 10 s window of 10 slots) reads as current again for one window. A count that is
+//! added to at least once in that time never sees it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

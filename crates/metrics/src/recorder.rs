@@ -130,8 +130,9 @@ impl Shard {
 /// What a request holds to keep its recorder alive until its body ends.
 ///
 /// Each thread has its own (see [`RecorderRefs`]), so the reference count a request takes and
-/// gives back is written by one thread: with one count per recorder, every request on every
-/// thread wrote the same cache line twice and two threads recorded no faster than one.
+/// gives back is written by one thread, unless the request ends on another (a work-stealing
+/// runtime can move it): with one count per recorder, every request on every thread wrote
+/// the same cache line twice and two threads recorded no faster than one.
 /// Aligned so that no two threads' counts share a line.
 #[derive(Debug)]
 #[repr(align(128))]

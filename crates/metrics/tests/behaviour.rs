@@ -261,3 +261,33 @@ fn a_call_that_panics_leaves_nothing_in_flight() {
     assert!(result.is_err());
     assert_eq!(layer.snapshot().in_flight, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_outlives_the_layer_and_its_services_is_still_recorded() {
+    let metrics = paused_clock().build().unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let client = metrics.layer(service_fn(upstream));
+    let response = client
+        .oneshot(request(Method::GET, "/ok/10"))
+        .await
+        .unwrap();
+    drop(metrics);
+
+    // The layer and every service are gone; the body still holds its request in flight.
+    let exposition = |registry: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    };
+    assert!(exposition(&registry).contains("http_client_active_requests 1\n"));
+    response.into_body().collect().await.unwrap();
+    let after = exposition(&registry);
+    assert!(after.contains("http_client_active_requests 0\n"), "{after}");
+    assert!(
+        after.contains(
+            "seawall_http_client_requests_total{http_request_method=\"GET\",http_response_status_class=\"2xx\",outcome=\"success\"} 1\n"
+        ),
+        "{after}"
+    );
+}

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use seawall_core::{ConfigError, SlidingCount, check_range};
 use thread_local::ThreadLocal;
 use tokio::time::Instant;
@@ -91,20 +92,33 @@ impl BudgetConfig {
 }
 
 /// A lock-free retry budget, shared by every clone of a retry service.
-#[derive(Debug)]
 pub struct RetryBudget {
     deposit_units: u64,
     reserve_units: u64,
     /// The deposits of each thread that has made a request. Every request deposits, so a
     /// shared count would take a locked read-modify-write per request, and with several
     /// threads a cache line they all write; each thread writes only its own count. Kept
-    /// when the thread exits (its deposits still count) and reused by a later thread.
-    deposits: ThreadLocal<SlidingCount<SLOTS>>,
+    /// when the thread exits (its deposits still count) and reused by a later thread. Padded,
+    /// because the threads' counts sit side by side and would otherwise share cache lines.
+    deposits: ThreadLocal<CachePadded<SlidingCount<SLOTS>>>,
     /// Made only by retries, which are few; one count shared by every thread.
     withdrawals: SlidingCount<SLOTS>,
     /// Where the windows start.
     origin: Instant,
     ttl: Duration,
+}
+
+impl std::fmt::Debug for RetryBudget {
+    /// The settings and the retries available now, across every thread's deposits (a
+    /// derived `Debug` would show only the calling thread's).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryBudget")
+            .field("deposit_units", &self.deposit_units)
+            .field("reserve_units", &self.reserve_units)
+            .field("ttl", &self.ttl)
+            .field("available", &self.available(Instant::now()))
+            .finish()
+    }
 }
 
 impl RetryBudget {
@@ -132,7 +146,7 @@ impl RetryBudget {
     pub fn deposit(&self, now: Instant) {
         if self.deposit_units > 0 {
             self.deposits
-                .get_or(|| SlidingCount::new(self.ttl, self.origin))
+                .get_or(|| CachePadded::new(SlidingCount::new(self.ttl, self.origin)))
                 .add_unshared(now, self.deposit_units);
         }
     }

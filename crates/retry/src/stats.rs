@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
 use seawall_core::FailureKind;
 use thread_local::ThreadLocal;
 use tokio::time::Instant;
@@ -11,12 +12,21 @@ use crate::policy::StopReason;
 use crate::service::Shared;
 
 /// Counters shared by every clone of one retry layer.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Counters {
-    /// Per thread, like the budget's deposits: every request adds one.
-    requests: ThreadLocal<AtomicU64>,
+    /// Per thread, like the budget's deposits: every request adds one. Padded, because the
+    /// threads' values sit side by side and would otherwise share cache lines.
+    requests: ThreadLocal<CachePadded<AtomicU64>>,
     retries: [AtomicU64; FailureKind::ALL.len()],
     stops: [AtomicU64; StopReason::ALL.len()],
+}
+
+impl std::fmt::Debug for Counters {
+    /// The totals over every thread (a derived `Debug` would show only the calling thread's
+    /// request count).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.snapshot().fmt(f)
+    }
 }
 
 impl Counters {
@@ -41,7 +51,7 @@ impl Counters {
     fn snapshot(&self) -> RetryStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         RetryStats {
-            requests: self.requests.iter().map(load).sum(),
+            requests: self.requests.iter().map(|count| load(count)).sum(),
             retries: std::array::from_fn(|i| (FailureKind::ALL[i], load(&self.retries[i]))),
             stops: std::array::from_fn(|i| (StopReason::ALL[i], load(&self.stops[i]))),
         }
