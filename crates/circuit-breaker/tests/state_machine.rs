@@ -68,6 +68,33 @@ async fn failure_rate_after_each_call_and_minimum_calls() {
     assert_eq!(stats.window.calls, 0);
 }
 
+/// Failures below the minimum trip nothing; the success that brings the calls up to the
+/// minimum (here the window's whole size) finds the rate over the threshold and trips.
+#[tokio::test(start_paused = true)]
+async fn the_success_that_reaches_the_minimum_trips_on_the_failures_before_it() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .no_consecutive_failures()
+        .failure_rate(50.0)
+        .count_window(4)
+        .minimum_calls(4)
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    for _ in 0..3 {
+        assert_eq!(send(&service, Script::Status(503)).await.unwrap(), 503);
+        assert_eq!(handle.state(&()), State::Closed, "not enough calls yet");
+    }
+    assert_eq!(send(&service, Script::Status(200)).await.unwrap(), 200);
+    assert_eq!(handle.state(&()), State::Open);
+    assert_eq!(
+        take(&events),
+        vec![(State::Closed, State::Open, Reason::FailureRate(75.0))]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn count_window_truly_slides() {
     let layer = single()
