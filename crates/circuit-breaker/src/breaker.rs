@@ -224,15 +224,17 @@ impl<K: fmt::Debug> Breaker<K> {
                 tracked: true,
             });
         }
-        self.try_acquire_otherwise()
+        self.try_acquire_otherwise(word)
     }
 
     /// [`try_acquire`](Self::try_acquire) in every state but closed and metrics-only, out of
-    /// line so that the closed path stays small.
+    /// line so that the closed path stays small. Starts from the word `try_acquire` read, so
+    /// that admitting costs no more atomic operations than before the split (each is a step
+    /// the loom models explore).
     #[inline(never)]
-    fn try_acquire_otherwise(&self) -> Result<Admission, CircuitOpen> {
+    fn try_acquire_otherwise(&self, first: Word) -> Result<Admission, CircuitOpen> {
+        let mut word = first;
         loop {
-            let word = Word(self.word.load(Ordering::Acquire));
             let generation = word.generation();
             match word.state() {
                 State::Closed | State::MetricsOnly => {
@@ -271,18 +273,17 @@ impl<K: fmt::Debug> Breaker<K> {
                         });
                     }
                 }
-                State::HalfOpen => {
-                    if word.permits() > 0 {
-                        let next = Word(word.0 - (1 << PERMITS_SHIFT));
-                        if self.cas(word, next) {
-                            return Ok(Admission {
-                                generation,
-                                probe: true,
-                                tracked: true,
-                            });
-                        }
-                        continue;
+                State::HalfOpen if word.permits() > 0 => {
+                    let next = Word(word.0 - (1 << PERMITS_SHIFT));
+                    if self.cas(word, next) {
+                        return Ok(Admission {
+                            generation,
+                            probe: true,
+                            tracked: true,
+                        });
                     }
+                }
+                State::HalfOpen => {
                     let Some(since) = self.phase(generation) else {
                         return Err(self.reject(State::HalfOpen, None));
                     };
@@ -297,6 +298,8 @@ impl<K: fmt::Debug> Breaker<K> {
                     self.trip(word, now, Reason::HalfOpenTimedOut, None);
                 }
             }
+            // Another call changed the state first: look again.
+            word = Word(self.word.load(Ordering::Acquire));
         }
     }
 
