@@ -23,7 +23,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn a_waiter_outlives_the_runtime_that_armed_the_queues_timer() {
-    let layer = RateLimitLayer::builder().per_second(1_000).build().unwrap();
+    // Two a second: the second request finds the token spent even if the machine stalls this
+    // test for most of half a second between the first two calls (at 1,000 a second, a
+    // millisecond's stall on a loaded machine let it through and failed the test).
+    let layer = RateLimitLayer::builder().per_second(2).build().unwrap();
     let mut service = layer.layer(service_fn(|_: Request<()>| {
         ready(Ok::<_, std::io::Error>(Response::new(())))
     }));
