@@ -276,7 +276,7 @@ where
         {
             Turn::Try => {
                 let context = &queued.entry.context;
-                if let Some(until) = queued.entry.paused_until(context.nanos(now)) {
+                if let Some(until) = queued.entry.paused_until(now) {
                     queued.entry.retry_at(place, context.instant(until));
                     continue;
                 }
@@ -294,7 +294,7 @@ where
                     // than the end of a server-driven pause, which no waiter can beat.
                     let context = &queued.entry.context;
                     let fallback = now + UNTIL_TOLD;
-                    match queued.entry.paused_until(context.nanos(now)) {
+                    match queued.entry.paused_until(now) {
                         Some(until) => fallback.max(context.instant(until) + UNTIL_TOLD),
                         None => fallback,
                     }

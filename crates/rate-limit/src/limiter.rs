@@ -167,7 +167,7 @@ impl<K, St: RateStore> Limiter<K, St> {
     /// When the store would admit a request of `cost` for `entry`, for the queue's hand-off.
     pub(crate) fn next_slot(&self, entry: &KeyEntry<St>, cost: u32, now: Instant) -> Instant {
         let at = later(now, self.peek(entry, cost, now));
-        match entry.paused_until(self.context.nanos(now)) {
+        match entry.paused_until(now) {
             Some(until) => at.max(self.context.instant(until)),
             None => at,
         }
@@ -256,7 +256,7 @@ where
                 // Dropping a key whose quota has not refilled would hand it a fresh burst.
                 &|entry| {
                     entry.depth() > 0
-                        || entry.paused_until(self.context.nanos(now)).is_some()
+                        || entry.paused_until(now).is_some()
                         || !self.store.is_idle(&entry.slot)
                 },
             ),
@@ -270,7 +270,7 @@ where
     pub(crate) fn stats(&self) -> LimiterStats {
         let c = &self.counters;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let now = self.nanos(Instant::now());
+        let now = Instant::now();
         let (mut queue_depth, mut paused_keys, mut keys) = (0, 0, 0);
         let mut add = |entry: &KeyEntry<St>| {
             queue_depth += entry.depth();

@@ -227,11 +227,15 @@ impl<St: RateStore> KeyEntry<St> {
         self.depth.load(Ordering::Acquire)
     }
 
-    /// The end of the server-driven pause, if one is in force at `now` (both in nanoseconds
-    /// from the limiter's origin).
-    pub(crate) fn paused_until(&self, now: u64) -> Option<u64> {
+    /// The end of the server-driven pause (in nanoseconds from the limiter's origin), if one
+    /// is in force at `now`. A key that was never paused answers from one load: converting
+    /// `now` to nanoseconds costs more than the rest of admitting a request.
+    pub(crate) fn paused_until(&self, now: Instant) -> Option<u64> {
         let until = self.paused_until.load(Ordering::Acquire);
-        (until > now).then_some(until)
+        if until == 0 {
+            return None;
+        }
+        (until > self.context.nanos(now)).then_some(until)
     }
 
     /// Holds the key until `until` (nanoseconds from origin), keeping a later pause in force.

@@ -95,7 +95,7 @@ where
         let (now, _call_time) = CallTime::enter();
         let entry = limiter.entry_for(&self.extractor, &RequestHead::of(&request), now);
         let cost = request.extensions().get::<Cost>().map_or(1, |cost| cost.0);
-        let head_wait = match entry.paused_until(limiter.nanos(now)) {
+        let head_wait = match entry.paused_until(now) {
             // The steady state: nobody waits, so try for a token straight away.
             None if entry.depth() == 0 => {
                 let mut attempt = limiter
