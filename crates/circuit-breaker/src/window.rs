@@ -102,7 +102,7 @@ impl Window {
             slow: false,
         };
         match self {
-            Window::Count(window) => window.record_since_reset(SUCCESS) == u64::from(minimum_calls),
+            Window::Count(window) => window.record(SUCCESS) == u64::from(minimum_calls),
             Window::Time(window) => {
                 window.record(SUCCESS, now.unwrap_or_else(Instant::now));
                 true
@@ -162,15 +162,9 @@ impl CountWindow {
         }
     }
 
-    /// Records one call and returns the calls in the window.
-    fn record(&self, sample: Sample) -> u32 {
-        let len = self.slots.len() as u64;
-        u32::try_from(self.record_since_reset(sample).min(len)).unwrap_or(u32::MAX)
-    }
-
     /// Records one call and returns the calls since the last reset, which keeps counting
-    /// once the window is full.
-    fn record_since_reset(&self, sample: Sample) -> u64 {
+    /// once the window is full (the window's own count of calls is in its totals).
+    fn record(&self, sample: Sample) -> u64 {
         let index = self.next.fetch_add(1, Ordering::Relaxed);
         let bits = sample.bits();
         // The remainder is below the size, a u32, so it fits every usize this builds for.
@@ -364,8 +358,9 @@ mod tests {
         let expected_failures = [1, 2, 2, 2, 1, 0, 1];
         let samples = [FAIL, FAIL, OK, OK, OK, OK, FAIL];
         for (i, (sample, failures)) in samples.iter().zip(expected_failures).enumerate() {
-            assert_eq!(window.record(*sample), (i as u32 + 1).min(4));
+            assert_eq!(window.record(*sample), i as u64 + 1);
             let totals = window.totals();
+            assert_eq!(totals.calls, (i as u32 + 1).min(4), "after call {}", i + 1);
             assert_eq!(totals.failures, failures, "after call {}", i + 1);
         }
         window.reset();

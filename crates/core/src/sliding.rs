@@ -45,8 +45,7 @@ impl<const N: usize> SlidingCount<N> {
     /// Adds `amount` at `now`.
     #[inline]
     pub fn add(&self, now: Instant, amount: u64) {
-        let epoch = self.epoch(now);
-        let slot = &self.slots[(epoch % N as u64) as usize];
+        let (slot, epoch) = self.slot_at(now);
         let mut current = slot.load(Ordering::Relaxed);
         loop {
             let next = Self::added(current, epoch, amount);
@@ -74,10 +73,16 @@ impl<const N: usize> SlidingCount<N> {
     /// add at the same time, one of the two amounts could be lost, never the count's shape.
     #[inline]
     pub fn add_unshared(&self, now: Instant, amount: u64) {
-        let epoch = self.epoch(now);
-        let slot = &self.slots[(epoch % N as u64) as usize];
+        let (slot, epoch) = self.slot_at(now);
         let current = slot.load(Ordering::Relaxed);
         slot.store(Self::added(current, epoch, amount), Ordering::Relaxed);
+    }
+
+    /// The slot that counts what happens at `now`, and `now`'s epoch.
+    #[inline]
+    fn slot_at(&self, now: Instant) -> (&AtomicU64, u64) {
+        let epoch = self.epoch(now);
+        (&self.slots[(epoch % N as u64) as usize], epoch)
     }
 
     /// The value of a slot holding `current` once `amount` is added in `epoch`.
