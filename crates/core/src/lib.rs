@@ -36,6 +36,7 @@
 
 pub mod classify;
 pub mod clock;
+mod counter;
 mod divisor;
 mod error;
 mod extensions;
@@ -52,6 +53,7 @@ pub use classify::{
     classify_error, classify_error_chain, classify_status,
 };
 pub use clock::CallTime;
+pub use counter::ThreadCounter;
 pub use divisor::Divisor;
 pub use error::{ConfigError, check_range};
 pub use extensions::QueueWait;

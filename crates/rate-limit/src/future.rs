@@ -317,7 +317,7 @@ where
     queued.leave(now);
     let waited = now.saturating_duration_since(queued.entry.context.instant(queued.since));
     let counters = &queued.limiter.counters;
-    counters.admitted.fetch_add(1, Ordering::Relaxed);
+    counters.admitted.add(1);
     if queued.joined {
         counters.admitted_after_wait.fetch_add(1, Ordering::Relaxed);
         counters.wait_nanos.fetch_add(

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -103,7 +102,7 @@ where
                     .acquire(&entry.slot, &limiter.quotas, cost, now);
                 match poll_now(&mut attempt) {
                     Some(Ok(Decision::Admitted)) => {
-                        limiter.counters.admitted.fetch_add(1, Ordering::Relaxed);
+                        limiter.counters.admitted.add(1);
                         return ResponseFuture::called(self.inner.call(request), entry, None);
                     }
                     Some(Ok(Decision::Wait(wait))) => wait,

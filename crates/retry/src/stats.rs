@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_utils::CachePadded;
-use seawall_core::FailureKind;
-use thread_local::ThreadLocal;
+use seawall_core::{FailureKind, ThreadCounter};
 use tokio::time::Instant;
 
 use crate::policy::StopReason;
@@ -14,9 +12,8 @@ use crate::service::Shared;
 /// Counters shared by every clone of one retry layer.
 #[derive(Default)]
 pub(crate) struct Counters {
-    /// Per thread, like the budget's deposits: every request adds one. Padded, because the
-    /// threads' values sit side by side and would otherwise share cache lines.
-    requests: ThreadLocal<CachePadded<AtomicU64>>,
+    /// Per thread, like the budget's deposits: every request adds one.
+    requests: ThreadCounter,
     retries: [AtomicU64; FailureKind::ALL.len()],
     stops: [AtomicU64; StopReason::ALL.len()],
 }
@@ -32,12 +29,7 @@ impl std::fmt::Debug for Counters {
 impl Counters {
     #[inline]
     pub(crate) fn request(&self) {
-        // Only this thread writes its count, so a load and a store add without a lock.
-        let count = self.requests.get_or_default();
-        count.store(
-            count.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
+        self.requests.add(1);
     }
 
     pub(crate) fn retry(&self, reason: FailureKind) {
@@ -51,7 +43,7 @@ impl Counters {
     fn snapshot(&self) -> RetryStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         RetryStats {
-            requests: self.requests.iter().map(|count| load(count)).sum(),
+            requests: self.requests.total(),
             retries: std::array::from_fn(|i| (FailureKind::ALL[i], load(&self.retries[i]))),
             stops: std::array::from_fn(|i| (StopReason::ALL[i], load(&self.stops[i]))),
         }
