@@ -547,5 +547,53 @@ fn stack(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(layers, circuit_breaker, rate_limit, retry, metrics, stack);
+/// What admitting a request is made of, each part alone: the floor under the `rate_limit`
+/// group's figures. A limiter on tokio's clock (so that it works on paused time) reads that
+/// clock and turns the reading into a number it can compare and swap; governor's
+/// `governor_direct` reads the time-stamp counter through `quanta` instead.
+fn floor(c: &mut Criterion) {
+    let runtime = runtime();
+    let _context = runtime.enter();
+    let mut group = c.benchmark_group("floor");
+    group.bench_function("tokio_clock", |b| b.iter(tokio::time::Instant::now));
+    group.bench_function("std_clock", |b| b.iter(std::time::Instant::now));
+    let quanta = quanta::Clock::new();
+    group.bench_function("quanta_clock", |b| b.iter(|| quanta.now()));
+    let origin = tokio::time::Instant::now();
+    let later = origin + Duration::from_millis(1_500);
+    group.bench_function("nanos_since_origin", |b| {
+        b.iter(|| {
+            black_box(later)
+                .duration_since(black_box(origin))
+                .as_nanos() as u64
+        })
+    });
+    let word = std::sync::atomic::AtomicU64::new(0);
+    group.bench_function("compare_exchange", |b| {
+        b.iter(|| {
+            let current = word.load(std::sync::atomic::Ordering::Acquire);
+            black_box(word.compare_exchange(
+                current,
+                current + 1,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            ))
+        })
+    });
+    let shared = std::sync::Arc::new(0u64);
+    group.bench_function("arc_clone_drop", |b| {
+        b.iter(|| drop(black_box(std::sync::Arc::clone(&shared))))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    layers,
+    circuit_breaker,
+    rate_limit,
+    retry,
+    metrics,
+    stack,
+    floor
+);
 criterion_main!(layers);
