@@ -550,7 +550,9 @@ fn stack(c: &mut Criterion) {
 /// What admitting a request is made of, each part alone: the floor under the `rate_limit`
 /// group's figures. A limiter on tokio's clock (so that it works on paused time) reads that
 /// clock and turns the reading into a number it can compare and swap; governor's
-/// `governor_direct` reads the time-stamp counter through `quanta` instead.
+/// `governor_direct` reads the time-stamp counter through `quanta` instead. Without tokio's
+/// `test-util` feature (as here) tokio's clock is std's, so `tokio_clock` and `std_clock`
+/// run the same code: the pair shows how far two runs of it drift.
 fn floor(c: &mut Criterion) {
     let runtime = runtime();
     let _context = runtime.enter();
@@ -580,6 +582,8 @@ fn floor(c: &mut Criterion) {
             ))
         })
     });
+    let counter = seawall_core::ThreadCounter::new();
+    group.bench_function("thread_counter_add", |b| b.iter(|| counter.add(1)));
     let shared = std::sync::Arc::new(0u64);
     group.bench_function("arc_clone_drop", |b| {
         b.iter(|| drop(black_box(std::sync::Arc::clone(&shared))))

@@ -32,7 +32,7 @@ pub(crate) enum Mode {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     /// Added to by every admitted request, so kept per thread: a shared counter would be a
-    /// cache line both cores write on every request.
+    /// cache line every core writes on every request.
     pub(crate) admitted: ThreadCounter,
     pub(crate) admitted_after_wait: AtomicU64,
     pub(crate) wait_nanos: AtomicU64,

@@ -19,8 +19,7 @@ pub(crate) struct Counters {
 }
 
 impl std::fmt::Debug for Counters {
-    /// The totals over every thread (a derived `Debug` would show only the calling thread's
-    /// request count).
+    /// The figures as a snapshot reports them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.snapshot().fmt(f)
     }
