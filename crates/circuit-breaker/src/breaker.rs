@@ -19,6 +19,8 @@ use crate::error::CircuitOpen;
 use crate::event::{Reason, State, Transition};
 use crate::window::{Sample, Window, WindowTotals};
 
+mod gate;
+
 const STATE_MASK: u64 = 0xFF;
 const PERMITS_SHIFT: u32 = 8;
 const SUCCESSES_SHIFT: u32 = 20;
@@ -82,6 +84,9 @@ pub(crate) enum Verdict {
     },
     /// Says nothing about the upstream (cancelled, 429, refused by a layer below).
     Ignored,
+    /// Refused by the breaker itself after it admitted the call, while a layer below held the
+    /// call back: already counted as a refusal, otherwise as `Ignored`.
+    Withdrawn,
 }
 
 /// Calls and transitions seen by one breaker, for the metrics layer. Successes of the
@@ -337,6 +342,7 @@ impl<K: fmt::Debug> Breaker<K> {
             Verdict::Ignored => {
                 counters.ignored.fetch_add(1, Ordering::Relaxed);
             }
+            Verdict::Withdrawn => {}
             Verdict::Failure { .. } => {
                 counters.failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -400,7 +406,7 @@ impl<K: fmt::Debug> Breaker<K> {
             return;
         }
         let (sample, consecutive, open_for) = match verdict {
-            Verdict::Ignored => return,
+            Verdict::Ignored | Verdict::Withdrawn => return,
             Verdict::Success { slow } => {
                 if self.consecutive.load(Ordering::Relaxed) != 0 {
                     self.consecutive.store(0, Ordering::Relaxed);
@@ -469,7 +475,7 @@ impl<K: fmt::Debug> Breaker<K> {
                 return;
             }
             match verdict {
-                Verdict::Ignored => {
+                Verdict::Ignored | Verdict::Withdrawn => {
                     // The probe proved nothing: its permit goes back.
                     if self.cas(word, Word(word.0 + (1 << PERMITS_SHIFT))) {
                         return;

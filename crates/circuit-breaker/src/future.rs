@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use http::{Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
+use seawall_core::admission::{AdmissionScope, Readmission};
 use seawall_core::hints::parse_retry_after;
 use seawall_core::{Classify, FailureKind, Outcome, QueueWait};
 use tokio::time::Instant;
+use tower::Service;
 
 use crate::breaker::{Admission, Breaker, Verdict};
 use crate::error::{BreakerError, CircuitOpen};
@@ -24,6 +26,9 @@ pub(crate) struct CallGuard<C, K: fmt::Debug> {
     started: Option<Instant>,
     classifier: C,
     done: bool,
+    /// Set when a layer below held the call back: it asks the breaker again when the call's
+    /// turn comes, and a refusal then comes back as this breaker's own.
+    held: Option<Readmission>,
 }
 
 impl<C, K: fmt::Debug> CallGuard<C, K> {
@@ -39,7 +44,31 @@ impl<C, K: fmt::Debug> CallGuard<C, K> {
             started,
             classifier,
             done: false,
+            held: None,
         }
+    }
+
+    /// Binds a readmission a layer below asked for while holding this call back.
+    pub(crate) fn hold(&mut self, held: Readmission)
+    where
+        K: Send + Sync + 'static,
+    {
+        held.bind(self.breaker.clone(), self.admission.ticket());
+        self.held = Some(held);
+    }
+
+    /// The breaker's own refusal, if a layer below asked again and the breaker refused: the
+    /// call is recorded as withdrawn (already counted as a refusal).
+    fn withdrawn(&mut self) -> Option<CircuitOpen> {
+        let open = *self
+            .held
+            .as_ref()?
+            .refusal()?
+            .downcast_ref::<CircuitOpen>()?;
+        self.done = true;
+        self.breaker
+            .record(self.admission, Verdict::Withdrawn, None);
+        Some(open)
     }
 
     fn finish<B, E>(&mut self, result: &Result<Response<B>, E>)
@@ -97,63 +126,126 @@ impl<C, K: fmt::Debug> Drop for CallGuard<C, K> {
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker).
-    pub struct ResponseFuture<F, C, K: fmt::Debug> {
+    pub struct ResponseFuture<S, B, C, K>
+    where
+        S: Service<Request<B>>,
+        K: fmt::Debug,
+    {
         #[pin]
-        kind: Kind<F, C, K>,
+        kind: Kind<S, B, C, K>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, C, K: fmt::Debug> {
+    enum Kind<S, B, C, K>
+    where
+        S: Service<Request<B>>,
+        K: fmt::Debug,
+    {
         Rejected { open: Option<CircuitOpen> },
+        // Admitted while the service below was not ready: it is readied first (boxed, as
+        // this is off the steady path and would otherwise widen every call's future).
+        Readying {
+            pending: Option<Box<(S, Request<B>)>>,
+            guard: Option<CallGuard<C, K>>,
+        },
         Called {
             #[pin]
-            future: F,
+            future: S::Future,
             guard: CallGuard<C, K>,
         },
     }
 }
 
-impl<F, C, K: fmt::Debug> ResponseFuture<F, C, K> {
+impl<S, B, C, K> ResponseFuture<S, B, C, K>
+where
+    S: Service<Request<B>>,
+    K: fmt::Debug,
+{
     pub(crate) fn rejected(open: CircuitOpen) -> Self {
         Self {
             kind: Kind::Rejected { open: Some(open) },
         }
     }
 
-    pub(crate) fn called(future: F, guard: CallGuard<C, K>) -> Self {
+    pub(crate) fn called(future: S::Future, guard: CallGuard<C, K>) -> Self {
         Self {
             kind: Kind::Called { future, guard },
         }
     }
+
+    pub(crate) fn readying(service: S, request: Request<B>, guard: CallGuard<C, K>) -> Self {
+        Self {
+            kind: Kind::Readying {
+                pending: Some(Box::new((service, request))),
+                guard: Some(guard),
+            },
+        }
+    }
 }
 
-impl<F, C, K: fmt::Debug> fmt::Debug for ResponseFuture<F, C, K> {
+impl<S, B, C, K> fmt::Debug for ResponseFuture<S, B, C, K>
+where
+    S: Service<Request<B>>,
+    K: fmt::Debug,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, C, K, B, E> Future for ResponseFuture<F, C, K>
+impl<S, B, C, K, ResBody> Future for ResponseFuture<S, B, C, K>
 where
-    F: Future<Output = Result<Response<B>, E>>,
-    C: Classify<Response<B>, E>,
-    K: fmt::Debug,
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    C: Classify<Response<ResBody>, S::Error>,
+    K: fmt::Debug + Send + Sync + 'static,
 {
-    type Output = Result<Response<B>, BreakerError<E>>;
+    type Output = Result<Response<ResBody>, BreakerError<S::Error>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Rejected { open } => match open.take() {
-                Some(open) => Poll::Ready(Err(BreakerError::Open(open))),
-                None => Poll::Pending,
-            },
-            KindProj::Called { future, guard } => {
-                let result = ready!(future.poll(cx));
-                guard.finish(&result);
-                Poll::Ready(result.map_err(BreakerError::Inner))
-            }
+        let mut kind = self.project().kind;
+        loop {
+            let next = match kind.as_mut().project() {
+                KindProj::Rejected { open } => {
+                    return match open.take() {
+                        Some(open) => Poll::Ready(Err(BreakerError::Open(open))),
+                        None => Poll::Pending,
+                    };
+                }
+                KindProj::Readying { pending, guard } => {
+                    let Some(parts) = pending.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    if let Err(error) = ready!(parts.0.poll_ready(cx)) {
+                        // Never called: the breaker learns nothing (the guard records it so).
+                        drop(guard.take());
+                        pending.take();
+                        return Poll::Ready(Err(BreakerError::Inner(error)));
+                    }
+                    let (Some(parts), Some(mut guard)) = (pending.take(), guard.take()) else {
+                        return Poll::Pending;
+                    };
+                    let (mut service, request) = *parts;
+                    let scope = AdmissionScope::open();
+                    let future = service.call(request);
+                    if let Some(held) = scope.close() {
+                        guard.hold(held);
+                    }
+                    Kind::Called { future, guard }
+                }
+                KindProj::Called { future, guard } => {
+                    let result = ready!(future.poll(cx));
+                    if result.is_err()
+                        && let Some(open) = guard.withdrawn()
+                    {
+                        return Poll::Ready(Err(BreakerError::Open(open)));
+                    }
+                    guard.finish(&result);
+                    return Poll::Ready(result.map_err(BreakerError::Inner));
+                }
+            };
+            kind.set(next);
         }
     }
 }

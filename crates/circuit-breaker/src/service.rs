@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use seawall_core::admission::AdmissionScope;
 use seawall_core::{CallTime, Classify, KeyExtractor, KeyedMap, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
@@ -109,6 +110,10 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
 /// A service that stops calling an upstream that is failing. See the [crate docs](crate).
 pub struct CircuitBreaker<S, C, X: KeyExtractor> {
     inner: S,
+    /// Whether `inner` said it was ready; when it did not, this service says it is anyway
+    /// (a refusal must not wait for the service it spares), and an admitted call readies
+    /// `inner` in its response future.
+    inner_ready: bool,
     classifier: C,
     extractor: X,
     breakers: Arc<Breakers<X::Key>>,
@@ -127,6 +132,7 @@ impl<S: Clone, C: Clone, X: KeyExtractor + Clone> Clone for CircuitBreaker<S, C,
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            inner_ready: false,
             classifier: self.classifier.clone(),
             extractor: self.extractor.clone(),
             breakers: Arc::clone(&self.breakers),
@@ -143,6 +149,7 @@ impl<S, C, X: KeyExtractor> CircuitBreaker<S, C, X> {
     ) -> Self {
         Self {
             inner,
+            inner_ready: false,
             classifier,
             extractor,
             breakers,
@@ -167,16 +174,24 @@ impl<S, C, X: KeyExtractor> CircuitBreaker<S, C, X> {
 
 impl<S, C, X, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreaker<S, C, X>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     C: Classify<Response<ResBody>, S::Error> + Clone,
     X: KeyExtractor,
 {
     type Response = Response<ResBody>;
     type Error = BreakerError<S::Error>;
-    type Future = ResponseFuture<S::Future, C, X::Key>;
+    type Future = ResponseFuture<S, ReqBody, C, X::Key>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(BreakerError::Inner)
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => self.inner_ready = true,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(BreakerError::Inner(error))),
+            // Which breaker a request meets is known only from the request: ready now, so
+            // that a call an open breaker refuses is refused at once, never after waiting
+            // for (and holding) a permit of the service below.
+            Poll::Pending => self.inner_ready = false,
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
@@ -190,8 +205,23 @@ where
                 let started = breaker
                     .needs_time()
                     .then(|| now.unwrap_or_else(Instant::now));
-                let guard = CallGuard::new(breaker, admission, started, self.classifier.clone());
-                ResponseFuture::called(self.inner.call(request), guard)
+                let mut guard =
+                    CallGuard::new(breaker, admission, started, self.classifier.clone());
+                if !std::mem::take(&mut self.inner_ready) {
+                    // The service below was not ready: the future readies it (the one that
+                    // was polled, with whatever progress it made) before calling it.
+                    let fresh = self.inner.clone();
+                    let service = std::mem::replace(&mut self.inner, fresh);
+                    return ResponseFuture::readying(service, request, guard);
+                }
+                // A layer below that holds the call back (a rate limiter's queue) asks for
+                // this breaker's verdict again when the call's turn comes.
+                let scope = AdmissionScope::open();
+                let future = self.inner.call(request);
+                if let Some(held) = scope.close() {
+                    guard.hold(held);
+                }
+                ResponseFuture::called(future, guard)
             }
         }
     }

@@ -4,6 +4,7 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
+use seawall_core::admission::Withdrawn;
 use seawall_core::{ClassifyError, FailureKind};
 
 use crate::store::StoreError;
@@ -35,11 +36,16 @@ pub enum Rejected {
     },
     /// The store could not be asked (a shared store down, with fail-closed policy).
     StoreUnavailable(StoreError),
+    /// The request waited, and when its turn came the layer above that had admitted it (a
+    /// circuit breaker that opened meanwhile) refused it; no token was taken. Its source is
+    /// that layer's refusal, which that layer counts (this limiter counts it as `withdrawn`,
+    /// not as one of its refusals).
+    Withdrawn(Withdrawn),
 }
 
 impl Rejected {
     /// A stable, low-cardinality label: `queue_full`, `wait_too_long`, `limited`, `oversize`,
-    /// `store_unavailable`.
+    /// `store_unavailable`, `withdrawn`.
     pub fn reason(&self) -> &'static str {
         match self {
             Rejected::QueueFull { .. } => "queue_full",
@@ -47,6 +53,7 @@ impl Rejected {
             Rejected::Limited { .. } => "limited",
             Rejected::Oversize { .. } => "oversize",
             Rejected::StoreUnavailable(_) => "store_unavailable",
+            Rejected::Withdrawn(_) => "withdrawn",
         }
     }
 
@@ -69,7 +76,7 @@ impl Rejected {
     pub fn to_response<B>(&self, body: B) -> http::Response<B> {
         let mut response = http::Response::new(body);
         *response.status_mut() = match self {
-            Rejected::QueueFull { .. } | Rejected::StoreUnavailable(_) => {
+            Rejected::QueueFull { .. } | Rejected::StoreUnavailable(_) | Rejected::Withdrawn(_) => {
                 http::StatusCode::SERVICE_UNAVAILABLE
             }
             _ => http::StatusCode::TOO_MANY_REQUESTS,
@@ -114,6 +121,7 @@ impl fmt::Display for Rejected {
                 "request cost {cost} exceeds the quota's burst; it can never be admitted"
             ),
             Rejected::StoreUnavailable(error) => error.fmt(f),
+            Rejected::Withdrawn(withdrawn) => withdrawn.fmt(f),
         }
     }
 }
@@ -122,6 +130,8 @@ impl Error for Rejected {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             Rejected::StoreUnavailable(error) => Some(error),
+            // Its own text is the withdrawal's: the cause below it is the refusal.
+            Rejected::Withdrawn(withdrawn) => withdrawn.source(),
             _ => None,
         }
     }

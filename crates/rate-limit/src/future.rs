@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use seawall_core::QueueWait;
+use seawall_core::admission::Readmission;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
@@ -38,6 +39,8 @@ pub(crate) struct Queued<S, B, K, St: RateStore> {
     /// Whether it ever joined the queue (a remote store's first answer may admit it without).
     pub(crate) joined: bool,
     polled: bool,
+    /// The link to a layer above that admitted it, asked again before a token is taken.
+    pub(crate) readmission: Option<Readmission>,
 }
 
 impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
@@ -62,6 +65,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
             place: None,
             joined: false,
             polled: false,
+            readmission: None,
         }
     }
 
@@ -105,6 +109,13 @@ pin_project! {
         St: RateStore,
     {
         Rejected { rejected: Option<Rejected> },
+        // Admitted; the service below is readied before it is called.
+        Readying {
+            service: Option<S>,
+            request: Option<Request<B>>,
+            entry: Arc<KeyEntry<St>>,
+            waited: Option<Duration>,
+        },
         Called {
             #[pin]
             future: S::Future,
@@ -156,6 +167,22 @@ where
         }
     }
 
+    pub(crate) fn readying(
+        service: S,
+        request: Request<B>,
+        entry: Arc<KeyEntry<St>>,
+        waited: Option<Duration>,
+    ) -> Self {
+        Self {
+            state: State::Readying {
+                service: Some(service),
+                request: Some(request),
+                entry,
+                waited,
+            },
+        }
+    }
+
     pub(crate) fn queued(queued: Queued<S, B, K, St>, slot: Instant) -> Self {
         // The waiter's own timer is the stalled-head fallback; the head's timer, in the
         // queue, wakes it at its slot.
@@ -187,6 +214,28 @@ where
                         Some(rejected) => Poll::Ready(Err(RateLimitError::Rejected(rejected))),
                         None => Poll::Pending,
                     };
+                }
+                StateProj::Readying {
+                    service,
+                    request,
+                    entry,
+                    waited,
+                } => {
+                    let Some(ready_service) = service.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    if let Err(error) = ready!(ready_service.poll_ready(cx)) {
+                        service.take();
+                        return Poll::Ready(Err(RateLimitError::Inner(error)));
+                    }
+                    match (service.take(), request.take()) {
+                        (Some(mut service), Some(request)) => State::Called {
+                            future: service.call(request),
+                            entry: Arc::clone(entry),
+                            waited: *waited,
+                        },
+                        _ => return Poll::Pending,
+                    }
                 }
                 StateProj::Called {
                     future,
@@ -275,6 +324,10 @@ where
             .turn(place, now, cx.waker(), queued.limiter.interval)
         {
             Turn::Try => {
+                if let Some(Err(withdrawn)) = queued.readmission.as_ref().map(Readmission::check) {
+                    queued.leave(now);
+                    return Poll::Ready(refuse(queued, Rejected::Withdrawn(withdrawn)));
+                }
                 let context = &queued.entry.context;
                 if let Some(until) = queued.entry.paused_until(now) {
                     queued.entry.retry_at(place, context.instant(until));
@@ -326,8 +379,9 @@ where
         );
     }
     match (queued.service.take(), queued.request.take()) {
-        (Some(mut service), Some(request)) => State::Called {
-            future: service.call(request),
+        (Some(service), Some(request)) => State::Readying {
+            service: Some(service),
+            request: Some(request),
             entry: Arc::clone(&queued.entry),
             waited: Some(waited),
         },

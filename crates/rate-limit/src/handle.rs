@@ -96,6 +96,12 @@ where
             &[],
             s.cancelled,
         ));
+        visit(counter(
+            "seawall_rate_limit_withdrawn",
+            "Waiting requests refused at their turn by the layer above that admitted them (a circuit breaker that opened).",
+            &[],
+            s.withdrawn,
+        ));
         for (name, help, value) in [
             (
                 "seawall_rate_limit_queue_depth",

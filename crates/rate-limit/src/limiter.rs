@@ -42,6 +42,7 @@ pub(crate) struct Counters {
     pub(crate) oversize: AtomicU64,
     pub(crate) store_unavailable: AtomicU64,
     pub(crate) cancelled: AtomicU64,
+    pub(crate) withdrawn: AtomicU64,
     pub(crate) wakeups: AtomicU64,
 }
 
@@ -66,6 +67,10 @@ pub struct LimiterStats {
     pub rejected_store_unavailable: u64,
     /// Waiting requests dropped by their callers.
     pub cancelled: u64,
+    /// Waiting requests refused, when their turn came, by the layer above that had admitted
+    /// them (a circuit breaker that opened meanwhile): no token taken, and counted as a
+    /// refusal by that layer, not among this limiter's.
+    pub withdrawn: u64,
     /// Times a waiting request was woken (after its first poll).
     pub wakeups: u64,
     /// Server-driven pauses applied.
@@ -86,6 +91,7 @@ impl Counters {
             Rejected::Limited { .. } => &self.limited,
             Rejected::Oversize { .. } => &self.oversize,
             Rejected::StoreUnavailable(_) => &self.store_unavailable,
+            Rejected::Withdrawn(_) => &self.withdrawn,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -293,6 +299,7 @@ where
             rejected_oversize: load(&c.oversize),
             rejected_store_unavailable: load(&c.store_unavailable),
             cancelled: load(&c.cancelled),
+            withdrawn: load(&c.withdrawn),
             wakeups: load(&c.wakeups),
             pauses: load(&self.context.pauses),
             queue_depth,

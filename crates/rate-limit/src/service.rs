@@ -7,6 +7,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
+use seawall_core::admission::hold_back;
 use seawall_core::{CallTime, KeyExtractor, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
@@ -21,6 +22,10 @@ use crate::store::{Decision, RateStore};
 /// A service that keeps requests under a quota. See the [crate docs](crate).
 pub struct RateLimit<S, X: KeyExtractor, St: RateStore> {
     inner: S,
+    /// Whether `inner` said it was ready; when it did not, this service says it is anyway
+    /// (a refusal must not wait for the service below), and an admitted request readies
+    /// `inner` in its response future.
+    inner_ready: bool,
     extractor: X,
     limiter: Arc<Limiter<X::Key, St>>,
 }
@@ -38,6 +43,7 @@ impl<S: Clone, X: KeyExtractor + Clone, St: RateStore> Clone for RateLimit<S, X,
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            inner_ready: false,
             extractor: self.extractor.clone(),
             limiter: Arc::clone(&self.limiter),
         }
@@ -48,6 +54,7 @@ impl<S, X: KeyExtractor, St: RateStore> RateLimit<S, X, St> {
     pub(crate) fn new(inner: S, extractor: X, limiter: Arc<Limiter<X::Key, St>>) -> Self {
         Self {
             inner,
+            inner_ready: false,
             extractor,
             limiter,
         }
@@ -85,7 +92,15 @@ where
     type Future = ResponseFuture<S, ReqBody, X::Key, St>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(RateLimitError::Inner)
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => self.inner_ready = true,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(RateLimitError::Inner(error))),
+            // Whether a request waits is known only from the request: ready now, so that a
+            // refusal is immediate and a waiting request never holds a permit of the
+            // service below (it readies its own when admitted).
+            Poll::Pending => self.inner_ready = false,
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
@@ -103,7 +118,12 @@ where
                 match poll_now(&mut attempt) {
                     Some(Ok(Decision::Admitted)) => {
                         limiter.counters.admitted.add(1);
-                        return ResponseFuture::called(self.inner.call(request), entry, None);
+                        if std::mem::take(&mut self.inner_ready) {
+                            return ResponseFuture::called(self.inner.call(request), entry, None);
+                        }
+                        let fresh = self.inner.clone();
+                        let service = std::mem::replace(&mut self.inner, fresh);
+                        return ResponseFuture::readying(service, request, entry, None);
                     }
                     Some(Ok(Decision::Wait(wait))) => wait,
                     Some(Ok(Decision::Oversize)) => {
@@ -155,18 +175,26 @@ where
     where
         S: Clone,
     {
-        // The readied service goes with the request; this service keeps a fresh clone.
-        let fresh = self.inner.clone();
-        let readied = std::mem::replace(&mut self.inner, fresh);
-        Queued::new(
-            readied,
+        // A waiting request holds nothing of the service below: the readied one is dropped
+        // (giving back a `ConcurrencyLimit` permit or a `Buffer` slot) and the request takes
+        // a clone it readies when admitted.
+        if std::mem::take(&mut self.inner_ready) {
+            let fresh = self.inner.clone();
+            drop(std::mem::replace(&mut self.inner, fresh));
+        }
+        let mut queued = Queued::new(
+            self.inner.clone(),
             request,
             Arc::clone(&self.limiter),
             entry,
             cost,
             now,
             attempt,
-        )
+        );
+        // A layer above that admitted the request (a circuit breaker) is asked again when
+        // its turn comes.
+        queued.readmission = hold_back();
+        queued
     }
 
     fn wait_or_refuse<ReqBody>(
