@@ -69,6 +69,30 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
         }
     }
 
+    /// When `max_wait` runs out for a request that joined the queue.
+    fn give_up_at(&self) -> Option<Instant> {
+        let max_wait = self.limiter.max_wait()?;
+        Some(later(self.entry.context.instant(self.since), max_wait))
+    }
+
+    /// The refusal of a waiter whose `max_wait` ran out at `give_up`, with the wait now
+    /// predicted for it from when it was called; `None` if its turn is due within its
+    /// budget after all (the head's hand-off is due this instant), unless it is well past.
+    fn too_long(&self, place: Place, now: Instant, give_up: Instant) -> Option<Rejected> {
+        let max_wait = self.limiter.max_wait()?;
+        let since = self.entry.context.instant(self.since);
+        let ahead = self.entry.tokens_ahead(place);
+        let remaining = self
+            .limiter
+            .predict(&self.entry, ahead, self.cost, now, Duration::ZERO);
+        let predicted = now.saturating_duration_since(since) + remaining;
+        let overdue = now >= later(give_up, stall_grace(self.limiter.interval));
+        (predicted > max_wait || overdue).then_some(Rejected::WaitTooLong {
+            predicted: predicted.max(max_wait),
+            max_wait,
+        })
+    }
+
     fn leave(&mut self, now: Instant) {
         if let Some(place) = self.place.take() {
             let (limiter, entry) = (&self.limiter, &self.entry);
@@ -342,6 +366,14 @@ where
                 ));
             }
             Turn::Sleep(slot) => {
+                let give_up = queued.give_up_at();
+                if let Some(give_up) = give_up
+                    && now >= give_up
+                    && let Some(rejected) = queued.too_long(place, now, give_up)
+                {
+                    queued.leave(now);
+                    return Poll::Ready(refuse(queued, rejected));
+                }
                 let deadline = slot.unwrap_or_else(|| {
                     // Waiting to be told by the hand-off; the fallback look comes no sooner
                     // than the end of a server-driven pause, which no waiter can beat.
@@ -352,6 +384,16 @@ where
                         None => fallback,
                     }
                 });
+                // Never held past `max_wait`: it wakes then to be refused, unless its turn is
+                // that very instant (the hand-off, due now, then wakes it, or its stalled-head
+                // look after the grace refuses it).
+                let deadline = match give_up {
+                    Some(give_up) if now < give_up => deadline.min(give_up),
+                    Some(give_up) => {
+                        deadline.min(later(give_up, stall_grace(queued.limiter.interval)))
+                    }
+                    None => deadline,
+                };
                 if sleep.deadline() != deadline {
                     sleep.as_mut().reset(deadline);
                 }

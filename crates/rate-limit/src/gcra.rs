@@ -65,6 +65,27 @@ impl GcraCells {
         Refusal::Until(at)
     }
 
+    /// When every quota would have admitted `tokens` more tokens, taken in turn as soon as
+    /// each quota allows and no earlier than `from` (nanoseconds from origin): the slot of
+    /// the last of a queue's waiters. Unlike [`earliest`](Self::earliest), `tokens` may
+    /// exceed a burst: a queue's tokens are taken by many requests.
+    ///
+    /// Exact for one quota. With several, each quota's own schedule is exact and the queue
+    /// goes at the slowest one's pace; the answer is the latest of them (a quota with a
+    /// large burst, say 20 a minute, lets the first 20 go at a faster quota's pace).
+    pub fn predict(&self, quotas: &[Quota], tokens: u64, from: u64) -> u64 {
+        let mut at = from;
+        for (quota, tat) in quotas.iter().zip(self.tats.iter()) {
+            let increment = quota.interval_nanos().saturating_mul(tokens);
+            let tat = tat.load(Ordering::Acquire).max(from);
+            at = at.max(
+                tat.saturating_add(increment)
+                    .saturating_sub(quota.tolerance_nanos()),
+            );
+        }
+        at
+    }
+
     /// Whether every quota is full at `now` (the key holds nothing worth keeping).
     pub fn is_idle(&self, now: u64) -> bool {
         self.tats
@@ -124,7 +145,41 @@ mod tests {
         assert_eq!(cells.tats[0].load(Ordering::Relaxed), 500 * MS + 100 * MS);
     }
 
+    /// Admits `tokens` requests of cost 1 one after another, each at the first instant from
+    /// `from` that every quota allows, and returns the last one's instant.
+    fn admit_in_turn(cells: &GcraCells, quotas: &[Quota], tokens: u64, from: u64) -> u64 {
+        let mut at = from;
+        for _ in 0..tokens {
+            loop {
+                match cells.try_take(quotas, 1, at) {
+                    Ok(()) => break,
+                    Err(Refusal::Until(next)) => at = next.max(at + 1),
+                    Err(Refusal::Oversize) => unreachable!("cost 1 fits every burst"),
+                }
+            }
+        }
+        at
+    }
+
     proptest! {
+        /// For one quota, the predicted slot of a queue's last token is exactly when taking
+        /// the queue's tokens in turn admits it, whatever the quota has already given out.
+        #[test]
+        fn predict_matches_taking_the_tokens_in_turn(
+            per_second in 1u32..1_000,
+            burst in 1u32..50,
+            spent in 0u64..60,
+            tokens in 1u64..120,
+        ) {
+            let quotas = [Quota::per_second(per_second).unwrap().burst(burst).unwrap()];
+            let cells = GcraCells::new(1);
+            for _ in 0..spent {
+                let _ = cells.try_take(&quotas, 1, 0);
+            }
+            let predicted = cells.predict(&quotas, tokens, 0);
+            prop_assert_eq!(predicted, admit_in_turn(&cells, &quotas, tokens, 0));
+        }
+
         /// Over any arrival pattern, admitted requests i..=j satisfy
         /// j - i + 1 <= burst + (t_j - t_i) / T: no window admits more than burst + W/T.
         #[test]

@@ -154,21 +154,52 @@ impl<K, St: RateStore> Limiter<K, St> {
             } => (max_waiting, max_wait),
         };
         let priority = extensions.get::<Priority>().map_or(0, |p| p.0);
-        match entry.join(
-            priority,
-            cost,
-            now,
-            head_wait,
-            self.interval,
-            max_waiting,
-            max_wait,
-        ) {
+        let predict = |ahead: u64| self.predict(entry, ahead, cost, now, head_wait);
+        match entry.join(priority, cost, now, predict, max_waiting, max_wait) {
             Joined::Full => Err(Rejected::QueueFull { max_waiting }),
             Joined::TooLong(predicted) => Err(Rejected::WaitTooLong {
                 predicted,
                 max_wait,
             }),
             Joined::Queued { place, slot } => Ok((place, slot)),
+        }
+    }
+
+    /// How long from `now` until the store would have admitted the `ahead` tokens queued
+    /// before a request of `cost`, and it: at each quota's own pace (a quota's burst
+    /// included), no earlier than a server's pause ends, and no earlier than `head_wait` (its
+    /// wait were it at the head). A store that cannot tell without a round trip is assumed to
+    /// need the slowest quota's interval a token.
+    pub(crate) fn predict(
+        &self,
+        entry: &KeyEntry<St>,
+        ahead: u64,
+        cost: u32,
+        now: Instant,
+        head_wait: Duration,
+    ) -> Duration {
+        let from = match entry.paused_until(now) {
+            Some(until) => self.context.instant(until),
+            None => now,
+        };
+        let tokens = ahead.saturating_add(u64::from(cost));
+        match self
+            .store
+            .predict(&entry.slot, &self.quotas, tokens, now, from)
+        {
+            Some(wait) => wait.max(head_wait),
+            None => head_wait.saturating_add(
+                self.interval
+                    .saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX)),
+            ),
+        }
+    }
+
+    /// The `max_wait` of a waiting limiter.
+    pub(crate) fn max_wait(&self) -> Option<Duration> {
+        match self.mode {
+            Mode::Wait { max_wait, .. } => Some(max_wait),
+            Mode::FailFast => None,
         }
     }
 

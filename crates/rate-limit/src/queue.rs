@@ -271,16 +271,14 @@ impl<St: RateStore> KeyEntry<St> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Joins the queue. `head_wait` is how long until the store would admit this request if
-    /// it were at the head; `interval` is the slowest quota's emission interval.
-    #[allow(clippy::too_many_arguments)]
+    /// Joins the queue, or says why not. `predict(ahead)` is how long until the store would
+    /// have admitted the `ahead` tokens queued before this request, and this request.
     pub(crate) fn join(
         &self,
         priority: u8,
         cost: u32,
         now: Instant,
-        head_wait: Duration,
-        interval: Duration,
+        predict: impl FnOnce(u64) -> Duration,
         max_waiting: usize,
         max_wait: Duration,
     ) -> Joined {
@@ -292,8 +290,8 @@ impl<St: RateStore> KeyEntry<St> {
             queue.cost_by_priority = vec![0; usize::from(u8::MAX) + 1];
         }
         let ahead: u64 = queue.cost_by_priority[usize::from(priority)..].iter().sum();
-        let wait = head_wait
-            .saturating_add(interval.saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX)));
+        // Its wait: until the store would have admitted everyone ahead of it, and it.
+        let wait = predict(ahead);
         if wait > max_wait {
             return Joined::TooLong(wait);
         }
@@ -384,6 +382,15 @@ impl<St: RateStore> KeyEntry<St> {
     }
 
     /// The head tried and must wait until `slot`.
+    /// The tokens of the waiters ahead of `place`.
+    pub(crate) fn tokens_ahead(&self, place: Place) -> u64 {
+        self.lock()
+            .waiters
+            .range(..place)
+            .map(|(_, waiter)| u64::from(waiter.cost))
+            .sum()
+    }
+
     pub(crate) fn retry_at(&self, place: Place, slot: Instant) {
         if let Some(waiter) = self.lock().waiters.get_mut(&place) {
             waiter.slot = Some(self.context.slot_of(slot));
@@ -484,8 +491,7 @@ mod loom_tests {
             0,
             1,
             now,
-            Duration::ZERO,
-            INTERVAL,
+            |ahead| INTERVAL * u32::try_from(ahead).unwrap_or(u32::MAX),
             10,
             Duration::from_secs(60),
         ) {

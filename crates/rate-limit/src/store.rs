@@ -79,6 +79,21 @@ pub trait RateStore: Send + Sync + 'static {
         None
     }
 
+    /// How long after `now` the store would have admitted `tokens` more tokens, taken one
+    /// request after another as soon as the quotas allow and no earlier than `from`, without
+    /// taking anything, if the store can tell without a round trip: the wait a queue's last
+    /// waiter is promised against `max_wait`. `tokens` may exceed a quota's burst.
+    fn predict(
+        &self,
+        _slot: &Self::Slot,
+        _quotas: &[Quota],
+        _tokens: u64,
+        _now: Instant,
+        _from: Instant,
+    ) -> Option<Duration> {
+        None
+    }
+
     /// Whether a slot holds nothing worth keeping (its key may be dropped without changing
     /// any future decision).
     fn is_idle(&self, _slot: &Self::Slot) -> bool {
@@ -142,6 +157,18 @@ impl RateStore for InMemoryStore {
             Refusal::Until(at) => Some(Duration::from_nanos(at.saturating_sub(now))),
             Refusal::Oversize => None,
         }
+    }
+
+    fn predict(
+        &self,
+        slot: &GcraCells,
+        quotas: &[Quota],
+        tokens: u64,
+        now: Instant,
+        from: Instant,
+    ) -> Option<Duration> {
+        let at = slot.predict(quotas, tokens, self.nanos(from.max(now)));
+        Some(Duration::from_nanos(at.saturating_sub(self.nanos(now))))
     }
 
     fn is_idle(&self, slot: &GcraCells) -> bool {
