@@ -6,6 +6,14 @@
 pub struct Priority(pub u8);
 
 /// How many tokens a request takes from every quota (default 1), for endpoints that an
-/// upstream counts as several requests.
+/// upstream counts as several requests. A cost of 0 counts as 1: every request the upstream
+/// sees is one it counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cost(pub u32);
+
+impl Cost {
+    /// The tokens the request takes: its cost, and at least 1.
+    pub fn tokens(self) -> u32 {
+        self.0.max(1)
+    }
+}

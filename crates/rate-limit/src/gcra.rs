@@ -59,7 +59,9 @@ impl GcraCells {
             }
             let increment = quota.interval_nanos().saturating_mul(u64::from(cost));
             let tat = tat.load(Ordering::Acquire).max(now);
-            let allowed_at = (tat + increment).saturating_sub(quota.tolerance_nanos());
+            let allowed_at = tat
+                .saturating_add(increment)
+                .saturating_sub(quota.tolerance_nanos());
             at = at.max(allowed_at);
         }
         Refusal::Until(at)
@@ -127,6 +129,20 @@ mod tests {
     use proptest::prelude::*;
 
     const MS: u64 = 1_000_000;
+
+    #[test]
+    fn the_arithmetic_saturates_at_the_end_of_time() {
+        // The schedule cannot run past the last nanosecond: every answer saturates there
+        // instead of overflowing (a debug build panicked in `earliest`).
+        let day = std::time::Duration::from_secs(86_400);
+        let quotas = [Quota::per(1, day).unwrap().burst(2).unwrap()];
+        let cells = GcraCells::new(1);
+        let late = u64::MAX - 10;
+        assert_eq!(cells.try_take(&quotas, 1, late), Ok(()));
+        assert_eq!(cells.tats[0].load(Ordering::Relaxed), u64::MAX);
+        assert_eq!(cells.earliest(&quotas, 1, late), Refusal::Until(late));
+        assert_eq!(cells.predict(&quotas, 1_000, late), late);
+    }
 
     #[test]
     fn several_quotas_must_all_admit_and_refund_on_refusal() {

@@ -254,6 +254,7 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
                 "a store given with `.store(...)`",
             ));
         };
+        store.check_quotas(&self.quotas)?;
         let limiter = Limiter::new(
             store,
             self.quotas,

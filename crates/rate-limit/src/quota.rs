@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use seawall_core::{ConfigError, check_range};
 
+/// The longest a burst may span at the sustained rate: 100 years, in nanoseconds.
+const MAX_BURST_SPAN_NANOS: u64 = 100 * 365 * 86_400 * 1_000_000_000;
+
 /// One quota, enforced with GCRA: `count` requests per `period`, at most `burst` at once.
 ///
 /// A quota admits one request per emission interval (`period / count`) on average and lets
@@ -61,9 +64,20 @@ impl Quota {
         })
     }
 
-    /// Allows up to `burst` requests back to back (1 to 1,000,000).
+    /// Allows up to `burst` requests back to back (1 to 1,000,000, and a burst's worth of the
+    /// sustained rate, `burst × period / count`, at most 100 years).
     pub fn burst(self, burst: u32) -> Result<Self, ConfigError> {
         check_range("burst", burst, 1, 1_000_000, "a count from 1 to 1,000,000")?;
+        // The schedule may run a burst's span ahead of the clock, in nanoseconds from the
+        // limiter's origin: bounded, so that no sum of instants can overflow.
+        let span = u128::from(self.interval_nanos) * u128::from(burst);
+        if span > u128::from(MAX_BURST_SPAN_NANOS) {
+            return Err(ConfigError::new(
+                "burst",
+                burst,
+                "a burst whose span (burst × period / count) is at most 100 years",
+            ));
+        }
         Ok(Self { burst, ..self })
     }
 

@@ -108,7 +108,10 @@ where
         // Held until the layer below has been called, so it shares this call's reading.
         let (now, _call_time) = CallTime::enter();
         let entry = limiter.entry_for(&self.extractor, &RequestHead::of(&request), now);
-        let cost = request.extensions().get::<Cost>().map_or(1, |cost| cost.0);
+        let cost = request
+            .extensions()
+            .get::<Cost>()
+            .map_or(1, |cost| cost.tokens());
         let head_wait = match entry.paused_until(now) {
             // The steady state: nobody waits, so try for a token straight away.
             None if entry.depth() == 0 => {

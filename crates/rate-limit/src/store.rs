@@ -99,6 +99,12 @@ pub trait RateStore: Send + Sync + 'static {
     fn is_idle(&self, _slot: &Self::Slot) -> bool {
         false
     }
+
+    /// Refuses, when the layer is built, quotas this store cannot keep (say, more than it
+    /// was made for).
+    fn check_quotas(&self, _quotas: &[Quota]) -> Result<(), seawall_core::ConfigError> {
+        Ok(())
+    }
 }
 
 /// The default store: GCRA cells in this process, lock-free.
@@ -173,5 +179,18 @@ impl RateStore for InMemoryStore {
 
     fn is_idle(&self, slot: &GcraCells) -> bool {
         slot.is_idle(self.nanos(Instant::now()))
+    }
+
+    /// A store made for fewer quotas than the layer has would silently enforce only the
+    /// first of them.
+    fn check_quotas(&self, quotas: &[Quota]) -> Result<(), seawall_core::ConfigError> {
+        if self.quotas < quotas.len() {
+            return Err(seawall_core::ConfigError::new(
+                "store",
+                self.quotas,
+                "an `InMemoryStore::new(n)` with n at least the number of quotas",
+            ));
+        }
+        Ok(())
     }
 }
