@@ -62,7 +62,7 @@ impl RedisStoreBuilder {
     }
 
     /// The start of every key name (default `seawall:rl`); quotas of one limiter key live
-    /// under `<prefix>:{<key>}`.
+    /// under `<prefix>:{<hash of the key>}`.
     pub fn prefix(mut self, prefix: &str) -> Self {
         prefix.clone_into(&mut self.prefix);
         self

@@ -96,7 +96,8 @@ impl SlotState {
 
 impl RedisSlot {
     /// The name of the Redis key holding this limiter key's quota state (with several quotas,
-    /// this name followed by `:quotas`).
+    /// this name followed by `:quotas`): `<prefix>:{<hash>}`, the hash being 32 hex digits of
+    /// the SHA-256 of the limiter key's `Debug` rendering.
     pub fn redis_key(&self) -> &str {
         &self.shared.key
     }
@@ -217,6 +218,38 @@ impl Inner {
             }
         }
     }
+}
+
+/// The Redis key of a limiter key: `<prefix>:{<hash>}`, where the hash is the first 128 bits of
+/// the SHA-256 of the key's `Debug` rendering, in hex. A hash rather than the rendering
+/// itself: distinct renderings never share a name (no character needs replacing to keep the
+/// hash tag whole), a key carrying a secret is never spelled out in Redis, and the name
+/// depends on nothing but the rendering, so every version names a key alike.
+fn key_name(prefix: &str, key: &dyn fmt::Debug) -> String {
+    use fmt::Write as _;
+    use sha2::{Digest, Sha256};
+
+    /// Feeds the rendering to the hash as it is written, without a string in between.
+    struct Hashing(Sha256);
+    impl fmt::Write for Hashing {
+        fn write_str(&mut self, text: &str) -> fmt::Result {
+            self.0.update(text.as_bytes());
+            Ok(())
+        }
+    }
+
+    let mut hashing = Hashing(Sha256::new());
+    // Writing to a hash cannot fail, nor can writing to a string.
+    let _ = write!(hashing, "{key:?}");
+    let digest = hashing.0.finalize();
+    let mut name = String::with_capacity(prefix.len() + 35);
+    name.push_str(prefix);
+    name.push_str(":{");
+    for byte in &digest[..16] {
+        let _ = write!(name, "{byte:02x}");
+    }
+    name.push('}');
+    name
 }
 
 /// The error the failure policy answers for while Redis is left alone after a failure.
@@ -489,16 +522,7 @@ impl RateStore for RedisStore {
     type Future = AcquireFuture;
 
     fn new_slot(&self, key: &dyn fmt::Debug) -> RedisSlot {
-        // A brace inside the name would end the hash tag early and scatter the key's state.
-        let name: String = format!("{key:?}")
-            .chars()
-            .map(|c| match c {
-                '{' => '(',
-                '}' => ')',
-                c => c,
-            })
-            .collect();
-        let key = format!("{}:{{{name}}}", self.inner.prefix);
+        let key = key_name(&self.inner.prefix, key);
         RedisSlot {
             shared: Arc::new(SlotState {
                 multi_key: format!("{key}:quotas"),
