@@ -1,5 +1,6 @@
 //! Configuration of a [`RedisStore`](crate::RedisStore).
 
+use std::fmt;
 use std::time::Duration;
 
 use seawall_core::{ConfigError, check_range};
@@ -37,7 +38,9 @@ pub enum Clock {
 }
 
 /// Builds a [`RedisStore`]; start with [`RedisStore::builder`].
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` rendering, like every error it gives, shows the URL without its credentials.
+#[derive(Clone)]
 pub struct RedisStoreBuilder {
     pub(crate) url: String,
     pub(crate) prefix: String,
@@ -46,6 +49,47 @@ pub struct RedisStoreBuilder {
     pub(crate) policy: FailurePolicy,
     pub(crate) clock: Clock,
     pub(crate) lease: Option<u32>,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &redacted(&self.url))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("recheck_after", &self.recheck_after)
+            .field("policy", &self.policy)
+            .field("clock", &self.clock)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// `url` as it may be shown: user name and password, query (where a `redis+unix` URL
+/// carries them) and fragment each replaced by `***`, and nothing of a URL that does not
+/// parse as one with a host or a path, since where its credentials are cannot be told.
+pub(crate) fn redacted(url: &str) -> String {
+    const HIDDEN: &str = "***";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(a URL that does not parse; not shown)".to_owned();
+    };
+    if parsed.cannot_be_a_base() {
+        // `user:password@host` parses as the scheme `user`.
+        return "(a URL that names no host; not shown)".to_owned();
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let hidden = parsed.set_username(HIDDEN).and(parsed.set_password(None));
+        if hidden.is_err() {
+            return format!("(a {}: URL with credentials; not shown)", parsed.scheme());
+        }
+    }
+    if parsed.query().is_some() {
+        parsed.set_query(Some(HIDDEN));
+    }
+    if parsed.fragment().is_some() {
+        parsed.set_fragment(Some(HIDDEN));
+    }
+    parsed.into()
 }
 
 impl RedisStoreBuilder {
@@ -142,5 +186,38 @@ impl RedisStoreBuilder {
             check_range("lease", tokens, 2, MAX_LEASE, "a count from 2 to 65,535")?;
         }
         RedisStore::connect(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://alice:pw@127.0.0.1:6379/0",
+                "redis://***@127.0.0.1:6379/0",
+            ),
+            ("redis://:pw@redis.internal/", "redis://***@redis.internal/"),
+            ("redis://alice@redis.internal", "redis://***@redis.internal"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=pw",
+                "redis+unix:///run/redis.sock?***",
+            ),
+            (
+                "rediss://redis.internal/#insecure",
+                "rediss://redis.internal/#***",
+            ),
+            (
+                "alice:pw@redis.internal",
+                "(a URL that names no host; not shown)",
+            ),
+            ("://alice:pw@", "(a URL that does not parse; not shown)"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
     }
 }

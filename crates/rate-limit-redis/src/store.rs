@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::batch::{self, Answer, Queue, Waiting};
-use crate::builder::{Clock, FailurePolicy, RedisStoreBuilder};
+use crate::builder::{Clock, FailurePolicy, RedisStoreBuilder, redacted};
 use crate::lease::LeasePool;
 use crate::stats::Counters;
 
@@ -111,8 +111,10 @@ impl RedisStore {
     }
 
     pub(crate) fn connect(config: RedisStoreBuilder) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|_| ConfigError::new("url", &config.url, "a redis:// URL"))?;
+        // The errors show the URL without its credentials, and not the redis crate's reason,
+        // which may quote the URL.
+        let url_error = || ConfigError::new("url", redacted(&config.url), URL_EXPECTED);
+        let client = redis::Client::open(config.url.as_str()).map_err(|_| url_error())?;
         let connection_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -120,7 +122,7 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(config.recheck_after);
         let connection = ConnectionManager::new_lazy_with_config(client, connection_config)
-            .map_err(|error| ConfigError::new("url", error.to_string(), "a usable Redis client"))?;
+            .map_err(|_| url_error())?;
         let origin_epoch_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| {
@@ -251,6 +253,9 @@ fn key_name(prefix: &str, key: &dyn fmt::Debug) -> String {
     name.push('}');
     name
 }
+
+/// What the `url` of a builder must be.
+const URL_EXPECTED: &str = "a redis://[user:password@]host[:port][/db] URL";
 
 /// The error the failure policy answers for while Redis is left alone after a failure.
 fn recently_failed() -> StoreError {
