@@ -49,19 +49,52 @@ pub struct RedisStoreBuilder {
     pub(crate) policy: FailurePolicy,
     pub(crate) clock: Clock,
     pub(crate) lease: Option<u32>,
+    /// PEM certificates of the authorities a `rediss://` server's certificate must chain to.
+    #[cfg(feature = "tls")]
+    pub(crate) root_certificates: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStoreBuilder")
-            .field("url", &redacted(&self.url))
+        let mut f = f.debug_struct("RedisStoreBuilder");
+        f.field("url", &redacted(&self.url))
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("recheck_after", &self.recheck_after)
             .field("policy", &self.policy)
             .field("clock", &self.clock)
-            .field("lease", &self.lease)
-            .finish()
+            .field("lease", &self.lease);
+        #[cfg(feature = "tls")]
+        f.field(
+            "root_certificates",
+            &self.root_certificates.as_ref().map(|_| "(PEM)"),
+        );
+        f.finish()
+    }
+}
+
+/// Root certificates go with a `rediss://` URL, and must be one or more PEM certificates.
+#[cfg(feature = "tls")]
+fn check_root_certificates(url: &str, pem: &[u8]) -> Result<(), ConfigError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let scheme = url::Url::parse(url).map(|url| url.scheme().to_owned());
+    if !matches!(scheme.as_deref(), Ok("rediss" | "valkeys")) {
+        return Err(ConfigError::new(
+            "root_certificates",
+            "(PEM)",
+            "root certificates only with a rediss:// URL",
+        ));
+    }
+    let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => Ok(()),
+        _ => Err(ConfigError::new(
+            "root_certificates",
+            format!("{} bytes", pem.len()),
+            "one or more PEM certificates (-----BEGIN CERTIFICATE-----)",
+        )),
     }
 }
 
@@ -102,6 +135,8 @@ impl RedisStoreBuilder {
             policy: FailurePolicy::FailClosed,
             clock: Clock::Server,
             lease: None,
+            #[cfg(feature = "tls")]
+            root_certificates: None,
         }
     }
 
@@ -148,6 +183,15 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// For a `rediss://` URL, trusts the certificate authorities in `pem` (one or more PEM
+    /// `CERTIFICATE` blocks) instead of Mozilla's roots: for a Redis whose certificate a
+    /// private authority signed. Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates = Some(pem.into());
+        self
+    }
+
     /// Validates the configuration and creates the store. The connection is made lazily
     /// and remade after failures, so an unreachable Redis is not an error here: the failure
     /// policy answers until it is back. Must be called within a tokio runtime.
@@ -184,6 +228,10 @@ impl RedisStoreBuilder {
         }
         if let Some(tokens) = self.lease {
             check_range("lease", tokens, 2, MAX_LEASE, "a count from 2 to 65,535")?;
+        }
+        #[cfg(feature = "tls")]
+        if let Some(pem) = &self.root_certificates {
+            check_root_certificates(&self.url, pem)?;
         }
         RedisStore::connect(self)
     }

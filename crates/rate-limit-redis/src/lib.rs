@@ -71,6 +71,10 @@
 //!   key's pool is topped up before it runs dry. The
 //!   price is bounded: a fleet of `P` processes may run at most `n × P` requests ahead of
 //!   the quota in any window, because no process holds more than one lease at a time.
+//! - **TLS** (the `tls` feature): `rediss://` URLs through rustls, trusting Mozilla's roots
+//!   or the authorities given to `RedisStoreBuilder::root_certificates`.
+//! - **Credentials** in the URL never appear in a `Debug` rendering, an error or a log line,
+//!   and key names never spell out a limiter key.
 //! - **Figures** ([`RedisStoreStats`], and [`FigureSource`](seawall_core::FigureSource) for
 //!   the metrics layer): round trips by outcome, leased admissions, outages, the policy's
 //!   answers.

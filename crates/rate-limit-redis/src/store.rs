@@ -114,7 +114,7 @@ impl RedisStore {
         // The errors show the URL without its credentials, and not the redis crate's reason,
         // which may quote the URL.
         let url_error = || ConfigError::new("url", redacted(&config.url), URL_EXPECTED);
-        let client = redis::Client::open(config.url.as_str()).map_err(|_| url_error())?;
+        let client = open_client(&config).map_err(|_| url_error())?;
         let connection_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -255,7 +255,38 @@ fn key_name(prefix: &str, key: &dyn fmt::Debug) -> String {
 }
 
 /// What the `url` of a builder must be.
-const URL_EXPECTED: &str = "a redis://[user:password@]host[:port][/db] URL";
+const URL_EXPECTED: &str =
+    "a redis://[user:password@]host[:port][/db] URL (rediss:// with the `tls` feature)";
+
+/// The redis crate's client for the builder's URL.
+#[cfg(not(feature = "tls"))]
+fn open_client(config: &RedisStoreBuilder) -> redis::RedisResult<redis::Client> {
+    redis::Client::open(config.url.as_str())
+}
+
+/// The redis crate's client for the builder's URL, trusting the builder's root certificates
+/// if it has any.
+#[cfg(feature = "tls")]
+fn open_client(config: &RedisStoreBuilder) -> redis::RedisResult<redis::Client> {
+    // The redis crate builds its TLS configuration from the process's default provider, and
+    // rustls cannot choose one when a build holds two (ring and aws-lc-rs): ring's is
+    // installed unless the application installed its own.
+    let scheme = url::Url::parse(&config.url).map(|url| url.scheme().to_owned());
+    let tls = matches!(scheme.as_deref(), Ok("rediss" | "valkeys"));
+    if tls && rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match &config.root_certificates {
+        Some(pem) => redis::Client::build_with_tls(
+            config.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        None => redis::Client::open(config.url.as_str()),
+    }
+}
 
 /// The error the failure policy answers for while Redis is left alone after a failure.
 fn recently_failed() -> StoreError {
