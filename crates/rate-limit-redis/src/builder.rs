@@ -49,6 +49,7 @@ pub struct RedisStoreBuilder {
     pub(crate) policy: FailurePolicy,
     pub(crate) clock: Clock,
     pub(crate) lease: Option<u32>,
+    pub(crate) max_pending: usize,
     /// PEM certificates of the authorities a `rediss://` server's certificate must chain to.
     #[cfg(feature = "tls")]
     pub(crate) root_certificates: Option<Vec<u8>>,
@@ -63,7 +64,8 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("recheck_after", &self.recheck_after)
             .field("policy", &self.policy)
             .field("clock", &self.clock)
-            .field("lease", &self.lease);
+            .field("lease", &self.lease)
+            .field("max_pending", &self.max_pending);
         #[cfg(feature = "tls")]
         f.field(
             "root_certificates",
@@ -135,6 +137,7 @@ impl RedisStoreBuilder {
             policy: FailurePolicy::FailClosed,
             clock: Clock::Server,
             lease: None,
+            max_pending: 10_000,
             #[cfg(feature = "tls")]
             root_certificates: None,
         }
@@ -180,6 +183,16 @@ impl RedisStoreBuilder {
     /// the quota takes to earn them, or one second if that is longer.
     pub fn lease(mut self, tokens: u32) -> Self {
         self.lease = Some(tokens);
+        self
+    }
+
+    /// The most admissions of one key that wait in the store for their call to Redis
+    /// (default 10,000, 1 to 10,000,000); past it, an admission is answered at once by the
+    /// failure policy. Waiting requests of the rate limiter count the admissions out with
+    /// the store toward its `max_waiting`, so this bound is met only by a store shared by
+    /// several limiters, or used directly.
+    pub fn max_pending(mut self, max_pending: usize) -> Self {
+        self.max_pending = max_pending;
         self
     }
 
@@ -229,6 +242,13 @@ impl RedisStoreBuilder {
         if let Some(tokens) = self.lease {
             check_range("lease", tokens, 2, MAX_LEASE, "a count from 2 to 65,535")?;
         }
+        check_range(
+            "max_pending",
+            self.max_pending,
+            1,
+            10_000_000,
+            "a count from 1 to 10,000,000",
+        )?;
         #[cfg(feature = "tls")]
         if let Some(pem) = &self.root_certificates {
             check_root_certificates(&self.url, pem)?;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,6 +57,7 @@ pub(crate) struct Inner {
     policy: FailurePolicy,
     clock: Clock,
     lease: Option<u32>,
+    max_pending: usize,
     origin: Instant,
     origin_epoch_micros: u64,
     /// Until when (nanoseconds since `origin`) the failure policy answers without asking
@@ -86,6 +87,9 @@ pub(crate) struct SlotState {
     quotas: OnceLock<Box<[Quota]>>,
     /// Admissions waiting for the key's next call.
     pub(crate) queue: Queue,
+    /// Admissions whose callers wait for a call's answer (queued or in the call that is out):
+    /// one for each [`AcquireFuture`] not yet answered nor dropped.
+    pending: AtomicUsize,
 }
 
 impl SlotState {
@@ -100,6 +104,14 @@ impl RedisSlot {
     /// the SHA-256 of the limiter key's `Debug` rendering.
     pub fn redis_key(&self) -> &str {
         &self.shared.key
+    }
+}
+
+impl RedisSlot {
+    /// How many admissions of this key wait in the store's queue for their call to Redis
+    /// (not counting those in the call that is out).
+    pub fn queued(&self) -> usize {
+        self.shared.queue.len()
     }
 }
 
@@ -138,6 +150,7 @@ impl RedisStore {
                 policy: config.policy,
                 clock: config.clock,
                 lease: config.lease,
+                max_pending: config.max_pending,
                 origin: Instant::now(),
                 origin_epoch_micros,
                 down_until: AtomicU64::new(0),
@@ -502,7 +515,8 @@ pub struct AcquireFuture {
 
 enum AcquireState {
     Ready(Option<Answer>),
-    Queued(oneshot::Receiver<Answer>),
+    /// Out with the store; the slot's count of pending admissions includes it.
+    Queued(oneshot::Receiver<Answer>, Arc<SlotState>),
 }
 
 impl AcquireFuture {
@@ -517,7 +531,7 @@ impl fmt::Debug for AcquireFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             AcquireState::Ready(_) => "ready",
-            AcquireState::Queued(_) => "queued",
+            AcquireState::Queued(..) => "queued",
         };
         f.debug_struct("AcquireFuture")
             .field("state", &state)
@@ -544,11 +558,26 @@ impl Future for AcquireFuture {
                         .unwrap_or_else(|| Err(StoreError::new("admission polled after it ended"))),
                 )
             }
-            AcquireState::Queued(answer) => Pin::new(answer).poll(cx).map(|answer| {
-                answer.unwrap_or_else(|_| {
+            AcquireState::Queued(answer, _) => {
+                let answer = std::task::ready!(Pin::new(answer).poll(cx)).unwrap_or_else(|_| {
                     Err(StoreError::new("the task sending this key's calls stopped"))
-                })
-            }),
+                });
+                // No longer pending: `Drop` counts only a future still queued.
+                if let AcquireState::Queued(_, slot) =
+                    std::mem::replace(&mut self.state, AcquireState::Ready(None))
+                {
+                    slot.pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                Poll::Ready(answer)
+            }
+        }
+    }
+}
+
+impl Drop for AcquireFuture {
+    fn drop(&mut self) {
+        if let AcquireState::Queued(_, slot) = &self.state {
+            slot.pending.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -567,6 +596,7 @@ impl RateStore for RedisStore {
                 fallback: OnceLock::new(),
                 quotas: OnceLock::new(),
                 queue: Queue::default(),
+                pending: AtomicUsize::new(0),
             }),
         }
     }
@@ -598,7 +628,8 @@ impl RateStore for RedisStore {
             // that a busy key's pool is topped up before it runs dry.
             let half = lease / 2;
             if left < half && left + cost >= half {
-                self.enqueue(&slot.shared, Waiting::refill(now));
+                // With the key's queue full, the refill is left to a later admission.
+                let _ = self.enqueue(&slot.shared, Waiting::refill(now));
             }
             return AcquireFuture::ready(Ok(Decision::Admitted));
         }
@@ -609,18 +640,28 @@ impl RateStore for RedisStore {
         }
         let recorded = slot.shared.quotas.get_or_init(|| quotas.into());
         let (answer, receiver) = oneshot::channel();
-        self.enqueue(
-            &slot.shared,
-            Waiting {
-                cost,
-                now,
-                quotas: (**recorded != *quotas).then(|| quotas.into()),
-                answer: Some(answer),
-            },
-        );
-        AcquireFuture {
-            state: AcquireState::Queued(receiver),
+        let waiting = Waiting {
+            cost,
+            now,
+            quotas: (**recorded != *quotas).then(|| quotas.into()),
+            answer: Some(answer),
+        };
+        if self.enqueue(&slot.shared, waiting).is_err() {
+            inner.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+            let error = StoreError::new(format!(
+                "{} admissions of this key already wait for Redis (`max_pending`)",
+                inner.max_pending
+            ));
+            return AcquireFuture::ready(inner.unavailable(&slot.shared, quotas, cost, now, error));
         }
+        slot.shared.pending.fetch_add(1, Ordering::Relaxed);
+        AcquireFuture {
+            state: AcquireState::Queued(receiver, Arc::clone(&slot.shared)),
+        }
+    }
+
+    fn pending(&self, slot: &RedisSlot) -> usize {
+        slot.shared.pending.load(Ordering::Relaxed)
     }
 
     fn peek(
@@ -647,10 +688,11 @@ impl RateStore for RedisStore {
 }
 
 impl RedisStore {
-    /// Queues `waiting` for its key's next call, starting the key's sending task if none runs.
-    fn enqueue(&self, slot: &Arc<SlotState>, waiting: Waiting) {
-        if !slot.queue.push(waiting) {
-            return;
+    /// Queues `waiting` for its key's next call, starting the key's sending task if none runs;
+    /// gives it back when `max_pending` admissions of the key wait already.
+    fn enqueue(&self, slot: &Arc<SlotState>, waiting: Waiting) -> Result<(), Waiting> {
+        if !slot.queue.push(waiting, self.inner.max_pending)? {
+            return Ok(());
         }
         let sender = batch::send_batches(Arc::clone(&self.inner), Arc::clone(slot));
         match tokio::runtime::Handle::try_current() {
@@ -661,6 +703,7 @@ impl RedisStore {
                     .answer_unavailable(slot, slot.queue.stop(), &error);
             }
         }
+        Ok(())
     }
 
     pub(crate) fn is_unavailable(&self) -> bool {

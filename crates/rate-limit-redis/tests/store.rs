@@ -261,6 +261,11 @@ async fn bad_configs_name_their_field() {
         ),
         (RedisStore::builder(url).lease(1), "lease"),
         (RedisStore::builder(url).lease(70_000), "lease"),
+        (RedisStore::builder(url).max_pending(0), "max_pending"),
+        (
+            RedisStore::builder(url).max_pending(10_000_001),
+            "max_pending",
+        ),
     ];
     for (builder, field) in cases {
         let error = builder.connect().await.unwrap_err();
