@@ -131,6 +131,13 @@ impl FigureSource for RedisStore {
             &[],
             s.outages,
         ));
+        visit(counter(
+            "seawall_rate_limit_store_queue_full",
+            "Admissions answered by the failure policy because their key's queue for the shared \
+             rate-limit store was full.",
+            &[],
+            s.queue_full,
+        ));
         for (answer, n) in [
             ("refused", s.closed_refused),
             ("admitted_open", s.open_admitted),

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use http::{Request, Response};
+use seawall_core::FigureSource;
 use seawall_rate_limit::{RateLimitError, RateLimitLayer, RateStore, Rejected};
 use seawall_rate_limit_redis::RedisStore;
 use support::{hung_server, quota, until};
@@ -170,6 +171,13 @@ async fn past_max_pending_the_failure_policy_answers_at_once() {
     assert!(refused.to_string().contains("max_pending"), "{refused}");
     let stats = store.stats();
     assert_eq!((stats.queue_full, stats.closed_refused), (1, 1));
+    let mut figure = None;
+    store.figures(&mut |f| {
+        if f.name == "seawall_rate_limit_store_queue_full" {
+            figure = Some(f.value);
+        }
+    });
+    assert_eq!(figure, Some(1.0));
     // A caller that gives up frees its place for the next.
     drop(queued.pop());
     assert_eq!(store.pending(&slot), 4);
