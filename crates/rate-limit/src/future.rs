@@ -311,8 +311,8 @@ where
 }
 
 /// A request whose answer is still out with a shared store waits no longer than `max_wait`
-/// from its call, as it would in line: at that instant it is refused, and the store gives
-/// nothing to the attempt dropped.
+/// from its call, as it would in line: at that instant it is refused and its attempt dropped
+/// (which takes nothing if the store had not sent it yet).
 fn out_with_the_store<S, B, K, St>(
     mut sleep: Pin<&mut Sleep>,
     queued: &mut Queued<S, B, K, St>,
