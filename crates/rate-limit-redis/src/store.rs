@@ -105,9 +105,7 @@ impl RedisSlot {
     pub fn redis_key(&self) -> &str {
         &self.shared.key
     }
-}
 
-impl RedisSlot {
     /// How many admissions of this key wait in the store's queue for their call to Redis
     /// (not counting those in the call that is out).
     pub fn queued(&self) -> usize {
