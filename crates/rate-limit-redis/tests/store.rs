@@ -290,7 +290,7 @@ async fn distinct_keys_never_share_a_redis_key() {
     for (a, b) in [("a{b", "a(b"), ("a}b", "a)b"), ("{x}", "(x)"), ("}{", ")(")] {
         assert_ne!(name_of(&a).await, name_of(&b).await, "{a:?} and {b:?}");
     }
-    // A key of another type whose rendering spells the first's with its quotes escaped.
+    // A key spelled as another key's rendering, quotes and all, is still another key.
     assert_ne!(name_of(&"\"x\"").await, name_of(&"x").await);
     // Every name keeps one hash tag, so a limiter's keys stay on one Cluster slot.
     for key in ["a{b", "}{", "plain"] {
