@@ -248,7 +248,7 @@ impl KeyExtractor for ByHost {
                 .get(header::HOST)
                 .and_then(|host| Authority::try_from(host.as_bytes()).ok())
         });
-        let authority = authority.map(|authority| normalise(scheme.as_ref(), authority));
+        let authority = authority.and_then(|authority| normalise(scheme.as_ref(), authority));
         HostKey { scheme, authority }
     }
 
@@ -279,7 +279,7 @@ fn default_port(scheme: Option<&Scheme>) -> Option<u16> {
 /// The authority as a key holds it: without user information (credentials name no other
 /// upstream, and must not reach figures' labels or a shared store's key names) and without a
 /// port equal to the scheme's default. Only those rare spellings allocate.
-fn normalise(scheme: Option<&Scheme>, authority: Authority) -> Authority {
+fn normalise(scheme: Option<&Scheme>, authority: Authority) -> Option<Authority> {
     let text = authority.as_str();
     let host_port = text
         .rsplit_once('@')
@@ -291,9 +291,14 @@ fn normalise(scheme: Option<&Scheme>, authority: Authority) -> Authority {
         _ => host_port,
     };
     if kept.len() == text.len() {
-        return authority;
+        return Some(authority);
     }
-    Authority::try_from(kept).unwrap_or(authority)
+    // An empty host whose default port was dropped leaves nothing an authority can be: the
+    // port stays. Never the authority as given, which may hold user information: should
+    // neither part parse (which the parts of a parsed authority always do), no host is kept.
+    Authority::try_from(kept)
+        .or_else(|_| Authority::try_from(host_port))
+        .ok()
 }
 
 #[cfg(test)]
@@ -420,6 +425,36 @@ mod tests {
         assert!(!view.equivalent(&key("http://user@a.example/")));
         let relative: Uri = "/path".parse().expect("valid uri");
         assert!(HostKeyView::of(&relative).is_none());
+    }
+
+    /// User information never reaches a key, whatever is left of the authority without it:
+    /// with an empty host and the default port dropped nothing is, and the key keeps the port
+    /// rather than the credentials.
+    #[test]
+    fn host_keys_never_hold_user_information() {
+        let host_header = |host: &str| {
+            let request = Request::builder()
+                .uri("/path")
+                .header("host", host)
+                .body(())
+                .expect("valid request");
+            ByHost.extract_from(&request)
+        };
+        let cases = [
+            (key("http://user:secret@a.example/"), "http://a.example"),
+            (key("http://user:secret@:80/"), "http://:80"),
+            (key("https://user:secret@:443/x"), "https://:443"),
+            (key("http://user:secret@:8080/"), "http://:8080"),
+            (host_header("user:secret@b.example"), "b.example"),
+            (host_header("user:secret@:80"), ":80"),
+        ];
+        for (key, shown) in cases {
+            assert_eq!(key.to_string(), shown);
+            assert!(!format!("{key:?}").contains("secret"), "{key:?}");
+            let authority = key.authority().map(Authority::as_str);
+            assert!(!authority.unwrap_or_default().contains('@'), "{key:?}");
+        }
+        assert_eq!(key("http://user:secret@:80/"), key("http://:80/"));
     }
 
     #[test]

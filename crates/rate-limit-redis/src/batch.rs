@@ -83,11 +83,19 @@ impl Queue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `waiting`; true when the caller must start the key's sending task.
-    pub(crate) fn push(&self, waiting: Waiting) -> bool {
+    /// Queues `waiting`, unless `bound` wait already once those whose callers have gone are
+    /// dropped (then it is handed back); true when the caller must start the key's sending
+    /// task.
+    pub(crate) fn push(&self, waiting: Waiting, bound: usize) -> Result<bool, Waiting> {
         let mut state = self.lock();
+        if state.waiting.len() >= bound {
+            state.waiting.retain(|waiting| !waiting.is_abandoned());
+            if state.waiting.len() >= bound {
+                return Err(waiting);
+            }
+        }
         state.waiting.push(waiting);
-        !std::mem::replace(&mut state.sending, true)
+        Ok(!std::mem::replace(&mut state.sending, true))
     }
 
     /// Moves the next batch into `batch`: the oldest waiting admissions that ask for the same
@@ -106,6 +114,11 @@ impl Queue {
             .count();
         batch.extend(state.waiting.drain(..alike));
         true
+    }
+
+    /// How many wait (the live and the abandoned).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().waiting.len()
     }
 
     /// Whether nothing waits and no call is out: the key may be forgotten without a second

@@ -51,10 +51,14 @@
 //!   takes nothing.
 //! - **The server's clock** (`TIME`) times the quota by default, so the processes' own
 //!   clocks do not matter; [`Clock::Local`] uses the limiter's clock instead.
-//! - **Keys**: `<prefix>:{<key>}` holding the quota's theoretical arrival time (with several
-//!   quotas, a hash `<prefix>:{<key>}:quotas`), with a hash tag so Redis Cluster keeps each
-//!   key's state on one node, and a TTL that ends when the burst has refilled, so idle keys
-//!   cost Redis nothing. Redis 5 or later.
+//! - **Keys**: `<prefix>:{<hash>}` holding the quota's theoretical arrival time (with several
+//!   quotas, a hash `<prefix>:{<hash>}:quotas`), where `<hash>` is 32 hex digits of the
+//!   SHA-256 of the limiter key's `Debug` rendering: distinct keys never share a quota, a key
+//!   carrying a secret is never spelled out in Redis, and every version names a key alike.
+//!   The braces are a hash tag, so Redis Cluster keeps each key's state on one node; a TTL
+//!   ends when the burst has refilled, so idle keys cost Redis nothing. Limiters whose keys
+//!   may render alike (keys of different types) need prefixes of their own. Redis 5 or
+//!   later.
 //! - **A tight timeout** (50 ms by default) bounds every call; past it, or on any error,
 //!   the [`FailurePolicy`] answers: fail closed (refuse with `StoreUnavailable`, the
 //!   default), fail open, or fall back to a local limiter at a share of the quota. For
@@ -67,6 +71,10 @@
 //!   key's pool is topped up before it runs dry. The
 //!   price is bounded: a fleet of `P` processes may run at most `n × P` requests ahead of
 //!   the quota in any window, because no process holds more than one lease at a time.
+//! - **TLS** (the `tls` feature): `rediss://` URLs through rustls, trusting Mozilla's roots
+//!   or the authorities given to `RedisStoreBuilder::root_certificates`.
+//! - **Credentials** in the URL never appear in a `Debug` rendering, an error or a log line,
+//!   and key names never spell out a limiter key.
 //! - **Figures** ([`RedisStoreStats`], and [`FigureSource`](seawall_core::FigureSource) for
 //!   the metrics layer): round trips by outcome, leased admissions, outages, the policy's
 //!   answers.

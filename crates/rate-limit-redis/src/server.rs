@@ -3,6 +3,7 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// A `redis-server` child process that keeps nothing on disk; killed when dropped.
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 pub struct RedisServer {
     child: Child,
     port: u16,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -23,10 +25,41 @@ impl RedisServer {
 
     /// Starts a server on `port` (for example to bring back one that was killed).
     pub fn start_on(port: u16) -> io::Result<Self> {
+        Self::spawn(port, &["--port", &port.to_string()], false)
+    }
+
+    /// Starts a server that speaks only TLS, on a free port of 127.0.0.1, with the
+    /// certificate and key in the PEM files given (the certificate must name `127.0.0.1`),
+    /// and returns once it accepts connections. Clients are not asked for certificates;
+    /// `ca_file` is the authority the server would check them against. The binary must be
+    /// built with TLS (Debian's is).
+    pub fn start_tls(cert_file: &Path, key_file: &Path, ca_file: &Path) -> io::Result<Self> {
+        let port = TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+        let file = |path: &Path| path.to_string_lossy().into_owned();
+        let args = [
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            file(cert_file),
+            "--tls-key-file".to_owned(),
+            file(key_file),
+            "--tls-ca-cert-file".to_owned(),
+            file(ca_file),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn(port, &args, true)
+    }
+
+    fn spawn(port: u16, listen: &[&str], tls: bool) -> io::Result<Self> {
         let binary =
             std::env::var("SEAWALL_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let mut child = Command::new(&binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--loglevel", "notice", "--logfile", ""])
             .stdout(Stdio::piped())
@@ -60,7 +93,7 @@ impl RedisServer {
             }
         }
         std::thread::spawn(move || lines.for_each(drop));
-        Ok(Self { child, port })
+        Ok(Self { child, port, tls })
     }
 
     /// The port it listens on.
@@ -68,9 +101,11 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>/`.
+    /// `redis://127.0.0.1:<port>/`, or `rediss://…` for a server started with
+    /// [`start_tls`](Self::start_tls).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Kills the server at once (`SIGKILL`, as a crash would) and waits for it to be gone.

@@ -20,6 +20,7 @@ pub(crate) struct Counters {
     pub(crate) timeouts: AtomicU64,
     pub(crate) outages: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    pub(crate) queue_full: AtomicU64,
     pub(crate) closed_refused: AtomicU64,
     pub(crate) open_admitted: AtomicU64,
     pub(crate) fallback_admitted: AtomicU64,
@@ -53,6 +54,9 @@ pub struct RedisStoreStats {
     /// Attempts answered by the failure policy without asking Redis, in the pause after a
     /// failure.
     pub skipped: u64,
+    /// Attempts answered by the failure policy at once because `max_pending` admissions of
+    /// their key already waited for Redis.
+    pub queue_full: u64,
     /// Requests refused by the fail-closed policy.
     pub closed_refused: u64,
     /// Requests admitted by the fail-open policy.
@@ -82,6 +86,7 @@ impl RedisStore {
             timeouts: load(&c.timeouts),
             outages: load(&c.outages),
             skipped: load(&c.skipped),
+            queue_full: load(&c.queue_full),
             closed_refused: load(&c.closed_refused),
             open_admitted: load(&c.open_admitted),
             fallback_admitted: load(&c.fallback_admitted),
@@ -125,6 +130,13 @@ impl FigureSource for RedisStore {
             "Times the shared rate-limit store went from answering to failing.",
             &[],
             s.outages,
+        ));
+        visit(counter(
+            "seawall_rate_limit_store_queue_full",
+            "Admissions answered by the failure policy because their key's queue for the shared \
+             rate-limit store was full.",
+            &[],
+            s.queue_full,
         ));
         for (answer, n) in [
             ("refused", s.closed_refused),

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::batch::{self, Answer, Queue, Waiting};
-use crate::builder::{Clock, FailurePolicy, RedisStoreBuilder};
+use crate::builder::{Clock, FailurePolicy, RedisStoreBuilder, redacted};
 use crate::lease::LeasePool;
 use crate::stats::Counters;
 
@@ -57,6 +57,7 @@ pub(crate) struct Inner {
     policy: FailurePolicy,
     clock: Clock,
     lease: Option<u32>,
+    max_pending: usize,
     origin: Instant,
     origin_epoch_micros: u64,
     /// Until when (nanoseconds since `origin`) the failure policy answers without asking
@@ -86,6 +87,9 @@ pub(crate) struct SlotState {
     quotas: OnceLock<Box<[Quota]>>,
     /// Admissions waiting for the key's next call.
     pub(crate) queue: Queue,
+    /// Admissions whose callers wait for a call's answer (queued or in the call that is out):
+    /// one for each [`AcquireFuture`] not yet answered nor dropped.
+    pending: AtomicUsize,
 }
 
 impl SlotState {
@@ -96,9 +100,16 @@ impl SlotState {
 
 impl RedisSlot {
     /// The name of the Redis key holding this limiter key's quota state (with several quotas,
-    /// this name followed by `:quotas`).
+    /// this name followed by `:quotas`): `<prefix>:{<hash>}`, the hash being 32 hex digits of
+    /// the SHA-256 of the limiter key's `Debug` rendering.
     pub fn redis_key(&self) -> &str {
         &self.shared.key
+    }
+
+    /// How many admissions of this key wait in the store's queue for their call to Redis
+    /// (not counting those in the call that is out).
+    pub fn queued(&self) -> usize {
+        self.shared.queue.len()
     }
 }
 
@@ -110,8 +121,10 @@ impl RedisStore {
     }
 
     pub(crate) fn connect(config: RedisStoreBuilder) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|_| ConfigError::new("url", &config.url, "a redis:// URL"))?;
+        // The errors show the URL without its credentials, and not the redis crate's reason,
+        // which may quote the URL.
+        let url_error = || ConfigError::new("url", redacted(&config.url), URL_EXPECTED);
+        let client = open_client(&config).map_err(|_| url_error())?;
         let connection_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -119,7 +132,7 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(config.recheck_after);
         let connection = ConnectionManager::new_lazy_with_config(client, connection_config)
-            .map_err(|error| ConfigError::new("url", error.to_string(), "a usable Redis client"))?;
+            .map_err(|_| url_error())?;
         let origin_epoch_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| {
@@ -135,6 +148,7 @@ impl RedisStore {
                 policy: config.policy,
                 clock: config.clock,
                 lease: config.lease,
+                max_pending: config.max_pending,
                 origin: Instant::now(),
                 origin_epoch_micros,
                 down_until: AtomicU64::new(0),
@@ -216,6 +230,72 @@ impl Inner {
                 Ok(decision)
             }
         }
+    }
+}
+
+/// The Redis key of a limiter key: `<prefix>:{<hash>}`, where the hash is the first 128 bits of
+/// the SHA-256 of the key's `Debug` rendering, in hex. A hash rather than the rendering
+/// itself: distinct renderings never share a name (no character needs replacing to keep the
+/// hash tag whole), a key carrying a secret is never spelled out in Redis, and the name
+/// depends on nothing but the rendering, so every version names a key alike.
+fn key_name(prefix: &str, key: &dyn fmt::Debug) -> String {
+    use fmt::Write as _;
+    use sha2::{Digest, Sha256};
+
+    /// Feeds the rendering to the hash as it is written, without a string in between.
+    struct Hashing(Sha256);
+    impl fmt::Write for Hashing {
+        fn write_str(&mut self, text: &str) -> fmt::Result {
+            self.0.update(text.as_bytes());
+            Ok(())
+        }
+    }
+
+    let mut hashing = Hashing(Sha256::new());
+    // Writing to a hash cannot fail, nor can writing to a string.
+    let _ = write!(hashing, "{key:?}");
+    let digest = hashing.0.finalize();
+    let mut name = String::with_capacity(prefix.len() + 35);
+    name.push_str(prefix);
+    name.push_str(":{");
+    for byte in &digest[..16] {
+        let _ = write!(name, "{byte:02x}");
+    }
+    name.push('}');
+    name
+}
+
+/// What the `url` of a builder must be.
+const URL_EXPECTED: &str =
+    "a redis://[user:password@]host[:port][/db] URL (rediss:// with the `tls` feature)";
+
+/// The redis crate's client for the builder's URL.
+#[cfg(not(feature = "tls"))]
+fn open_client(config: &RedisStoreBuilder) -> redis::RedisResult<redis::Client> {
+    redis::Client::open(config.url.as_str())
+}
+
+/// The redis crate's client for the builder's URL, trusting the builder's root certificates
+/// if it has any.
+#[cfg(feature = "tls")]
+fn open_client(config: &RedisStoreBuilder) -> redis::RedisResult<redis::Client> {
+    // The redis crate builds its TLS configuration from the process's default provider, and
+    // rustls cannot choose one when a build holds two (ring and aws-lc-rs): ring's is
+    // installed unless the application installed its own.
+    let scheme = url::Url::parse(&config.url).map(|url| url.scheme().to_owned());
+    let tls = matches!(scheme.as_deref(), Ok("rediss" | "valkeys"));
+    if tls && rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match &config.root_certificates {
+        Some(pem) => redis::Client::build_with_tls(
+            config.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        None => redis::Client::open(config.url.as_str()),
     }
 }
 
@@ -433,7 +513,8 @@ pub struct AcquireFuture {
 
 enum AcquireState {
     Ready(Option<Answer>),
-    Queued(oneshot::Receiver<Answer>),
+    /// Out with the store; the slot's count of pending admissions includes it.
+    Queued(oneshot::Receiver<Answer>, Arc<SlotState>),
 }
 
 impl AcquireFuture {
@@ -448,7 +529,7 @@ impl fmt::Debug for AcquireFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             AcquireState::Ready(_) => "ready",
-            AcquireState::Queued(_) => "queued",
+            AcquireState::Queued(..) => "queued",
         };
         f.debug_struct("AcquireFuture")
             .field("state", &state)
@@ -475,11 +556,26 @@ impl Future for AcquireFuture {
                         .unwrap_or_else(|| Err(StoreError::new("admission polled after it ended"))),
                 )
             }
-            AcquireState::Queued(answer) => Pin::new(answer).poll(cx).map(|answer| {
-                answer.unwrap_or_else(|_| {
+            AcquireState::Queued(answer, _) => {
+                let answer = std::task::ready!(Pin::new(answer).poll(cx)).unwrap_or_else(|_| {
                     Err(StoreError::new("the task sending this key's calls stopped"))
-                })
-            }),
+                });
+                // No longer pending: `Drop` counts only a future still queued.
+                if let AcquireState::Queued(_, slot) =
+                    std::mem::replace(&mut self.state, AcquireState::Ready(None))
+                {
+                    slot.pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                Poll::Ready(answer)
+            }
+        }
+    }
+}
+
+impl Drop for AcquireFuture {
+    fn drop(&mut self) {
+        if let AcquireState::Queued(_, slot) = &self.state {
+            slot.pending.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -489,16 +585,7 @@ impl RateStore for RedisStore {
     type Future = AcquireFuture;
 
     fn new_slot(&self, key: &dyn fmt::Debug) -> RedisSlot {
-        // A brace inside the name would end the hash tag early and scatter the key's state.
-        let name: String = format!("{key:?}")
-            .chars()
-            .map(|c| match c {
-                '{' => '(',
-                '}' => ')',
-                c => c,
-            })
-            .collect();
-        let key = format!("{}:{{{name}}}", self.inner.prefix);
+        let key = key_name(&self.inner.prefix, key);
         RedisSlot {
             shared: Arc::new(SlotState {
                 multi_key: format!("{key}:quotas"),
@@ -507,6 +594,7 @@ impl RateStore for RedisStore {
                 fallback: OnceLock::new(),
                 quotas: OnceLock::new(),
                 queue: Queue::default(),
+                pending: AtomicUsize::new(0),
             }),
         }
     }
@@ -538,7 +626,8 @@ impl RateStore for RedisStore {
             // that a busy key's pool is topped up before it runs dry.
             let half = lease / 2;
             if left < half && left + cost >= half {
-                self.enqueue(&slot.shared, Waiting::refill(now));
+                // With the key's queue full, the refill is left to a later admission.
+                let _ = self.enqueue(&slot.shared, Waiting::refill(now));
             }
             return AcquireFuture::ready(Ok(Decision::Admitted));
         }
@@ -549,18 +638,28 @@ impl RateStore for RedisStore {
         }
         let recorded = slot.shared.quotas.get_or_init(|| quotas.into());
         let (answer, receiver) = oneshot::channel();
-        self.enqueue(
-            &slot.shared,
-            Waiting {
-                cost,
-                now,
-                quotas: (**recorded != *quotas).then(|| quotas.into()),
-                answer: Some(answer),
-            },
-        );
-        AcquireFuture {
-            state: AcquireState::Queued(receiver),
+        let waiting = Waiting {
+            cost,
+            now,
+            quotas: (**recorded != *quotas).then(|| quotas.into()),
+            answer: Some(answer),
+        };
+        if self.enqueue(&slot.shared, waiting).is_err() {
+            inner.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+            let error = StoreError::new(format!(
+                "{} admissions of this key already wait for Redis (`max_pending`)",
+                inner.max_pending
+            ));
+            return AcquireFuture::ready(inner.unavailable(&slot.shared, quotas, cost, now, error));
         }
+        slot.shared.pending.fetch_add(1, Ordering::Relaxed);
+        AcquireFuture {
+            state: AcquireState::Queued(receiver, Arc::clone(&slot.shared)),
+        }
+    }
+
+    fn pending(&self, slot: &RedisSlot) -> usize {
+        slot.shared.pending.load(Ordering::Relaxed)
     }
 
     fn peek(
@@ -587,10 +686,11 @@ impl RateStore for RedisStore {
 }
 
 impl RedisStore {
-    /// Queues `waiting` for its key's next call, starting the key's sending task if none runs.
-    fn enqueue(&self, slot: &Arc<SlotState>, waiting: Waiting) {
-        if !slot.queue.push(waiting) {
-            return;
+    /// Queues `waiting` for its key's next call, starting the key's sending task if none runs;
+    /// gives it back when `max_pending` admissions of the key wait already.
+    fn enqueue(&self, slot: &Arc<SlotState>, waiting: Waiting) -> Result<(), Waiting> {
+        if !slot.queue.push(waiting, self.inner.max_pending)? {
+            return Ok(());
         }
         let sender = batch::send_batches(Arc::clone(&self.inner), Arc::clone(slot));
         match tokio::runtime::Handle::try_current() {
@@ -601,6 +701,7 @@ impl RedisStore {
                     .answer_unavailable(slot, slot.queue.stop(), &error);
             }
         }
+        Ok(())
     }
 
     pub(crate) fn is_unavailable(&self) -> bool {

@@ -8,13 +8,12 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use seawall_rate_limit::{Decision, Quota, RateStore, StoreError};
 use seawall_rate_limit_redis::server::RedisServer;
 use seawall_rate_limit_redis::{FailurePolicy, RedisSlot, RedisStore};
-use support::{connection, quota, server, until};
+use support::{connection, hung_server, quota, server, until};
 use tokio::time::Instant;
 
 const RECHECK: Duration = Duration::from_millis(100);
@@ -152,17 +151,6 @@ async fn fallback_limits_locally_at_its_share_of_the_quota() {
     let stats = store.stats();
     assert_eq!((stats.fallback_admitted, stats.fallback_refused), (2, 1));
     assert_eq!(stats.remote_admitted, 0);
-}
-
-/// The URL of a server that accepts connections and never says a word, as a hung Redis would.
-fn hung_server() -> String {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let url = format!("redis://{}/", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let held: Vec<_> = listener.incoming().collect();
-        drop(held);
-    });
-    url
 }
 
 #[tokio::test]

@@ -85,7 +85,7 @@ async fn keys_are_named_with_a_hash_tag_and_expire_once_refilled() {
         .unwrap();
     let key = ByHost.extract_from(&request);
     let slot = store.new_slot(&key);
-    assert_eq!(slot.redis_key(), "fleet:{HostKey(\"http://api.example\")}");
+    assert_eq!(slot.redis_key(), "fleet:{0d9124653e935e6f11e03f939b85e9fa}");
 
     let quotas = [quota(10, 3)];
     let start = Instant::now();
@@ -261,9 +261,67 @@ async fn bad_configs_name_their_field() {
         ),
         (RedisStore::builder(url).lease(1), "lease"),
         (RedisStore::builder(url).lease(70_000), "lease"),
+        (RedisStore::builder(url).max_pending(0), "max_pending"),
+        (
+            RedisStore::builder(url).max_pending(10_000_001),
+            "max_pending",
+        ),
     ];
     for (builder, field) in cases {
         let error = builder.connect().await.unwrap_err();
         assert_eq!(error.field(), field, "{error}");
     }
+}
+
+/// The name of the Redis key a store with prefix `fleet` gives `key`.
+async fn name_of(key: &dyn std::fmt::Debug) -> String {
+    let store = RedisStore::builder("redis://127.0.0.1:1/")
+        .prefix("fleet")
+        .connect()
+        .await
+        .unwrap();
+    store.new_slot(key).redis_key().to_owned()
+}
+
+#[tokio::test]
+async fn distinct_keys_never_share_a_redis_key() {
+    // Pairs that rendered alike when braces were swapped for parentheses (to keep the hash
+    // tag whole): each pair would have shared one quota.
+    for (a, b) in [("a{b", "a(b"), ("a}b", "a)b"), ("{x}", "(x)"), ("}{", ")(")] {
+        assert_ne!(name_of(&a).await, name_of(&b).await, "{a:?} and {b:?}");
+    }
+    // A key spelled as another key's rendering, quotes and all, is still another key.
+    assert_ne!(name_of(&"\"x\"").await, name_of(&"x").await);
+    // Every name keeps one hash tag, so a limiter's keys stay on one Cluster slot.
+    for key in ["a{b", "}{", "plain"] {
+        let name = name_of(&key).await;
+        assert_eq!(name.matches('{').count(), 1, "{name}");
+        assert_eq!(name.matches('}').count(), 1, "{name}");
+        assert!(name.starts_with("fleet:{") && name.ends_with('}'), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn key_names_are_stable_and_carry_no_key_in_cleartext() {
+    let request = http::Request::get("http://API.example:80/v1")
+        .body(())
+        .unwrap();
+    let host = ByHost.extract_from(&request);
+    // Golden names: a change here moves every fleet's quota state to new keys.
+    // (The first 32 hex digits of the SHA-256 of `HostKey("http://api.example")` and of
+    // `"tenant-42"`, quotes included: their `Debug` renderings.)
+    assert_eq!(
+        name_of(&host).await,
+        "fleet:{0d9124653e935e6f11e03f939b85e9fa}"
+    );
+    assert_eq!(
+        name_of(&"tenant-42").await,
+        "fleet:{e1694e2a99a2e5ee9ce40f989efb83d7}"
+    );
+    // A key carrying a secret (a caller keying by API token, say) is not spelled out.
+    let name = name_of(&"Bearer sk-live-hunter2").await;
+    assert!(
+        !name.contains("hunter2") && !name.contains("Bearer"),
+        "{name}"
+    );
 }

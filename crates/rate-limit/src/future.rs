@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
 use crate::error::{RateLimitError, Rejected};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, Mode};
 use crate::queue::{KeyEntry, Place, Turn, later, stall_grace};
 use crate::store::{Decision, RateStore};
 
@@ -305,7 +305,9 @@ where
     loop {
         let now = Instant::now();
         if let Some(attempt) = queued.attempt.as_mut() {
-            let decision = ready!(Pin::new(attempt).poll(cx));
+            let Poll::Ready(decision) = Pin::new(attempt).poll(cx) else {
+                return out_with_the_store(sleep, queued, now, cx);
+            };
             queued.attempt = None;
             match decision {
                 Ok(Decision::Admitted) => return Poll::Ready(admit(queued, now)),
@@ -401,6 +403,40 @@ where
             }
         }
     }
+}
+
+/// A request whose answer is still out with a shared store waits no longer than `max_wait`
+/// from its call, as it would in line: at that instant it is refused and its attempt dropped
+/// (which takes nothing if the store had not sent it yet).
+fn out_with_the_store<S, B, K, St>(
+    mut sleep: Pin<&mut Sleep>,
+    queued: &mut Queued<S, B, K, St>,
+    now: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<State<S, B, K, St>>
+where
+    S: Service<Request<B>>,
+    St: RateStore,
+{
+    let Mode::Wait { max_wait, .. } = queued.limiter.mode else {
+        return Poll::Pending;
+    };
+    let since = queued.entry.context.instant(queued.since);
+    let deadline = later(since, max_wait);
+    if sleep.deadline() != deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    ready!(sleep.as_mut().poll(cx));
+    queued.attempt = None;
+    queued.leave(now);
+    let waited = Instant::now().saturating_duration_since(since);
+    Poll::Ready(refuse(
+        queued,
+        Rejected::WaitTooLong {
+            predicted: waited,
+            max_wait,
+        },
+    ))
 }
 
 fn admit<S, B, K, St, ResBody>(queued: &mut Queued<S, B, K, St>, now: Instant) -> State<S, B, K, St>

@@ -134,7 +134,9 @@ impl<X, St> RateLimitBuilder<X, St> {
 
     /// Requests wait in line when no token is free (the default), at most `max_waiting` of
     /// them (1 to 10,000,000; default 10,000) and none longer than `max_wait` (1 ms to 1 day;
-    /// default 60 s). Beyond either bound a request is refused at once.
+    /// default 60 s). Beyond either bound a request is refused at once. With a shared store,
+    /// the admissions out with it count toward `max_waiting` too, and one whose answer has
+    /// not come by `max_wait` after its call is refused then.
     pub fn wait(mut self, max_waiting: usize, max_wait: Duration) -> Self {
         self.mode = Mode::Wait {
             max_waiting,

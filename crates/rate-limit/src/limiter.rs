@@ -131,6 +131,17 @@ impl<K, St: RateStore> Limiter<K, St> {
             .unwrap_or_else(|| self.interval.saturating_mul(cost))
     }
 
+    /// `Some(max_waiting)` when the admissions out with the store for `entry` already fill
+    /// the queue's bound (never for a store that answers at once, nor in fail-fast mode).
+    pub(crate) fn store_is_full(&self, entry: &KeyEntry<St>) -> Option<usize> {
+        match self.mode {
+            Mode::Wait { max_waiting, .. } => {
+                (self.store.pending(&entry.slot) >= max_waiting).then_some(max_waiting)
+            }
+            Mode::FailFast => None,
+        }
+    }
+
     /// Queues a request that found no free token, or says why it is refused: fail-fast mode,
     /// a full queue, or a predicted wait over `max_wait`. `head_wait` is how long until the
     /// store would admit it were it at the head.
@@ -155,7 +166,10 @@ impl<K, St: RateStore> Limiter<K, St> {
         };
         let priority = extensions.get::<Priority>().map_or(0, |p| p.0);
         let predict = |ahead: u64| self.predict(entry, ahead, cost, now, head_wait);
-        match entry.join(priority, cost, now, predict, max_waiting, max_wait) {
+        // Admissions out with a shared store take places in line too (a waiter at the head
+        // asking the store counts twice while its answer is out).
+        let places = max_waiting.saturating_sub(self.store.pending(&entry.slot));
+        match entry.join(priority, cost, now, predict, places, max_wait) {
             Joined::Full => Err(Rejected::QueueFull { max_waiting }),
             Joined::TooLong(predicted) => Err(Rejected::WaitTooLong {
                 predicted,

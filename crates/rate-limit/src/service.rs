@@ -113,8 +113,12 @@ where
             .get::<Cost>()
             .map_or(1, |cost| cost.tokens());
         let head_wait = match entry.paused_until(now) {
-            // The steady state: nobody waits, so try for a token straight away.
+            // The steady state: nobody waits, so try for a token straight away, unless the
+            // admissions already out with a shared store fill the queue's bound.
             None if entry.depth() == 0 => {
+                if let Some(max_waiting) = limiter.store_is_full(&entry) {
+                    return self.refuse(Rejected::QueueFull { max_waiting });
+                }
                 let mut attempt = limiter
                     .store
                     .acquire(&entry.slot, &limiter.quotas, cost, now);

@@ -94,6 +94,13 @@ pub trait RateStore: Send + Sync + 'static {
         None
     }
 
+    /// How many admissions for `slot` are out with the store, not yet answered (a shared
+    /// store's round trips). The limiter counts them toward `max_waiting`, as it counts the
+    /// requests waiting in line; a store that answers at once has none.
+    fn pending(&self, _slot: &Self::Slot) -> usize {
+        0
+    }
+
     /// Whether a slot holds nothing worth keeping (its key may be dropped without changing
     /// any future decision).
     fn is_idle(&self, _slot: &Self::Slot) -> bool {

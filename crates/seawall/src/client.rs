@@ -3,7 +3,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
@@ -23,10 +23,17 @@ pub type StackError =
 /// The standard stack over hyper-util's client, calling one API: paths are joined to its base
 /// URL, and [`get_json`](Self::get_json) / [`post_json`](Self::post_json) send and read JSON.
 ///
+/// Credentials in the base URL (`http://user:password@host/`) are sent as Basic
+/// authentication and kept out of every request's URI, so that no layer, log or figure sees
+/// them; neither the client's `Debug` rendering nor its errors show them.
+///
 /// Cheap to clone; clones share the stack.
 #[derive(Clone)]
 pub struct Client {
+    /// The base URL without user information.
     base: String,
+    /// `Basic <credentials>`, marked sensitive, when the base URL carried user information.
+    authorization: Option<HeaderValue>,
     /// Also bounds the reading of each response body, which the stack's attempt timeout (over
     /// the head) does not cover.
     body_timeout: std::time::Duration,
@@ -37,6 +44,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("base", &self.base)
+            .field("basic_auth", &self.authorization.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -45,21 +53,42 @@ impl Client {
     pub(crate) fn new(stack: &Stack, base_url: &str) -> Result<Self, seawall_core::ConfigError> {
         let base = base_url.trim_end_matches('/');
         // Paths are appended, so a query or fragment in the base would swallow them.
-        let valid = !base.contains(['?', '#'])
-            && base
-                .parse::<Uri>()
-                .ok()
-                .is_some_and(|uri| uri.scheme_str() == Some("http") && uri.authority().is_some());
-        if !valid {
+        let authority = base
+            .parse::<Uri>()
+            .ok()
+            .filter(|uri| !base.contains(['?', '#']) && uri.scheme_str() == Some("http"))
+            .and_then(|uri| {
+                uri.authority()
+                    .map(|authority| authority.as_str().to_owned())
+            });
+        let Some(authority) = authority else {
+            // The error shows no credentials: where they end in a URL that does not parse
+            // cannot be told, so such a URL is not shown at all.
+            let shown = if base_url.contains('@') {
+                "(a URL with user information; not shown)"
+            } else {
+                base_url
+            };
             return Err(seawall_core::ConfigError::new(
                 "base_url",
-                base_url,
+                shown,
                 "an absolute http:// URL without query or fragment, such as \
                  `http://api.example.com/v1`",
             ));
-        }
+        };
+        let (base, authorization) = match authority.rsplit_once('@') {
+            None => (base.to_owned(), None),
+            Some((user_info, host)) => {
+                // The authority follows `http://`, as spelt in the URL the URI parsed from.
+                let start = base.find("://").map_or(0, |at| at + 3);
+                let rest = base.get(start + authority.len()..).unwrap_or_default();
+                let prefix = base.get(..start).unwrap_or_default();
+                (format!("{prefix}{host}{rest}"), Some(basic_auth(user_info)))
+            }
+        };
         Ok(Self {
-            base: base.to_owned(),
+            base,
+            authorization,
             body_timeout: stack.attempt_timeout,
             service: stack.hyper_client(),
         })
@@ -116,6 +145,9 @@ impl Client {
             .method(method)
             .uri(format!("{}{separator}{path}", self.base))
             .header(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
         let body = match body {
             Some((json, key)) => {
                 request =
@@ -149,6 +181,24 @@ impl Client {
         }
         serde_json::from_slice(&bytes).map_err(ClientError::Decode)
     }
+}
+
+/// The `Authorization` value for a URL's user information (`user[:password]`, each
+/// percent-decoded), marked sensitive so that it is left out of logs and HTTP/2's header
+/// compression.
+fn basic_auth(user_info: &str) -> HeaderValue {
+    use base64::Engine as _;
+    let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
+    let decode = |part: &str| percent_encoding::percent_decode_str(part).collect::<Vec<u8>>();
+    let mut credentials = decode(user);
+    credentials.push(b':');
+    credentials.extend(decode(password));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    // Base64 is printable ASCII, always a valid header value.
+    let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    value.set_sensitive(true);
+    value
 }
 
 /// Why a JSON call did not give a value.

@@ -63,3 +63,14 @@ pub(crate) async fn until(mut done: impl FnMut() -> bool) {
         tokio::task::yield_now().await;
     }
 }
+
+/// The URL of a server that accepts connections and never says a word, as a hung Redis would.
+pub(crate) fn hung_server() -> String {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let url = format!("redis://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    url
+}
