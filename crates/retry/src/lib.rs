@@ -54,7 +54,8 @@
 //!   `Idempotency-Key` header, unless the request provably never left (a connect error).
 //! - **When**: after an exponential, linear or fixed backoff with full, equal or decorrelated
 //!   [`Jitter`], capped; or after the server's `Retry-After` / `RateLimit` reset when that is
-//!   longer. A hint that would pass the [deadline](RetryBuilder::deadline) stops at once.
+//!   longer. A hint that would pass the [deadline](RetryBuilder::deadline) (30 s by default)
+//!   stops at once.
 //! - **How much**: at most `max_attempts`, and a [`RetryBudget`] shared by every clone
 //!   (20 % of recent requests plus a floor, lock-free) caps retries when an upstream is down.
 //! - **Bodies**: a request is sent on as a [`ReplayBody`]. Bodies that are complete up front
@@ -97,7 +98,7 @@ pub use backoff::{Backoff, Growth, Jitter, Rng};
 pub use budget::{BudgetConfig, RetryBudget};
 pub use error::{RetryError, RetryReport};
 pub use future::ResponseFuture;
-pub use layer::{RetryBuilder, RetryLayer};
+pub use layer::{DEFAULT_DEADLINE, RetryBuilder, RetryLayer};
 pub use policy::{AttemptInfo, Decision, RetryOn, RetryPolicy, RetryState, StopReason};
 pub use replay::{BoxError, NotReplayable, ReplayBody};
 pub use service::{OnRetry, Retry};
