@@ -53,6 +53,7 @@ impl RetryLayer {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(60),
             jitter: Jitter::Full,
+            factor: 2.0,
             deadline: Some(DEFAULT_DEADLINE),
             budget: Some((Duration::from_secs(10), 10, 20.0)),
             retry_on: RetryOn::DEFAULT,
@@ -93,6 +94,7 @@ pub struct RetryBuilder<C = HttpClassifier> {
     base: Duration,
     cap: Duration,
     jitter: Jitter,
+    factor: f64,
     deadline: Option<Duration>,
     budget: Option<(Duration, u32, f64)>,
     retry_on: RetryOn,
@@ -121,9 +123,18 @@ impl<C> RetryBuilder<C> {
         self
     }
 
-    /// Exponential backoff: `base`, `2 × base`, `4 × base`, ... never above `cap`.
+    /// Exponential backoff: `base`, `2 × base`, `4 × base`, ... never above `cap` (the
+    /// factor 2 can be changed with [`backoff_factor`](Self::backoff_factor)).
     pub fn exponential_backoff(self, base: Duration, cap: Duration) -> Self {
         self.curve(Growth::Exponential, base, cap)
+    }
+
+    /// The growth factor of exponential backoff: `base`, `factor × base`,
+    /// `factor² × base`, ... never above the cap. A finite number above 1; default 2.
+    /// Linear and fixed backoffs do not use it.
+    pub fn backoff_factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
     }
 
     /// Linear backoff: `base`, `2 × base`, `3 × base`, ... never above `cap`.
@@ -257,6 +268,7 @@ impl<C> RetryBuilder<C> {
             base: self.base,
             cap: self.cap,
             jitter: self.jitter,
+            factor: self.factor,
             deadline: self.deadline,
             budget: self.budget,
             retry_on: self.retry_on,
@@ -278,7 +290,8 @@ impl<C> RetryBuilder<C> {
             100,
             "an integer from 1 to 100",
         )?;
-        let backoff = Backoff::new(self.growth, self.base, self.cap, self.jitter)?;
+        let backoff = Backoff::new(self.growth, self.base, self.cap, self.jitter)?
+            .with_factor(self.factor)?;
         if let Some(deadline) = self.deadline {
             check_range(
                 "deadline",

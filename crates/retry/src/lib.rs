@@ -52,8 +52,9 @@
 //! - **What is retried**: connect errors, timeouts, broken connections, 5xx, and 429 / 503
 //!   with `Retry-After` (see [`RetryOn`]); only idempotent requests, or POST / PATCH with an
 //!   `Idempotency-Key` header, unless the request provably never left (a connect error).
-//! - **When**: after an exponential, linear or fixed backoff with full, equal or decorrelated
-//!   [`Jitter`], capped; or after the server's `Retry-After` / `RateLimit` reset when that is
+//! - **When**: after an exponential (factor 2, or [your own](RetryBuilder::backoff_factor)),
+//!   linear or fixed backoff, capped, with full, equal, decorrelated or proportional (±p %)
+//!   [`Jitter`]; or after the server's `Retry-After` / `RateLimit` reset when that is
 //!   longer. A hint that would pass the [deadline](RetryBuilder::deadline) (30 s by default)
 //!   stops at once.
 //! - **How much**: at most `max_attempts`, and a [`RetryBudget`] shared by every clone
