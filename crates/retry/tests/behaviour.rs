@@ -104,7 +104,12 @@ async fn the_final_error_names_the_attempts_and_the_last_cause() {
     assert_eq!(error.inner().kind(), io::ErrorKind::ConnectionReset);
     assert_eq!(
         error.to_string(),
-        "request failed after 3 attempts (no attempts left): connection reset"
+        "request failed after 3 attempts (no attempts left)"
+    );
+    // The cause is the source, printed once by whoever walks the chain.
+    assert_eq!(
+        std::error::Error::source(&error).map(ToString::to_string),
+        Some("connection reset".to_owned())
     );
     let stats = layer.handle().stats();
     assert_eq!(stats.retries_for(FailureKind::Transport), 2);
