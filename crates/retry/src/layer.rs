@@ -154,7 +154,8 @@ impl<C> RetryBuilder<C> {
         self
     }
 
-    /// How delays are randomised. Default [`Jitter::Full`].
+    /// How delays are randomised. Default [`Jitter::Full`]. A [`Jitter::Proportional`]
+    /// percentage must be above 0 and at most 100 (field `jitter_percent`).
     pub fn jitter(mut self, jitter: Jitter) -> Self {
         self.jitter = jitter;
         self

@@ -73,7 +73,8 @@
 //!   request's clone afresh, and changes made through [`Retry::get_mut`] reach first
 //!   attempts only.
 //! - **Reporting**: a final error is a [`RetryError`] with the attempts made and why the layer
-//!   stopped; a response that was retried carries a [`RetryReport`]; figures for metrics come
+//!   stopped, whose `source()` is the last attempt's error (its `Display` does not repeat it:
+//!   print the chain, as anyhow's `{:#}` does); a response that was retried carries a [`RetryReport`]; figures for metrics come
 //!   from [`RetryHandle::stats`]; [`on_retry`](RetryBuilder::on_retry) sees every retry.
 //!
 //! ## Why not `tower::retry::Retry`
