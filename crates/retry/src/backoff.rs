@@ -168,8 +168,10 @@ impl Backoff {
         }
     }
 
-    /// `base × factor^(n-1)`, capped. Exact for the factor 2 and for factors whose powers
-    /// are exact in binary (1.5, 1.25, ...), since every uncapped value is below 2^53 ns.
+    /// `base × factor^(n-1)`, capped, floored to the nanosecond. Exact for the factor 2
+    /// (every uncapped value is below 2^53 ns, so the product is exact in `f64`) and for
+    /// factors such as 1.5 or 1.25 while their power stays exact; otherwise within `f64`'s
+    /// rounding of the real curve.
     fn exponential(&self, n: u32) -> Duration {
         if self.base.is_zero() {
             return Duration::ZERO;
