@@ -377,3 +377,47 @@ async fn io_kinds_that_read_as_connect_are_transport_once_the_request_was_sent()
         );
     }
 }
+
+#[tokio::test]
+async fn io_kinds_that_read_as_connect_are_transport_under_a_hyper_connection_error() {
+    // hyper's own connection API: a hyper::Error is raised only on an established connection.
+    let upstream = seawall_examples::Upstream::start(|_req| async {
+        seawall_examples::respond(200, &[], "done")
+    })
+    .await
+    .expect("upstream");
+    let stream = tokio::net::TcpStream::connect(upstream.addr())
+        .await
+        .expect("connect");
+    let io = hyper_util::rt::TokioIo::new(FaultAfterSend {
+        stream,
+        fault: io::ErrorKind::NotConnected,
+    });
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .expect("handshake");
+    let driver = tokio::spawn(connection);
+    let result = sender
+        .send_request(
+            http::Request::get("/")
+                .header("host", "127.0.0.1")
+                .body(Empty::new())
+                .expect("request"),
+        )
+        .await;
+    let error = result.as_ref().expect_err("the connection failed");
+    assert_eq!(
+        error
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind),
+        Some(io::ErrorKind::NotConnected),
+        "{error:?}"
+    );
+    assert_eq!(
+        HttpClassifier.classify(&result),
+        Outcome::Failure(FailureKind::Transport),
+        "{error:?}"
+    );
+    let _ = driver.await;
+}
