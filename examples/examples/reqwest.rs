@@ -49,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 1..=10 {
         match client.get(upstream.url("/items")).send().await {
             Ok(response) => println!("request {i}: {}", response.status()),
-            Err(error) => println!("request {i}: {:?}: {error}", failure_kind(&error)),
+            Err(error) => println!("request {i}: {:?}: {error:#}", failure_kind(&error)),
         }
     }
     let retry = stack.retry().stats();

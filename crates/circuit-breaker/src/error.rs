@@ -93,10 +93,12 @@ impl<E: fmt::Display> fmt::Display for BreakerError<E> {
     }
 }
 
+/// Both variants are transparent: `Display` and `source()` are those of the refusal or the
+/// inner error, so a chain prints each cause once.
 impl<E: Error + 'static> Error for BreakerError<E> {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            BreakerError::Open(open) => Some(open),
+            BreakerError::Open(open) => open.source(),
             BreakerError::Inner(error) => error.source(),
         }
     }

@@ -5,7 +5,7 @@
 //!
 //! | result | outcome |
 //! |---|---|
-//! | connect error (refused, DNS, connect timeout) | `Failure(Connect)` |
+//! | connect error (refused, DNS, connect timeout) before the connection was made | `Failure(Connect)` |
 //! | attempt timeout (tower's or tokio's `Elapsed`) | `Failure(Timeout)` |
 //! | reset, broken pipe, incomplete message, other transport error | `Failure(Transport)` |
 //! | 429, or 503 with `Retry-After` | `Failure(Throttled)` |
@@ -246,7 +246,18 @@ classify_by_chain!(
 );
 
 /// Classifies a `dyn Error` by walking its `source()` chain.
+///
+/// An I/O error kind that alone would mean "never connected" (`ConnectionRefused`,
+/// `NotConnected`, `HostUnreachable`, ...) counts as `Connect` only when nothing above it in
+/// the chain says the connection was made: under a hyper-util client error that is not a
+/// connect error, or under a `hyper::Error` (which hyper raises only on an established
+/// connection), the request may have been sent, so the failure is `Transport`.
 pub fn classify_error_chain(error: &(dyn Error + 'static)) -> FailureKind {
+    classify_chain(error, false)
+}
+
+/// Walks the chain; `connected` is set once an error above says the connection was made.
+fn classify_chain(error: &(dyn Error + 'static), mut connected: bool) -> FailureKind {
     // A hyper or hyper-util error whose cause is not more precise still means the
     // connection broke under the request.
     let mut fallback = FailureKind::Other;
@@ -258,11 +269,13 @@ pub fn classify_error_chain(error: &(dyn Error + 'static)) -> FailureKind {
             if e.is_connect() {
                 return FailureKind::Connect;
             }
+            connected = true;
             fallback = FailureKind::Transport;
         } else if let Some(e) = err.downcast_ref::<hyper::Error>() {
             if e.is_timeout() {
                 return FailureKind::Timeout;
             }
+            connected = true;
             fallback = FailureKind::Transport;
         } else if err.is::<tower::timeout::error::Elapsed>()
             || err.is::<tokio::time::error::Elapsed>()
@@ -271,12 +284,15 @@ pub fn classify_error_chain(error: &(dyn Error + 'static)) -> FailureKind {
         } else if let Some(e) = err.downcast_ref::<io::Error>() {
             // `io::Error::source` skips a custom inner error, so look at it first.
             if let Some(inner) = e.get_ref() {
-                let inner_kind = classify_error_chain(inner);
+                let inner_kind = classify_chain(inner, connected);
                 if inner_kind != FailureKind::Other {
                     return inner_kind;
                 }
             }
-            return io_error_kind(e.kind());
+            return match io_error_kind(e.kind()) {
+                FailureKind::Connect if connected => FailureKind::Transport,
+                kind => kind,
+            };
         }
         current = err.source();
     }

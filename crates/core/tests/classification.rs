@@ -252,3 +252,172 @@ fn tower_http_classifier_adapter() {
     let too_many: Result<_, io::Error> = Ok(response(429, false));
     assert_eq!(classifier.classify(&too_many), Outcome::Success);
 }
+
+/// A TCP stream to a real server that turns the first bytes of the server's answer into
+/// `fault`: the request has been written and read by the server, then the connection fails
+/// with an I/O error whose kind, alone, reads like "never connected" (as a host route that
+/// disappears mid-exchange reports `HostUnreachable` on an established socket).
+struct FaultAfterSend {
+    stream: tokio::net::TcpStream,
+    fault: io::ErrorKind,
+}
+
+impl tokio::io::AsyncRead for FaultAfterSend {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let fault = self.fault;
+        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+            std::task::Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                buf.set_filled(before);
+                std::task::Poll::Ready(Err(io::Error::from(fault)))
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for FaultAfterSend {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for FaultAfterSend {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.stream.connected()
+    }
+}
+
+/// hyper-util's client over connections that fail with `fault` once the request is sent.
+fn client_failing_after_send(
+    fault: io::ErrorKind,
+) -> Client<
+    impl hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    Empty<Bytes>,
+> {
+    let connector = tower::service_fn(move |uri: http::Uri| {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        Box::pin(async move {
+            let io = http.call(uri).await?;
+            Ok::<_, BoxError>(hyper_util::rt::TokioIo::new(FaultAfterSend {
+                stream: io.into_inner(),
+                fault,
+            }))
+        })
+    });
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+#[tokio::test]
+async fn io_kinds_that_read_as_connect_are_transport_once_the_request_was_sent() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let received = Arc::new(AtomicU32::new(0));
+    let upstream = seawall_examples::Upstream::start({
+        let received = Arc::clone(&received);
+        move |_req| {
+            received.fetch_add(1, Ordering::SeqCst);
+            async { seawall_examples::respond(200, &[], "done") }
+        }
+    })
+    .await
+    .expect("upstream");
+
+    for (n, fault) in [
+        io::ErrorKind::HostUnreachable,
+        io::ErrorKind::NotConnected,
+        io::ErrorKind::NetworkUnreachable,
+        io::ErrorKind::ConnectionRefused,
+        io::ErrorKind::AddrNotAvailable,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let result = client_failing_after_send(fault)
+            .get(upstream.url("/").parse().expect("uri"))
+            .await;
+        let error = result.as_ref().expect_err("the connection failed");
+        assert!(!error.is_connect(), "{fault:?}: {error:?}");
+        // The server did read the request: it was sent.
+        assert_eq!(received.load(Ordering::SeqCst), n as u32 + 1, "{fault:?}");
+        assert_eq!(
+            HttpClassifier.classify(&result),
+            Outcome::Failure(FailureKind::Transport),
+            "{fault:?}: {error:?}"
+        );
+        // The same error after a tower layer boxed it.
+        let boxed: Result<Response<hyper::body::Incoming>, BoxError> =
+            result.map_err(BoxError::from);
+        assert_eq!(
+            HttpClassifier.classify(&boxed),
+            Outcome::Failure(FailureKind::Transport),
+            "boxed {fault:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn io_kinds_that_read_as_connect_are_transport_under_a_hyper_connection_error() {
+    // hyper's own connection API: a hyper::Error is raised only on an established connection.
+    let upstream = seawall_examples::Upstream::start(|_req| async {
+        seawall_examples::respond(200, &[], "done")
+    })
+    .await
+    .expect("upstream");
+    let stream = tokio::net::TcpStream::connect(upstream.addr())
+        .await
+        .expect("connect");
+    let io = hyper_util::rt::TokioIo::new(FaultAfterSend {
+        stream,
+        fault: io::ErrorKind::NotConnected,
+    });
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .expect("handshake");
+    let driver = tokio::spawn(connection);
+    let result = sender
+        .send_request(
+            http::Request::get("/")
+                .header("host", "127.0.0.1")
+                .body(Empty::new())
+                .expect("request"),
+        )
+        .await;
+    let error = result.as_ref().expect_err("the connection failed");
+    assert_eq!(
+        error
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind),
+        Some(io::ErrorKind::NotConnected),
+        "{error:?}"
+    );
+    assert_eq!(
+        HttpClassifier.classify(&result),
+        Outcome::Failure(FailureKind::Transport),
+        "{error:?}"
+    );
+    let _ = driver.await;
+}

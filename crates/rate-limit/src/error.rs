@@ -120,7 +120,10 @@ impl fmt::Display for Rejected {
                 f,
                 "request cost {cost} exceeds the quota's burst; it can never be admitted"
             ),
-            Rejected::StoreUnavailable(error) => error.fmt(f),
+            // The store's error is the source, not repeated here.
+            Rejected::StoreUnavailable(_) => f.write_str(
+                "rate limiter refused the request because its store could not be asked (it fails closed)",
+            ),
             Rejected::Withdrawn(withdrawn) => withdrawn.fmt(f),
         }
     }
@@ -165,10 +168,12 @@ impl<E: fmt::Display> fmt::Display for RateLimitError<E> {
     }
 }
 
+/// Both variants are transparent: `Display` and `source()` are those of the refusal or the
+/// inner error, so a chain prints each cause once.
 impl<E: Error + 'static> Error for RateLimitError<E> {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            RateLimitError::Rejected(rejected) => Some(rejected),
+            RateLimitError::Rejected(rejected) => rejected.source(),
             RateLimitError::Inner(error) => error.source(),
         }
     }

@@ -7,7 +7,7 @@ use seawall_core::{ConfigError, check_range};
 /// How the delay grows with each retry, before jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Growth {
-    /// `base × 2^(n-1)` before retry `n`.
+    /// `base × factor^(n-1)` before retry `n`; the [factor](Backoff::factor) is 2 unless set.
     Exponential,
     /// `base × n` before retry `n`.
     Linear,
@@ -16,7 +16,7 @@ pub enum Growth {
 }
 
 /// How the delay is randomised, so that clients that failed together do not retry together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Jitter {
     /// Exactly the computed delay.
     None,
@@ -27,15 +27,23 @@ pub enum Jitter {
     /// Uniform in `[base, 3 × previous delay]`, capped: the AWS "decorrelated" variant,
     /// which grows from the previous delay rather than from the retry number.
     Decorrelated,
+    /// Uniform in `[d × (1 - p/100), d × (1 + p/100)]`: `±p %` around the capped curve, as
+    /// gRPC's connection backoff (±20 %) does. Like gRPC's, it applies after the cap, so a
+    /// delay at the cap may exceed it by up to `p %`; otherwise every client at the cap
+    /// (and every client of a fixed backoff) would wait no longer than the cap, the very
+    /// clustering jitter is for. `p` is a percentage above 0 and at most 100 (validated by
+    /// the builder: field `jitter_percent`).
+    Proportional(f64),
 }
 
-/// A validated backoff: growth, base, cap and jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A validated backoff: growth (with its factor), base, cap and jitter.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     growth: Growth,
     base: Duration,
     cap: Duration,
     jitter: Jitter,
+    factor: f64,
 }
 
 impl Default for Backoff {
@@ -46,6 +54,7 @@ impl Default for Backoff {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(60),
             jitter: Jitter::Full,
+            factor: 2.0,
         }
     }
 }
@@ -53,7 +62,9 @@ impl Default for Backoff {
 impl Backoff {
     /// A backoff growing by `growth` from `base`, never above `cap`, randomised by `jitter`.
     ///
-    /// `base` may be 0 to 1 h; `cap` must be at least `base` and at most 1 day.
+    /// `base` may be 0 to 1 h; `cap` must be at least `base` and at most 1 day; a
+    /// [`Jitter::Proportional`] percentage must be above 0 and at most 100. Exponential
+    /// growth doubles; [`with_factor`](Self::with_factor) changes the factor.
     pub fn new(
         growth: Growth,
         base: Duration,
@@ -74,12 +85,40 @@ impl Backoff {
             Duration::from_secs(86_400),
             "a duration from `backoff_base` to 1 day",
         )?;
+        if let Jitter::Proportional(percent) = jitter
+            && !(percent > 0.0 && percent <= 100.0)
+        {
+            return Err(ConfigError::new(
+                "jitter_percent",
+                percent,
+                "a percentage above 0 and at most 100",
+            ));
+        }
         Ok(Self {
             growth,
             base,
             cap,
             jitter,
+            factor: 2.0,
         })
+    }
+
+    /// This backoff with exponential growth by `factor` per retry instead of 2: a finite
+    /// number above 1 (field `backoff_factor`).
+    pub fn with_factor(self, factor: f64) -> Result<Self, ConfigError> {
+        if !(factor.is_finite() && factor > 1.0) {
+            return Err(ConfigError::new(
+                "backoff_factor",
+                factor,
+                "a finite number above 1",
+            ));
+        }
+        Ok(Self { factor, ..self })
+    }
+
+    /// The growth factor of [`Growth::Exponential`] (2 unless set).
+    pub fn factor(&self) -> f64 {
+        self.factor
     }
 
     /// The growth curve.
@@ -92,7 +131,7 @@ impl Backoff {
         self.base
     }
 
-    /// The longest delay.
+    /// The longest delay (before [`Jitter::Proportional`], which spreads around it).
     pub fn cap(&self) -> Duration {
         self.cap
     }
@@ -107,10 +146,7 @@ impl Backoff {
     pub fn delay(&self, retry: u32, previous: Duration, rng: &mut Rng) -> Duration {
         let n = retry.max(1);
         let curve = match self.growth {
-            Growth::Exponential => {
-                let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
-                self.base.saturating_mul(factor)
-            }
+            Growth::Exponential => self.exponential(n),
             Growth::Linear => self.base.saturating_mul(n),
             Growth::Fixed => self.base,
         }
@@ -123,6 +159,29 @@ impl Backoff {
                 let upper = previous.max(self.base).saturating_mul(3).min(self.cap);
                 rng.duration_between(self.base.min(upper), upper)
             }
+            Jitter::Proportional(percent) => {
+                // Floored to whole nanoseconds, so the draws never leave `d × (1 ± p %)`.
+                let spread =
+                    Duration::from_nanos((curve.as_nanos() as f64 * percent / 100.0) as u64);
+                rng.duration_between(curve.saturating_sub(spread), curve.saturating_add(spread))
+            }
+        }
+    }
+
+    /// `base × factor^(n-1)`, capped, floored to the nanosecond. Exact for the factor 2
+    /// (every uncapped value is below 2^53 ns, so the product is exact in `f64`) and for
+    /// factors such as 1.5 or 1.25 while their power stays exact; otherwise within `f64`'s
+    /// rounding of the real curve.
+    fn exponential(&self, n: u32) -> Duration {
+        if self.base.is_zero() {
+            return Duration::ZERO;
+        }
+        let exponent = i32::try_from(n - 1).unwrap_or(i32::MAX);
+        let nanos = self.base.as_nanos() as f64 * self.factor.powi(exponent);
+        if nanos < self.cap.as_nanos() as f64 {
+            Duration::from_nanos(nanos as u64)
+        } else {
+            self.cap
         }
     }
 }

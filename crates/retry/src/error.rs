@@ -54,7 +54,10 @@ impl<E> RetryError<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for RetryError<E> {
+/// Says how many attempts were made and why the layer stopped. The last attempt's error is
+/// the [`source`](Error::source), not repeated here, so that a report that walks the chain
+/// (anyhow's `{:#}`, for one) prints it once.
+impl<E> fmt::Display for RetryError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let plural = if self.attempts == 1 { "" } else { "s" };
         write!(
@@ -65,7 +68,7 @@ impl<E: fmt::Display> fmt::Display for RetryError<E> {
         if let Some(hint) = self.hint {
             write!(f, "; the server asked to wait {:.3}s", hint.as_secs_f64())?;
         }
-        write!(f, "): {}", self.source)
+        f.write_str(")")
     }
 }
 

@@ -15,6 +15,9 @@ use crate::policy::{RetryOn, RetryPolicy};
 use crate::service::{OnRetry, Retry, Shared};
 use crate::stats::RetryHandle;
 
+/// The overall deadline a [`RetryBuilder`] starts with (see [`RetryBuilder::deadline`]).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Retries failed requests through the service it wraps. Clones of the layer, and every
 /// service it builds (and their clones), share one budget and one set of figures.
 pub struct RetryLayer<C = HttpClassifier> {
@@ -39,7 +42,8 @@ impl<C> std::fmt::Debug for RetryLayer<C> {
 
 impl RetryLayer {
     /// Starts a configuration with the defaults: 3 attempts, exponential backoff from 1 s
-    /// capped at 60 s with full jitter, a budget of 20 % of the last 10 s of requests plus 10
+    /// capped at 60 s with full jitter, an overall [deadline](RetryBuilder::deadline) of
+    /// 30 s, a budget of 20 % of the last 10 s of requests plus 10
     /// retries per second, idempotent requests only, server hints obeyed, and request bodies
     /// replayed up to 64 KiB.
     pub fn builder() -> RetryBuilder {
@@ -49,7 +53,8 @@ impl RetryLayer {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(60),
             jitter: Jitter::Full,
-            deadline: None,
+            factor: 2.0,
+            deadline: Some(DEFAULT_DEADLINE),
             budget: Some((Duration::from_secs(10), 10, 20.0)),
             retry_on: RetryOn::DEFAULT,
             idempotency: Idempotency::Standard,
@@ -89,6 +94,7 @@ pub struct RetryBuilder<C = HttpClassifier> {
     base: Duration,
     cap: Duration,
     jitter: Jitter,
+    factor: f64,
     deadline: Option<Duration>,
     budget: Option<(Duration, u32, f64)>,
     retry_on: RetryOn,
@@ -117,9 +123,18 @@ impl<C> RetryBuilder<C> {
         self
     }
 
-    /// Exponential backoff: `base`, `2 × base`, `4 × base`, ... never above `cap`.
+    /// Exponential backoff: `base`, `2 × base`, `4 × base`, ... never above `cap` (the
+    /// factor 2 can be changed with [`backoff_factor`](Self::backoff_factor)).
     pub fn exponential_backoff(self, base: Duration, cap: Duration) -> Self {
         self.curve(Growth::Exponential, base, cap)
+    }
+
+    /// The growth factor of exponential backoff: `base`, `factor × base`,
+    /// `factor² × base`, ... never above the cap. A finite number above 1; default 2.
+    /// Linear and fixed backoffs do not use it.
+    pub fn backoff_factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
     }
 
     /// Linear backoff: `base`, `2 × base`, `3 × base`, ... never above `cap`.
@@ -139,15 +154,37 @@ impl<C> RetryBuilder<C> {
         self
     }
 
-    /// How delays are randomised. Default [`Jitter::Full`].
+    /// How delays are randomised. Default [`Jitter::Full`]. A [`Jitter::Proportional`]
+    /// percentage must be above 0 and at most 100 (field `jitter_percent`).
     pub fn jitter(mut self, jitter: Jitter) -> Self {
         self.jitter = jitter;
         self
     }
 
-    /// An overall deadline from the first attempt: no attempt starts after it (1 ms to 1 day).
+    /// An overall deadline from the first attempt: no attempt starts after it (1 ms to
+    /// 1 day). A retry whose delay (the backoff, or the server's hint when that is longer)
+    /// would start it after the deadline is not made: the last attempt's result is returned
+    /// at once, with [`StopReason::DeadlineExceeded`](crate::StopReason::DeadlineExceeded) and
+    /// the server's hint. An attempt already started is not cut short: bound attempts with a
+    /// timeout below this layer.
+    ///
+    /// Default [`DEFAULT_DEADLINE`], 30 s. Without one, a throttling upstream answering
+    /// `Retry-After: 300` (the most the default [`HintPolicy`] obeys) would hold a request for
+    /// `(max_attempts - 1) × 300 s`. 30 s is the total request timeout of the standard
+    /// resilience pipeline of .NET's `Microsoft.Extensions.Http.Resilience` (built on Polly),
+    /// the closest peer that bounds retries by time out of the box; the AWS SDKs and
+    /// Resilience4j bound retries by attempts only and leave an overall timeout to the user,
+    /// and gRPC recommends that every call carry a deadline. A batch job that would rather
+    /// wait out long throttling sets a longer deadline, or [`no_deadline`](Self::no_deadline).
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// No overall deadline: retries are bounded by `max_attempts` and the budget alone, and
+    /// each may wait as long as the server asks (up to the [`HintPolicy`]'s maximum).
+    pub fn no_deadline(mut self) -> Self {
+        self.deadline = None;
         self
     }
 
@@ -232,6 +269,7 @@ impl<C> RetryBuilder<C> {
             base: self.base,
             cap: self.cap,
             jitter: self.jitter,
+            factor: self.factor,
             deadline: self.deadline,
             budget: self.budget,
             retry_on: self.retry_on,
@@ -253,7 +291,8 @@ impl<C> RetryBuilder<C> {
             100,
             "an integer from 1 to 100",
         )?;
-        let backoff = Backoff::new(self.growth, self.base, self.cap, self.jitter)?;
+        let backoff = Backoff::new(self.growth, self.base, self.cap, self.jitter)?
+            .with_factor(self.factor)?;
         if let Some(deadline) = self.deadline {
             check_range(
                 "deadline",

@@ -52,9 +52,11 @@
 //! - **What is retried**: connect errors, timeouts, broken connections, 5xx, and 429 / 503
 //!   with `Retry-After` (see [`RetryOn`]); only idempotent requests, or POST / PATCH with an
 //!   `Idempotency-Key` header, unless the request provably never left (a connect error).
-//! - **When**: after an exponential, linear or fixed backoff with full, equal or decorrelated
-//!   [`Jitter`], capped; or after the server's `Retry-After` / `RateLimit` reset when that is
-//!   longer. A hint that would pass the [deadline](RetryBuilder::deadline) stops at once.
+//! - **When**: after an exponential (factor 2, or [your own](RetryBuilder::backoff_factor)),
+//!   linear or fixed backoff, capped, with full, equal, decorrelated or proportional (±p %)
+//!   [`Jitter`]; or after the server's `Retry-After` / `RateLimit` reset when that is
+//!   longer. A hint that would pass the [deadline](RetryBuilder::deadline) (30 s by default)
+//!   stops at once.
 //! - **How much**: at most `max_attempts`, and a [`RetryBudget`] shared by every clone
 //!   (20 % of recent requests plus a floor, lock-free) caps retries when an upstream is down.
 //! - **Bodies**: a request is sent on as a [`ReplayBody`]. Bodies that are complete up front
@@ -71,7 +73,8 @@
 //!   request's clone afresh, and changes made through [`Retry::get_mut`] reach first
 //!   attempts only.
 //! - **Reporting**: a final error is a [`RetryError`] with the attempts made and why the layer
-//!   stopped; a response that was retried carries a [`RetryReport`]; figures for metrics come
+//!   stopped, whose `source()` is the last attempt's error (its `Display` does not repeat it:
+//!   print the chain, as anyhow's `{:#}` does); a response that was retried carries a [`RetryReport`]; figures for metrics come
 //!   from [`RetryHandle::stats`]; [`on_retry`](RetryBuilder::on_retry) sees every retry.
 //!
 //! ## Why not `tower::retry::Retry`
@@ -97,7 +100,7 @@ pub use backoff::{Backoff, Growth, Jitter, Rng};
 pub use budget::{BudgetConfig, RetryBudget};
 pub use error::{RetryError, RetryReport};
 pub use future::ResponseFuture;
-pub use layer::{RetryBuilder, RetryLayer};
+pub use layer::{DEFAULT_DEADLINE, RetryBuilder, RetryLayer};
 pub use policy::{AttemptInfo, Decision, RetryOn, RetryPolicy, RetryState, StopReason};
 pub use replay::{BoxError, NotReplayable, ReplayBody};
 pub use service::{OnRetry, Retry};

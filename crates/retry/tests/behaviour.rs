@@ -12,7 +12,7 @@ use futures::FutureExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use seawall_core::FailureKind;
-use seawall_retry::{ReplayBody, RetryError, RetryLayer, RetryReport, StopReason};
+use seawall_retry::{Jitter, ReplayBody, RetryError, RetryLayer, RetryReport, StopReason};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -104,7 +104,12 @@ async fn the_final_error_names_the_attempts_and_the_last_cause() {
     assert_eq!(error.inner().kind(), io::ErrorKind::ConnectionReset);
     assert_eq!(
         error.to_string(),
-        "request failed after 3 attempts (no attempts left): connection reset"
+        "request failed after 3 attempts (no attempts left)"
+    );
+    // The cause is the source, printed once by whoever walks the chain.
+    assert_eq!(
+        std::error::Error::source(&error).map(ToString::to_string),
+        Some("connection reset".to_owned())
     );
     let stats = layer.handle().stats();
     assert_eq!(stats.retries_for(FailureKind::Transport), 2);
@@ -135,6 +140,98 @@ async fn a_hint_past_the_deadline_stops_at_once_with_the_hint() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_throttling_upstream_cannot_hold_a_request_past_the_default_deadline() {
+    // The defaults, as a user who sets nothing gets them: 3 attempts, hints up to 5 min.
+    let layer = RetryLayer::builder().seed(1).build().unwrap();
+    let (upstream, calls) = scripted(vec![Ok(status(429, &[("retry-after", "300")]))]);
+    let started = Instant::now();
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    // Waiting 300 s cannot end before the 30 s deadline: the 429 is returned at once, with
+    // what the server asked for, rather than after 2 × 300 s.
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response.extensions().get::<RetryReport>(),
+        Some(&RetryReport {
+            attempts: 1,
+            stop: Some(StopReason::DeadlineExceeded),
+            hint: Some(Duration::from_secs(300)),
+        })
+    );
+    assert_eq!(
+        layer
+            .handle()
+            .stats()
+            .stops_for(StopReason::DeadlineExceeded),
+        1
+    );
+    assert_eq!(layer.policy().deadline(), Some(Duration::from_secs(30)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_deadline_stops_retries_at_exactly_30_s() {
+    let layer = RetryLayer::builder()
+        .max_attempts(100)
+        .fixed_backoff(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let (upstream, calls) = scripted(vec![Ok(status(429, &[("retry-after", "10")]))]);
+    let started = Instant::now();
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    // Attempts at 0, 10, 20 and 30 s; the next would start at 40 s, past the deadline.
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        response.extensions().get::<RetryReport>(),
+        Some(&RetryReport {
+            attempts: 4,
+            stop: Some(StopReason::DeadlineExceeded),
+            hint: Some(Duration::from_secs(10)),
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_deadline_ends_a_failing_request_with_its_attempts() {
+    let layer = RetryLayer::builder()
+        .max_attempts(100)
+        .fixed_backoff(Duration::from_secs(7))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let (upstream, calls) = scripted(vec![Err(io::ErrorKind::ConnectionReset)]);
+    let started = Instant::now();
+    let error: RetryError<io::Error> = layer.layer(upstream).oneshot(get()).await.unwrap_err();
+    // Attempts at 0, 7, 14, 21 and 28 s; the next would start at 35 s.
+    assert_eq!(started.elapsed(), Duration::from_secs(28));
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(error.attempts(), 5);
+    assert_eq!(error.stop_reason(), StopReason::DeadlineExceeded);
+    assert_eq!(error.hint(), None);
+    assert_eq!(error.inner().kind(), io::ErrorKind::ConnectionReset);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_deadline_lets_retries_wait_as_long_as_the_server_asks() {
+    let layer = RetryLayer::builder().no_deadline().seed(1).build().unwrap();
+    assert_eq!(layer.policy().deadline(), None);
+    let (upstream, calls) = scripted(vec![Ok(status(429, &[("retry-after", "300")]))]);
+    let started = Instant::now();
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(600));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        response.extensions().get::<RetryReport>(),
+        Some(&RetryReport {
+            attempts: 3,
+            stop: Some(StopReason::AttemptsExhausted),
+            hint: None,
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn retry_after_forms_garbage_and_absurd_values_through_the_service() {
     let past = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(60));
     let future = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(5));
@@ -149,9 +246,11 @@ async fn retry_after_forms_garbage_and_absurd_values_through_the_service() {
         (past.as_str(), Duration::from_millis(100)),
     ];
     for (value, wait) in cases {
+        // No deadline, so that a clamped 5-minute hint is waited out.
         let layer = RetryLayer::builder()
             .fixed_backoff(Duration::from_millis(100))
             .jitter(seawall_retry::Jitter::None)
+            .no_deadline()
             .build()
             .unwrap();
         let (upstream, _) = scripted(vec![

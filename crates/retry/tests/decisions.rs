@@ -368,6 +368,11 @@ async fn seeded_jitter_rows_are_pinned() {
             42,
             [248_312_976, 203_132_437, 241_918_666],
         ),
+        (
+            Jitter::Proportional(25.0),
+            42,
+            [112_078_244, 165_991_039, 355_720_226],
+        ),
     ];
     for (jitter, seed, expected_nanos) in cases {
         let policy = policy(jitter, 10);
@@ -394,6 +399,7 @@ async fn seeded_jitter_rows_are_pinned() {
             let (low, high) = match jitter {
                 Jitter::Full => (0.0, curve),
                 Jitter::Equal => (curve / 2.0, curve),
+                Jitter::Proportional(p) => (curve * (1.0 - p / 100.0), curve * (1.0 + p / 100.0)),
                 _ => (100.0, 1_000.0),
             };
             assert!(

@@ -225,15 +225,17 @@ pub enum ClientError {
     Decode(serde_json::Error),
 }
 
+/// Says which step failed; the cause is the [`source`](std::error::Error::source), not
+/// repeated here, so that a report that walks the chain prints it once.
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Request(error) => write!(f, "invalid request: {error}"),
+            ClientError::Request(_) => f.write_str("invalid request"),
             ClientError::Stack(_) => f.write_str("the request failed"),
-            ClientError::Body(error) => write!(f, "reading the response body: {error}"),
+            ClientError::Body(_) => f.write_str("reading the response body"),
             ClientError::Status { status, .. } => write!(f, "the upstream answered {status}"),
-            ClientError::Encode(error) => write!(f, "writing the request as JSON: {error}"),
-            ClientError::Decode(error) => write!(f, "reading the response as JSON: {error}"),
+            ClientError::Encode(_) => f.write_str("writing the request as JSON"),
+            ClientError::Decode(_) => f.write_str("reading the response as JSON"),
         }
     }
 }

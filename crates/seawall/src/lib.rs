@@ -61,7 +61,7 @@
 //! | layer | default |
 //! |---|---|
 //! | [`MetricsLayer`] | one record per logical request; every layer's figures in one exposition |
-//! | [`RetryLayer`] | 3 attempts, exponential backoff from 1 s capped at 60 s with full jitter, a 20 % budget, server hints obeyed |
+//! | [`RetryLayer`] | 3 attempts within a 30 s deadline, exponential backoff from 1 s capped at 60 s with full jitter, a 20 % budget, server hints obeyed |
 //! | [`CircuitBreakerLayer`] (per host) | 5 consecutive failures or 50 % of the last 100 calls; open 60 s growing to 5 min; 3 half-open probes |
 //! | [`RateLimitLayer`] (per host) | 100 requests per minute with a burst of 10, waiting fairly; 429s pause the host |
 //! | attempt timeout | 30 s per attempt |
