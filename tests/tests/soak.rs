@@ -114,13 +114,6 @@ impl Tally {
             Ending::Error(kind) => self.errors[kind.index()] += 1,
         }
     }
-
-    fn total(&self) -> u64 {
-        self.ok
-            + self.other_status.values().sum::<u64>()
-            + self.body_cut
-            + self.errors.iter().sum::<u64>()
-    }
 }
 
 fn requests_to_send() -> usize {
@@ -218,10 +211,32 @@ async fn soak_against_the_chaos_upstream() {
         live[live.len() - 1].bytes
     );
 
-    // Every request ended, once, in a response or a typed error the stack recognises.
-    assert_eq!(tally.total(), sent as u64);
+    // Every request ended, once, in a response or a typed error the stack recognises, and the
+    // metrics layer recorded what the callers saw: each error under its kind, and as many
+    // answers without a status as errors.
     assert_eq!(snapshot.total, sent as u64);
     assert_eq!(tally.errors[FailureKind::Other.index()], 0, "{tally:?}");
+    let recorded = |figures: &[(&'static str, u64)], name: &str| {
+        figures.iter().find(|(n, _)| *n == name).unwrap().1
+    };
+    for kind in [
+        FailureKind::Connect,
+        FailureKind::Timeout,
+        FailureKind::Transport,
+        FailureKind::Rejected,
+        FailureKind::Other,
+    ] {
+        assert_eq!(
+            recorded(&snapshot.by_outcome, kind.as_str()),
+            tally.errors[kind.index()],
+            "{kind:?}: {snapshot:?} {tally:?}"
+        );
+    }
+    assert_eq!(
+        recorded(&snapshot.by_status_class, "none"),
+        tally.errors.iter().sum::<u64>(),
+        "{snapshot:?} {tally:?}"
+    );
     // Every fault was tried.
     for fault in Fault::ALL {
         assert!(
