@@ -46,7 +46,11 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
     .await
     .expect("upstream");
 
-    let metrics = MetricsLayer::builder().build().expect("valid config");
+    // With the body histogram too, so every family the layer can write is checked.
+    let metrics = MetricsLayer::builder()
+        .body_duration(true)
+        .build()
+        .expect("valid config");
     let retry = RetryLayer::builder()
         .fixed_backoff(Duration::from_millis(5))
         .build()
@@ -83,6 +87,7 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
         "seawall_retry_retries_total{reason=\"server_error\"}",
         "seawall_circuit_breaker_state{key=\"http://127.0.0.1",
         "seawall_rate_limit_admitted_total",
+        "seawall_http_client_response_body_duration_seconds_bucket",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
