@@ -25,7 +25,7 @@ pub(crate) fn server() -> Option<RedisServer> {
             // Straight to the terminal: the test harness hides what a passing test prints.
             let _ = writeln!(
                 std::io::stderr(),
-                "SKIPPED {}: {error}; install `redis-server` (Debian package redis-server) to run it",
+                "SKIPPED {}: {error}; install that package to run it",
                 std::thread::current().name().unwrap_or("a Redis test"),
             );
             None
