@@ -1,67 +1,9 @@
-//! Feeds arbitrary bytes to every server-hint parser. The first byte picks the status and the
-//! reset format; the rest is split on `\n` into header values assigned round-robin to the
-//! hint headers.
+//! Feeds arbitrary bytes to every server-hint parser; see `fuzz/bodies/header_parsers.rs`,
+//! which `cargo test` also runs over the checked-in seeds.
 
 #![no_main]
 
-use std::time::{Duration, UNIX_EPOCH};
+#[path = "../bodies/header_parsers.rs"]
+mod body;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use libfuzzer_sys::fuzz_target;
-use seawall_core::hints::{parse_decimal_seconds, parse_reset, parse_retry_after};
-use seawall_core::{HintPolicy, ResetFormat, ServerHints};
-
-const HEADERS: [&str; 12] = [
-    "retry-after",
-    "date",
-    "ratelimit",
-    "ratelimit-policy",
-    "ratelimit-limit",
-    "ratelimit-remaining",
-    "ratelimit-reset",
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-    "x-ratelimit-reset-after",
-    "x-ratelimit-used",
-];
-
-fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else {
-        return;
-    };
-    let format = match selector % 4 {
-        0 => ResetFormat::Auto,
-        1 => ResetFormat::DeltaSeconds,
-        2 => ResetFormat::UnixSeconds,
-        _ => ResetFormat::UnixMillis,
-    };
-    let status = if selector & 0x80 == 0 {
-        StatusCode::TOO_MANY_REQUESTS
-    } else {
-        StatusCode::OK
-    };
-    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let mut headers = HeaderMap::new();
-    for (index, line) in rest.split(|&b| b == b'\n').enumerate() {
-        if let Ok(text) = std::str::from_utf8(line) {
-            let _ = parse_retry_after(text, now);
-            let _ = parse_decimal_seconds(text);
-            let _ = parse_reset(text, format, now);
-        }
-        if let Ok(value) = HeaderValue::from_bytes(line) {
-            headers.append(
-                HeaderName::from_static(HEADERS[index % HEADERS.len()]),
-                value,
-            );
-        }
-    }
-    let policy = HintPolicy::builder()
-        .reset_format(format)
-        .build()
-        .expect("the default policy with any reset format is valid");
-    let hints = ServerHints::parse(status, &headers, &policy, now);
-    for delay in [hints.retry_after, hints.reset].into_iter().flatten() {
-        assert!(delay <= policy.max_delay());
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));

@@ -28,6 +28,12 @@ const CONCURRENCY: usize = 256;
 /// 100 requests per second offered, as much as the quota allows.
 const ARRIVAL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// How long the test waits after the run before checking that nothing is wedged: over the
+/// longest pause the upstream asks for (`Retry-After: 1`) and the breaker's open time (500 ms,
+/// no growth, no jitter), and far below every timeout that would release a held slot by
+/// itself.
+const IDLE_AFTER_THE_RUN: Duration = Duration::from_secs(2);
+
 /// Polls `future` until it finishes or has been left pending `polls + 1` times, then drops it.
 async fn within_polls<F: Future>(future: F, polls: u32) -> Option<F::Output> {
     let mut future = pin!(future);
@@ -162,15 +168,20 @@ async fn requests_dropped_anywhere_leave_nothing_behind() {
     assert_eq!(limiter.queue_depth, 0);
     assert_eq!(snapshot.in_flight, 0);
 
-    // Nothing is wedged: with the upstream healthy and the longest pause over, requests are
-    // admitted on the quota's schedule and every breaker closes.
+    // Nothing is wedged: with the upstream healthy, once the longest wait the run can leave
+    // behind is over (a server's pause of 1 s, the breaker's fixed 500 ms open time), requests
+    // are admitted on the quota's schedule and every breaker closes. The idle time is no
+    // longer than that, so that nothing held is given the time to be released by a timeout of
+    // its own (minutes: a hung half-open probe's, a clamped pause's, an idle key's).
     upstream.set_healthy(true);
-    tokio::time::sleep(Duration::from_secs(600)).await;
+    tokio::time::sleep(IDLE_AFTER_THE_RUN).await;
     let started = tokio::time::Instant::now();
-    for _ in 0..20 {
+    for n in 0..20 {
         let request = Request::get(url.as_str()).body(Empty::new()).unwrap();
-        let response = client.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), 200);
+        match client.clone().oneshot(request).await {
+            Ok(response) => assert_eq!(response.status(), 200, "request {n} after the run"),
+            Err(error) => panic!("request {n} after the run failed: {error:?}"),
+        }
     }
     // Burst 5 at once, then one per 10 ms for the other 15.
     assert_eq!(started.elapsed(), Duration::from_millis(150));

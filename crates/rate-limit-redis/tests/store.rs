@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 #[tokio::test]
 async fn the_golden_table_holds_against_redis() {
-    let server = server();
+    let Some(server) = server() else { return };
     let store = local_clock(&server).connect().await.unwrap();
     // The store is timed by the instants the table gives; nothing needs to move its clock.
     run_golden_table(&store, |_| async {}).await.unwrap();
@@ -33,7 +33,7 @@ async fn the_golden_table_holds_against_redis() {
 
 #[tokio::test]
 async fn every_quota_must_admit_and_a_refusal_takes_nothing() {
-    let server = server();
+    let Some(server) = server() else { return };
     let store = local_clock(&server).connect().await.unwrap();
     let quotas = [quota(10, 5), quota(2, 2)];
     let slot = store.new_slot(&"two quotas");
@@ -74,7 +74,7 @@ async fn every_quota_must_admit_and_a_refusal_takes_nothing() {
 
 #[tokio::test]
 async fn keys_are_named_with_a_hash_tag_and_expire_once_refilled() {
-    let server = server();
+    let Some(server) = server() else { return };
     let store = local_clock(&server)
         .prefix("fleet")
         .connect()
@@ -105,7 +105,7 @@ async fn keys_are_named_with_a_hash_tag_and_expire_once_refilled() {
 
 #[tokio::test]
 async fn one_key_spent_leaves_another_untouched() {
-    let server = server();
+    let Some(server) = server() else { return };
     let store = local_clock(&server).connect().await.unwrap();
     let quotas = [quota(1, 1)];
     let (a, b) = (store.new_slot(&"host a"), store.new_slot(&"host b"));
@@ -123,7 +123,7 @@ async fn one_key_spent_leaves_another_untouched() {
 
 #[tokio::test]
 async fn two_stores_on_one_redis_share_one_quota() {
-    let server = server();
+    let Some(server) = server() else { return };
     // Two connections and two stores, as two processes would have, on Redis's clock.
     let first = RedisStore::builder(&server.url()).connect().await.unwrap();
     let second = RedisStore::builder(&server.url()).connect().await.unwrap();
@@ -148,7 +148,7 @@ async fn two_stores_on_one_redis_share_one_quota() {
 
 #[tokio::test]
 async fn the_server_clock_times_the_quota_by_default() {
-    let server = server();
+    let Some(server) = server() else { return };
     let store = RedisStore::builder(&server.url()).connect().await.unwrap();
     let quotas = [quota(10, 3)];
     let slot = store.new_slot(&"server clock");
@@ -173,7 +173,7 @@ async fn the_server_clock_times_the_quota_by_default() {
 
 #[tokio::test]
 async fn a_lease_takes_tokens_in_one_round_trip_and_spends_them_locally() {
-    let server = server();
+    let Some(server) = server() else { return };
     let store = local_clock(&server).lease(10).connect().await.unwrap();
     let quotas = [quota(100, 20)];
     let slot = store.new_slot(&"leased");
@@ -208,7 +208,7 @@ async fn a_lease_takes_tokens_in_one_round_trip_and_spends_them_locally() {
 
 #[tokio::test]
 async fn leased_tokens_lapse_after_the_time_they_took_to_earn() {
-    let server = server();
+    let Some(server) = server() else { return };
     let store = local_clock(&server).lease(5).connect().await.unwrap();
     let start = Instant::now();
     let at = |ms| start + Duration::from_millis(ms);
