@@ -250,9 +250,12 @@ async fn soak_against_the_chaos_upstream() {
     assert_eq!(snapshot.in_flight, 0);
     // Memory is flat. Between the first three tenths and the last three (their medians, about
     // seven tenths of the requests apart), live allocations grow by fewer than one per 50
-    // requests and live bytes by less than 8 per request: a leak of one 16-byte allocation per
-    // request fails both, at 10,000 requests as at 100,000 (the noise at 10,000: about 70
-    // allocations and 15 kB either way).
+    // requests: a leak of one allocation per request fails, whatever its size, at 10,000
+    // requests as at 100,000 (the noise: about 70 allocations either way). Live bytes grow by
+    // less than 8 per request plus 256 KiB: what the requests in flight at one checkpoint
+    // hold and those at another do not (connections, buffers, queued requests) moves the
+    // figure by up to about 210 kB at any size, so a buffer that grows by 16 bytes a request
+    // fails from about 40,000 requests on (the full-size run), not at CI's 10,000.
     let apart = i64::try_from(sent * 7 / 10).unwrap();
     let blocks = growth(&live, |l| l.blocks);
     let bytes = growth(&live, |l| l.bytes);
@@ -261,7 +264,7 @@ async fn soak_against_the_chaos_upstream() {
         "live allocations grew by {blocks} over {apart} requests: {live:?}"
     );
     assert!(
-        bytes < 8 * apart,
+        bytes < 8 * apart + 256 * 1024,
         "live bytes grew by {bytes} over {apart} requests: {live:?}"
     );
 

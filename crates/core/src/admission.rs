@@ -28,9 +28,15 @@ use std::sync::{Arc, OnceLock};
 
 use tower::BoxError;
 
+/// [`STATE`]: an admitting layer's `call` is in progress on this thread.
+const LISTENING: u8 = 1;
+/// [`STATE`]: a layer below asked for a readmission during it (it is in [`WANTED`]).
+const ASKED: u8 = 2;
+
 thread_local! {
-    /// Whether an admitting layer's `call` is in progress on this thread.
-    static LISTENING: Cell<bool> = const { Cell::new(false) };
+    /// `LISTENING | ASKED`. A plain byte, so that the steady state, where nothing is held
+    /// back, never touches `WANTED` (a thread-local with a destructor costs more to reach).
+    static STATE: Cell<u8> = const { Cell::new(0) };
     /// The readmission a layer below asked for during that `call`.
     static WANTED: Cell<Option<Readmission>> = const { Cell::new(None) };
 }
@@ -107,8 +113,10 @@ impl Readmission {
 #[must_use = "a layer below can ask for a readmission only while the scope is open"]
 pub struct AdmissionScope {
     closed: bool,
-    was_listening: bool,
-    outer: Option<Option<Readmission>>,
+    /// The thread's state before this scope opened.
+    outer_state: u8,
+    /// An enclosing scope's readmission, set aside while this one is open.
+    outer: Option<Readmission>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -116,12 +124,16 @@ impl AdmissionScope {
     /// Opens a scope on this thread.
     #[inline]
     pub fn open() -> Self {
-        let was_listening = LISTENING.replace(true);
+        let outer_state = STATE.replace(LISTENING);
         // An enclosing scope's request stays its own; this scope starts empty.
-        let outer = was_listening.then(|| WANTED.take());
+        let outer = if outer_state & ASKED != 0 {
+            WANTED.take()
+        } else {
+            None
+        };
         AdmissionScope {
             closed: false,
-            was_listening,
+            outer_state,
             outer,
             _not_send: PhantomData,
         }
@@ -131,16 +143,20 @@ impl AdmissionScope {
     /// layer to [`bind`](Readmission::bind).
     #[inline]
     pub fn close(mut self) -> Option<Readmission> {
-        let wanted = WANTED.take();
+        let wanted = if STATE.get() & ASKED != 0 {
+            WANTED.take()
+        } else {
+            None
+        };
         self.restore();
         self.closed = true;
         wanted
     }
 
     fn restore(&mut self) {
-        LISTENING.set(self.was_listening);
-        if let Some(outer) = self.outer.take() {
-            WANTED.set(outer);
+        STATE.set(self.outer_state);
+        if self.outer_state & ASKED != 0 {
+            WANTED.set(self.outer.take());
         }
     }
 }
@@ -149,7 +165,9 @@ impl Drop for AdmissionScope {
     fn drop(&mut self) {
         if !self.closed {
             // Not closed (a panicking call): forget what was asked for in it.
-            drop(WANTED.take());
+            if STATE.get() & ASKED != 0 {
+                drop(WANTED.take());
+            }
             self.restore();
         }
     }
@@ -159,14 +177,16 @@ impl Drop for AdmissionScope {
 /// layer above that admitted it, if one is listening. Two holding layers in one `call` share
 /// one readmission.
 pub fn hold_back() -> Option<Readmission> {
-    if !LISTENING.get() {
+    let state = STATE.get();
+    if state & LISTENING == 0 {
         return None;
     }
     let readmission = match WANTED.take() {
-        Some(existing) => existing,
-        None => Readmission::new(),
+        Some(existing) if state & ASKED != 0 => existing,
+        _ => Readmission::new(),
     };
     WANTED.set(Some(readmission.clone()));
+    STATE.set(state | ASKED);
     Some(readmission)
 }
 
