@@ -109,14 +109,16 @@ impl Readmission {
 }
 
 /// Opened by an admitting layer around its inner `call`; see the [module docs](self).
+///
+/// A scope opened inside another (two admitting layers in one call) takes over: a request
+/// held back inside it is bound to the inner layer, and one the outer scope had already seen
+/// is no longer bound (it is then sent when its turn comes, as without the seam).
 #[derive(Debug)]
 #[must_use = "a layer below can ask for a readmission only while the scope is open"]
 pub struct AdmissionScope {
-    closed: bool,
-    /// The thread's state before this scope opened.
+    /// The thread's state before this scope opened, restored when it drops (even by a
+    /// panicking call), less any request asked for: that one belonged to this scope.
     outer_state: u8,
-    /// An enclosing scope's readmission, set aside while this one is open.
-    outer: Option<Readmission>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -124,17 +126,8 @@ impl AdmissionScope {
     /// Opens a scope on this thread.
     #[inline]
     pub fn open() -> Self {
-        let outer_state = STATE.replace(LISTENING);
-        // An enclosing scope's request stays its own; this scope starts empty.
-        let outer = if outer_state & ASKED != 0 {
-            WANTED.take()
-        } else {
-            None
-        };
         AdmissionScope {
-            closed: false,
-            outer_state,
-            outer,
+            outer_state: STATE.replace(LISTENING),
             _not_send: PhantomData,
         }
     }
@@ -142,34 +135,21 @@ impl AdmissionScope {
     /// Closes the scope: the readmission a layer below asked for during it, for the admitting
     /// layer to [`bind`](Readmission::bind).
     #[inline]
-    pub fn close(mut self) -> Option<Readmission> {
-        let wanted = if STATE.get() & ASKED != 0 {
+    pub fn close(self) -> Option<Readmission> {
+        if STATE.get() & ASKED != 0 {
             WANTED.take()
         } else {
             None
-        };
-        self.restore();
-        self.closed = true;
-        wanted
-    }
-
-    fn restore(&mut self) {
-        STATE.set(self.outer_state);
-        if self.outer_state & ASKED != 0 {
-            WANTED.set(self.outer.take());
         }
     }
 }
 
 impl Drop for AdmissionScope {
+    #[inline]
     fn drop(&mut self) {
-        if !self.closed {
-            // Not closed (a panicking call): forget what was asked for in it.
-            if STATE.get() & ASKED != 0 {
-                drop(WANTED.take());
-            }
-            self.restore();
-        }
+        // A readmission asked for and not taken (a panicking call) stays in its slot until
+        // the next one is asked for, which replaces it.
+        STATE.set(self.outer_state & LISTENING);
     }
 }
 
@@ -277,16 +257,33 @@ mod tests {
     }
 
     #[test]
-    fn nested_scopes_keep_their_requests_apart() {
+    fn a_nested_scope_takes_over_and_the_outer_one_listens_again_after_it() {
         let outer = AdmissionScope::open();
-        let first = hold_back().expect("outer scope");
         let inner = AdmissionScope::open();
-        let second = hold_back().expect("inner scope");
+        let first = hold_back().expect("inner scope");
         let inner_wanted = inner.close().expect("inner asked");
-        assert!(Arc::ptr_eq(&inner_wanted.0, &second.0));
+        assert!(Arc::ptr_eq(&inner_wanted.0, &first.0));
+        let second = hold_back().expect("the outer scope listens again");
         let outer_wanted = outer.close().expect("outer asked");
-        assert!(Arc::ptr_eq(&outer_wanted.0, &first.0));
+        assert!(Arc::ptr_eq(&outer_wanted.0, &second.0));
         assert!(!Arc::ptr_eq(&first.0, &second.0));
+        assert!(hold_back().is_none());
+    }
+
+    #[test]
+    fn a_panicking_call_leaves_nothing_listening() {
+        let result = std::panic::catch_unwind(|| {
+            let _scope = AdmissionScope::open();
+            let _held = hold_back();
+            panic!("a layer's call panics");
+        });
+        assert!(result.is_err());
+        assert!(hold_back().is_none());
+        let scope = AdmissionScope::open();
+        assert!(
+            scope.close().is_none(),
+            "the stale request is not this scope's"
+        );
     }
 
     #[test]
