@@ -24,8 +24,13 @@ const PERMITS_SHIFT: u32 = 8;
 const SUCCESSES_SHIFT: u32 = 20;
 const COUNT_MASK: u64 = 0xFFF;
 const GENERATION_SHIFT: u32 = 32;
-/// No generation's phase instant is readable (generations fit in 32 bits).
-const UNPUBLISHED: u64 = u64::MAX;
+/// The phase word: `microseconds:52 | generation:12`, the generation's low bits beside its
+/// phase instant, so that both are published by one compare-and-swap.
+const PHASE_GENERATION_BITS: u32 = 12;
+const PHASE_GENERATION_MASK: u64 = (1 << PHASE_GENERATION_BITS) - 1;
+/// The largest instant the phase word holds (about 142 years after the breaker's creation);
+/// it marks the word as holding no instant yet.
+const PHASE_MICROS_NONE: u64 = u64::MAX >> PHASE_GENERATION_BITS;
 
 /// The packed state word: `generation:32 | successes:12 | permits:12 | state:8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +113,9 @@ pub(crate) struct Breaker<K> {
     consecutive: AtomicU32,
     /// Consecutive trips without closing, for open-duration growth.
     trips: AtomicU32,
-    /// For `Open`, when it may probe; for `HalfOpen`, when probing began (nanoseconds since
-    /// `origin`). Valid for the generation in `phase_generation`.
-    phase_at: AtomicU64,
-    phase_generation: AtomicU64,
+    /// For `Open`, when it may probe; for `HalfOpen`, when probing began: microseconds since
+    /// `origin` with the low bits of the generation they belong to (see `PHASE_*`).
+    phase: AtomicU64,
     origin: Instant,
     jitter: Jitter,
     pub(crate) counters: Counters,
@@ -136,8 +140,7 @@ impl<K: fmt::Debug> Breaker<K> {
             word: AtomicU64::new(Word::new(State::Closed, 0, 0, 0).0),
             consecutive: AtomicU32::new(0),
             trips: AtomicU32::new(0),
-            phase_at: AtomicU64::new(0),
-            phase_generation: AtomicU64::new(UNPUBLISHED),
+            phase: AtomicU64::new(u64::MAX),
             origin,
             jitter: Jitter::new(seed),
             counters: Counters::default(),
@@ -187,25 +190,44 @@ impl<K: fmt::Debug> Breaker<K> {
         self.origin + Duration::from_nanos(nanos)
     }
 
-    /// The phase instant of `generation`, if it has been published.
+    /// The phase instant of `generation` in nanoseconds since `origin`, if it has been
+    /// published.
     ///
-    /// Read like a seqlock: the instant counts only if the generation reads the same before
-    /// and after it, so an instant from another generation's phase is never paired with this
-    /// one (the model test `loom_success_and_failure_race_to_one_transition` found that).
+    /// Only the generation's low 12 bits are compared: an instant 4,096 generations old is
+    /// taken for this one's only if this one has not been published yet and none of the
+    /// 4,095 transitions between published anything.
     fn phase(&self, generation: u32) -> Option<u64> {
-        let expected = u64::from(generation);
-        if self.phase_generation.load(Ordering::Acquire) != expected {
-            return None;
-        }
-        let at = self.phase_at.load(Ordering::Acquire);
-        (self.phase_generation.load(Ordering::Acquire) == expected).then_some(at)
+        let entry = self.phase.load(Ordering::Acquire);
+        let micros = entry >> PHASE_GENERATION_BITS;
+        (entry & PHASE_GENERATION_MASK == u64::from(generation) & PHASE_GENERATION_MASK
+            && micros != PHASE_MICROS_NONE)
+            .then(|| micros * 1_000)
     }
 
+    /// Publishes the phase instant `at` (nanoseconds since `origin`, rounded up to the
+    /// microsecond) of `generation`, which the caller has just moved the state word to.
+    ///
+    /// Publication is monotonic: a transition that came later may have published its own
+    /// phase already, and this one must not overwrite it (that would leave the breaker open
+    /// with no readable instant, refusing for good; the model test
+    /// `loom_probes_racing_out_of_open_leave_the_newest_phase_readable` found it). So the
+    /// word is swapped only from a value read before checking that `generation` is still
+    /// the state word's: a newer publication in between makes the swap fail, and one read
+    /// before the check means the state word has moved on, so this one gives up.
     fn publish_phase(&self, generation: u32, at: u64) {
-        self.phase_generation.store(UNPUBLISHED, Ordering::Release);
-        self.phase_at.store(at, Ordering::Release);
-        self.phase_generation
-            .store(u64::from(generation), Ordering::Release);
+        let micros = at.div_ceil(1_000).min(PHASE_MICROS_NONE - 1);
+        let entry =
+            micros << PHASE_GENERATION_BITS | (u64::from(generation) & PHASE_GENERATION_MASK);
+        let mut current = self.phase.load(Ordering::Acquire);
+        while Word(self.word.load(Ordering::Acquire)).generation() == generation {
+            match self
+                .phase
+                .compare_exchange(current, entry, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
     }
 
     fn reject(&self, state: State, retry_at: Option<Instant>) -> CircuitOpen {
@@ -602,6 +624,13 @@ impl<K: fmt::Debug> Breaker<K> {
         self.word.store(word.0, Ordering::SeqCst);
         self.publish_phase(1, 0);
     }
+
+    /// Puts the breaker straight into open, its open time already over, for the model tests.
+    fn enter_open_elapsed(&self) {
+        let word = Word::new(State::Open, 0, 0, 1);
+        self.word.store(word.0, Ordering::SeqCst);
+        self.publish_phase(1, 0);
+    }
 }
 
 /// Model checks with loom: every interleaving of 2–3 threads over the state word.
@@ -621,6 +650,55 @@ mod loom_tests {
         let breaker = Arc::new(Breaker::new((), Arc::new(config), 1));
         breaker.enter_half_open();
         breaker
+    }
+
+    fn open_elapsed(permits: u32, successes: u32) -> Arc<Breaker<()>> {
+        let config = Config {
+            half_open_permits: permits,
+            half_open_successes: successes,
+            window: crate::config::Window::Count(2),
+            ..Config::default()
+        };
+        let breaker = Arc::new(Breaker::new((), Arc::new(config), 1));
+        breaker.enter_open_elapsed();
+        breaker
+    }
+
+    /// Two probes race the open-to-half-open transition and both fail: the trip's phase (when
+    /// the breaker may probe again) must stay readable, or the breaker refuses forever. The
+    /// first probe's half-open phase, published late, must not overwrite the newer one.
+    #[test]
+    fn loom_probes_racing_out_of_open_leave_the_newest_phase_readable() {
+        loom::model(|| {
+            let breaker = open_elapsed(2, 2);
+            let probes: Vec<_> = (0..2)
+                .map(|_| {
+                    let breaker = Arc::clone(&breaker);
+                    thread::spawn(move || {
+                        if let Ok(admission) = breaker.try_acquire() {
+                            let failure = Verdict::Failure {
+                                slow: false,
+                                open_for: Some(Duration::from_secs(1)),
+                            };
+                            breaker.record(admission, failure, None);
+                        }
+                    })
+                })
+                .collect();
+            for probe in probes {
+                probe.join().unwrap();
+            }
+            let word = Word(breaker.word.load(Ordering::SeqCst));
+            assert_eq!(word.state(), State::Open);
+            let until = breaker
+                .phase(word.generation())
+                .map(|at| breaker.instant(at));
+            assert!(
+                until.is_some_and(|until| until >= breaker.origin + Duration::from_secs(1)),
+                "generation {} open until {until:?}: the trip's phase was lost",
+                word.generation()
+            );
+        });
     }
 
     /// Three callers race for two permits while one of them cancels its probe: permits are
