@@ -151,8 +151,47 @@ impl<K: fmt::Debug> Breaker<K> {
         &self.key
     }
 
+    /// The state now. A half-open breaker whose probes have not decided within the max wait
+    /// reopened at that deadline, whether or not a call has come since: reading the state
+    /// makes that transition if nothing has yet.
     pub(crate) fn state(&self) -> State {
-        Word(self.word.load(Ordering::Acquire)).state()
+        self.current().state()
+    }
+
+    /// The state word, with a half-open phase past its max wait ended (see [`state`]).
+    ///
+    /// [`state`]: Self::state
+    fn current(&self) -> Word {
+        let word = Word(self.word.load(Ordering::Acquire));
+        if word.state() == State::HalfOpen {
+            self.settle(word, Instant::now())
+        } else {
+            word
+        }
+    }
+
+    /// When the half-open phase of `generation` ends if its probes have not decided
+    /// (nanoseconds since `origin`), if its start has been published.
+    fn half_open_deadline(&self, generation: u32) -> Option<u64> {
+        let max_wait = u64::try_from(self.config.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
+        self.phase(generation)
+            .map(|since| since.saturating_add(max_wait))
+    }
+
+    /// Ends the half-open phase of `word` if `now` is at or past its deadline: the breaker
+    /// reopens as of the deadline (its open time counts from then), as if a timer had fired
+    /// there. Only one caller makes the transition. Returns the state word after.
+    fn settle(&self, word: Word, now: Instant) -> Word {
+        if word.state() != State::HalfOpen {
+            return word;
+        }
+        match self.half_open_deadline(word.generation()) {
+            Some(deadline) if self.nanos(now) >= deadline => {
+                self.trip(word, self.instant(deadline), Reason::HalfOpenTimedOut, None);
+                Word(self.word.load(Ordering::Acquire))
+            }
+            _ => word,
+        }
     }
 
     /// Whether outcomes need the time (slow calls or a time window).
@@ -174,7 +213,7 @@ impl<K: fmt::Debug> Breaker<K> {
 
     /// Half-open probe permits not yet handed out (0 outside half-open).
     pub(crate) fn permits_left(&self) -> u32 {
-        let word = Word(self.word.load(Ordering::Acquire));
+        let word = self.current();
         if word.state() == State::HalfOpen {
             word.permits()
         } else {
@@ -295,29 +334,33 @@ impl<K: fmt::Debug> Breaker<K> {
                         });
                     }
                 }
-                State::HalfOpen if word.permits() > 0 => {
-                    let next = Word(word.0 - (1 << PERMITS_SHIFT));
-                    if self.cas(word, next) {
-                        return Ok(Admission {
-                            generation,
-                            probe: true,
-                            tracked: true,
-                        });
-                    }
-                }
                 State::HalfOpen => {
-                    let Some(since) = self.phase(generation) else {
-                        return Err(self.reject(State::HalfOpen, None));
-                    };
-                    let max_wait = u64::try_from(self.config.half_open_max_wait.as_nanos())
-                        .unwrap_or(u64::MAX);
-                    let deadline = since.saturating_add(max_wait);
                     let now = Instant::now();
-                    if self.nanos(now) < deadline {
-                        return Err(self.reject(State::HalfOpen, Some(self.instant(deadline))));
+                    let deadline = self.half_open_deadline(generation);
+                    if deadline.is_some_and(|deadline| self.nanos(now) >= deadline) {
+                        // The probes did not decide within the max wait: the breaker
+                        // reopened at the deadline.
+                        self.settle(word, now);
+                    } else if word.permits() > 0 {
+                        let next = Word(word.0 - (1 << PERMITS_SHIFT));
+                        if self.cas(word, next) {
+                            return Ok(Admission {
+                                generation,
+                                probe: true,
+                                tracked: true,
+                            });
+                        }
+                    } else {
+                        // Unless the probes decide first, the breaker next admits once the
+                        // max wait has reopened it and the open time that follows is over
+                        // (at the latest: jitter only shortens it).
+                        let retry_at = deadline.and_then(|deadline| {
+                            let trip = self.trips.load(Ordering::Relaxed).saturating_add(1);
+                            self.instant(deadline)
+                                .checked_add(self.config.open.ceiling(trip))
+                        });
+                        return Err(self.reject(State::HalfOpen, retry_at));
                     }
-                    // Probes that never finished must not wedge the breaker: reopen.
-                    self.trip(word, now, Reason::HalfOpenTimedOut, None);
                 }
             }
             // Another call changed the state first: look again.
@@ -485,8 +528,10 @@ impl<K: fmt::Debug> Breaker<K> {
     }
 
     fn record_probe(&self, generation: u32, verdict: Verdict, now: Option<Instant>) {
+        let now = now.unwrap_or_else(Instant::now);
         loop {
-            let word = Word(self.word.load(Ordering::Acquire));
+            // A probe that answers after the max wait belongs to a round that has ended.
+            let word = self.settle(Word(self.word.load(Ordering::Acquire)), now);
             if word.state() != State::HalfOpen || word.generation() != generation {
                 return;
             }
@@ -516,12 +561,7 @@ impl<K: fmt::Debug> Breaker<K> {
                     }
                 }
                 Verdict::Failure { open_for, .. } => {
-                    if self.trip(
-                        word,
-                        now.unwrap_or_else(Instant::now),
-                        Reason::ProbeFailed,
-                        open_for,
-                    ) {
+                    if self.trip(word, now, Reason::ProbeFailed, open_for) {
                         return;
                     }
                 }

@@ -200,6 +200,11 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
     }
 
     /// Reopen when the probes have not decided within this (1 ms to 1 day; default 2 min).
+    ///
+    /// The breaker reopens at that deadline, whether or not a call comes then (the handle
+    /// reads it open from that instant), and its open time counts from the deadline; a
+    /// probe that answers later no longer counts. A call refused in half-open meanwhile is
+    /// told to come back at the deadline plus that open time.
     pub fn half_open_max_wait(mut self, wait: Duration) -> Self {
         self.config.half_open_max_wait = wait;
         self

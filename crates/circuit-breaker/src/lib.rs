@@ -49,7 +49,7 @@
 //!   `Retry-After` sets it when present.
 //! - **Half-open**: a fixed number of probe permits, a number of successes to close, any
 //!   failure reopens; a cancelled probe returns its permit; probes that hang past a maximum
-//!   wait reopen the breaker instead of wedging it.
+//!   wait reopen the breaker at that deadline instead of wedging it.
 //! - **Classification** from `seawall-core`: connect errors, timeouts, resets and 5xx fail;
 //!   other 4xx succeed; 429 is ignored (a rate signal, see `throttled_is_failure`); refusals
 //!   by layers below are ignored.
