@@ -10,7 +10,7 @@ use tower::Layer;
 
 use crate::backoff::OpenBackoff;
 use crate::breaker::Breaker;
-use crate::config::{Config, TransitionListener, Window};
+use crate::config::{Config, FigureKeys, TransitionListener, Window};
 use crate::event::Transition;
 use crate::handle::CircuitBreakerHandle;
 use crate::service::{Breakers, CircuitBreaker};
@@ -225,6 +225,22 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
     /// Drop a per-key breaker unused for this long (1 s to 7 days; default 10 min).
     pub fn idle_after(mut self, idle: Duration) -> Self {
         self.key_limits.1 = idle;
+        self
+    }
+
+    /// In a keyed layer's figures (see [`FigureSource`](seawall_core::FigureSource) on the
+    /// handle), give their own series to at most the `n` keys with the most failures, beside
+    /// the aggregate over every key that is always reported (0 to 1,000; default 10). The
+    /// series count stays bounded however many hosts are called.
+    pub fn figure_top_keys(mut self, n: usize) -> Self {
+        self.config.figure_keys = FigureKeys::Top(n);
+        self
+    }
+
+    /// In a keyed layer's figures, give every key held its own series, beside the
+    /// aggregate: up to `max_keys` sets of series, so for a bounded, known set of keys.
+    pub fn figure_every_key(mut self) -> Self {
+        self.config.figure_keys = FigureKeys::All;
         self
     }
 

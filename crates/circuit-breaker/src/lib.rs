@@ -54,7 +54,8 @@
 //!   other 4xx succeed; 429 is ignored (a rate signal, see `throttled_is_failure`); refusals
 //!   by layers below are ignored.
 //! - **Per host** with [`per_host`](CircuitBreakerBuilder::per_host) or any key, with bounded
-//!   memory.
+//!   memory and bounded figures: the aggregate over every key, then the keys with the most
+//!   failures ([`figure_top_keys`](CircuitBreakerBuilder::figure_top_keys), default 10).
 //! - **Cheap**: the closed path is lock-free (a few atomic operations); a refusal is an `Err`
 //!   value that allocates nothing and carries when the breaker next admits.
 //! - **Events**: every transition once, through `tracing` and

@@ -306,6 +306,10 @@ fn every_invalid_config_names_its_field() {
         ),
         (b().per_host().max_keys(0).build().map(drop), "max_keys"),
         (
+            b().per_host().figure_top_keys(1_001).build().map(drop),
+            "figure_top_keys",
+        ),
+        (
             b().per_host().idle_after(Duration::ZERO).build().map(drop),
             "idle_after",
         ),
