@@ -105,6 +105,19 @@ pub(crate) struct Counters {
     pub(crate) transitions: AtomicU64,
 }
 
+/// Counts summed over several breakers, for a keyed layer's aggregate figures: those of the
+/// breakers that are gone (dropped for idleness or to stay within `max_keys`), and the
+/// aggregate last reported.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) successes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) slow: AtomicU64,
+    pub(crate) ignored: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) transitions: AtomicU64,
+}
+
 pub(crate) struct Breaker<K> {
     key: K,
     config: Arc<Config>,
@@ -119,6 +132,39 @@ pub(crate) struct Breaker<K> {
     origin: Instant,
     jitter: Jitter,
     pub(crate) counters: Counters,
+    /// Where this breaker's counts go when it is dropped, for a keyed layer.
+    retired: Option<Arc<Totals>>,
+}
+
+impl<K> Drop for Breaker<K> {
+    fn drop(&mut self) {
+        let Some(retired) = &self.retired else {
+            return;
+        };
+        let c = &self.counters;
+        for (total, count) in [
+            (&retired.successes, self.successes()),
+            (&retired.failures, c.failures.load(Ordering::Relaxed)),
+            (&retired.slow, c.slow.load(Ordering::Relaxed)),
+            (&retired.ignored, c.ignored.load(Ordering::Relaxed)),
+            (&retired.rejected, c.rejected.load(Ordering::Relaxed)),
+            (&retired.transitions, c.transitions.load(Ordering::Relaxed)),
+        ] {
+            if count > 0 {
+                total.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<K> Breaker<K> {
+    /// Calls that succeeded, over the breaker's life.
+    pub(crate) fn successes(&self) -> u64 {
+        let c = &self.counters;
+        (self.window.recorded())
+            .saturating_sub(c.window_failures.load(Ordering::Relaxed))
+            .saturating_add(c.other_successes.load(Ordering::Relaxed))
+    }
 }
 
 impl<K: fmt::Debug> fmt::Debug for Breaker<K> {
@@ -144,7 +190,14 @@ impl<K: fmt::Debug> Breaker<K> {
             origin,
             jitter: Jitter::new(seed),
             counters: Counters::default(),
+            retired: None,
         }
+    }
+
+    /// Adds this breaker's counts to `retired` when it is dropped.
+    pub(crate) fn retiring_into(mut self, retired: Arc<Totals>) -> Self {
+        self.retired = Some(retired);
+        self
     }
 
     pub(crate) fn key(&self) -> &K {
@@ -366,14 +419,6 @@ impl<K: fmt::Debug> Breaker<K> {
             // Another call changed the state first: look again.
             word = Word(self.word.load(Ordering::Acquire));
         }
-    }
-
-    /// Calls that succeeded, over the breaker's life.
-    pub(crate) fn successes(&self) -> u64 {
-        let c = &self.counters;
-        (self.window.recorded())
-            .saturating_sub(c.window_failures.load(Ordering::Relaxed))
-            .saturating_add(c.other_successes.load(Ordering::Relaxed))
     }
 
     /// Records a finished (or abandoned) call.
@@ -670,6 +715,46 @@ impl<K: fmt::Debug> Breaker<K> {
         let word = Word::new(State::Open, 0, 0, 1);
         self.word.store(word.0, Ordering::SeqCst);
         self.publish_phase(1, 0);
+    }
+}
+
+#[cfg(all(test, not(seawall_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_breaker_adds_its_counts_to_the_retired_totals() {
+        let retired = Arc::new(Totals::default());
+        let breaker =
+            Breaker::new("a", Arc::new(Config::default()), 1).retiring_into(Arc::clone(&retired));
+        let failure = Verdict::Failure {
+            slow: true,
+            open_for: None,
+        };
+        for verdict in [
+            Verdict::Success { slow: false },
+            Verdict::Success { slow: false },
+            failure,
+            Verdict::Ignored,
+        ] {
+            let admission = breaker.try_acquire().expect("closed");
+            breaker.record(admission, verdict, None);
+        }
+        breaker.force(State::ForcedOpen);
+        assert!(breaker.try_acquire().is_err());
+        drop(breaker);
+        let read = |total: &AtomicU64| total.load(Ordering::Relaxed);
+        assert_eq!(
+            [
+                read(&retired.successes),
+                read(&retired.failures),
+                read(&retired.slow),
+                read(&retired.ignored),
+                read(&retired.rejected),
+                read(&retired.transitions),
+            ],
+            [2, 1, 1, 1, 1, 1]
+        );
     }
 }
 

@@ -191,18 +191,46 @@ where
     /// every key, then the keys the configuration names, most failures first.
     fn series(&self) -> Vec<Series> {
         let mut all = self.stats();
-        let figure_keys = match &*self.breakers {
+        let (figure_keys, retired, reported) = match &*self.breakers {
             Breakers::Single(_) => {
                 return all
                     .iter()
                     .map(|stats| Series::of(Some(stats.key.label()), stats))
                     .collect();
             }
-            Breakers::Keyed { config, .. } => config.figure_keys,
+            Breakers::Keyed {
+                config,
+                retired,
+                reported,
+                ..
+            } => (config.figure_keys, retired, reported),
         };
-        let mut aggregate = Series::default();
+        // The keys dropped so far still count, so that the aggregate's counters never go
+        // down; its state gauge counts the breakers held.
+        let mut aggregate = Series {
+            successes: retired.successes.load(Ordering::Relaxed),
+            failures: retired.failures.load(Ordering::Relaxed),
+            ignored: retired.ignored.load(Ordering::Relaxed),
+            slow: retired.slow.load(Ordering::Relaxed),
+            rejected: retired.rejected.load(Ordering::Relaxed),
+            transitions: retired.transitions.load(Ordering::Relaxed),
+            ..Series::default()
+        };
         for stats in &all {
             aggregate.add(stats);
+        }
+        // A dropped breaker's counts reach `retired` only when the map frees its entry, which
+        // can be a while after the entry left the map; until then the aggregate reports what
+        // it last did rather than go down.
+        for (last, now) in [
+            (&reported.successes, &mut aggregate.successes),
+            (&reported.failures, &mut aggregate.failures),
+            (&reported.ignored, &mut aggregate.ignored),
+            (&reported.slow, &mut aggregate.slow),
+            (&reported.rejected, &mut aggregate.rejected),
+            (&reported.transitions, &mut aggregate.transitions),
+        ] {
+            *now = last.fetch_max(*now, Ordering::Relaxed).max(*now);
         }
         let shown = match figure_keys {
             FigureKeys::Top(n) => n.min(all.len()),

@@ -305,6 +305,8 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
                 map: KeyedMap::new(config.key_limits),
                 config,
                 seed: crate::sync::AtomicU64::new(seed),
+                retired: Arc::default(),
+                reported: Default::default(),
             },
         };
         Ok(CircuitBreakerLayer {

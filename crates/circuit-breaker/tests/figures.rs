@@ -255,3 +255,52 @@ fn a_single_breaker_reports_its_figures_without_a_key() {
 fn per_host() -> CircuitBreakerBuilder<seawall_core::HttpClassifier, ByHost> {
     seawall_circuit_breaker::CircuitBreakerLayer::builder().per_host()
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_aggregate_never_goes_down_when_idle_keys_are_dropped() {
+    let layer = per_host()
+        .idle_after(std::time::Duration::from_secs(1))
+        .build()
+        .expect("a valid configuration");
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    let call = |host: &'static str, status: u16| {
+        service
+            .clone()
+            .oneshot(request_to(host, Script::Status(status)))
+    };
+    call("a.example", 500).await.expect("admitted");
+    call("a.example", 200).await.expect("admitted");
+    call("b.example", 200).await.expect("admitted");
+    let aggregate = |outcome: &str| {
+        keys_of(
+            &reported(&handle),
+            "seawall_circuit_breaker_calls",
+            &[("outcome", outcome)],
+        )[0]
+        .clone()
+    };
+    assert_eq!(aggregate("failure"), (None, 1.0));
+    assert_eq!(aggregate("success"), (None, 2.0));
+
+    tokio::time::advance(std::time::Duration::from_secs(5)).await;
+    // A new host, answering 429 (neither a success nor a failure), triggers a sweep: a and
+    // b, closed and idle, are dropped.
+    call("c.example", 429).await.expect("admitted");
+    assert_eq!(handle.len(), 1);
+
+    // The dropped keys' calls still count in the aggregate.
+    assert_eq!(aggregate("failure"), (None, 1.0));
+    assert_eq!(aggregate("success"), (None, 2.0));
+    assert_eq!(aggregate("ignored"), (None, 1.0));
+    let all = reported(&handle);
+    assert_eq!(
+        keys_of(
+            &all,
+            "seawall_circuit_breaker_state",
+            &[("state", "closed")]
+        )[0],
+        (None, 1.0),
+        "the state gauge counts the breakers held"
+    );
+}
