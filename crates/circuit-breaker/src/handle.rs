@@ -242,9 +242,12 @@ where
             all.select_nth_unstable_by(shown - 1, most_failures_first);
         }
         all.truncate(shown);
+        // A key whose label is empty would report the aggregate's series again: it counts in
+        // the aggregate only.
         let mut keys: Vec<Series> = all
             .iter()
             .map(|stats| Series::of(Some(stats.key.label()), stats))
+            .filter(|series| series.key.as_deref().is_some_and(|key| !key.is_empty()))
             .collect();
         keys.sort_by(|a, b| b.failures.cmp(&a.failures).then_with(|| a.key.cmp(&b.key)));
         std::iter::once(aggregate).chain(keys).collect()

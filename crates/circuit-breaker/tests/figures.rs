@@ -304,3 +304,25 @@ async fn the_aggregate_never_goes_down_when_idle_keys_are_dropped() {
         "the state gauge counts the breakers held"
     );
 }
+
+#[test]
+fn a_key_whose_label_is_empty_is_counted_in_the_aggregate_only() {
+    // Its series would carry no key label, the same series as the aggregate's.
+    let handle = seawall_circuit_breaker::CircuitBreakerLayer::builder()
+        .key_by(|_: &seawall_core::RequestHead<'_>| String::new())
+        .build()
+        .expect("a valid configuration")
+        .handle();
+    handle.force_open(&String::new());
+    handle.force_open(&"x".to_owned());
+    let mut open = Vec::new();
+    handle.figures(&mut |figure| {
+        if figure.name == "seawall_circuit_breaker_state"
+            && figure.labels.contains(&("state", "forced_open"))
+        {
+            let key = figure.labels.iter().find(|(name, _)| *name == "key");
+            open.push((key.map(|(_, value)| (*value).to_owned()), figure.value));
+        }
+    });
+    assert_eq!(open, vec![(None, 2.0), (Some("x".to_owned()), 1.0)]);
+}
