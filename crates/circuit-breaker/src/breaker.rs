@@ -151,7 +151,7 @@ impl<K> Drop for Breaker<K> {
             (&retired.transitions, c.transitions.load(Ordering::Relaxed)),
         ] {
             if count > 0 {
-                total.fetch_add(count, Ordering::Relaxed);
+                total.fetch_add(count, Ordering::Release);
             }
         }
     }

@@ -190,10 +190,10 @@ where
     /// The series to report: a single breaker's own; for a keyed layer the aggregate over
     /// every key, then the keys the configuration names, most failures first.
     fn series(&self) -> Vec<Series> {
-        let mut all = self.stats();
         let (figure_keys, retired, reported) = match &*self.breakers {
             Breakers::Single(_) => {
-                return all
+                return self
+                    .stats()
                     .iter()
                     .map(|stats| Series::of(Some(stats.key.label()), stats))
                     .collect();
@@ -206,16 +206,20 @@ where
             } => (config.figure_keys, retired, reported),
         };
         // The keys dropped so far still count, so that the aggregate's counters never go
-        // down; its state gauge counts the breakers held.
+        // down; its state gauge counts the breakers held. The dropped ones are read before
+        // the held ones: a breaker is dropped only after it left the map, so one read among
+        // the dropped is not met again among the held (read the other way round, a breaker
+        // dropped in between would count twice).
         let mut aggregate = Series {
-            successes: retired.successes.load(Ordering::Relaxed),
-            failures: retired.failures.load(Ordering::Relaxed),
-            ignored: retired.ignored.load(Ordering::Relaxed),
-            slow: retired.slow.load(Ordering::Relaxed),
-            rejected: retired.rejected.load(Ordering::Relaxed),
-            transitions: retired.transitions.load(Ordering::Relaxed),
+            successes: retired.successes.load(Ordering::Acquire),
+            failures: retired.failures.load(Ordering::Acquire),
+            ignored: retired.ignored.load(Ordering::Acquire),
+            slow: retired.slow.load(Ordering::Acquire),
+            rejected: retired.rejected.load(Ordering::Acquire),
+            transitions: retired.transitions.load(Ordering::Acquire),
             ..Series::default()
         };
+        let mut all = self.stats();
         for stats in &all {
             aggregate.add(stats);
         }
