@@ -26,8 +26,13 @@ const PERMITS_SHIFT: u32 = 8;
 const SUCCESSES_SHIFT: u32 = 20;
 const COUNT_MASK: u64 = 0xFFF;
 const GENERATION_SHIFT: u32 = 32;
-/// No generation's phase instant is readable (generations fit in 32 bits).
-const UNPUBLISHED: u64 = u64::MAX;
+/// The phase word: `microseconds:52 | generation:12`, the generation's low bits beside its
+/// phase instant, so that both are published by one compare-and-swap.
+const PHASE_GENERATION_BITS: u32 = 12;
+const PHASE_GENERATION_MASK: u64 = (1 << PHASE_GENERATION_BITS) - 1;
+/// The largest instant the phase word holds (about 142 years after the breaker's creation);
+/// it marks the word as holding no instant yet.
+const PHASE_MICROS_NONE: u64 = u64::MAX >> PHASE_GENERATION_BITS;
 
 /// The packed state word: `generation:32 | successes:12 | permits:12 | state:8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +110,19 @@ pub(crate) struct Counters {
     pub(crate) transitions: AtomicU64,
 }
 
+/// Counts summed over several breakers, for a keyed layer's aggregate figures: those of the
+/// breakers that are gone (dropped for idleness or to stay within `max_keys`), and the
+/// aggregate last reported.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) successes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) slow: AtomicU64,
+    pub(crate) ignored: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) transitions: AtomicU64,
+}
+
 pub(crate) struct Breaker<K> {
     key: K,
     config: Arc<Config>,
@@ -113,13 +131,45 @@ pub(crate) struct Breaker<K> {
     consecutive: AtomicU32,
     /// Consecutive trips without closing, for open-duration growth.
     trips: AtomicU32,
-    /// For `Open`, when it may probe; for `HalfOpen`, when probing began (nanoseconds since
-    /// `origin`). Valid for the generation in `phase_generation`.
-    phase_at: AtomicU64,
-    phase_generation: AtomicU64,
+    /// For `Open`, when it may probe; for `HalfOpen`, when probing began: microseconds since
+    /// `origin` with the low bits of the generation they belong to (see `PHASE_*`).
+    phase: AtomicU64,
     origin: Instant,
     jitter: Jitter,
     pub(crate) counters: Counters,
+    /// Where this breaker's counts go when it is dropped, for a keyed layer.
+    retired: Option<Arc<Totals>>,
+}
+
+impl<K> Drop for Breaker<K> {
+    fn drop(&mut self) {
+        let Some(retired) = &self.retired else {
+            return;
+        };
+        let c = &self.counters;
+        for (total, count) in [
+            (&retired.successes, self.successes()),
+            (&retired.failures, c.failures.load(Ordering::Relaxed)),
+            (&retired.slow, c.slow.load(Ordering::Relaxed)),
+            (&retired.ignored, c.ignored.load(Ordering::Relaxed)),
+            (&retired.rejected, c.rejected.load(Ordering::Relaxed)),
+            (&retired.transitions, c.transitions.load(Ordering::Relaxed)),
+        ] {
+            if count > 0 {
+                total.fetch_add(count, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl<K> Breaker<K> {
+    /// Calls that succeeded, over the breaker's life.
+    pub(crate) fn successes(&self) -> u64 {
+        let c = &self.counters;
+        (self.window.recorded())
+            .saturating_sub(c.window_failures.load(Ordering::Relaxed))
+            .saturating_add(c.other_successes.load(Ordering::Relaxed))
+    }
 }
 
 impl<K: fmt::Debug> fmt::Debug for Breaker<K> {
@@ -141,20 +191,76 @@ impl<K: fmt::Debug> Breaker<K> {
             word: AtomicU64::new(Word::new(State::Closed, 0, 0, 0).0),
             consecutive: AtomicU32::new(0),
             trips: AtomicU32::new(0),
-            phase_at: AtomicU64::new(0),
-            phase_generation: AtomicU64::new(UNPUBLISHED),
+            phase: AtomicU64::new(u64::MAX),
             origin,
             jitter: Jitter::new(seed),
             counters: Counters::default(),
+            retired: None,
         }
+    }
+
+    /// Adds this breaker's counts to `retired` when it is dropped.
+    pub(crate) fn retiring_into(mut self, retired: Arc<Totals>) -> Self {
+        self.retired = Some(retired);
+        self
     }
 
     pub(crate) fn key(&self) -> &K {
         &self.key
     }
 
+    /// The state now. A half-open breaker whose probes have not decided within the max wait
+    /// reopened at that deadline, whether or not a call has come since: reading the state
+    /// makes that transition if nothing has yet.
     pub(crate) fn state(&self) -> State {
-        Word(self.word.load(Ordering::Acquire)).state()
+        self.current().state()
+    }
+
+    /// The state word, with a half-open phase past its max wait ended (see [`state`]).
+    ///
+    /// [`state`]: Self::state
+    fn current(&self) -> Word {
+        let word = Word(self.word.load(Ordering::Acquire));
+        if word.state() == State::HalfOpen {
+            self.settle(word, Instant::now())
+        } else {
+            word
+        }
+    }
+
+    /// When the half-open phase of `generation` ends if its probes have not decided
+    /// (nanoseconds since `origin`), if its start has been published.
+    fn half_open_deadline(&self, generation: u32) -> Option<u64> {
+        let max_wait = u64::try_from(self.config.half_open_max_wait.as_nanos()).unwrap_or(u64::MAX);
+        self.phase(generation)
+            .map(|since| since.saturating_add(max_wait))
+    }
+
+    /// When a half-open breaker whose phase ends at `deadline` next admits a call that is not
+    /// a probe: once the max wait has reopened it and the open time that follows is over (at
+    /// the latest: jitter only shortens it), unless the probes decide first.
+    fn half_open_retry_at(&self, deadline: Option<u64>) -> Option<Instant> {
+        deadline.and_then(|deadline| {
+            let trip = self.trips.load(Ordering::Relaxed).saturating_add(1);
+            self.instant(deadline)
+                .checked_add(self.config.open.ceiling(trip))
+        })
+    }
+
+    /// Ends the half-open phase of `word` if `now` is at or past its deadline: the breaker
+    /// reopens as of the deadline (its open time counts from then), as if a timer had fired
+    /// there. Only one caller makes the transition. Returns the state word after.
+    fn settle(&self, word: Word, now: Instant) -> Word {
+        if word.state() != State::HalfOpen {
+            return word;
+        }
+        match self.half_open_deadline(word.generation()) {
+            Some(deadline) if self.nanos(now) >= deadline => {
+                self.trip(word, self.instant(deadline), Reason::HalfOpenTimedOut, None);
+                Word(self.word.load(Ordering::Acquire))
+            }
+            _ => word,
+        }
     }
 
     /// Whether outcomes need the time (slow calls or a time window).
@@ -176,7 +282,7 @@ impl<K: fmt::Debug> Breaker<K> {
 
     /// Half-open probe permits not yet handed out (0 outside half-open).
     pub(crate) fn permits_left(&self) -> u32 {
-        let word = Word(self.word.load(Ordering::Acquire));
+        let word = self.current();
         if word.state() == State::HalfOpen {
             word.permits()
         } else {
@@ -192,25 +298,44 @@ impl<K: fmt::Debug> Breaker<K> {
         self.origin + Duration::from_nanos(nanos)
     }
 
-    /// The phase instant of `generation`, if it has been published.
+    /// The phase instant of `generation` in nanoseconds since `origin`, if it has been
+    /// published.
     ///
-    /// Read like a seqlock: the instant counts only if the generation reads the same before
-    /// and after it, so an instant from another generation's phase is never paired with this
-    /// one (the model test `loom_success_and_failure_race_to_one_transition` found that).
+    /// Only the generation's low 12 bits are compared: an instant 4,096 generations old is
+    /// taken for this one's only if this one has not been published yet and none of the
+    /// 4,095 transitions between published anything.
     fn phase(&self, generation: u32) -> Option<u64> {
-        let expected = u64::from(generation);
-        if self.phase_generation.load(Ordering::Acquire) != expected {
-            return None;
-        }
-        let at = self.phase_at.load(Ordering::Acquire);
-        (self.phase_generation.load(Ordering::Acquire) == expected).then_some(at)
+        let entry = self.phase.load(Ordering::Acquire);
+        let micros = entry >> PHASE_GENERATION_BITS;
+        (entry & PHASE_GENERATION_MASK == u64::from(generation) & PHASE_GENERATION_MASK
+            && micros != PHASE_MICROS_NONE)
+            .then(|| micros * 1_000)
     }
 
+    /// Publishes the phase instant `at` (nanoseconds since `origin`, rounded up to the
+    /// microsecond) of `generation`, which the caller has just moved the state word to.
+    ///
+    /// Publication is monotonic: a transition that came later may have published its own
+    /// phase already, and this one must not overwrite it (that would leave the breaker open
+    /// with no readable instant, refusing for good; the model test
+    /// `loom_probes_racing_out_of_open_leave_the_newest_phase_readable` found it). So the
+    /// word is swapped only from a value read before checking that `generation` is still
+    /// the state word's: a newer publication in between makes the swap fail, and one read
+    /// before the check means the state word has moved on, so this one gives up.
     fn publish_phase(&self, generation: u32, at: u64) {
-        self.phase_generation.store(UNPUBLISHED, Ordering::Release);
-        self.phase_at.store(at, Ordering::Release);
-        self.phase_generation
-            .store(u64::from(generation), Ordering::Release);
+        let micros = at.div_ceil(1_000).min(PHASE_MICROS_NONE - 1);
+        let entry =
+            micros << PHASE_GENERATION_BITS | (u64::from(generation) & PHASE_GENERATION_MASK);
+        let mut current = self.phase.load(Ordering::Acquire);
+        while Word(self.word.load(Ordering::Acquire)).generation() == generation {
+            match self
+                .phase
+                .compare_exchange(current, entry, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
     }
 
     fn reject(&self, state: State, retry_at: Option<Instant>) -> CircuitOpen {
@@ -278,42 +403,34 @@ impl<K: fmt::Debug> Breaker<K> {
                         });
                     }
                 }
-                State::HalfOpen if word.permits() > 0 => {
-                    let next = Word(word.0 - (1 << PERMITS_SHIFT));
-                    if self.cas(word, next) {
-                        return Ok(Admission {
-                            generation,
-                            probe: true,
-                            tracked: true,
-                        });
-                    }
-                }
                 State::HalfOpen => {
-                    let Some(since) = self.phase(generation) else {
-                        return Err(self.reject(State::HalfOpen, None));
-                    };
-                    let max_wait = u64::try_from(self.config.half_open_max_wait.as_nanos())
-                        .unwrap_or(u64::MAX);
-                    let deadline = since.saturating_add(max_wait);
                     let now = Instant::now();
-                    if self.nanos(now) < deadline {
-                        return Err(self.reject(State::HalfOpen, Some(self.instant(deadline))));
+                    let deadline = self.half_open_deadline(generation);
+                    if deadline.is_some_and(|deadline| self.nanos(now) >= deadline) {
+                        // The probes did not decide within the max wait: the breaker
+                        // reopened at the deadline.
+                        self.settle(word, now);
+                    } else if word.permits() > 0 {
+                        let next = Word(word.0 - (1 << PERMITS_SHIFT));
+                        if self.cas(word, next) {
+                            return Ok(Admission {
+                                generation,
+                                probe: true,
+                                tracked: true,
+                            });
+                        }
+                    } else {
+                        // Unless the probes decide first, the breaker next admits once the
+                        // max wait has reopened it and the open time that follows is over
+                        // (at the latest: jitter only shortens it).
+                        let retry_at = self.half_open_retry_at(deadline);
+                        return Err(self.reject(State::HalfOpen, retry_at));
                     }
-                    // Probes that never finished must not wedge the breaker: reopen.
-                    self.trip(word, now, Reason::HalfOpenTimedOut, None);
                 }
             }
             // Another call changed the state first: look again.
             word = Word(self.word.load(Ordering::Acquire));
         }
-    }
-
-    /// Calls that succeeded, over the breaker's life.
-    pub(crate) fn successes(&self) -> u64 {
-        let c = &self.counters;
-        (self.window.recorded())
-            .saturating_sub(c.window_failures.load(Ordering::Relaxed))
-            .saturating_add(c.other_successes.load(Ordering::Relaxed))
     }
 
     /// Records a finished (or abandoned) call.
@@ -469,8 +586,10 @@ impl<K: fmt::Debug> Breaker<K> {
     }
 
     fn record_probe(&self, generation: u32, verdict: Verdict, now: Option<Instant>) {
+        let now = now.unwrap_or_else(Instant::now);
         loop {
-            let word = Word(self.word.load(Ordering::Acquire));
+            // A probe that answers after the max wait belongs to a round that has ended.
+            let word = self.settle(Word(self.word.load(Ordering::Acquire)), now);
             if word.state() != State::HalfOpen || word.generation() != generation {
                 return;
             }
@@ -500,12 +619,7 @@ impl<K: fmt::Debug> Breaker<K> {
                     }
                 }
                 Verdict::Failure { open_for, .. } => {
-                    if self.trip(
-                        word,
-                        now.unwrap_or_else(Instant::now),
-                        Reason::ProbeFailed,
-                        open_for,
-                    ) {
+                    if self.trip(word, now, Reason::ProbeFailed, open_for) {
                         return;
                     }
                 }
@@ -608,6 +722,53 @@ impl<K: fmt::Debug> Breaker<K> {
         self.word.store(word.0, Ordering::SeqCst);
         self.publish_phase(1, 0);
     }
+
+    /// Puts the breaker straight into open, its open time already over, for the model tests.
+    fn enter_open_elapsed(&self) {
+        let word = Word::new(State::Open, 0, 0, 1);
+        self.word.store(word.0, Ordering::SeqCst);
+        self.publish_phase(1, 0);
+    }
+}
+
+#[cfg(all(test, not(seawall_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_breaker_adds_its_counts_to_the_retired_totals() {
+        let retired = Arc::new(Totals::default());
+        let breaker =
+            Breaker::new("a", Arc::new(Config::default()), 1).retiring_into(Arc::clone(&retired));
+        let failure = Verdict::Failure {
+            slow: true,
+            open_for: None,
+        };
+        for verdict in [
+            Verdict::Success { slow: false },
+            Verdict::Success { slow: false },
+            failure,
+            Verdict::Ignored,
+        ] {
+            let admission = breaker.try_acquire().expect("closed");
+            breaker.record(admission, verdict, None);
+        }
+        breaker.force(State::ForcedOpen);
+        assert!(breaker.try_acquire().is_err());
+        drop(breaker);
+        let read = |total: &AtomicU64| total.load(Ordering::Relaxed);
+        assert_eq!(
+            [
+                read(&retired.successes),
+                read(&retired.failures),
+                read(&retired.slow),
+                read(&retired.ignored),
+                read(&retired.rejected),
+                read(&retired.transitions),
+            ],
+            [2, 1, 1, 1, 1, 1]
+        );
+    }
 }
 
 /// Model checks with loom: every interleaving of 2–3 threads over the state word.
@@ -627,6 +788,55 @@ mod loom_tests {
         let breaker = Arc::new(Breaker::new((), Arc::new(config), 1));
         breaker.enter_half_open();
         breaker
+    }
+
+    fn open_elapsed(permits: u32, successes: u32) -> Arc<Breaker<()>> {
+        let config = Config {
+            half_open_permits: permits,
+            half_open_successes: successes,
+            window: crate::config::Window::Count(2),
+            ..Config::default()
+        };
+        let breaker = Arc::new(Breaker::new((), Arc::new(config), 1));
+        breaker.enter_open_elapsed();
+        breaker
+    }
+
+    /// Two probes race the open-to-half-open transition and both fail: the trip's phase (when
+    /// the breaker may probe again) must stay readable, or the breaker refuses forever. The
+    /// first probe's half-open phase, published late, must not overwrite the newer one.
+    #[test]
+    fn loom_probes_racing_out_of_open_leave_the_newest_phase_readable() {
+        loom::model(|| {
+            let breaker = open_elapsed(2, 2);
+            let probes: Vec<_> = (0..2)
+                .map(|_| {
+                    let breaker = Arc::clone(&breaker);
+                    thread::spawn(move || {
+                        if let Ok(admission) = breaker.try_acquire() {
+                            let failure = Verdict::Failure {
+                                slow: false,
+                                open_for: Some(Duration::from_secs(1)),
+                            };
+                            breaker.record(admission, failure, None);
+                        }
+                    })
+                })
+                .collect();
+            for probe in probes {
+                probe.join().unwrap();
+            }
+            let word = Word(breaker.word.load(Ordering::SeqCst));
+            assert_eq!(word.state(), State::Open);
+            let until = breaker
+                .phase(word.generation())
+                .map(|at| breaker.instant(at));
+            assert!(
+                until.is_some_and(|until| until >= breaker.origin + Duration::from_secs(1)),
+                "generation {} open until {until:?}: the trip's phase was lost",
+                word.generation()
+            );
+        });
     }
 
     /// Three callers race for two permits while one of them cancels its probe: permits are

@@ -23,6 +23,19 @@ pub enum Window {
     },
 }
 
+/// Which keys of a keyed layer get their own series in the figures it reports (the
+/// aggregate over every key is always reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FigureKeys {
+    /// The keys with the most failures, at most this many.
+    Top(usize),
+    /// Every key held.
+    All,
+}
+
+/// The most keys [`FigureKeys::Top`] may name.
+pub(crate) const MAX_FIGURE_TOP_KEYS: usize = 1_000;
+
 /// Called once for every state transition.
 pub type TransitionListener = Arc<dyn Fn(&Transition<'_>) + Send + Sync>;
 
@@ -44,6 +57,7 @@ pub struct Config {
     pub(crate) half_open_max_wait: Duration,
     pub(crate) throttled_is_failure: bool,
     pub(crate) key_limits: KeyLimits,
+    pub(crate) figure_keys: FigureKeys,
     pub(crate) listeners: Vec<TransitionListener>,
 }
 
@@ -62,6 +76,7 @@ impl fmt::Debug for Config {
             .field("half_open_max_wait", &self.half_open_max_wait)
             .field("throttled_is_failure", &self.throttled_is_failure)
             .field("key_limits", &self.key_limits)
+            .field("figure_keys", &self.figure_keys)
             .field("listeners", &self.listeners.len())
             .finish()
     }
@@ -70,7 +85,8 @@ impl fmt::Debug for Config {
 impl Default for Config {
     /// Trips at 5 consecutive failures or 50 % of the last 100 calls (at least 20 calls);
     /// open 60 s, doubling per repeated trip up to 5 min with 20 % jitter; 3 half-open probes,
-    /// all of which must succeed, released after 2 min if they hang; 429 ignored.
+    /// all of which must succeed, released after 2 min if they hang; 429 ignored; a keyed
+    /// layer's figures name the 10 keys with the most failures.
     fn default() -> Self {
         Self {
             consecutive_failures: Some(5),
@@ -86,6 +102,7 @@ impl Default for Config {
             half_open_max_wait: Duration::from_secs(120),
             throttled_is_failure: false,
             key_limits: KeyLimits::default(),
+            figure_keys: FigureKeys::Top(10),
             listeners: Vec::new(),
         }
     }
@@ -187,6 +204,15 @@ impl Config {
             Duration::from_secs(86_400),
             "a duration from 1 ms to 1 day",
         )?;
+        if let FigureKeys::Top(n) = self.figure_keys {
+            check_range(
+                "figure_top_keys",
+                n,
+                0,
+                MAX_FIGURE_TOP_KEYS,
+                "an integer from 0 to 1,000",
+            )?;
+        }
         Ok(self)
     }
 }

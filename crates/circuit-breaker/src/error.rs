@@ -22,7 +22,9 @@ impl CircuitOpen {
         self.state
     }
 
-    /// When the breaker will next admit a call, if known (never for forced open).
+    /// When the breaker will next admit a call, if known (never for forced open). For a
+    /// half-open refusal this is the latest such instant: when the max wait will have
+    /// reopened the breaker and its open time passed; the probes may decide sooner.
     pub fn retry_at(&self) -> Option<Instant> {
         self.retry_at
     }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use crate::config::FigureKeys;
 use crate::event::State;
 use crate::service::Breakers;
 use crate::sync::Ordering;
@@ -132,43 +133,155 @@ impl<K: fmt::Debug + Hash + Eq + Clone> CircuitBreakerHandle<K> {
     }
 }
 
-/// The labels of one breaker's figure: `key` (left out when the layer is not keyed), then
-/// `extra`.
+/// The labels of one series: `key` (left out for the aggregate and when the layer is not
+/// keyed), then `extra`.
 fn key_labels<'a>(
-    key: &'a str,
+    key: Option<&'a str>,
     extra: Option<(&'static str, &'a str)>,
 ) -> Vec<(&'static str, &'a str)> {
     let mut labels = Vec::with_capacity(2);
-    if !key.is_empty() {
-        labels.push(("key", key));
-    }
+    labels.extend(key.filter(|key| !key.is_empty()).map(|key| ("key", key)));
     labels.extend(extra);
     labels
+}
+
+/// The figures of one series: one breaker, or the aggregate over every key.
+#[derive(Debug, Default)]
+struct Series {
+    /// The key's label; `None` for the aggregate.
+    key: Option<String>,
+    /// Breakers in each state of [`State::ALL`] (0 or 1 for one breaker).
+    states: [u64; State::ALL.len()],
+    successes: u64,
+    failures: u64,
+    ignored: u64,
+    slow: u64,
+    rejected: u64,
+    transitions: u64,
+}
+
+impl Series {
+    fn add<K>(&mut self, stats: &BreakerStats<K>) {
+        if let Some(index) = State::ALL.iter().position(|state| *state == stats.state) {
+            self.states[index] += 1;
+        }
+        self.successes += stats.successes;
+        self.failures += stats.failures;
+        self.ignored += stats.ignored;
+        self.slow += stats.slow;
+        self.rejected += stats.rejected;
+        self.transitions += stats.transitions;
+    }
+
+    fn of<K>(key: Option<String>, stats: &BreakerStats<K>) -> Self {
+        let mut series = Series {
+            key,
+            ..Series::default()
+        };
+        series.add(stats);
+        series
+    }
+}
+
+impl<K> CircuitBreakerHandle<K>
+where
+    K: fmt::Debug + Hash + Eq + Clone + seawall_core::KeyLabel,
+{
+    /// The series to report: a single breaker's own; for a keyed layer the aggregate over
+    /// every key, then the keys the configuration names, most failures first.
+    fn series(&self) -> Vec<Series> {
+        let (figure_keys, retired, reported) = match &*self.breakers {
+            Breakers::Single(_) => {
+                return self
+                    .stats()
+                    .iter()
+                    .map(|stats| Series::of(Some(stats.key.label()), stats))
+                    .collect();
+            }
+            Breakers::Keyed {
+                config,
+                retired,
+                reported,
+                ..
+            } => (config.figure_keys, retired, reported),
+        };
+        // The keys dropped so far still count, so that the aggregate's counters never go
+        // down; its state gauge counts the breakers held. The dropped ones are read before
+        // the held ones: a breaker is dropped only after it left the map, so one read among
+        // the dropped is not met again among the held (read the other way round, a breaker
+        // dropped in between would count twice).
+        let mut aggregate = Series {
+            successes: retired.successes.load(Ordering::Acquire),
+            failures: retired.failures.load(Ordering::Acquire),
+            ignored: retired.ignored.load(Ordering::Acquire),
+            slow: retired.slow.load(Ordering::Acquire),
+            rejected: retired.rejected.load(Ordering::Acquire),
+            transitions: retired.transitions.load(Ordering::Acquire),
+            ..Series::default()
+        };
+        let mut all = self.stats();
+        for stats in &all {
+            aggregate.add(stats);
+        }
+        // A dropped breaker's counts reach `retired` only when the map frees its entry, which
+        // can be a while after the entry left the map; until then the aggregate reports what
+        // it last did rather than go down.
+        for (last, now) in [
+            (&reported.successes, &mut aggregate.successes),
+            (&reported.failures, &mut aggregate.failures),
+            (&reported.ignored, &mut aggregate.ignored),
+            (&reported.slow, &mut aggregate.slow),
+            (&reported.rejected, &mut aggregate.rejected),
+            (&reported.transitions, &mut aggregate.transitions),
+        ] {
+            *now = last.fetch_max(*now, Ordering::Relaxed).max(*now);
+        }
+        let shown = match figure_keys {
+            FigureKeys::Top(n) => n.min(all.len()),
+            FigureKeys::All => all.len(),
+        };
+        let most_failures_first =
+            |a: &BreakerStats<K>, b: &BreakerStats<K>| b.failures.cmp(&a.failures);
+        if shown > 0 && shown < all.len() {
+            all.select_nth_unstable_by(shown - 1, most_failures_first);
+        }
+        all.truncate(shown);
+        // A key whose label is empty would report the aggregate's series again: it counts in
+        // the aggregate only.
+        let mut keys: Vec<Series> = all
+            .iter()
+            .map(|stats| Series::of(Some(stats.key.label()), stats))
+            .filter(|series| series.key.as_deref().is_some_and(|key| !key.is_empty()))
+            .collect();
+        keys.sort_by(|a, b| b.failures.cmp(&a.failures).then_with(|| a.key.cmp(&b.key)));
+        std::iter::once(aggregate).chain(keys).collect()
+    }
 }
 
 impl<K> seawall_core::FigureSource for CircuitBreakerHandle<K>
 where
     K: fmt::Debug + Hash + Eq + Clone + seawall_core::KeyLabel + Send + Sync,
 {
+    /// A single breaker's figures carry no `key` label. A keyed layer reports the aggregate
+    /// over every key without a `key` label (its state gauge counts the breakers in each
+    /// state), then, with a `key` label, the keys with the most failures (see
+    /// [`figure_top_keys`](crate::CircuitBreakerBuilder::figure_top_keys)) or every key (see
+    /// [`figure_every_key`](crate::CircuitBreakerBuilder::figure_every_key)), most failures
+    /// first.
     fn figures(&self, visit: &mut dyn FnMut(seawall_core::Figure<'_>)) {
         use seawall_core::figures::{counter, gauge};
-        let stats: Vec<(String, BreakerStats<K>)> = self
-            .stats()
-            .into_iter()
-            .map(|stats| (stats.key.label(), stats))
-            .collect();
-        for (key, s) in &stats {
-            for state in State::ALL {
-                let value = if s.state == state { 1.0 } else { 0.0 };
+        let series = self.series();
+        for s in &series {
+            for (index, state) in State::ALL.into_iter().enumerate() {
                 visit(gauge(
                     "seawall_circuit_breaker_state",
-                    "Circuit breaker state: 1 for the current state, 0 for the others.",
-                    &key_labels(key, Some(("state", state.as_str()))),
-                    value,
+                    "Circuit breaker state: 1 for the current state, 0 for the others; without a key, the number of breakers in each state.",
+                    &key_labels(s.key.as_deref(), Some(("state", state.as_str()))),
+                    s.states[index] as f64,
                 ));
             }
         }
-        for (key, s) in &stats {
+        for s in &series {
             for (outcome, n) in [
                 ("success", s.successes),
                 ("failure", s.failures),
@@ -177,13 +290,13 @@ where
                 visit(counter(
                     "seawall_circuit_breaker_calls",
                     "Calls whose outcome the breaker recorded, by outcome.",
-                    &key_labels(key, Some(("outcome", outcome))),
+                    &key_labels(s.key.as_deref(), Some(("outcome", outcome))),
                     n,
                 ));
             }
         }
-        type PerKey<K> = (&'static str, &'static str, fn(&BreakerStats<K>) -> u64);
-        let per_key: [PerKey<K>; 3] = [
+        type PerSeries = (&'static str, &'static str, fn(&Series) -> u64);
+        let per_series: [PerSeries; 3] = [
             (
                 "seawall_circuit_breaker_slow_calls",
                 "Calls slower than the slow-call threshold.",
@@ -200,9 +313,14 @@ where
                 |s| s.transitions,
             ),
         ];
-        for (name, help, value) in per_key {
-            for (key, s) in &stats {
-                visit(counter(name, help, &key_labels(key, None), value(s)));
+        for (name, help, value) in per_series {
+            for s in &series {
+                visit(counter(
+                    name,
+                    help,
+                    &key_labels(s.key.as_deref(), None),
+                    value(s),
+                ));
             }
         }
     }

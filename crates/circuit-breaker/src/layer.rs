@@ -10,7 +10,7 @@ use tower::Layer;
 
 use crate::backoff::OpenBackoff;
 use crate::breaker::Breaker;
-use crate::config::{Config, TransitionListener, Window};
+use crate::config::{Config, FigureKeys, TransitionListener, Window};
 use crate::event::Transition;
 use crate::handle::CircuitBreakerHandle;
 use crate::service::{Breakers, CircuitBreaker};
@@ -200,6 +200,11 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
     }
 
     /// Reopen when the probes have not decided within this (1 ms to 1 day; default 2 min).
+    ///
+    /// The breaker reopens at that deadline, whether or not a call comes then (the handle
+    /// reads it open from that instant), and its open time counts from the deadline; a
+    /// probe that answers later no longer counts. A call refused in half-open meanwhile is
+    /// told to come back at the deadline plus that open time.
     pub fn half_open_max_wait(mut self, wait: Duration) -> Self {
         self.config.half_open_max_wait = wait;
         self
@@ -220,6 +225,22 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
     /// Drop a per-key breaker unused for this long (1 s to 7 days; default 10 min).
     pub fn idle_after(mut self, idle: Duration) -> Self {
         self.key_limits.1 = idle;
+        self
+    }
+
+    /// In a keyed layer's figures (see [`FigureSource`](seawall_core::FigureSource) on the
+    /// handle), give their own series to at most the `n` keys with the most failures, beside
+    /// the aggregate over every key that is always reported (0 to 1,000; default 10). The
+    /// series count stays bounded however many hosts are called.
+    pub fn figure_top_keys(mut self, n: usize) -> Self {
+        self.config.figure_keys = FigureKeys::Top(n);
+        self
+    }
+
+    /// In a keyed layer's figures, give every key held its own series, beside the
+    /// aggregate: up to `max_keys` sets of series, so for a bounded, known set of keys.
+    pub fn figure_every_key(mut self) -> Self {
+        self.config.figure_keys = FigureKeys::All;
         self
     }
 
@@ -284,6 +305,8 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
                 map: KeyedMap::new(config.key_limits),
                 config,
                 seed: crate::sync::AtomicU64::new(seed),
+                retired: Arc::default(),
+                reported: Default::default(),
             },
         };
         Ok(CircuitBreakerLayer {

@@ -49,12 +49,13 @@
 //!   `Retry-After` sets it when present.
 //! - **Half-open**: a fixed number of probe permits, a number of successes to close, any
 //!   failure reopens; a cancelled probe returns its permit; probes that hang past a maximum
-//!   wait reopen the breaker instead of wedging it.
+//!   wait reopen the breaker at that deadline instead of wedging it.
 //! - **Classification** from `seawall-core`: connect errors, timeouts, resets and 5xx fail;
 //!   other 4xx succeed; 429 is ignored (a rate signal, see `throttled_is_failure`); refusals
 //!   by layers below are ignored.
 //! - **Per host** with [`per_host`](CircuitBreakerBuilder::per_host) or any key, with bounded
-//!   memory.
+//!   memory and bounded figures: the aggregate over every key, then the keys with the most
+//!   failures ([`figure_top_keys`](CircuitBreakerBuilder::figure_top_keys), default 10).
 //! - **Cheap**: the closed path is lock-free (a few atomic operations); a refusal is an `Err`
 //!   value that allocates nothing and carries when the breaker next admits.
 //! - **Events**: every transition once, through `tracing` and

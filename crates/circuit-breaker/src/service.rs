@@ -10,7 +10,7 @@ use seawall_core::{CallTime, Classify, KeyExtractor, KeyedMap, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::breaker::{Admission, Breaker};
+use crate::breaker::{Admission, Breaker, Totals};
 use crate::config::Config;
 use crate::error::{BreakerError, CircuitOpen};
 use crate::event::State;
@@ -24,6 +24,10 @@ pub(crate) enum Breakers<K> {
         map: KeyedMap<K, Breaker<K>>,
         config: Arc<Config>,
         seed: AtomicU64,
+        /// The counts of the breakers dropped from `map`.
+        retired: Arc<Totals>,
+        /// The aggregate counts last reported (see `CircuitBreakerHandle::series`).
+        reported: Totals,
     },
 }
 
@@ -56,11 +60,18 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
     ) -> Arc<Breaker<K>> {
         match self {
             Breakers::Single(breaker) => Arc::clone(breaker),
-            Breakers::Keyed { map, config, seed } => lookup(
+            Breakers::Keyed {
+                map,
+                config,
+                seed,
+                retired,
+                ..
+            } => lookup(
                 map,
                 &|key| {
                     let seed = seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
                     Breaker::new(key.clone(), Arc::clone(config), seed)
+                        .retiring_into(Arc::clone(retired))
                 },
                 // An idle breaker that is not closed (open, forced, disabled) remembers
                 // something a fresh one would not.

@@ -174,9 +174,14 @@ impl CountWindow {
         // the same slot leaves its own outcome there, and the totals still match the slots,
         // since every change goes through the swap below.
         if slot.load(Ordering::Acquire) != bits {
+            // Counted before it enters the slot, so that whoever swaps it out again (a later
+            // call or a reset) takes away a count already made: the totals never go below
+            // zero, where they would read as `u32::MAX`.
+            raise(&self.failures, bits, Sample::FAILURE);
+            raise(&self.slow, bits, Sample::SLOW);
             let old = slot.swap(bits, Ordering::AcqRel);
-            adjust(&self.failures, old, bits, Sample::FAILURE);
-            adjust(&self.slow, old, bits, Sample::SLOW);
+            lower(&self.failures, old, Sample::FAILURE);
+            lower(&self.slow, old, Sample::SLOW);
         }
         (index + 1).saturating_sub(self.base.load(Ordering::Relaxed))
     }
@@ -187,10 +192,13 @@ impl CountWindow {
             .next
             .load(Ordering::Relaxed)
             .saturating_sub(self.base.load(Ordering::Relaxed));
+        let calls = u32::try_from(since_reset.min(len)).unwrap_or(u32::MAX);
+        // Calls in flight through a reset can be counted on one side of it and their outcome
+        // on the other; a rate never reads above 100 % for it.
         WindowTotals {
-            calls: u32::try_from(since_reset.min(len)).unwrap_or(u32::MAX),
-            failures: self.failures.load(Ordering::Relaxed),
-            slow: self.slow.load(Ordering::Relaxed),
+            calls,
+            failures: self.failures.load(Ordering::Relaxed).min(calls),
+            slow: self.slow.load(Ordering::Relaxed).min(calls),
         }
     }
 
@@ -201,25 +209,27 @@ impl CountWindow {
     fn reset(&self) {
         for slot in self.slots.iter() {
             let old = slot.swap(0, Ordering::AcqRel);
-            adjust(&self.failures, old, 0, Sample::FAILURE);
-            adjust(&self.slow, old, 0, Sample::SLOW);
+            lower(&self.failures, old, Sample::FAILURE);
+            lower(&self.slow, old, Sample::SLOW);
         }
         self.base
             .store(self.next.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 
-/// Moves `counter` by the change of `flag` between the displaced and the new bits. Each
-/// displaced value is seen by exactly one swap, so the totals always equal the slots.
-fn adjust(counter: &AtomicU32, old: u8, new: u8, flag: u8) {
-    match (old & flag != 0, new & flag != 0) {
-        (false, true) => {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        (true, false) => {
-            counter.fetch_sub(1, Ordering::Relaxed);
-        }
-        _ => {}
+/// Counts `flag` of an outcome about to be swapped into a slot. The swap that stores the
+/// outcome releases this count, so the swap that later takes the outcome out sees it.
+fn raise(counter: &AtomicU32, new: u8, flag: u8) {
+    if new & flag != 0 {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes away the count of `flag` of an outcome just swapped out of a slot. Each stored
+/// value is swapped out exactly once, so at rest the totals equal the slots.
+fn lower(counter: &AtomicU32, old: u8, flag: u8) {
+    if old & flag != 0 {
+        counter.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -296,7 +306,9 @@ impl TimeWindow {
         }
     }
 
-    /// Empties `bucket` and takes what it held out of the totals.
+    /// Empties `bucket` and takes what it held out of the totals. A call is counted in the
+    /// totals before its bucket, and the bucket's add releases that count to this swap, so
+    /// what is taken away was always added first: the totals never go below zero.
     fn expire(&self, bucket: &Bucket) {
         self.calls
             .fetch_sub(bucket.calls.swap(0, Ordering::AcqRel), Ordering::Relaxed);
@@ -310,25 +322,29 @@ impl TimeWindow {
         let epoch = self.epoch_of(now);
         self.advance(epoch);
         let bucket = &self.buckets[self.bucket_of.remainder(epoch) as usize];
-        bucket.calls.fetch_add(1, Ordering::AcqRel);
+        // The totals first, the bucket after (see `expire`).
         self.calls.fetch_add(1, Ordering::Relaxed);
+        bucket.calls.fetch_add(1, Ordering::AcqRel);
         self.recorded.fetch_add(1, Ordering::Relaxed);
         if sample.failure {
-            bucket.failures.fetch_add(1, Ordering::AcqRel);
             self.failures.fetch_add(1, Ordering::Relaxed);
+            bucket.failures.fetch_add(1, Ordering::AcqRel);
         }
         if sample.slow {
-            bucket.slow.fetch_add(1, Ordering::AcqRel);
             self.slow.fetch_add(1, Ordering::Relaxed);
+            bucket.slow.fetch_add(1, Ordering::AcqRel);
         }
         self.totals()
     }
 
     fn totals(&self) -> WindowTotals {
+        let calls = self.calls.load(Ordering::Relaxed);
+        // The three are read one after another while calls come and go; a rate never reads
+        // above 100 % for it.
         WindowTotals {
-            calls: self.calls.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            slow: self.slow.load(Ordering::Relaxed),
+            calls,
+            failures: self.failures.load(Ordering::Relaxed).min(calls),
+            slow: self.slow.load(Ordering::Relaxed).min(calls),
         }
     }
 
@@ -367,6 +383,125 @@ mod tests {
         assert_eq!(window.totals(), WindowTotals::default());
     }
 
+    const SLOW_FAIL: Sample = Sample {
+        failure: true,
+        slow: true,
+    };
+
+    /// Checks totals a breaker could act on: never more calls than were ever recorded, never
+    /// more failures or slow calls than calls (a count that wrapped below zero reads as
+    /// `u32::MAX` and would trip a healthy breaker).
+    fn assert_sane(totals: WindowTotals, most_calls: u32, when: &str) {
+        assert!(
+            totals.calls <= most_calls
+                && totals.failures <= totals.calls
+                && totals.slow <= totals.calls,
+            "{when}: {totals:?} (at most {most_calls} calls)"
+        );
+    }
+
+    /// Runs `threads` closures, each given its index, released together by a barrier.
+    fn race(threads: usize, work: impl Fn(usize) + Send + Sync + 'static) {
+        let work = std::sync::Arc::new(work);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|index| {
+                let (work, start) = (std::sync::Arc::clone(&work), std::sync::Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    work(index);
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+    }
+
+    const RACE_CALLS: u32 = 200_000;
+
+    #[test]
+    fn time_window_totals_never_wrap_under_concurrent_record_advance_and_reset() {
+        let origin = Instant::now();
+        let bucket = Duration::from_millis(250);
+        let window = std::sync::Arc::new(TimeWindow::new(bucket * 4, 4, origin));
+        let shared = std::sync::Arc::clone(&window);
+        let most_calls = 2 * RACE_CALLS;
+        race(3, move |thread| {
+            let window = &shared;
+            for i in 0..RACE_CALLS {
+                // Every 64 calls the recorders move to the next slice, expiring the oldest.
+                let at = origin + bucket * (i / 64);
+                match thread {
+                    0 | 1 => {
+                        let sample = [OK, FAIL, SLOW_FAIL][(i % 3) as usize];
+                        assert_sane(window.record(sample, at), most_calls, "record");
+                    }
+                    _ => {
+                        if i % 8 == 0 {
+                            window.reset();
+                        } else {
+                            window.advance(window.epoch_of(at));
+                        }
+                        assert_sane(window.totals(), most_calls, "read");
+                    }
+                }
+            }
+        });
+        // At rest the totals add up to the buckets, and a reset empties both.
+        let sum = |field: fn(&Bucket) -> &AtomicU32| {
+            window
+                .buckets
+                .iter()
+                .map(|b| field(b).load(Ordering::Relaxed))
+                .sum::<u32>()
+        };
+        let totals = window.totals();
+        assert_eq!(
+            (totals.calls, totals.failures, totals.slow),
+            (sum(|b| &b.calls), sum(|b| &b.failures), sum(|b| &b.slow))
+        );
+        window.reset();
+        assert_eq!(window.totals(), WindowTotals::default());
+    }
+
+    #[test]
+    fn count_window_totals_never_wrap_under_concurrent_record_and_reset() {
+        let window = std::sync::Arc::new(CountWindow::new(8));
+        let shared = std::sync::Arc::clone(&window);
+        race(3, move |thread| {
+            let window = &shared;
+            for i in 0..RACE_CALLS {
+                match thread {
+                    0 | 1 => {
+                        window.record([OK, FAIL, SLOW_FAIL][(i % 3) as usize]);
+                    }
+                    _ => {
+                        if i % 8 == 0 {
+                            window.reset();
+                        }
+                    }
+                }
+                assert_sane(window.totals(), 8, "read");
+            }
+        });
+        // At rest the totals add up to the slots, and a reset empties both.
+        let flagged = |flag: u8| {
+            window
+                .slots
+                .iter()
+                .filter(|slot| slot.load(Ordering::Relaxed) & flag != 0)
+                .count() as u32
+        };
+        let totals = window.totals();
+        assert_eq!(
+            (totals.failures, totals.slow),
+            (flagged(Sample::FAILURE), flagged(Sample::SLOW))
+        );
+        window.reset();
+        assert_eq!(window.totals(), WindowTotals::default());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn time_window_expires_old_slices() {
         let origin = Instant::now();
@@ -381,5 +516,58 @@ mod tests {
         // A long silence empties it.
         let totals = window.record(OK, at(100));
         assert_eq!((totals.calls, totals.failures), (1, 0));
+    }
+}
+
+/// Model checks with loom: a call recorded while a reset empties the window, each thread
+/// reading the totals a breaker would act on.
+#[cfg(all(test, seawall_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    const FAIL: Sample = Sample {
+        failure: true,
+        slow: false,
+    };
+
+    fn assert_at_most_one_call(totals: WindowTotals) {
+        assert!(
+            totals.calls <= 1 && totals.failures <= 1 && totals.slow == 0,
+            "one failed call recorded, but the totals read {totals:?}"
+        );
+    }
+
+    #[test]
+    fn loom_time_window_totals_never_wrap_when_a_reset_races_a_call() {
+        loom::model(|| {
+            let origin = Instant::now();
+            let window = Arc::new(TimeWindow::new(Duration::from_secs(1), 1, origin));
+            let recorder = {
+                let window = Arc::clone(&window);
+                thread::spawn(move || assert_at_most_one_call(window.record(FAIL, origin)))
+            };
+            window.reset();
+            assert_at_most_one_call(window.totals());
+            recorder.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_count_window_totals_never_wrap_when_a_reset_races_a_call() {
+        loom::model(|| {
+            let window = Arc::new(CountWindow::new(1));
+            let recorder = {
+                let window = Arc::clone(&window);
+                thread::spawn(move || {
+                    window.record(FAIL);
+                    assert_at_most_one_call(window.totals());
+                })
+            };
+            window.reset();
+            assert_at_most_one_call(window.totals());
+            recorder.join().unwrap();
+        });
     }
 }

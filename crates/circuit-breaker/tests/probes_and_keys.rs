@@ -55,10 +55,11 @@ async fn a_cancelled_probe_gives_its_permit_back() {
     assert_eq!(handle.state(&()), State::Closed);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_hung_probe_is_released_after_the_max_wait() {
-    let (events, listener) = recorder();
-    let layer = single()
+/// A breaker probing with one permit for at most 30 s, open 5 s after each trip.
+fn probing_layer(
+    listener: impl Fn(&seawall_circuit_breaker::Transition<'_>) + Send + Sync + 'static,
+) -> CircuitBreakerLayer {
+    single()
         .consecutive_failures(1)
         .open_duration(secs(5))
         .half_open_permits(1)
@@ -66,29 +67,95 @@ async fn a_hung_probe_is_released_after_the_max_wait() {
         .half_open_max_wait(secs(30))
         .on_transition(listener)
         .build()
-        .unwrap();
+        .expect("a valid configuration")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_probe_reopens_the_breaker_at_the_max_wait_deadline() {
+    let (events, listener) = recorder();
+    let layer = probing_layer(listener);
     let handle = layer.handle();
     let service = ServiceBuilder::new().layer(layer).service(upstream());
     send(&service, Script::Status(500)).await.unwrap();
     advance(secs(5)).await;
-    let probing_since = Instant::now();
+    let deadline = Instant::now() + secs(30);
     let hung = tokio::spawn(service.clone().oneshot(request(Script::Hang)));
     tokio::task::yield_now().await;
     assert_eq!(handle.state(&()), State::HalfOpen);
+    assert_eq!(
+        take(&events),
+        vec![
+            (State::Closed, State::Open, Reason::ConsecutiveFailures(1)),
+            (State::Open, State::HalfOpen, Reason::OpenElapsed),
+        ]
+    );
 
-    advance(secs(29)).await;
+    // Refused in half-open, a caller is told when the breaker will next admit: after the
+    // max wait has reopened it and the open time has passed, not at the deadline itself.
+    advance(secs(10)).await;
     let refusal = send(&service, Script::Status(200)).await.unwrap_err();
     let open = refusal.as_open().unwrap();
     assert_eq!(open.state(), State::HalfOpen);
-    assert_eq!(open.retry_at(), Some(probing_since + secs(30)));
+    assert_eq!(open.retry_at(), Some(deadline + secs(5)));
 
-    advance(secs(1)).await;
-    // Past the max wait the breaker reopens instead of waiting on the hung probe forever.
+    // At the deadline the breaker is open, seen through the handle without any call, and
+    // the transition is told once.
+    advance(secs(20)).await;
+    assert_eq!(Instant::now(), deadline);
+    assert_eq!(handle.state(&()), State::Open);
+    assert_eq!(
+        take(&events),
+        vec![(State::HalfOpen, State::Open, Reason::HalfOpenTimedOut)]
+    );
+    assert_eq!(handle.state(&()), State::Open);
+    assert_eq!(handle.stats()[0].transitions, 3);
+    assert!(take(&events).is_empty());
+
+    // It stays open for its open time from the deadline, refusing until exactly then.
+    advance(secs(5) - Duration::from_millis(1)).await;
     let refusal = send(&service, Script::Status(200)).await.unwrap_err();
-    assert_eq!(refusal.as_open().unwrap().state(), State::Open);
-    advance(secs(5)).await;
+    let open = refusal.as_open().unwrap();
+    assert_eq!(open.state(), State::Open);
+    assert_eq!(open.retry_at(), Some(deadline + secs(5)));
+    advance(Duration::from_millis(1)).await;
     assert_eq!(send(&service, Script::Status(200)).await.unwrap(), 200);
     assert_eq!(handle.state(&()), State::Closed);
+    assert_eq!(
+        take(&events),
+        vec![
+            (State::Open, State::HalfOpen, Reason::OpenElapsed),
+            (State::HalfOpen, State::Closed, Reason::ProbesSucceeded),
+        ]
+    );
+    // The hung call is still the caller's to cancel; dropping it changes nothing now.
+    hung.abort();
+    let _ = hung.await;
+    assert_eq!(handle.state(&()), State::Closed);
+    assert!(take(&events).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_answering_after_the_max_wait_does_not_decide_the_reopened_breaker() {
+    let (events, listener) = recorder();
+    let layer = probing_layer(listener);
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    send(&service, Script::Status(500)).await.unwrap();
+    advance(secs(5)).await;
+    let deadline = Instant::now() + secs(30);
+    // The only probe answers 200, but only 40 s later; nothing looks at the breaker before.
+    let late = tokio::spawn(
+        service
+            .clone()
+            .oneshot(request(Script::After(secs(40), 200))),
+    );
+    tokio::task::yield_now().await;
+    advance(secs(40)).await;
+    assert_eq!(late.await.unwrap().unwrap().status(), 200);
+
+    // The breaker reopened at the deadline; the late answer belongs to a probe round that
+    // had ended and does not close it.
+    assert_eq!(handle.state(&()), State::Open);
     let reasons: Vec<Reason> = take(&events).into_iter().map(|(_, _, r)| r).collect();
     assert_eq!(
         reasons,
@@ -96,13 +163,11 @@ async fn a_hung_probe_is_released_after_the_max_wait() {
             Reason::ConsecutiveFailures(1),
             Reason::OpenElapsed,
             Reason::HalfOpenTimedOut,
-            Reason::OpenElapsed,
-            Reason::ProbesSucceeded,
         ]
     );
-    // The hung call is still the caller's to cancel; dropping it changes nothing now.
-    hung.abort();
-    let _ = hung.await;
+    // Its open time ran from the deadline and is over: the next call probes.
+    assert!(Instant::now() >= deadline + secs(5));
+    assert_eq!(send(&service, Script::Status(200)).await.unwrap(), 200);
     assert_eq!(handle.state(&()), State::Closed);
 }
 
@@ -240,6 +305,10 @@ fn every_invalid_config_names_its_field() {
             "half_open_max_wait",
         ),
         (b().per_host().max_keys(0).build().map(drop), "max_keys"),
+        (
+            b().per_host().figure_top_keys(1_001).build().map(drop),
+            "figure_top_keys",
+        ),
         (
             b().per_host().idle_after(Duration::ZERO).build().map(drop),
             "idle_after",

@@ -42,19 +42,19 @@ impl<K: fmt::Debug> Breaker<K> {
         let generation = word.generation();
         match word.state() {
             State::Closed | State::MetricsOnly | State::Disabled => Ok(()),
-            State::HalfOpen if admission.probe && admission.generation == generation => Ok(()),
+            State::HalfOpen => {
+                let deadline = self.half_open_deadline(generation);
+                let in_time =
+                    deadline.is_some_and(|deadline| self.nanos(Instant::now()) < deadline);
+                if admission.probe && admission.generation == generation && in_time {
+                    return Ok(());
+                }
+                Err(self.reject(State::HalfOpen, self.half_open_retry_at(deadline)))
+            }
             State::ForcedOpen => Err(self.reject(State::ForcedOpen, None)),
             State::Open => {
                 let until = self.phase(generation).map(|until| self.instant(until));
                 Err(self.reject(State::Open, until))
-            }
-            State::HalfOpen => {
-                let deadline = self.phase(generation).map(|since| {
-                    self.instant(since)
-                        .checked_add(self.config.half_open_max_wait)
-                        .unwrap_or_else(Instant::now)
-                });
-                Err(self.reject(State::HalfOpen, deadline))
             }
         }
     }
