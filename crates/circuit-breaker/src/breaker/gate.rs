@@ -65,3 +65,75 @@ impl<K: fmt::Debug + Send + Sync + 'static> Gate for Breaker<K> {
         Breaker::readmit(self, Admission::from_ticket(ticket)).map_err(BoxError::from)
     }
 }
+
+#[cfg(all(test, not(seawall_loom)))]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::Verdict;
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_call_is_readmitted_only_while_the_breaker_would_admit_it_and_refused_as_it_refuses()
+     {
+        let config = Config::default();
+        let open_for = config.open.ceiling(1);
+        let breaker = Breaker::new((), Arc::new(config), 1);
+        let held = breaker.try_acquire().expect("closed");
+        assert_eq!(breaker.readmit(held), Ok(()));
+
+        breaker.force(State::Open);
+        let refusal = breaker.readmit(held).expect_err("open");
+        let new_call = breaker.try_acquire().expect_err("open");
+        assert_eq!(refusal, new_call, "refused as a new call is");
+        assert_eq!(refusal.state(), State::Open);
+        // The open time, jittered below its ceiling.
+        let reopens = refusal.retry_at().expect("an open breaker says when");
+        assert!(reopens > Instant::now() && reopens <= Instant::now() + open_for);
+
+        // The open time over, the next call probes: a probe of this round is readmitted, the
+        // call held since the breaker was closed is not.
+        tokio::time::advance(reopens - Instant::now()).await;
+        let probe = breaker.try_acquire().expect("the first probe");
+        assert_eq!(breaker.readmit(probe), Ok(()));
+        let refusal = breaker.readmit(held).expect_err("half-open: not a probe");
+        assert_eq!(refusal.state(), State::HalfOpen);
+        assert!(refusal.retry_at().is_some_and(|at| at > Instant::now()));
+
+        // Closed again, whatever happened in between, the held call may go.
+        let mut probes = vec![probe];
+        while probes.len() < breaker.config().half_open_successes as usize {
+            probes.push(breaker.try_acquire().expect("a probe permit"));
+        }
+        for probe in probes {
+            breaker.record(
+                probe,
+                Verdict::Success { slow: false },
+                Some(Instant::now()),
+            );
+        }
+        assert_eq!(breaker.state(), State::Closed);
+        assert_eq!(breaker.readmit(held), Ok(()));
+        // Each refusal counted once: two readmissions and the new call.
+        assert_eq!(breaker.counters.rejected.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_ticket_carries_the_admission_whole() {
+        for admission in [
+            Admission {
+                generation: u32::MAX,
+                probe: true,
+                tracked: false,
+            },
+            Admission {
+                generation: 7,
+                probe: false,
+                tracked: true,
+            },
+        ] {
+            assert_eq!(Admission::from_ticket(admission.ticket()), admission);
+        }
+    }
+}
