@@ -10,6 +10,7 @@
 )]
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ struct Server {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// One message each time a `/hang` handler is dropped without answering.
     cancelled: mpsc::UnboundedReceiver<()>,
+    /// TLS connections accepted.
+    connections: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -141,11 +144,14 @@ async fn serve() -> Server {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let (cancel_sender, cancelled) = mpsc::unbounded_channel();
     let log = Arc::clone(&seen);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::clone(&connections);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            accepted.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             let log = Arc::clone(&log);
             let cancel_sender = cancel_sender.clone();
@@ -171,6 +177,7 @@ async fn serve() -> Server {
         certificate,
         seen,
         cancelled,
+        connections,
     }
 }
 
@@ -683,4 +690,53 @@ async fn a_body_over_the_cap_is_a_body_error() {
         "{error:?}"
     );
     assert_eq!(error.failure_kind(), Some(FailureKind::Transport));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_reused_until_the_pools_idle_timeout() {
+    let server = serve().await;
+    let api = stack()
+        .client_builder(&server.url(""))
+        .add_root_certificate(&server.pem)
+        .pool_idle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+
+    api.get("/").send().await.unwrap().bytes().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    api.get("/").send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    api.get("/").send().await.unwrap().bytes().await.unwrap();
+
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_pool_that_keeps_no_idle_connection_connects_for_every_call() {
+    let server = serve().await;
+    let pooled = server.client(&stack(), "");
+    let unpooled = stack()
+        .client_builder(&server.url(""))
+        .add_root_certificate(&server.pem)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+
+    for _ in 0..3 {
+        pooled.get("/").send().await.unwrap().bytes().await.unwrap();
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    for _ in 0..3 {
+        unpooled
+            .get("/")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(server.connections.load(Ordering::SeqCst), 4);
 }
