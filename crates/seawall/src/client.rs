@@ -110,8 +110,9 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("base", &self.shared.base.as_str())
+            // Whether requests carry credentials, never what they are.
             .field(
-                "basic_auth",
+                "authorization",
                 &self.shared.default_headers.contains_key(AUTHORIZATION),
             )
             .field("timeout", &self.shared.timeout)
