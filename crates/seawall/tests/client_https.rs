@@ -740,3 +740,27 @@ async fn a_pool_that_keeps_no_idle_connection_connects_for_every_call() {
 
     assert_eq!(server.connections.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_requests_cost_and_priority_reach_the_limiter() {
+    let server = serve().await;
+    let stack = seawall::stack()
+        .rate_limit(|limit| limit.per_second(1).burst(3))
+        .build()
+        .unwrap();
+    let api = server.client(&stack, "");
+
+    // The heavy call takes the whole burst: the next waits a second for its token.
+    let heavy = api.get("/heavy").cost(3).send().await.unwrap();
+    let light = api.get("/light").send().await.unwrap();
+    assert_eq!(heavy.queue_wait(), Duration::ZERO);
+    assert_eq!(light.queue_wait(), Duration::from_secs(1));
+
+    // Both wait for the next token; the low one joined the line first, the high one goes
+    // first.
+    let (low, high) = tokio::join!(api.get("/low").send(), api.get("/high").priority(9).send());
+    assert_eq!(high.unwrap().queue_wait(), Duration::from_secs(1));
+    assert_eq!(low.unwrap().queue_wait(), Duration::from_secs(2));
+    let order: Vec<String> = server.seen().into_iter().map(|seen| seen.target).collect();
+    assert_eq!(order, ["/heavy", "/light", "/high", "/low"]);
+}
