@@ -253,6 +253,9 @@ async fn query_values_are_percent_encoded_and_the_base_path_is_kept() {
         .send()
         .await
         .unwrap();
+    // A fragment is the caller's business, never sent.
+    api.get("items#top").send().await.unwrap();
+    api.get("#top").send().await.unwrap();
 
     let targets: Vec<String> = server.seen().into_iter().map(|seen| seen.target).collect();
     assert_eq!(
@@ -263,6 +266,8 @@ async fn query_values_are_percent_encoded_and_the_base_path_is_kept() {
             "/v1?page=3",
             "/v1/items?sort=name&q=1",
             "/v1/items",
+            "/v1/items",
+            "/v1",
         ]
     );
 }
