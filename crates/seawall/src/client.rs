@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client as LegacyClient;
@@ -167,14 +167,17 @@ impl ClientBuilder {
     }
 
     /// A header every request carries unless it sets the same one (replacing an earlier
-    /// default of that name). An invalid name or value is a [`ConfigError`] from `build`.
+    /// default of that name). An invalid name or value is a [`ConfigError`] from `build`. A
+    /// credential header (`Authorization`, `Proxy-Authorization`, `Cookie`) is marked
+    /// sensitive, kept out of `Debug` output.
     pub fn default_header<K, V>(mut self, name: K, value: V) -> Self
     where
         HeaderName: TryFrom<K>,
         HeaderValue: TryFrom<V>,
     {
         match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            (Ok(name), Ok(value)) => {
+            (Ok(name), Ok(mut value)) => {
+                guard(&name, &mut value);
                 self.default_headers.insert(name, value);
             }
             _ => self.fail(ConfigError::new(
@@ -188,7 +191,10 @@ impl ClientBuilder {
 
     /// Headers every request carries unless it sets the same ones; each replaces an earlier
     /// default of its name.
-    pub fn default_headers(mut self, headers: HeaderMap) -> Self {
+    pub fn default_headers(mut self, mut headers: HeaderMap) -> Self {
+        for (name, value) in headers.iter_mut() {
+            guard(name, value);
+        }
         self.default_headers.extend(headers);
         self
     }
@@ -438,6 +444,15 @@ fn basic_auth_value(user: &[u8], password: Option<Vec<u8>>) -> HeaderValue {
     sensitive(format!("Basic {encoded}")).unwrap_or_else(|| HeaderValue::from_static("Basic"))
 }
 
+/// Marks the value of a header that carries credentials (`Authorization`,
+/// `Proxy-Authorization`, `Cookie`) sensitive, however it was set, so that no `Debug` output
+/// shows it and HTTP/2 never indexes it.
+fn guard(name: &HeaderName, value: &mut HeaderValue) {
+    if [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE].contains(name) {
+        value.set_sensitive(true);
+    }
+}
+
 fn sensitive(value: String) -> Option<HeaderValue> {
     let mut value = HeaderValue::try_from(value).ok()?;
     value.set_sensitive(true);
@@ -640,7 +655,8 @@ impl RequestBuilder {
     }
 
     /// Adds a header (after any of the same name this request already has); it replaces the
-    /// client's default of that name.
+    /// client's default of that name. A credential header (`Authorization`,
+    /// `Proxy-Authorization`, `Cookie`) is marked sensitive, kept out of `Debug` output.
     pub fn header<K, V>(self, name: K, value: V) -> Self
     where
         HeaderName: TryFrom<K>,
@@ -651,8 +667,9 @@ impl RequestBuilder {
         self.with(|pending| {
             let name = HeaderName::try_from(name)
                 .map_err(|error| ClientErrorKind::Request(Box::new(error.into())))?;
-            let value = HeaderValue::try_from(value)
+            let mut value = HeaderValue::try_from(value)
                 .map_err(|error| ClientErrorKind::Request(Box::new(error.into())))?;
+            guard(&name, &mut value);
             pending.headers.append(name, value);
             Ok(())
         })
@@ -662,9 +679,10 @@ impl RequestBuilder {
     pub fn headers(self, headers: HeaderMap) -> Self {
         self.with(|pending| {
             let mut name = None;
-            for (next, value) in headers {
+            for (next, mut value) in headers {
                 name = next.or(name);
                 if let Some(name) = &name {
+                    guard(name, &mut value);
                     pending.headers.append(name, value);
                 }
             }

@@ -45,3 +45,24 @@ fn the_limits_themselves_are_accepted() {
         .build()
         .unwrap();
 }
+
+#[test]
+fn credentials_set_as_plain_headers_stay_out_of_debug() {
+    let api = builder()
+        .default_header("authorization", "Bearer t0ken-default")
+        .build()
+        .unwrap();
+    let mut more = http::HeaderMap::new();
+    more.insert("cookie", "session=t0ken-cookie".parse().unwrap());
+    more.insert("x-trace", "visible-1".parse().unwrap());
+    let request = api
+        .get("items")
+        .header("authorization", "Bearer t0ken-request")
+        .header("proxy-authorization", "Basic t0ken-proxy")
+        .headers(more);
+
+    let shown = format!("{api:?} {request:?}");
+
+    assert!(!shown.contains("t0ken"), "{shown}");
+    assert!(shown.contains("visible-1"), "{shown}");
+}
