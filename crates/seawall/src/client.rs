@@ -376,7 +376,7 @@ fn default_tls(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, ConfigError> {
 /// hyper-rustls's connector for `tls`, offering HTTP/2 and HTTP/1.1 by ALPN, and plain HTTP
 /// for `http://` URLs.
 #[cfg(feature = "rustls")]
-fn https_connector(
+pub(crate) fn https_connector(
     mut tls: rustls::ClientConfig,
 ) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
     // hyper-rustls sets ALPN itself and refuses a configuration that already has some.

@@ -408,8 +408,9 @@ impl Stack {
         self.service(LegacyClient::builder(TokioExecutor::new()).build_http())
     }
 
-    /// hyper-util's client over HTTPS (rustls with ring, HTTP/1, Mozilla's root certificates;
-    /// plain HTTP for `http://` URLs) wrapped in the stack. With the `rustls` feature.
+    /// hyper-util's client over HTTPS (rustls with ring, Mozilla's root certificates, HTTP/2
+    /// when the server offers it by ALPN, else HTTP/1.1; plain HTTP for `http://` URLs)
+    /// wrapped in the stack. With the `rustls` feature.
     #[cfg(feature = "rustls")]
     pub fn https_client<B>(&self) -> Result<StandardService<HttpsClient<B>>, ConfigError>
     where
@@ -432,25 +433,20 @@ impl Stack {
 
     /// As [`https_client`](Self::https_client), with a TLS configuration of the caller's: a
     /// private certificate authority, client certificates, other protocol versions. Its ALPN
-    /// protocols are replaced by HTTP/1.1's, the one protocol this client speaks.
+    /// protocols are replaced by the ones this client speaks (HTTP/2 and HTTP/1.1).
     #[cfg(feature = "rustls")]
     pub fn https_client_with_tls<B>(
         &self,
-        mut tls: rustls::ClientConfig,
+        tls: rustls::ClientConfig,
     ) -> StandardService<HttpsClient<B>>
     where
         B: http_body::Body + Send + Unpin + 'static,
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        // hyper-rustls sets ALPN itself and refuses a configuration that already has some.
-        tls.alpn_protocols.clear();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        self.service(LegacyClient::builder(TokioExecutor::new()).build(connector))
+        self.service(
+            LegacyClient::builder(TokioExecutor::new()).build(client::https_connector(tls)),
+        )
     }
 
     /// The stack over hyper-util's client, calling the API at `base_url` (an absolute
