@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION, USER_AGENT};
+use http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE, USER_AGENT,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client as LegacyClient;
@@ -880,11 +882,18 @@ pub struct Response {
 
 impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A cookie the server sets is a credential: shown as `Sensitive`.
+        let mut headers = self.headers().clone();
+        for (name, value) in headers.iter_mut() {
+            if *name == SET_COOKIE {
+                value.set_sensitive(true);
+            }
+        }
         f.debug_struct("Response")
             .field("url", &self.url.as_str())
             .field("status", &self.status())
             .field("version", &self.version())
-            .field("headers", self.headers())
+            .field("headers", &headers)
             .finish_non_exhaustive()
     }
 }

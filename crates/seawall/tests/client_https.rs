@@ -81,8 +81,8 @@ impl Drop for OnDrop {
     }
 }
 
-/// Answers by path: `.../status/<code>` with that status, `/hang` never, `/flaky` 503 then 200,
-/// anything else 200 with `{"ok":true}`.
+/// Answers by path: `.../status/<code>` with that status, `/hang` never, `/flaky` 503 then
+/// 200, anything else 200 with `{"ok":true}` (`.../cookie` also sets a session cookie).
 async fn answer(
     request: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -119,6 +119,11 @@ async fn answer(
     };
     let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
     *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    if path.ends_with("/cookie") {
+        response
+            .headers_mut()
+            .insert("set-cookie", "session=s3ss10n-id; Secure".parse().unwrap());
+    }
     response
 }
 
@@ -587,6 +592,13 @@ async fn credentials_stay_out_of_debug_and_errors() {
     let seen = server.seen();
     assert_eq!(seen[0].target, "/v1/status/404");
     assert_eq!(seen[0].header("authorization"), Some("Bearer t0ken-xyz"));
+
+    // A session the server hands out is a credential too.
+    let response = api.get("cookie").send().await.unwrap();
+    assert!(response.headers().contains_key("set-cookie"));
+    let shown = format!("{response:?}");
+    assert!(!shown.contains("s3ss10n"), "{shown}");
+    assert!(shown.contains("set-cookie"), "{shown}");
 }
 
 #[tokio::test]
