@@ -97,8 +97,8 @@ pub struct Client {
 struct Shared {
     /// The base URL without user information, query or fragment.
     base: Url,
-    /// What every request carries unless it sets the same header: the user agent, `Accept`
-    /// nothing, the base URL's credentials as `Authorization`, the builder's headers.
+    /// What every request carries unless it sets the same header: the user agent, the base
+    /// URL's credentials as `Authorization`, the builder's headers.
     default_headers: HeaderMap,
     /// The time a whole call may take by default, if any.
     timeout: Option<Duration>,
