@@ -21,15 +21,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use seawall_core::{ClassifyError, FailureKind, classify_error};
-use seawall_rate_limit::Quota;
-use seawall_rate_limit::gcra::GcraCells;
-use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 
 /// The stack's attempt timeout; the upstream's slow answers take longer.
@@ -81,103 +77,6 @@ fn options() -> Result<Options, String> {
         return Err("--rate, --requests and --concurrency must be at least 1".to_owned());
     }
     Ok(options)
-}
-
-/// The embedded flaky upstream, and how many 429s it has sent.
-struct Flaky {
-    url: String,
-    throttled: Arc<AtomicU64>,
-}
-
-/// A seeded draw in `0..100` for the `n`-th request (SplitMix64): the same run every time.
-///
-/// Kept as its own sequence rather than `seawall::retry::Rng`: CI's check that the stack
-/// recovers every request was measured against this one.
-fn percent(n: u64) -> u64 {
-    let mut z = n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) % 100
-}
-
-/// Why the upstream dropped a connection: the answer it never sent.
-#[derive(Debug)]
-struct Dropped;
-
-impl std::fmt::Display for Dropped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped by the flaky upstream")
-    }
-}
-
-impl std::error::Error for Dropped {}
-
-async fn start_flaky() -> std::io::Result<Flaky> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let url = format!("http://{}/items", listener.local_addr()?);
-    let quota = Quota::per_second(50)
-        .and_then(|q| q.burst(10))
-        .map_err(std::io::Error::other)?;
-    let cells = Arc::new(GcraCells::new(1));
-    let sequence = Arc::new(AtomicU64::new(0));
-    let throttled = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let counter = Arc::clone(&throttled);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (cells, sequence, counter) = (
-                Arc::clone(&cells),
-                Arc::clone(&sequence),
-                Arc::clone(&counter),
-            );
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
-                    let n = sequence.fetch_add(1, Ordering::Relaxed);
-                    let now = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    let admitted = cells.try_take(&[quota], 1, now).is_ok();
-                    if !admitted {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                    async move {
-                        let answer = |status: u16, headers: &[(&'static str, &'static str)]| {
-                            let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
-                            *response.status_mut() =
-                                StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                            for (name, value) in headers {
-                                response
-                                    .headers_mut()
-                                    .insert(*name, http::HeaderValue::from_static(value));
-                            }
-                            Ok::<_, Dropped>(response)
-                        };
-                        if !admitted {
-                            return answer(
-                                429,
-                                &[("retry-after", "1"), ("ratelimit", "\"default\";r=0;t=1")],
-                            );
-                        }
-                        match percent(n) {
-                            0..10 => answer(503, &[]),
-                            10..12 => {
-                                tokio::time::sleep(ATTEMPT_TIMEOUT * 3).await;
-                                answer(200, &[])
-                            }
-                            // Returning an error makes hyper close the connection unanswered.
-                            12 => Err(Dropped),
-                            _ => answer(200, &[]),
-                        }
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(Flaky { url, throttled })
 }
 
 /// How one client did.
@@ -399,7 +298,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let flaky = match &options.url {
         Some(_) => None,
-        None => Some(start_flaky().await?),
+        None => Some(seawall_examples::flaky::start(ATTEMPT_TIMEOUT * 3, None).await?),
     };
     let url = options
         .url

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use seawall::ClientError;
+use seawall::ClientErrorKind;
 use seawall_examples::Upstream;
 use serde::{Deserialize, Serialize};
 
@@ -153,15 +153,23 @@ async fn a_failed_status_and_bad_json_are_typed_errors() {
     let stack = seawall::stack().build().unwrap();
     let client = stack.client(&upstream.url("")).unwrap();
 
-    match client.get_json::<Item>("/items/7").await {
-        Err(ClientError::Status { status, body }) => {
+    match client
+        .get_json::<Item>("/items/7")
+        .await
+        .map_err(|error| error.into_kind())
+    {
+        Err(ClientErrorKind::Status { status, body }) => {
             assert_eq!(status, 404);
             assert_eq!(body, "no such item");
         }
         other => panic!("expected the 404, got {other:?}"),
     }
-    match client.get_json::<Item>("/items/7").await {
-        Err(ClientError::Decode(error)) => assert!(error.is_data(), "{error}"),
+    match client
+        .get_json::<Item>("/items/7")
+        .await
+        .map_err(|error| error.into_kind())
+    {
+        Err(ClientErrorKind::Decode(error)) => assert!(error.is_data(), "{error}"),
         other => panic!("expected a decoding error, got {other:?}"),
     }
 }
@@ -222,6 +230,11 @@ async fn a_body_that_stalls_ends_in_an_error_at_the_attempt_timeout() {
 
     let outcome = client.get_json::<Item>("/items/1").await;
 
-    assert!(matches!(outcome, Err(ClientError::Body(_))), "{outcome:?}");
+    let error = outcome.unwrap_err();
+    assert!(
+        matches!(error.kind(), ClientErrorKind::Body(_)),
+        "{error:?}"
+    );
+    assert!(error.is_timeout(), "{error:?}");
     assert_eq!(start.elapsed(), std::time::Duration::from_secs(5));
 }

@@ -44,6 +44,14 @@
 //! [`stack_error`] gives the standard stack's typed error (attempts, stop reason, the breaker's
 //! or limiter's refusal with its retry-after).
 //!
+//! Per-request steering: a [`Priority`](seawall::rate_limit::Priority) or
+//! [`Cost`](seawall::rate_limit::Cost) set with reqwest-middleware's `with_extension` reaches
+//! the rate limiter; an `Idempotency-Key` header lets the retry layer resend a `POST`.
+//!
+//! Bodies: a body known whole is resent to every attempt for free; a streamed body is replayed
+//! from a buffer while it fits the retry layer's `max_replay_bytes`, and past that it is sent
+//! once and the request is not retried.
+//!
 //! Timeouts: the stack's `attempt_timeout` limits each attempt. A reqwest timeout (the
 //! client's or the request's) applies to each attempt too, since every attempt is a request
 //! of its own to the rest of the chain; it comes back as [`BridgeError::TimedOut`], a timeout

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::Extensions;
 use reqwest::ResponseBuilderExt;
 use reqwest_middleware::{Middleware, Next};
+use seawall::rate_limit::{Cost, Priority};
 use seawall::{Stack, StandardService};
 use tokio::sync::{mpsc, oneshot};
 use tower::{Layer, Service, ServiceExt};
@@ -77,6 +78,7 @@ where
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let mut request = http::Request::<reqwest::Body>::try_from(request)?;
+        copy_layer_extensions(extensions, request.extensions_mut());
         let (sender, mut attempts) = mpsc::unbounded_channel();
         request
             .extensions_mut()
@@ -130,6 +132,19 @@ where
                 }
             }
         }
+    }
+}
+
+/// Copies the values the layers read from a request's extensions (the limiter's [`Priority`]
+/// and [`Cost`]) from reqwest-middleware's extensions, where `with_extension` puts them, into
+/// the request the stack sees. Idempotency needs no copy: the retry layer reads the
+/// `Idempotency-Key` header, which travels with the request.
+fn copy_layer_extensions(from: &Extensions, to: &mut Extensions) {
+    if let Some(priority) = from.get::<Priority>() {
+        to.insert(*priority);
+    }
+    if let Some(cost) = from.get::<Cost>() {
+        to.insert(*cost);
     }
 }
 

@@ -33,26 +33,45 @@
 //! # }
 //! ```
 //!
-//! ## Calling one JSON API
+//! ## Calling one API
 //!
-//! [`Stack::client`] puts the stack over hyper-util's client with a base URL, and reads and
-//! writes JSON with serde:
+//! [`Stack::client`] puts the stack over hyper-util's client with a base URL; requests are
+//! built as with reqwest, and [`Client::get_json`] / [`Client::post_json`] are shortcuts for
+//! JSON:
 //!
 //! ```no_run
 //! # #[derive(serde::Deserialize)] struct Item { name: String }
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let api = seawall::stack().build()?.client("http://api.example.com/v1")?;
+//! let stack = seawall::stack().build()?;
+//! let api = stack
+//!     .client_builder("https://api.example.com/v1")
+//!     .bearer_auth("my-token")
+//!     .timeout(std::time::Duration::from_secs(20))
+//!     .build()?;
 //! let item: Item = api.get_json("/items/7").await?;
+//! let response = api
+//!     .post("/items")
+//!     .query(&[("notify", "true")])
+//!     .json(&serde_json::json!({ "name": "bolt" }))
+//!     .idempotency_key("create-bolt-1")
+//!     .send()
+//!     .await?
+//!     .error_for_status()?;
+//! println!("{} after {} attempt(s)", response.status(), response.attempts());
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! ## HTTPS
 //!
-//! With the `rustls` feature, `Stack::https_client` puts the stack over hyper-util's client
-//! with rustls (ring, Mozilla's root certificates), and `Stack::https_client_with_tls` takes
-//! a TLS configuration of the caller's (a private authority, client certificates). TLS is off
-//! by default: `hyper_client` speaks plain HTTP.
+//! With the `rustls` feature, on by default, the [`Client`] speaks HTTPS (rustls with ring,
+//! Mozilla's root certificates, HTTP/2 when the server offers it by ALPN) and plain HTTP;
+//! [`ClientBuilder::add_root_certificate`] trusts a private authority and
+//! [`ClientBuilder::tls_config`] takes a whole TLS configuration (client certificates).
+//! `Stack::https_client` puts the stack over hyper-util's HTTPS client for any tower use, and
+//! `Stack::https_client_with_tls` does so with a TLS configuration of the caller's. With
+//! `default-features = false` there is no TLS: `hyper_client` and the `Client` speak plain
+//! HTTP.
 //!
 //! ## The stack
 //!
@@ -72,7 +91,12 @@
 
 mod client;
 
-pub use client::{Client, ClientError, StackError};
+pub use client::{
+    Client, ClientBuilder, ClientError, ClientErrorKind, DEFAULT_MAX_BODY_SIZE, RequestBuilder,
+    Response, ResponseBody, StackError, Transport,
+};
+/// The `url` crate, whose [`Url`](url::Url) a [`Client`] joins paths to.
+pub use url;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -384,8 +408,9 @@ impl Stack {
         self.service(LegacyClient::builder(TokioExecutor::new()).build_http())
     }
 
-    /// hyper-util's client over HTTPS (rustls with ring, HTTP/1, Mozilla's root certificates;
-    /// plain HTTP for `http://` URLs) wrapped in the stack. With the `rustls` feature.
+    /// hyper-util's client over HTTPS (rustls with ring, Mozilla's root certificates, HTTP/2
+    /// when the server offers it by ALPN, else HTTP/1.1; plain HTTP for `http://` URLs)
+    /// wrapped in the stack. With the `rustls` feature.
     #[cfg(feature = "rustls")]
     pub fn https_client<B>(&self) -> Result<StandardService<HttpsClient<B>>, ConfigError>
     where
@@ -408,31 +433,34 @@ impl Stack {
 
     /// As [`https_client`](Self::https_client), with a TLS configuration of the caller's: a
     /// private certificate authority, client certificates, other protocol versions. Its ALPN
-    /// protocols are replaced by HTTP/1.1's, the one protocol this client speaks.
+    /// protocols are replaced by the ones this client speaks (HTTP/2 and HTTP/1.1).
     #[cfg(feature = "rustls")]
     pub fn https_client_with_tls<B>(
         &self,
-        mut tls: rustls::ClientConfig,
+        tls: rustls::ClientConfig,
     ) -> StandardService<HttpsClient<B>>
     where
         B: http_body::Body + Send + Unpin + 'static,
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        // hyper-rustls sets ALPN itself and refuses a configuration that already has some.
-        tls.alpn_protocols.clear();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        self.service(LegacyClient::builder(TokioExecutor::new()).build(connector))
+        self.service(
+            LegacyClient::builder(TokioExecutor::new()).build(client::https_connector(tls)),
+        )
     }
 
     /// The stack over hyper-util's client, calling the API at `base_url` (an absolute
-    /// `http://` URL): `get_json` and `post_json` for the common case.
+    /// `https://` URL, or `http://`; `https://` needs the `rustls` feature, on by default),
+    /// with the defaults of [`client_builder`](Self::client_builder).
     pub fn client(&self, base_url: &str) -> Result<Client, ConfigError> {
         Client::new(self, base_url)
+    }
+
+    /// As [`client`](Self::client), configured first: a private certificate authority or a
+    /// whole TLS configuration, headers every request carries, a per-call timeout, the body
+    /// size cap, the connection pool.
+    pub fn client_builder(&self, base_url: &str) -> ClientBuilder {
+        ClientBuilder::new(self, base_url)
     }
 
     /// The metrics layer: snapshots and the exposition of every layer's figures.

@@ -76,7 +76,7 @@ fn a_client_and_its_config_errors_never_show_the_base_urls_credentials() {
     assert!(shown.contains("http://127.0.0.1:8080/v1"), "{shown}");
     for base in [
         format!("http://alice:{SECRET}@127.0.0.1/v1?page=1"),
-        format!("https://alice:{SECRET}@127.0.0.1/v1"),
+        format!("ftp://alice:{SECRET}@127.0.0.1/v1"),
         format!("alice:{SECRET}@127.0.0.1"),
         format!("http://alice:{SECRET}@/v1"),
     ] {
@@ -125,4 +125,13 @@ async fn errors_calling_through_a_base_url_with_credentials_never_show_them() {
         source = cause.source();
     }
     assert_redacted("the error", &text);
+}
+
+/// Without the `rustls` feature an `https://` base URL is refused by name, not sent in clear.
+#[cfg(not(feature = "rustls"))]
+#[test]
+fn without_tls_an_https_base_url_is_refused_by_name() {
+    let error = stack().client("https://api.example.com/v1").unwrap_err();
+    assert_eq!(error.field(), "base_url");
+    assert!(error.expected().contains("rustls"), "{error}");
 }
