@@ -16,8 +16,8 @@
 //!
 //! Errors are read through [`ClassifyError`], implemented for the usual client errors and
 //! for every seawall layer's error. A closure `Fn(&Result<Res, E>) -> Outcome` is a
-//! classifier too, and
-//! [`TowerHttpClassifier`] adapts any tower-http `ClassifyResponse`.
+//! classifier too, and with the `tower-http` feature `TowerHttpClassifier` adapts any
+//! tower-http `ClassifyResponse`.
 
 use std::error::Error;
 use std::fmt;
@@ -143,7 +143,7 @@ impl fmt::Display for FailureKind {
 
 /// Decides the [`Outcome`] of a finished call.
 ///
-/// Implemented by [`HttpClassifier`], [`TowerHttpClassifier`] and by every closure
+/// Implemented by [`HttpClassifier`], `TowerHttpClassifier` (feature `tower-http`) and by every closure
 /// `Fn(&Result<Res, E>) -> Outcome`.
 pub trait Classify<Res, E> {
     /// Classifies one finished call.
@@ -315,9 +315,11 @@ fn io_error_kind(kind: io::ErrorKind) -> FailureKind {
 /// A response tower-http calls a failure keeps seawall's finer kind when it has one (5xx,
 /// throttled) and is `Failure(Other)` otherwise. Classifiers that need the end of the body
 /// cannot decide at the headers, so those responses count as `Success`.
+#[cfg(feature = "tower-http")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TowerHttpClassifier<C>(pub C);
 
+#[cfg(feature = "tower-http")]
 impl<C, B, E> Classify<Response<B>, E> for TowerHttpClassifier<C>
 where
     C: tower_http::classify::ClassifyResponse + Clone,

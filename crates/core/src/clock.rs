@@ -25,6 +25,8 @@ thread_local! {
 
 /// Shares one clock reading among the layers a call reaches; see the [module docs](self).
 ///
+/// Internal to seawall's layer crates: hidden from the docs, no stability promise.
+///
 /// Hold the guard [`enter`](CallTime::enter) returns until `call` returns, and no longer:
 /// never across an `.await` (it is not `Send`, so a spawned task cannot hold it). A `call`
 /// that blocks its thread on other requests (an anti-pattern in async code) would hand them

@@ -8,6 +8,8 @@ use thread_local::ThreadLocal;
 
 /// A count added to on hot paths by many threads and read rarely (for figures).
 ///
+/// Internal to seawall's layer crates: hidden from the docs, no stability promise.
+///
 /// One shared `AtomicU64` costs every request a locked read-modify-write on a cache line that
 /// every core writes, which is what keeps a layer from scaling across threads. Here each
 /// thread adds to its own cell, padded so that no other cell shares its cache lines, with a

@@ -6,6 +6,8 @@
 //! reciprocal computed once, the way compilers divide by constants.
 
 /// A fixed divisor with its reciprocal, giving exact quotients and remainders of any `u64`.
+///
+/// Internal to seawall's layer crates: hidden from the docs, no stability promise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Divisor {
     divisor: u64,

@@ -36,6 +36,9 @@
 
 pub mod admission;
 pub mod classify;
+// The clock reading shared by the layers of one call: public so that seawall's layer crates
+// can reach it, hidden from the docs, and not covered by any stability promise.
+#[doc(hidden)]
 pub mod clock;
 mod counter;
 mod divisor;
@@ -49,12 +52,19 @@ pub mod keyed;
 pub mod sliding;
 mod structured;
 
+#[cfg(feature = "tower-http")]
+pub use classify::TowerHttpClassifier;
 pub use classify::{
-    Classify, ClassifyError, FailureKind, HttpClassifier, Outcome, TowerHttpClassifier,
-    classify_error, classify_error_chain, classify_status,
+    Classify, ClassifyError, FailureKind, HttpClassifier, Outcome, classify_error,
+    classify_error_chain, classify_status,
 };
+// Mechanics seawall's layer crates share on their hot paths: public only so that those crates
+// can reach them, hidden from the docs, and not covered by any stability promise.
+#[doc(hidden)]
 pub use clock::CallTime;
+#[doc(hidden)]
 pub use counter::ThreadCounter;
+#[doc(hidden)]
 pub use divisor::Divisor;
 pub use error::{ConfigError, check_range};
 pub use extensions::QueueWait;

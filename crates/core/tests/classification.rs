@@ -12,9 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use seawall_core::{
-    Classify, FailureKind, HttpClassifier, Outcome, TowerHttpClassifier, classify_error,
-};
+use seawall_core::{Classify, FailureKind, HttpClassifier, Outcome, classify_error};
 use tokio::net::TcpListener;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
@@ -228,7 +226,9 @@ fn closures_classify_too() {
 }
 
 #[test]
+#[cfg(feature = "tower-http")]
 fn tower_http_classifier_adapter() {
+    use seawall_core::TowerHttpClassifier;
     use tower_http::classify::ServerErrorsAsFailures;
     let classifier = TowerHttpClassifier(ServerErrorsAsFailures::new());
     let ok: Result<_, io::Error> = Ok(response(404, false));

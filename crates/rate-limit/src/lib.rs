@@ -50,6 +50,21 @@
 //!   keys. A request that waited carries a [`QueueWait`](seawall_core::QueueWait) on its
 //!   response, so the breaker and metrics above can tell queueing from upstream latency.
 //!
+//! - **Withdrawn admissions**: a request a circuit breaker above admitted and that waits here
+//!   is asked about again when its turn comes, through `seawall_core::admission`; if the
+//!   breaker opened meanwhile it is refused as the breaker refuses, without taking a token.
+//!
+//! ## Why its own GCRA, and not governor's
+//!
+//! [governor](https://docs.rs/governor) is an excellent GCRA, and the benchmarks run it beside
+//! this one. It answers one question, "may this request go now?", by taking a token or
+//! refusing. A limiter that makes requests wait fairly needs two more: *when* would a request
+//! (or the queue ahead of it) be admitted, asked without taking anything, so that each waiter
+//! is woken once at its slot and `max_wait` is judged before it waits; and *give back* tokens,
+//! so that several quotas (10/s and 5,000/h) admit all together or not at all. governor can
+//! neither look ahead without taking nor refund, so [`gcra`] keeps the same algorithm in cells
+//! of its own that can, and reads tokio's clock so that tests run on paused time.
+//!
 //! [`fail_fast`]: RateLimitBuilder::fail_fast
 //! [`per_host`]: RateLimitBuilder::per_host
 

@@ -189,6 +189,8 @@ impl Backoff {
 /// A small, fast, seedable random number generator (SplitMix64) for jitter.
 ///
 /// Jitter needs spread, not unpredictability; a seed makes every delay reproducible in tests.
+/// Public on purpose and stable: with [`Backoff::delay`] it lets a user compute the exact
+/// delays a retry layer built with the same seed will use.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
