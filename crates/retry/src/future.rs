@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use seawall_core::{CallTime, Classify, HintPolicy, ServerHints};
+use seawall_core::{CallTime, Classify, HintPolicy, QueueWait, ServerHints};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -98,6 +98,7 @@ where
                     let shared = &*this.bound.shared;
                     let outcome = shared.classifier.classify(&result);
                     if !outcome.is_failure() {
+                        let result = with_earlier_waits(result, this.retry.as_ref());
                         return Poll::Ready(finish(result, *this.attempts, None, None));
                     }
                     let now = Instant::now();
@@ -118,10 +119,12 @@ where
                         .decide(&attempt, state, shared.budget.as_ref(), now)
                     {
                         Decision::Done => {
+                            let result = with_earlier_waits(result, Some(state));
                             return Poll::Ready(finish(result, *this.attempts, None, None));
                         }
                         Decision::Stop { reason, hint } => {
                             shared.stopped(reason);
+                            let result = with_earlier_waits(result, Some(state));
                             return Poll::Ready(finish(result, *this.attempts, Some(reason), hint));
                         }
                         Decision::Retry { delay, reason } => {
@@ -134,6 +137,9 @@ where
                             );
                             if let Some(on_retry) = &shared.on_retry {
                                 on_retry(*this.attempts, delay, reason);
+                            }
+                            if let Ok(response) = &result {
+                                state.earlier_waits += QueueWait::of(response);
                             }
                             // The failed response (and its connection's claim on the body)
                             // goes before the wait, not after it.
@@ -178,6 +184,22 @@ where
             }
         }
     }
+}
+
+/// A response that came after retries carries, as its [`QueueWait`], what every attempt
+/// waited in a rate limiter below (an attempt that ended in an error has no answer to say
+/// it), so that the layers above see the call's whole wait.
+fn with_earlier_waits<B, E>(
+    mut result: Result<Response<B>, E>,
+    state: Option<&RetryState>,
+) -> Result<Response<B>, E> {
+    if let (Ok(response), Some(state)) = (&mut result, state)
+        && !state.earlier_waits.is_zero()
+    {
+        let total = QueueWait::of(response).saturating_add(state.earlier_waits);
+        response.extensions_mut().insert(QueueWait(total));
+    }
+    result
 }
 
 /// The result handed back: responses as they are (with a [`RetryReport`] when the layer

@@ -141,6 +141,8 @@ pub struct AttemptInfo {
 pub struct RetryState {
     previous_delay: Duration,
     rng: Rng,
+    /// What the earlier attempts waited in a rate limiter below, added to the last answer's.
+    pub(crate) earlier_waits: Duration,
 }
 
 impl RetryState {
@@ -149,6 +151,7 @@ impl RetryState {
         Self {
             previous_delay: Duration::ZERO,
             rng: Rng::new(seed),
+            earlier_waits: Duration::ZERO,
         }
     }
 }

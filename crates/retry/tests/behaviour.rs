@@ -581,3 +581,37 @@ fn every_invalid_setting_is_a_config_error_naming_its_field() {
         assert_eq!(error.field(), field, "{error}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_answer_after_retries_carries_every_attempts_wait_in_the_limiter() {
+    let waited = |code: u16, wait_ms: u64| {
+        let mut response = status(code, &[]);
+        response
+            .extensions_mut()
+            .insert(seawall_core::QueueWait(Duration::from_millis(wait_ms)));
+        Ok(response)
+    };
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    // Two 503s that waited 1 s and 2 s in a limiter below, then a 200 that waited 4 s.
+    let (upstream, calls) = scripted(vec![
+        waited(503, 1_000),
+        waited(503, 2_000),
+        waited(200, 4_000),
+    ]);
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        seawall_core::QueueWait::of(&response),
+        Duration::from_millis(7_000)
+    );
+    // Without retries the answer's own wait is left as it is.
+    let (upstream, _) = scripted(vec![waited(200, 4_000)]);
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    assert_eq!(
+        seawall_core::QueueWait::of(&response),
+        Duration::from_millis(4_000)
+    );
+}

@@ -927,8 +927,9 @@ impl Response {
             .map_or(1, |report| report.attempts)
     }
 
-    /// How long the attempt that got this answer waited in the rate limiter before it was
-    /// sent (zero if it did not wait).
+    /// How long the call waited in the rate limiter: every attempt's wait before it was sent,
+    /// added up (zero if none waited; an attempt that ended in an error, with no answer, is
+    /// not counted).
     pub fn queue_wait(&self) -> Duration {
         QueueWait::of(&self.inner)
     }
