@@ -1,10 +1,11 @@
 //! Support for the seawall examples: an upstream served by hyper on loopback, a seeded chaos
-//! upstream that injects faults, the demo's flaky upstream (over HTTP or HTTPS), and the
-//! pieces of a server-side limiter for axum.
+//! upstream that injects faults, the demo's flaky upstream (over HTTP or HTTPS), a connection
+//! that fails once the request is sent, and the pieces of a server-side limiter for axum.
 //!
 //! The examples and the cross-crate tests use it to stand up real servers on 127.0.0.1.
 
 pub mod chaos;
+pub mod fault;
 pub mod flaky;
 
 use std::convert::Infallible;

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use seawall_examples::fault::FaultAfterSend;
 use seawall_examples::{Upstream, respond};
 use seawall_rate_limit::RateLimitLayer;
 use seawall_retry::{ReplayBody, RetryLayer, RetryReport, StopReason};
@@ -208,66 +209,9 @@ async fn every_attempt_pays_a_rate_limit_token() {
     );
 }
 
-/// A TCP stream to a real server that turns the first bytes of the server's answer into an
-/// I/O error of kind `fault`: the server has read the request, then the client's connection
-/// fails with a kind that, alone, reads like "never connected".
-struct FaultAfterSend {
-    stream: tokio::net::TcpStream,
-    fault: std::io::ErrorKind,
-}
-
-impl tokio::io::AsyncRead for FaultAfterSend {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let fault = self.fault;
-        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
-            std::task::Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                buf.set_filled(before);
-                std::task::Poll::Ready(Err(std::io::Error::from(fault)))
-            }
-            other => other,
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for FaultAfterSend {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl hyper_util::client::legacy::connect::Connection for FaultAfterSend {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.stream.connected()
-    }
-}
-
 #[tokio::test]
 async fn a_post_without_idempotency_key_is_sent_once_when_the_connection_fails_after_sending() {
     use std::sync::atomic::{AtomicU32, Ordering};
-    use tower::Service;
     let received = Arc::new(AtomicU32::new(0));
     let upstream = Upstream::start({
         let received = Arc::clone(&received);
@@ -278,16 +222,7 @@ async fn a_post_without_idempotency_key_is_sent_once_when_the_connection_fails_a
     })
     .await
     .expect("upstream");
-    let connector = tower::service_fn(|uri: http::Uri| {
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        Box::pin(async move {
-            let io = http.call(uri).await?;
-            Ok::<_, tower::BoxError>(hyper_util::rt::TokioIo::new(FaultAfterSend {
-                stream: io.into_inner(),
-                fault: std::io::ErrorKind::HostUnreachable,
-            }))
-        })
-    });
+    let connector = FaultAfterSend::connector(std::io::ErrorKind::HostUnreachable);
     let client =
         Client::builder(TokioExecutor::new()).build::<_, ReplayBody<Empty<Bytes>>>(connector);
     let retry = RetryLayer::builder()

@@ -13,6 +13,7 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use seawall_core::{Classify, FailureKind, HttpClassifier, Outcome, classify_error};
+use seawall_examples::fault::FaultAfterSend;
 use tokio::net::TcpListener;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
@@ -253,63 +254,6 @@ fn tower_http_classifier_adapter() {
     assert_eq!(classifier.classify(&too_many), Outcome::Success);
 }
 
-/// A TCP stream to a real server that turns the first bytes of the server's answer into
-/// `fault`: the request has been written and read by the server, then the connection fails
-/// with an I/O error whose kind, alone, reads like "never connected" (as a host route that
-/// disappears mid-exchange reports `HostUnreachable` on an established socket).
-struct FaultAfterSend {
-    stream: tokio::net::TcpStream,
-    fault: io::ErrorKind,
-}
-
-impl tokio::io::AsyncRead for FaultAfterSend {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let fault = self.fault;
-        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
-            std::task::Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                buf.set_filled(before);
-                std::task::Poll::Ready(Err(io::Error::from(fault)))
-            }
-            other => other,
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for FaultAfterSend {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl hyper_util::client::legacy::connect::Connection for FaultAfterSend {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.stream.connected()
-    }
-}
-
 /// hyper-util's client over connections that fail with `fault` once the request is sent.
 fn client_failing_after_send(
     fault: io::ErrorKind,
@@ -317,17 +261,7 @@ fn client_failing_after_send(
     impl hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
     Empty<Bytes>,
 > {
-    let connector = tower::service_fn(move |uri: http::Uri| {
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        Box::pin(async move {
-            let io = http.call(uri).await?;
-            Ok::<_, BoxError>(hyper_util::rt::TokioIo::new(FaultAfterSend {
-                stream: io.into_inner(),
-                fault,
-            }))
-        })
-    });
-    Client::builder(TokioExecutor::new()).build(connector)
+    Client::builder(TokioExecutor::new()).build(FaultAfterSend::connector(fault))
 }
 
 #[tokio::test]
@@ -389,10 +323,7 @@ async fn io_kinds_that_read_as_connect_are_transport_under_a_hyper_connection_er
     let stream = tokio::net::TcpStream::connect(upstream.addr())
         .await
         .expect("connect");
-    let io = hyper_util::rt::TokioIo::new(FaultAfterSend {
-        stream,
-        fault: io::ErrorKind::NotConnected,
-    });
+    let io = hyper_util::rt::TokioIo::new(FaultAfterSend::new(stream, io::ErrorKind::NotConnected));
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
         .await
         .expect("handshake");
