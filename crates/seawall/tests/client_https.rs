@@ -18,13 +18,14 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use seawall::core::FailureKind;
 use seawall::{ClientErrorKind, rustls};
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+mod support;
+use support::{SelfSigned, offer_h2, serve_tls, single_attempt_stack};
 
 /// What the server saw of one request.
 #[derive(Debug, Clone)]
@@ -129,74 +130,32 @@ async fn answer(
 
 /// A TLS server for `localhost` on a free port, offering HTTP/2 and HTTP/1.1.
 async fn serve() -> Server {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let certificate = certified.cert.der().clone();
-    let pem = certified.cert.pem();
-    let key =
-        rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![certificate.clone()], key)
-    .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let certified = SelfSigned::localhost();
+    let mut config = certified.server_config();
+    offer_h2(&mut config);
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let (cancel_sender, cancelled) = mpsc::unbounded_channel();
     let log = Arc::clone(&seen);
-    let connections = Arc::new(AtomicUsize::new(0));
-    let accepted = Arc::clone(&connections);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            accepted.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            let log = Arc::clone(&log);
-            let cancel_sender = cancel_sender.clone();
-            tokio::spawn(async move {
-                // A client that refuses the certificate ends the handshake; not our failure.
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(move |request| {
-                    let log = Arc::clone(&log);
-                    let cancel_sender = cancel_sender.clone();
-                    async move { Ok::<_, Infallible>(answer(request, log, cancel_sender).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let tls = serve_tls(config, move |request| {
+        let log = Arc::clone(&log);
+        let cancel_sender = cancel_sender.clone();
+        async move { Ok::<_, Infallible>(answer(request, log, cancel_sender).await) }
+    })
+    .await;
     Server {
-        port,
-        pem,
-        certificate,
+        port: tls.port,
+        pem: certified.pem,
+        certificate: certified.certificate,
         seen,
         cancelled,
-        connections,
+        connections: tls.connections,
     }
-}
-
-fn stack() -> seawall::Stack {
-    seawall::stack()
-        .retry(|retry| retry.max_attempts(1))
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]
 async fn every_method_reaches_the_server_by_its_name() {
     let server = serve().await;
-    let api = server.client(&stack(), "");
+    let api = server.client(&single_attempt_stack(), "");
 
     for request in [
         api.get("/a"),
@@ -235,7 +194,7 @@ struct Search<'a> {
 #[tokio::test]
 async fn query_values_are_percent_encoded_and_the_base_path_is_kept() {
     let server = serve().await;
-    let api = server.client(&stack(), "/v1");
+    let api = server.client(&single_attempt_stack(), "/v1");
 
     api.get("items/7")
         .query(&[("q", "a b&c=d"), ("city", "Zürich")])
@@ -280,7 +239,7 @@ async fn query_values_are_percent_encoded_and_the_base_path_is_kept() {
 #[tokio::test]
 async fn a_path_that_leaves_the_base_url_is_refused_and_nothing_is_sent() {
     let server = serve().await;
-    let api = server.client(&stack(), "/v1");
+    let api = server.client(&single_attempt_stack(), "/v1");
 
     for path in ["https://example.com/x", "../admin", "a/../../admin"] {
         let error = api.get(path).send().await.unwrap_err();
@@ -296,7 +255,7 @@ async fn a_path_that_leaves_the_base_url_is_refused_and_nothing_is_sent() {
 #[tokio::test]
 async fn default_headers_and_request_headers_arrive_the_requests_winning() {
     let server = serve().await;
-    let api = stack()
+    let api = single_attempt_stack()
         .client_builder(&server.url("/"))
         .add_root_certificate(&server.pem)
         .default_header("x-team", "core")
@@ -315,7 +274,7 @@ async fn default_headers_and_request_headers_arrive_the_requests_winning() {
         .send()
         .await
         .unwrap();
-    let custom = stack()
+    let custom = single_attempt_stack()
         .client_builder(&server.url("/"))
         .add_root_certificate(&server.pem)
         .user_agent("inventory-sync/2")
@@ -346,8 +305,8 @@ async fn default_headers_and_request_headers_arrive_the_requests_winning() {
 #[tokio::test]
 async fn bearer_and_basic_auth_set_the_authorization_header() {
     let server = serve().await;
-    let api = server.client(&stack(), "");
-    let with_token = stack()
+    let api = server.client(&single_attempt_stack(), "");
+    let with_token = single_attempt_stack()
         .client_builder(&server.url(""))
         .add_root_certificate(&server.pem)
         .bearer_auth("client-wide")
@@ -394,7 +353,7 @@ async fn bearer_and_basic_auth_set_the_authorization_header() {
 #[tokio::test]
 async fn json_form_and_bytes_bodies_arrive_with_their_content_types() {
     let server = serve().await;
-    let api = server.client(&stack(), "");
+    let api = server.client(&single_attempt_stack(), "");
 
     api.post("/")
         .json(&serde_json::json!({"name": "bolt", "qty": 3}))
@@ -448,7 +407,7 @@ async fn json_form_and_bytes_bodies_arrive_with_their_content_types() {
 async fn the_call_timeout_cancels_a_hung_attempt_at_its_instant() {
     let mut server = serve().await;
     // The attempt timeout (30 s) is far off: only the call's timeout can end this call.
-    let api = server.client(&stack(), "");
+    let api = server.client(&single_attempt_stack(), "");
     let start = Instant::now();
 
     let error = api
@@ -500,7 +459,7 @@ async fn the_client_wide_timeout_covers_every_attempt_and_the_backoff_between() 
 #[tokio::test]
 async fn error_for_status_turns_4xx_and_5xx_into_typed_errors() {
     let server = serve().await;
-    let api = server.client(&stack(), "");
+    let api = server.client(&single_attempt_stack(), "");
 
     let fine = api.get("/status/204").send().await.unwrap();
     assert_eq!(fine.error_for_status().unwrap().status(), 204);
@@ -560,7 +519,7 @@ async fn an_open_breaker_is_a_rejection() {
 #[tokio::test]
 async fn credentials_stay_out_of_debug_and_errors() {
     let server = serve().await;
-    let api = stack()
+    let api = single_attempt_stack()
         .client_builder(&format!(
             "https://alice:s3cret-pw@localhost:{}/v1",
             server.port
@@ -604,7 +563,7 @@ async fn credentials_stay_out_of_debug_and_errors() {
 #[tokio::test]
 async fn http2_is_negotiated_by_alpn() {
     let server = serve().await;
-    let api = server.client(&stack(), "");
+    let api = server.client(&single_attempt_stack(), "");
 
     let response = api.get("/").send().await.unwrap();
 
@@ -616,7 +575,7 @@ async fn http2_is_negotiated_by_alpn() {
 #[tokio::test]
 async fn a_private_authority_is_trusted_through_the_builder_only() {
     let server = serve().await;
-    let stack = stack();
+    let stack = single_attempt_stack();
 
     let untrusting = stack.client(&server.url("")).unwrap();
     let error = untrusting.get("/").send().await.unwrap_err();
@@ -686,7 +645,7 @@ async fn the_response_says_how_many_attempts_and_how_long_the_limiter_held_it() 
 #[tokio::test]
 async fn a_body_over_the_cap_is_a_body_error() {
     let server = serve().await;
-    let api = stack()
+    let api = single_attempt_stack()
         .client_builder(&server.url(""))
         .add_root_certificate(&server.pem)
         .max_body_size(4)
@@ -712,7 +671,7 @@ async fn a_body_over_the_cap_is_a_body_error() {
 #[tokio::test(start_paused = true)]
 async fn an_idle_connection_is_reused_until_the_pools_idle_timeout() {
     let server = serve().await;
-    let api = stack()
+    let api = single_attempt_stack()
         .client_builder(&server.url(""))
         .add_root_certificate(&server.pem)
         .pool_idle_timeout(Some(Duration::from_secs(5)))
@@ -732,8 +691,8 @@ async fn an_idle_connection_is_reused_until_the_pools_idle_timeout() {
 #[tokio::test]
 async fn a_pool_that_keeps_no_idle_connection_connects_for_every_call() {
     let server = serve().await;
-    let pooled = server.client(&stack(), "");
-    let unpooled = stack()
+    let pooled = server.client(&single_attempt_stack(), "");
+    let unpooled = single_attempt_stack()
         .client_builder(&server.url(""))
         .add_root_certificate(&server.pem)
         .pool_max_idle_per_host(0)

@@ -13,20 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 use seawall::rustls;
 use seawall::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+mod support;
+use support::{offer_h2, provider, serve_tls, single_attempt_stack};
 
 /// An authority, and a certificate it issued with its key.
 struct Pki {
@@ -84,44 +80,15 @@ async fn serve(pki: &Pki) -> (u16, Arc<AtomicUsize>) {
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![pki.server.0.clone()], pki.server.1.clone_key())
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    offer_h2(&mut config);
     let answered = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&answered);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let count = Arc::clone(&count);
-            tokio::spawn(async move {
-                // A client without a certificate is refused in the handshake.
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    async {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (port, answered)
-}
-
-fn stack() -> seawall::Stack {
-    seawall::stack()
-        .retry(|retry| retry.max_attempts(1))
-        .build()
-        .unwrap()
+    let server = serve_tls(config, move |_request| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}")))) }
+    })
+    .await;
+    (server.port, answered)
 }
 
 #[tokio::test]
@@ -136,7 +103,7 @@ async fn a_client_certificate_in_the_tls_config_is_presented_and_accepted() {
         .with_root_certificates(roots)
         .with_client_auth_cert(vec![pki.client.0.clone()], pki.client.1.clone_key())
         .unwrap();
-    let api = stack()
+    let api = single_attempt_stack()
         .client_builder(&format!("https://localhost:{port}/v1"))
         .tls_config(tls)
         .build()
@@ -154,7 +121,7 @@ async fn a_client_certificate_in_the_tls_config_is_presented_and_accepted() {
 async fn without_a_client_certificate_the_server_answers_nothing() {
     let pki = pki();
     let (port, answered) = serve(&pki).await;
-    let api = stack()
+    let api = single_attempt_stack()
         .client_builder(&format!("https://localhost:{port}/v1"))
         .add_root_certificate(&pki.authority_pem)
         .build()

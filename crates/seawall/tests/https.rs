@@ -13,12 +13,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use seawall::core::{ClassifyError, FailureKind};
 use seawall::rustls;
-use tokio::net::TcpListener;
 use tower::ServiceExt;
+
+mod support;
+use support::{SelfSigned, offer_h2, single_attempt_stack};
 
 /// A TLS server for `localhost` on a free port (HTTP/1.1 and, with `h2`, HTTP/2 by ALPN), and
 /// the certificate a client must trust.
@@ -27,45 +27,16 @@ async fn serve_tls() -> (u16, rustls::pki_types::CertificateDer<'static>) {
 }
 
 async fn serve_tls_offering(h2: bool) -> (u16, rustls::pki_types::CertificateDer<'static>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let certificate = certified.cert.der().clone();
-    let key =
-        rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![certificate.clone()], key)
-    .unwrap();
+    let certified = SelfSigned::localhost();
+    let mut config = certified.server_config();
     if h2 {
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        offer_h2(&mut config);
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                // A client that refuses the certificate ends the handshake; not our failure.
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"sealed"))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (port, certificate)
+    let server = support::serve_tls(config, |_request| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"sealed"))))
+    })
+    .await;
+    (server.port, certified.certificate)
 }
 
 fn get(url: &str) -> Request<Empty<Bytes>> {
@@ -105,10 +76,7 @@ async fn a_client_trusting_the_servers_authority_gets_its_answer() {
 #[tokio::test]
 async fn the_default_roots_refuse_a_self_signed_certificate_with_a_typed_error() {
     let (port, _certificate) = serve_tls().await;
-    let stack = seawall::stack()
-        .retry(|retry| retry.max_attempts(1))
-        .build()
-        .unwrap();
+    let stack = single_attempt_stack();
     let client = stack.https_client::<Empty<Bytes>>().unwrap();
 
     let error = client
