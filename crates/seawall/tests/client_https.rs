@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod support;
-use support::{SelfSigned, offer_h2, serve_tls, single_attempt_stack};
+use support::{SelfSigned, client_config_trusting, offer_h2, serve_tls, single_attempt_stack};
 
 /// What the server saw of one request.
 #[derive(Debug, Clone)]
@@ -588,15 +588,7 @@ async fn a_private_authority_is_trusted_through_the_builder_only() {
     let by_pem = server.client(&stack, "");
     assert_eq!(by_pem.get("/").send().await.unwrap().status(), 200);
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(server.certificate.clone()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = client_config_trusting(server.certificate.clone());
     let by_config = stack
         .client_builder(&server.url(""))
         .tls_config(tls.clone())

@@ -8,7 +8,6 @@
 )]
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -18,7 +17,7 @@ use seawall::rustls;
 use tower::ServiceExt;
 
 mod support;
-use support::{SelfSigned, offer_h2, single_attempt_stack};
+use support::{SelfSigned, client_config_trusting, offer_h2, single_attempt_stack};
 
 /// A TLS server for `localhost` on a free port (HTTP/1.1 and, with `h2`, HTTP/2 by ALPN), and
 /// the certificate a client must trust.
@@ -46,15 +45,7 @@ fn get(url: &str) -> Request<Empty<Bytes>> {
 #[tokio::test]
 async fn a_client_trusting_the_servers_authority_gets_its_answer() {
     let (port, certificate) = serve_tls().await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certificate).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut tls = client_config_trusting(certificate);
     // A configuration made for another client may carry ALPN; it is replaced, not refused.
     tls.alpn_protocols = vec![b"spdy/3".to_vec()];
     let stack = seawall::stack().build().unwrap();
@@ -92,15 +83,7 @@ async fn the_default_roots_refuse_a_self_signed_certificate_with_a_typed_error()
 #[tokio::test]
 async fn the_https_client_speaks_http2_when_the_server_offers_it() {
     let (port, certificate) = serve_tls_offering(true).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certificate).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = client_config_trusting(certificate);
     let stack = seawall::stack().build().unwrap();
     let client = stack.https_client_with_tls::<Empty<Bytes>>(tls);
 

@@ -61,6 +61,17 @@ pub fn offer_h2(config: &mut rustls::ServerConfig) {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 }
 
+/// A client configuration that trusts `certificate` alone and presents no certificate.
+pub fn client_config_trusting(certificate: CertificateDer<'static>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certificate).unwrap();
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// A TLS server running on a free loopback port.
 pub struct TlsServer {
     pub port: u16,
