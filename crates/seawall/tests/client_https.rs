@@ -64,12 +64,15 @@ impl Server {
         self.seen.lock().unwrap().clone()
     }
 
-    fn client(&self, stack: &seawall::Stack, base_path: &str) -> seawall::Client {
+    /// A builder for a client of this server under `base_path` that trusts its certificate.
+    fn client_builder(&self, stack: &seawall::Stack, base_path: &str) -> seawall::ClientBuilder {
         stack
             .client_builder(&self.url(base_path))
             .add_root_certificate(&self.pem)
-            .build()
-            .unwrap()
+    }
+
+    fn client(&self, stack: &seawall::Stack, base_path: &str) -> seawall::Client {
+        self.client_builder(stack, base_path).build().unwrap()
     }
 }
 
@@ -255,9 +258,8 @@ async fn a_path_that_leaves_the_base_url_is_refused_and_nothing_is_sent() {
 #[tokio::test]
 async fn default_headers_and_request_headers_arrive_the_requests_winning() {
     let server = serve().await;
-    let api = single_attempt_stack()
-        .client_builder(&server.url("/"))
-        .add_root_certificate(&server.pem)
+    let api = server
+        .client_builder(&single_attempt_stack(), "/")
         .default_header("x-team", "core")
         .default_header("x-region", "eu")
         .build()
@@ -274,9 +276,8 @@ async fn default_headers_and_request_headers_arrive_the_requests_winning() {
         .send()
         .await
         .unwrap();
-    let custom = single_attempt_stack()
-        .client_builder(&server.url("/"))
-        .add_root_certificate(&server.pem)
+    let custom = server
+        .client_builder(&single_attempt_stack(), "/")
         .user_agent("inventory-sync/2")
         .build()
         .unwrap();
@@ -306,9 +307,8 @@ async fn default_headers_and_request_headers_arrive_the_requests_winning() {
 async fn bearer_and_basic_auth_set_the_authorization_header() {
     let server = serve().await;
     let api = server.client(&single_attempt_stack(), "");
-    let with_token = single_attempt_stack()
-        .client_builder(&server.url(""))
-        .add_root_certificate(&server.pem)
+    let with_token = server
+        .client_builder(&single_attempt_stack(), "")
         .bearer_auth("client-wide")
         .build()
         .unwrap();
@@ -441,9 +441,8 @@ async fn the_client_wide_timeout_covers_every_attempt_and_the_backoff_between() 
         .retry(|retry| retry.max_attempts(5))
         .build()
         .unwrap();
-    let api = stack
-        .client_builder(&server.url(""))
-        .add_root_certificate(&server.pem)
+    let api = server
+        .client_builder(&stack, "")
         .timeout(Duration::from_millis(1500))
         .build()
         .unwrap();
@@ -637,9 +636,8 @@ async fn the_response_says_how_many_attempts_and_how_long_the_limiter_held_it() 
 #[tokio::test]
 async fn a_body_over_the_cap_is_a_body_error() {
     let server = serve().await;
-    let api = single_attempt_stack()
-        .client_builder(&server.url(""))
-        .add_root_certificate(&server.pem)
+    let api = server
+        .client_builder(&single_attempt_stack(), "")
         .max_body_size(4)
         .build()
         .unwrap();
@@ -663,9 +661,8 @@ async fn a_body_over_the_cap_is_a_body_error() {
 #[tokio::test(start_paused = true)]
 async fn an_idle_connection_is_reused_until_the_pools_idle_timeout() {
     let server = serve().await;
-    let api = single_attempt_stack()
-        .client_builder(&server.url(""))
-        .add_root_certificate(&server.pem)
+    let api = server
+        .client_builder(&single_attempt_stack(), "")
         .pool_idle_timeout(Some(Duration::from_secs(5)))
         .build()
         .unwrap();
@@ -684,9 +681,8 @@ async fn an_idle_connection_is_reused_until_the_pools_idle_timeout() {
 async fn a_pool_that_keeps_no_idle_connection_connects_for_every_call() {
     let server = serve().await;
     let pooled = server.client(&single_attempt_stack(), "");
-    let unpooled = single_attempt_stack()
-        .client_builder(&server.url(""))
-        .add_root_certificate(&server.pem)
+    let unpooled = server
+        .client_builder(&single_attempt_stack(), "")
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
