@@ -117,48 +117,48 @@ async fn the_final_error_names_the_attempts_and_the_last_cause() {
     assert_eq!(stats.gave_up(), 1);
 }
 
+/// Sends one request through `layer` to an upstream that answers 429 with
+/// `Retry-After: hint_secs`, a wait past the layer's deadline, and checks that the 429 came
+/// back at once after one attempt, its report saying the deadline stopped it and what the
+/// server asked for.
+async fn assert_a_hint_past_the_deadline_returns_at_once(layer: &RetryLayer, hint_secs: u64) {
+    let hint = hint_secs.to_string();
+    let (upstream, calls) = scripted(vec![Ok(status(429, &[("retry-after", &hint)]))]);
+    let started = Instant::now();
+    let response = layer
+        .layer(upstream)
+        .oneshot(get())
+        .await
+        .expect("the 429 is returned as a response");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response.extensions().get::<RetryReport>(),
+        Some(&RetryReport {
+            attempts: 1,
+            stop: Some(StopReason::DeadlineExceeded),
+            hint: Some(Duration::from_secs(hint_secs)),
+        })
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hint_past_the_deadline_stops_at_once_with_the_hint() {
     let layer = RetryLayer::builder()
         .deadline(Duration::from_secs(10))
         .build()
         .unwrap();
-    let (upstream, calls) = scripted(vec![Ok(status(429, &[("retry-after", "30")]))]);
-    let started = Instant::now();
-    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
-    assert_eq!(started.elapsed(), Duration::ZERO);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        response.extensions().get::<RetryReport>(),
-        Some(&RetryReport {
-            attempts: 1,
-            stop: Some(StopReason::DeadlineExceeded),
-            hint: Some(Duration::from_secs(30)),
-        })
-    );
+    assert_a_hint_past_the_deadline_returns_at_once(&layer, 30).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_throttling_upstream_cannot_hold_a_request_past_the_default_deadline() {
     // The defaults, as a user who sets nothing gets them: 3 attempts, hints up to 5 min.
     let layer = RetryLayer::builder().seed(1).build().unwrap();
-    let (upstream, calls) = scripted(vec![Ok(status(429, &[("retry-after", "300")]))]);
-    let started = Instant::now();
-    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
     // Waiting 300 s cannot end before the 30 s deadline: the 429 is returned at once, with
     // what the server asked for, rather than after 2 × 300 s.
-    assert_eq!(started.elapsed(), Duration::ZERO);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        response.extensions().get::<RetryReport>(),
-        Some(&RetryReport {
-            attempts: 1,
-            stop: Some(StopReason::DeadlineExceeded),
-            hint: Some(Duration::from_secs(300)),
-        })
-    );
+    assert_a_hint_past_the_deadline_returns_at_once(&layer, 300).await;
     assert_eq!(
         layer
             .handle()
