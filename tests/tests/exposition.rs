@@ -156,6 +156,18 @@ fn the_exposition_check_accepts_well_formed_expositions() {
     assert_eq!(check_prometheus_text(VALID_PROMETHEUS), Ok(()));
 }
 
+/// Checks that `check` refuses the text of each case with an error that contains its
+/// expected words; a case is (what is broken, the expected words, the text).
+fn assert_each_refused(check: fn(&str) -> Result<(), String>, cases: &[(&str, &str, String)]) {
+    for (case, expected, text) in cases {
+        let outcome = check(text);
+        assert!(
+            matches!(&outcome, Err(error) if error.contains(expected)),
+            "{case}: {outcome:?}\n{text}"
+        );
+    }
+}
+
 #[test]
 fn the_exposition_check_rejects_broken_openmetrics() {
     let v = VALID_OPENMETRICS;
@@ -356,12 +368,7 @@ fn the_exposition_check_rejects_broken_openmetrics() {
             ),
         ),
     ];
-    for (case, expected, text) in &cases {
-        match check_openmetrics(text) {
-            Err(error) => assert!(error.contains(expected), "{case}: {error}\n{text}"),
-            Ok(()) => panic!("accepted {case}:\n{text}"),
-        }
-    }
+    assert_each_refused(check_openmetrics, &cases);
 }
 
 #[test]
@@ -409,10 +416,5 @@ fn the_exposition_check_rejects_broken_prometheus_text() {
             broken(v, "outcome=\"ok\"", "outcome=\"o\"k\""),
         ),
     ];
-    for (case, expected, text) in &cases {
-        match check_prometheus_text(text) {
-            Err(error) => assert!(error.contains(expected), "{case}: {error}\n{text}"),
-            Ok(()) => panic!("accepted {case}:\n{text}"),
-        }
-    }
+    assert_each_refused(check_prometheus_text, &cases);
 }
