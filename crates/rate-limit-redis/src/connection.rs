@@ -8,10 +8,10 @@
 //!   is made on the first call (so an unreachable cluster is not an error when the store is
 //!   built) and kept once made.
 //!
-//! Whatever needs Redis goes through [`Connection::invoke`] (a Lua script on its keys) or
-//! [`Connection::query`] (a command): the rate-limit store does, and so can any other part
-//! that keeps state in Redis (a response cache, window quotas), with the same URLs, timeouts
-//! and failure handling. Each call is bounded by the caller; an error or a timeout concerns
+//! Whatever needs Redis goes through [`Connection::invoke`] (a Lua script on its keys, routed
+//! by its first key on a Cluster): the rate-limit store does, and so can any other part that
+//! keeps state in Redis (a response cache, window quotas), with the same URLs, timeouts and
+//! failure handling; a plain command would be one more method of the same shape. Each call is bounded by the caller; an error or a timeout concerns
 //! that call's key only, which on a Cluster lets the caller put only that key into its failure
 //! policy.
 
@@ -21,7 +21,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
+use redis::{FromRedisValue, RedisResult, ScriptInvocation};
 use seawall_core::ConfigError;
 use tokio::sync::OnceCell;
 
@@ -72,19 +72,6 @@ impl Connection {
             Self::Cluster(cluster) => {
                 let mut connection = cluster.connection().await?.clone();
                 invocation.invoke_async(&mut connection).await
-            }
-        }
-    }
-
-    /// Runs `command` on the node serving its keys (on a Cluster, a command without keys goes
-    /// where the redis crate routes it).
-    #[allow(dead_code, reason = "for the parts that keep other state in Redis")]
-    pub(crate) async fn query<T: FromRedisValue>(&self, command: &Cmd) -> RedisResult<T> {
-        match self {
-            Self::Node(manager) => command.query_async(&mut manager.clone()).await,
-            Self::Cluster(cluster) => {
-                let mut connection = cluster.connection().await?.clone();
-                command.query_async(&mut connection).await
             }
         }
     }
