@@ -29,7 +29,8 @@ use crate::stats::Counters;
 /// Each admission travels in one `EVALSHA` of a GCRA script (reloaded by `SCRIPT LOAD` when
 /// Redis answers `NOSCRIPT`, after a restart or a `SCRIPT FLUSH`), together with the same
 /// key's admissions that queued while the key's previous call was out, over one multiplexed
-/// connection that is remade after failures.
+/// connection that is remade after failures (on a Redis Cluster, one per node, to the master
+/// serving the key's slot).
 #[derive(Clone)]
 pub struct RedisStore {
     pub(crate) inner: Arc<Inner>,

@@ -126,6 +126,7 @@ const BURST: u32 = 10;
 const RUN: Duration = Duration::from_secs(8);
 const KILL_AT: Duration = Duration::from_secs(2);
 const RECHECK: Duration = Duration::from_millis(100);
+const LEASE: u32 = 10;
 
 /// What one key's sender saw, in milliseconds since the run began.
 #[derive(Debug, Default)]
@@ -177,15 +178,32 @@ async fn a_killed_master_fails_only_its_own_keys_and_they_resume_once_its_replic
     let Some(mut cluster) = cluster(3, 1) else {
         return;
     };
+    // A timeout well above a loaded machine's stalls: a refusal must come from the kill.
     let store = RedisStore::cluster_builder(cluster.urls())
+        .timeout(Duration::from_millis(250))
         .recheck_after(RECHECK)
         .connect()
         .await
         .unwrap();
     let keys = key_per_master(&store, &cluster, 3);
     let killed = keys[0].1;
+    // A leasing store's key on the same master: its pool may run ahead of the quota by one
+    // lease, and no further.
+    let leasing = RedisStore::cluster_builder(cluster.urls())
+        .prefix("leasing")
+        .lease(LEASE)
+        .timeout(Duration::from_millis(250))
+        .recheck_after(RECHECK)
+        .connect()
+        .await
+        .unwrap();
+    let (leased_key, _) = key_per_master(&leasing, &cluster, 3)
+        .into_iter()
+        .find(|(_, master)| *master == killed)
+        .unwrap();
     let begun = std::time::Instant::now();
     let over = Arc::new(AtomicBool::new(false));
+    let leased_sender = tokio::spawn(send(leasing.clone(), leased_key, begun, Arc::clone(&over)));
     let senders: Vec<_> = keys
         .into_iter()
         .map(|(slot, _)| tokio::spawn(send(store.clone(), slot, begun, Arc::clone(&over))))
@@ -199,6 +217,7 @@ async fn a_killed_master_fails_only_its_own_keys_and_they_resume_once_its_replic
     for sender in senders {
         seen.push(sender.await.expect("a sender panicked"));
     }
+    let leased = leased_sender.await.expect("a sender panicked");
     let end_ms = u64::try_from(begun.elapsed().as_millis()).unwrap();
 
     let allowed = u64::from(BURST) + u64::from(RATE) * end_ms / 1_000 + 1;
@@ -249,6 +268,22 @@ async fn a_killed_master_fails_only_its_own_keys_and_they_resume_once_its_replic
         after * 100 >= earned * 98,
         "{after} admitted in the {} ms after the failover, {earned} earned",
         end_ms - resumed
+    );
+    let leased_admitted = leased.admitted.len() as u64;
+    let leased_last_failure = leased.failed.last().copied().unwrap();
+    eprintln!(
+        "failover with lease({LEASE}): first refused at {} ms, admitted again at {} ms; \
+         {leased_admitted} admitted of {allowed} allowed",
+        leased.failed[0],
+        leased
+            .admitted
+            .iter()
+            .find(|&&at| at > leased_last_failure)
+            .expect("the leasing key never resumed"),
+    );
+    assert!(
+        leased_admitted <= allowed + u64::from(LEASE),
+        "{leased_admitted} admitted with lease({LEASE}), the quota allows {allowed} plus one lease"
     );
     let stats = store.stats();
     assert_eq!(
