@@ -17,7 +17,7 @@ use std::time::Duration;
 use seawall_rate_limit::conformance::run_golden_table;
 use seawall_rate_limit::{Decision, RateStore};
 use seawall_rate_limit_redis::server::RedisCluster;
-use seawall_rate_limit_redis::{Clock, RedisSlot, RedisStore};
+use seawall_rate_limit_redis::{Clock, FailurePolicy, RedisSlot, RedisStore};
 use support::{cluster, quota};
 use tokio::time::Instant;
 
@@ -39,6 +39,39 @@ fn key_per_master(
         }
     }
     keys
+}
+
+#[tokio::test]
+async fn a_cluster_store_is_built_while_no_node_answers_and_its_policy_answers_meanwhile() {
+    let closed = || {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("redis://127.0.0.1:{port}/")
+    };
+    let store = RedisStore::cluster_builder([closed(), closed()])
+        .failure_policy(FailurePolicy::FailOpen)
+        .connect()
+        .await
+        .unwrap();
+    let slot = store.new_slot(&"nobody home");
+    let decision = store
+        .acquire(&slot, &[quota(1, 1)], 1, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(decision, Decision::Admitted);
+    let stats = store.stats();
+    assert_eq!(
+        (
+            stats.remote_calls,
+            stats.errors + stats.timeouts,
+            stats.open_admitted
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!((stats.outages, stats.unavailable), (1, true));
 }
 
 #[tokio::test]
