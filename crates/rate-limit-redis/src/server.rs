@@ -260,6 +260,100 @@ impl RedisCluster {
         Err(last)
     }
 
+    /// Moves the slot of `key` (with the keys in it) from the master serving it to the master
+    /// on `to`, as `redis-cli --cluster reshard` would: [`migrate_slot_of`](Self::migrate_slot_of),
+    /// then `SETSLOT … NODE` on every live master. Clients still sending to the old master
+    /// are answered `MOVED` after it.
+    pub fn move_slot_of(&self, key: &str, to: u16) -> io::Result<()> {
+        let Some(migration) = self.migrate(key, to)? else {
+            return Ok(());
+        };
+        let mut masters = vec![to, migration.from];
+        for (node, &port) in self.nodes.iter().zip(&self.ports) {
+            if node.is_some() && !masters.contains(&port) && is_master(port) {
+                masters.push(port);
+            }
+        }
+        for port in masters {
+            let mut command = redis::cmd("CLUSTER");
+            command
+                .arg("SETSLOT")
+                .arg(migration.slot)
+                .arg("NODE")
+                .arg(&migration.to_id);
+            query(port, &command)?;
+        }
+        Ok(())
+    }
+
+    /// Starts moving the slot of `key` to the master on `to` and moves its keys, leaving the
+    /// slot half-moved (`MIGRATING` on the old master, `IMPORTING` on the new): the old master
+    /// answers `ASK` for the keys already gone. [`move_slot_of`](Self::move_slot_of) finishes
+    /// the move.
+    pub fn migrate_slot_of(&self, key: &str, to: u16) -> io::Result<()> {
+        self.migrate(key, to).map(drop)
+    }
+
+    fn migrate(&self, key: &str, to: u16) -> io::Result<Option<Migration>> {
+        let owner = self.master_of(key)?;
+        let slot: u16 = query_as(to, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))?;
+        let to_id: String = query_as(to, &redis::cmd("CLUSTER").arg("MYID").clone())?;
+        // Half-moved already: the old master is the one migrating the slot.
+        let from = match self.migrating_from(slot, &to_id)? {
+            Some(from) => from,
+            None if owner == to => return Ok(None),
+            None => owner,
+        };
+        let from_id: String = query_as(from, &redis::cmd("CLUSTER").arg("MYID").clone())?;
+        let setslot = |state: &str, node: &str| {
+            let mut command = redis::cmd("CLUSTER");
+            command.arg("SETSLOT").arg(slot).arg(state).arg(node);
+            command
+        };
+        query(to, &setslot("IMPORTING", &from_id))?;
+        query(from, &setslot("MIGRATING", &to_id))?;
+        loop {
+            let keys: Vec<String> = query_as(
+                from,
+                redis::cmd("CLUSTER")
+                    .arg("GETKEYSINSLOT")
+                    .arg(slot)
+                    .arg(100),
+            )?;
+            if keys.is_empty() {
+                break;
+            }
+            query(
+                from,
+                redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(to)
+                    .arg("")
+                    .arg(0)
+                    .arg(5_000)
+                    .arg("KEYS")
+                    .arg(&keys),
+            )?;
+        }
+        Ok(Some(Migration { slot, from, to_id }))
+    }
+
+    /// The live master migrating `slot` to the node `to_id`, if one is.
+    fn migrating_from(&self, slot: u16, to_id: &str) -> io::Result<Option<u16>> {
+        let marker = format!("[{slot}->-{to_id}]");
+        for (node, &port) in self.nodes.iter().zip(&self.ports) {
+            if node.is_none() {
+                continue;
+            }
+            let nodes: String = query_as(port, redis::cmd("CLUSTER").arg("NODES"))?;
+            let myself = nodes.lines().find(|line| line.contains("myself"));
+            if myself.is_some_and(|line| line.contains(&marker)) {
+                return Ok(Some(port));
+            }
+        }
+        Ok(None)
+    }
+
     /// Kills the node on `port` at once (`SIGKILL`, as a crash would) and waits for it to be
     /// gone.
     pub fn kill(&mut self, port: u16) -> io::Result<()> {
@@ -339,6 +433,40 @@ fn node_ready(port: u16, count: usize) -> bool {
         return false;
     };
     replication.contains("role:master") || replication.contains("master_link_status:up")
+}
+
+/// A slot whose keys have moved to the node `to_id` from the master on `from`.
+struct Migration {
+    slot: u16,
+    from: u16,
+    to_id: String,
+}
+
+/// Runs `command` on the node on `port`.
+fn query(port: u16, command: &redis::Cmd) -> io::Result<redis::Value> {
+    query_as(port, command)
+}
+
+/// Runs `command` on the node on `port`, for an answer of type `T`.
+fn query_as<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> io::Result<T> {
+    command
+        .query(&mut node_connection(port)?)
+        .map_err(io::Error::other)
+}
+
+/// Whether the node on `port` is a master.
+fn is_master(port: u16) -> bool {
+    node_connection(port)
+        .and_then(|mut connection| {
+            redis::cmd("ROLE")
+                .query::<Vec<redis::Value>>(&mut connection)
+                .map_err(io::Error::other)
+        })
+        .is_ok_and(|role| {
+            role.first()
+                .and_then(|role| redis::from_redis_value_ref::<String>(role).ok())
+                .is_some_and(|role| role == "master")
+        })
 }
 
 /// The port of the master that serves `key`, as the node on `port` sees it.

@@ -91,6 +91,79 @@ async fn the_golden_table_holds_on_a_three_master_cluster() {
     assert_eq!((stats.errors, stats.timeouts), (0, 0));
 }
 
+/// How many keys the node on `port` holds in the slot of `key`.
+async fn keys_in_slot_of(port: u16, key: &str) -> i64 {
+    let mut connection = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_slot_moving_to_another_master_is_followed_through_ask_and_moved_with_its_state() {
+    let Some(cluster) = cluster(3, 0) else { return };
+    let store = RedisStore::cluster_builder(cluster.urls())
+        .clock(Clock::Local)
+        .connect()
+        .await
+        .unwrap();
+    let quotas = [quota(10, 2)];
+    let slot = store.new_slot(&"moving");
+    let now = Instant::now();
+    for _ in 0..2 {
+        assert_eq!(
+            store.acquire(&slot, &quotas, 1, now).await.unwrap(),
+            Decision::Admitted
+        );
+    }
+    let from = cluster.master_of(slot.redis_key()).unwrap();
+    // Every node of a cluster without replicas is a master.
+    let to = cluster
+        .ports()
+        .iter()
+        .copied()
+        .find(|&port| port != from)
+        .unwrap();
+    // Half-moved: the key is on the new master, the old one still owns the slot and answers
+    // ASK; the client asks the new one, where the burst is still spent.
+    cluster.migrate_slot_of(slot.redis_key(), to).unwrap();
+    assert_eq!(cluster.master_of(slot.redis_key()).unwrap(), from);
+    assert_eq!(keys_in_slot_of(from, slot.redis_key()).await, 0);
+    assert_eq!(keys_in_slot_of(to, slot.redis_key()).await, 1);
+    assert_eq!(
+        store.acquire(&slot, &quotas, 1, now).await.unwrap(),
+        support::wait_ms(100)
+    );
+    // Moved: the old master answers MOVED, and the client follows it.
+    cluster.move_slot_of(slot.redis_key(), to).unwrap();
+    assert_eq!(cluster.master_of(slot.redis_key()).unwrap(), to);
+    let later = now + Duration::from_millis(100);
+    assert_eq!(
+        store.acquire(&slot, &quotas, 1, later).await.unwrap(),
+        Decision::Admitted
+    );
+    assert_eq!(
+        store.acquire(&slot, &quotas, 1, later).await.unwrap(),
+        support::wait_ms(100)
+    );
+    let stats = store.stats();
+    assert_eq!((stats.errors, stats.timeouts, stats.outages), (0, 0, 0));
+    assert_eq!(stats.answered_calls, 5);
+}
+
 #[tokio::test]
 async fn keys_on_every_master_are_coalesced_and_leased_each_on_its_own() {
     let Some(cluster) = cluster(3, 0) else { return };
