@@ -75,6 +75,43 @@ async fn a_cluster_store_is_built_while_no_node_answers_and_its_policy_answers_m
 }
 
 #[tokio::test]
+async fn a_store_built_while_one_master_is_down_reaches_the_others_at_once() {
+    let Some(mut cluster) = cluster(3, 0) else {
+        return;
+    };
+    let probe = RedisStore::cluster_builder(cluster.urls())
+        .connect()
+        .await
+        .unwrap();
+    let dead = key_per_master(&probe, &cluster, 3)[0].1;
+    // The dead master's URL first among those the store is given.
+    let mut urls = cluster.urls();
+    urls.sort_by_key(|url| !url.contains(&format!(":{dead}/")));
+    // The store makes its connection on its first call, after the kill.
+    let store = RedisStore::cluster_builder(urls)
+        .clock(Clock::Local)
+        .connect()
+        .await
+        .unwrap();
+    let keys = key_per_master(&store, &cluster, 3);
+    assert_eq!(keys[0].1, dead);
+    cluster.kill(dead).unwrap();
+    let quotas = [quota(100, 10)];
+    let now = Instant::now();
+    for (slot, _) in &keys[1..] {
+        assert_eq!(
+            store.acquire(slot, &quotas, 1, now).await.unwrap(),
+            Decision::Admitted
+        );
+    }
+    let stats = store.stats();
+    assert_eq!(
+        (stats.errors, stats.timeouts, stats.remote_admitted),
+        (0, 0, 2)
+    );
+}
+
+#[tokio::test]
 async fn the_golden_table_holds_on_a_three_master_cluster() {
     let Some(cluster) = cluster(3, 0) else { return };
     let store = RedisStore::cluster_builder(cluster.urls())
