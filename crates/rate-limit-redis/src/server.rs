@@ -173,8 +173,20 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 
 impl RedisCluster {
     /// Starts `masters` masters (3 or more) with `replicas` replicas each and returns once the
-    /// cluster serves every slot.
+    /// cluster serves every slot. A port taken by someone else between its choice and the
+    /// node's start costs another try with new ports (three in all).
     pub fn start(masters: usize, replicas: usize) -> io::Result<Self> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::try_start(masters, replicas) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound && tries < 3 => {}
+                started => return started,
+            }
+        }
+    }
+
+    fn try_start(masters: usize, replicas: usize) -> io::Result<Self> {
         let count = masters * (replicas + 1);
         let ports = cluster_ports(count)?;
         let dir = std::env::temp_dir().join(format!(
