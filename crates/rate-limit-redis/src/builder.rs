@@ -42,7 +42,10 @@ pub enum Clock {
 /// Its `Debug` rendering, like every error it gives, shows the URL without its credentials.
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
+    /// The node's URL; on a Cluster, the first of `cluster`.
     pub(crate) url: String,
+    /// The URLs of some of a Redis Cluster's nodes, for a store on that Cluster.
+    pub(crate) cluster: Option<Vec<String>>,
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
     pub(crate) recheck_after: Duration,
@@ -58,8 +61,14 @@ pub struct RedisStoreBuilder {
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut f = f.debug_struct("RedisStoreBuilder");
-        f.field("url", &redacted(&self.url))
-            .field("prefix", &self.prefix)
+        match &self.cluster {
+            None => f.field("url", &redacted(&self.url)),
+            Some(nodes) => f.field(
+                "cluster",
+                &nodes.iter().map(|url| redacted(url)).collect::<Vec<_>>(),
+            ),
+        };
+        f.field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("recheck_after", &self.recheck_after)
             .field("policy", &self.policy)
@@ -131,6 +140,7 @@ impl RedisStoreBuilder {
     pub(crate) fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
+            cluster: None,
             prefix: "seawall:rl".to_owned(),
             timeout: Duration::from_millis(50),
             recheck_after: Duration::from_millis(500),
@@ -140,6 +150,23 @@ impl RedisStoreBuilder {
             max_pending: 10_000,
             #[cfg(feature = "tls")]
             root_certificates: None,
+        }
+    }
+
+    /// A builder for a store on the Redis Cluster one or more of whose nodes are at `nodes`.
+    pub(crate) fn new_cluster<I>(nodes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let nodes: Vec<String> = nodes
+            .into_iter()
+            .map(|url| url.as_ref().to_owned())
+            .collect();
+        Self {
+            url: nodes.first().cloned().unwrap_or_default(),
+            cluster: Some(nodes),
+            ..Self::new("")
         }
     }
 

@@ -71,6 +71,19 @@
 //!   key's pool is topped up before it runs dry. The
 //!   price is bounded: a fleet of `P` processes may run at most `n × P` requests ahead of
 //!   the quota in any window, because no process holds more than one lease at a time.
+//! - **Redis Cluster** ([`RedisStore::cluster_builder`], given the URLs of some of its
+//!   nodes): the redis crate's async cluster client routes each key's script to the master
+//!   serving its slot (the hash tag keeps a limiter key's state in one slot), follows `MOVED`
+//!   and `ASK`, and loads the script on every node. An error or a timeout puts only the key
+//!   that met it into the failure policy for `recheck_after`, so keys on the other masters are
+//!   not disturbed by one master's loss; its keys resume once a replica has taken over. The
+//!   cluster's nodes should run with `cluster-require-full-coverage no`: with Redis's default,
+//!   every node refuses every key (`CLUSTERDOWN`) while any slot is uncovered. Coalescing and
+//!   leases stay per key, as on one node. Sentinel is not supported: the redis crate offers no
+//!   connection that follows a Sentinel failover by itself.
+//! - **One connection layer** for one node and for a Cluster: whatever else keeps state in
+//!   Redis (a response cache, window quotas) is meant to share it, with the same URLs,
+//!   timeouts and failure handling.
 //! - **TLS** (the `tls` feature): `rediss://` URLs through rustls, trusting Mozilla's roots
 //!   or the authorities given to `RedisStoreBuilder::root_certificates`.
 //! - **Credentials** in the URL never appear in a `Debug` rendering, an error or a log line,
@@ -81,6 +94,7 @@
 
 mod batch;
 mod builder;
+mod connection;
 mod lease;
 pub mod server;
 mod stats;

@@ -1,10 +1,11 @@
 //! A throwaway `redis-server` on a free loopback port, for tests, examples and benchmarks
-//! that must not touch a shared instance.
+//! that must not touch a shared instance, and a throwaway Redis Cluster made of them.
 
 use std::io::{self, BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A `redis-server` child process that keeps nothing on disk; killed when dropped.
 ///
@@ -26,6 +27,29 @@ impl RedisServer {
     /// Starts a server on `port` (for example to bring back one that was killed).
     pub fn start_on(port: u16) -> io::Result<Self> {
         Self::spawn(port, &["--port", &port.to_string()], false)
+    }
+
+    /// Starts a Redis Cluster node on `port`, keeping its cluster configuration in `dir`,
+    /// declaring a peer failed after `node_timeout_ms` of silence.
+    fn start_cluster_node(port: u16, dir: &Path, node_timeout_ms: u64) -> io::Result<Self> {
+        let args = [
+            "--port".to_owned(),
+            port.to_string(),
+            "--cluster-enabled".to_owned(),
+            "yes".to_owned(),
+            "--dir".to_owned(),
+            dir.to_string_lossy().into_owned(),
+            "--cluster-config-file".to_owned(),
+            format!("nodes-{port}.conf"),
+            "--cluster-node-timeout".to_owned(),
+            node_timeout_ms.to_string(),
+            // A master's loss leaves the other masters serving their own slots, instead of
+            // the whole cluster refusing every key until a replica has taken over.
+            "--cluster-require-full-coverage".to_owned(),
+            "no".to_owned(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn(port, &args, false)
     }
 
     /// Starts a server that speaks only TLS, on a free port of 127.0.0.1, with the
@@ -123,4 +147,369 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// A throwaway Redis Cluster on free loopback ports: `masters` masters with `replicas` replicas
+/// each, every node a [`RedisServer`] child process that keeps nothing but its cluster
+/// configuration (in a directory of its own, removed on drop). Killed when dropped.
+///
+/// Made with `redis-cli --cluster create` (`redis-cli` on the `PATH`, or the one named by
+/// `SEAWALL_REDIS_CLI`); ready once every node reports `cluster_state:ok`, knows every other
+/// node, and every replica's link to its master is up. Nodes declare a silent peer failed
+/// after one second, so a replica takes over a killed master within a few seconds, and
+/// serve their own slots while another's are uncovered (`cluster-require-full-coverage no`).
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// `None` once killed.
+    nodes: Vec<Option<RedisServer>>,
+    ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+/// How long a silent node may be before its peers declare it failed.
+const NODE_TIMEOUT_MS: u64 = 1_000;
+/// How long a new cluster may take to become ready.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+impl RedisCluster {
+    /// Starts `masters` masters (3 or more) with `replicas` replicas each and returns once the
+    /// cluster serves every slot. A port taken by someone else between its choice and the
+    /// node's start costs another try with new ports (three in all).
+    pub fn start(masters: usize, replicas: usize) -> io::Result<Self> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::try_start(masters, replicas) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound && tries < 3 => {}
+                started => return started,
+            }
+        }
+    }
+
+    fn try_start(masters: usize, replicas: usize) -> io::Result<Self> {
+        let count = masters * (replicas + 1);
+        let ports = cluster_ports(count)?;
+        let dir = std::env::temp_dir().join(format!(
+            "seawall-cluster-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut cluster = Self {
+            nodes: Vec::with_capacity(count),
+            ports: ports.clone(),
+            dir,
+        };
+        for &port in &ports {
+            let node = RedisServer::start_cluster_node(port, &cluster.dir, NODE_TIMEOUT_MS)?;
+            cluster.nodes.push(Some(node));
+        }
+        let cli = std::env::var("SEAWALL_REDIS_CLI").unwrap_or_else(|_| "redis-cli".to_owned());
+        let output = Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(ports.iter().map(|port| format!("127.0.0.1:{port}")))
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("cannot run `{cli}` (Debian package redis-tools): {error}"),
+                )
+            })?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )));
+        }
+        cluster.wait_until_ready(count)?;
+        Ok(cluster)
+    }
+
+    fn wait_until_ready(&self, count: usize) -> io::Result<()> {
+        let since = Instant::now();
+        loop {
+            if self.ports.iter().all(|&port| node_ready(port, count)) {
+                return Ok(());
+            }
+            if since.elapsed() > READY_WITHIN {
+                return Err(io::Error::other(format!(
+                    "the cluster on ports {:?} was not ready within {READY_WITHIN:?}",
+                    self.ports
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every node's URL, `redis://127.0.0.1:<port>/`, killed ones included.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// Every node's port, killed ones included.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// The port of the master that serves `key` now, asked of a live node.
+    pub fn master_of(&self, key: &str) -> io::Result<u16> {
+        let mut last = io::Error::other("no live node");
+        for (node, &port) in self.nodes.iter().zip(&self.ports) {
+            if node.is_none() {
+                continue;
+            }
+            match master_of(port, key) {
+                Ok(master) => return Ok(master),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
+    }
+
+    /// Moves the slot of `key` (with the keys in it) from the master serving it to the master
+    /// on `to`, as `redis-cli --cluster reshard` would: [`migrate_slot_of`](Self::migrate_slot_of),
+    /// then `SETSLOT … NODE` on every live master. Clients still sending to the old master
+    /// are answered `MOVED` after it.
+    pub fn move_slot_of(&self, key: &str, to: u16) -> io::Result<()> {
+        let Some(migration) = self.migrate(key, to)? else {
+            return Ok(());
+        };
+        let mut masters = vec![to, migration.from];
+        for (node, &port) in self.nodes.iter().zip(&self.ports) {
+            if node.is_some() && !masters.contains(&port) && is_master(port) {
+                masters.push(port);
+            }
+        }
+        for port in masters {
+            let mut command = redis::cmd("CLUSTER");
+            command
+                .arg("SETSLOT")
+                .arg(migration.slot)
+                .arg("NODE")
+                .arg(&migration.to_id);
+            query(port, &command)?;
+        }
+        Ok(())
+    }
+
+    /// Starts moving the slot of `key` to the master on `to` and moves its keys, leaving the
+    /// slot half-moved (`MIGRATING` on the old master, `IMPORTING` on the new): the old master
+    /// answers `ASK` for the keys already gone. [`move_slot_of`](Self::move_slot_of) finishes
+    /// the move.
+    pub fn migrate_slot_of(&self, key: &str, to: u16) -> io::Result<()> {
+        self.migrate(key, to).map(drop)
+    }
+
+    fn migrate(&self, key: &str, to: u16) -> io::Result<Option<Migration>> {
+        let owner = self.master_of(key)?;
+        let slot: u16 = query_as(to, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))?;
+        let to_id: String = query_as(to, &redis::cmd("CLUSTER").arg("MYID").clone())?;
+        // Half-moved already: the old master is the one migrating the slot.
+        let from = match self.migrating_from(slot, &to_id)? {
+            Some(from) => from,
+            None if owner == to => return Ok(None),
+            None => owner,
+        };
+        let from_id: String = query_as(from, &redis::cmd("CLUSTER").arg("MYID").clone())?;
+        let setslot = |state: &str, node: &str| {
+            let mut command = redis::cmd("CLUSTER");
+            command.arg("SETSLOT").arg(slot).arg(state).arg(node);
+            command
+        };
+        query(to, &setslot("IMPORTING", &from_id))?;
+        query(from, &setslot("MIGRATING", &to_id))?;
+        loop {
+            let keys: Vec<String> = query_as(
+                from,
+                redis::cmd("CLUSTER")
+                    .arg("GETKEYSINSLOT")
+                    .arg(slot)
+                    .arg(100),
+            )?;
+            if keys.is_empty() {
+                break;
+            }
+            query(
+                from,
+                redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(to)
+                    .arg("")
+                    .arg(0)
+                    .arg(5_000)
+                    .arg("KEYS")
+                    .arg(&keys),
+            )?;
+        }
+        Ok(Some(Migration { slot, from, to_id }))
+    }
+
+    /// The live master migrating `slot` to the node `to_id`, if one is.
+    fn migrating_from(&self, slot: u16, to_id: &str) -> io::Result<Option<u16>> {
+        let marker = format!("[{slot}->-{to_id}]");
+        for (node, &port) in self.nodes.iter().zip(&self.ports) {
+            if node.is_none() {
+                continue;
+            }
+            let nodes: String = query_as(port, redis::cmd("CLUSTER").arg("NODES"))?;
+            let myself = nodes.lines().find(|line| line.contains("myself"));
+            if myself.is_some_and(|line| line.contains(&marker)) {
+                return Ok(Some(port));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Kills the node on `port` at once (`SIGKILL`, as a crash would) and waits for it to be
+    /// gone.
+    pub fn kill(&mut self, port: u16) -> io::Result<()> {
+        let at = self
+            .ports
+            .iter()
+            .position(|&p| p == port)
+            .ok_or_else(|| io::Error::other(format!("no node on port {port}")))?;
+        match self.nodes[at].take() {
+            Some(node) => node.kill(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `count` free loopback ports whose cluster bus ports (port + 10,000) are free too.
+fn cluster_ports(count: usize) -> io::Result<Vec<u16>> {
+    let mut ports = Vec::with_capacity(count);
+    for _ in 0..1_000 {
+        if ports.len() == count {
+            break;
+        }
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let port = listener.local_addr()?.port();
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if ports.contains(&port) || ports.contains(&bus) || ports.iter().any(|p| p + 10_000 == port)
+        {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            ports.push(port);
+        }
+    }
+    if ports.len() < count {
+        return Err(io::Error::other("not enough free port pairs for a cluster"));
+    }
+    Ok(ports)
+}
+
+fn node_connection(port: u16) -> io::Result<redis::Connection> {
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(io::Error::other)?;
+    client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .map_err(io::Error::other)
+}
+
+/// Whether the node on `port` serves every slot, knows all `count` nodes, and (a replica) has
+/// its link to its master up.
+fn node_ready(port: u16, count: usize) -> bool {
+    let Ok(mut connection) = node_connection(port) else {
+        return false;
+    };
+    let Ok(info) = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query::<String>(&mut connection)
+    else {
+        return false;
+    };
+    let known = format!("cluster_known_nodes:{count}");
+    if !info.contains("cluster_state:ok") || !info.lines().any(|line| line.trim() == known) {
+        return false;
+    }
+    let Ok(replication) = redis::cmd("INFO")
+        .arg("replication")
+        .query::<String>(&mut connection)
+    else {
+        return false;
+    };
+    replication.contains("role:master") || replication.contains("master_link_status:up")
+}
+
+/// A slot whose keys have moved to the node `to_id` from the master on `from`.
+struct Migration {
+    slot: u16,
+    from: u16,
+    to_id: String,
+}
+
+/// Runs `command` on the node on `port`.
+fn query(port: u16, command: &redis::Cmd) -> io::Result<redis::Value> {
+    query_as(port, command)
+}
+
+/// Runs `command` on the node on `port`, for an answer of type `T`.
+fn query_as<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> io::Result<T> {
+    command
+        .query(&mut node_connection(port)?)
+        .map_err(io::Error::other)
+}
+
+/// Whether the node on `port` is a master.
+fn is_master(port: u16) -> bool {
+    node_connection(port)
+        .and_then(|mut connection| {
+            redis::cmd("ROLE")
+                .query::<Vec<redis::Value>>(&mut connection)
+                .map_err(io::Error::other)
+        })
+        .is_ok_and(|role| {
+            role.first()
+                .and_then(|role| redis::from_redis_value_ref::<String>(role).ok())
+                .is_some_and(|role| role == "master")
+        })
+}
+
+/// The port of the master that serves `key`, as the node on `port` sees it.
+fn master_of(port: u16, key: &str) -> io::Result<u16> {
+    let mut connection = node_connection(port)?;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut connection)
+        .map_err(io::Error::other)?;
+    let ranges: Vec<(u16, u16, u16)> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query::<Vec<redis::Value>>(&mut connection)
+        .map_err(io::Error::other)?
+        .into_iter()
+        .filter_map(|range| {
+            let redis::Value::Array(parts) = range else {
+                return None;
+            };
+            let start = redis::from_redis_value_ref::<u16>(parts.first()?).ok()?;
+            let end = redis::from_redis_value_ref::<u16>(parts.get(1)?).ok()?;
+            let redis::Value::Array(master) = parts.get(2)? else {
+                return None;
+            };
+            let master = redis::from_redis_value_ref::<u16>(master.get(1)?).ok()?;
+            Some((start, end, master))
+        })
+        .collect();
+    ranges
+        .into_iter()
+        .find(|(start, end, _)| (*start..=*end).contains(&slot))
+        .map(|(_, _, master)| master)
+        .ok_or_else(|| io::Error::other(format!("no master serves slot {slot}")))
 }

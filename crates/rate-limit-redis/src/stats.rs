@@ -49,7 +49,7 @@ pub struct RedisStoreStats {
     pub errors: u64,
     /// Calls Redis did not answer within the timeout.
     pub timeouts: u64,
-    /// Times Redis went from answering to failing.
+    /// Times Redis went from answering to failing (on a Cluster, each key's own).
     pub outages: u64,
     /// Attempts answered by the failure policy without asking Redis, in the pause after a
     /// failure.
@@ -65,7 +65,8 @@ pub struct RedisStoreStats {
     pub fallback_admitted: u64,
     /// Requests the fallback policy's local limiter told to wait or refused as oversize.
     pub fallback_refused: u64,
-    /// Whether the failure policy is answering now instead of Redis.
+    /// Whether the failure policy is answering now instead of Redis (on a Cluster: for some
+    /// key, the latest failure being less than `recheck_after` ago).
     pub unavailable: bool,
 }
 

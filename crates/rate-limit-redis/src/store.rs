@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use seawall_core::ConfigError;
 use seawall_rate_limit::gcra::GcraCells;
 use seawall_rate_limit::{Decision, InMemoryStore, Quota, RateStore, StoreError};
@@ -19,7 +18,8 @@ use tokio::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::batch::{self, Answer, Queue, Waiting};
-use crate::builder::{Clock, FailurePolicy, RedisStoreBuilder, redacted};
+use crate::builder::{Clock, FailurePolicy, RedisStoreBuilder};
+use crate::connection::Connection;
 use crate::lease::LeasePool;
 use crate::stats::Counters;
 
@@ -29,7 +29,8 @@ use crate::stats::Counters;
 /// Each admission travels in one `EVALSHA` of a GCRA script (reloaded by `SCRIPT LOAD` when
 /// Redis answers `NOSCRIPT`, after a restart or a `SCRIPT FLUSH`), together with the same
 /// key's admissions that queued while the key's previous call was out, over one multiplexed
-/// connection that is remade after failures.
+/// connection that is remade after failures (on a Redis Cluster, one per node, to the master
+/// serving the key's slot).
 #[derive(Clone)]
 pub struct RedisStore {
     pub(crate) inner: Arc<Inner>,
@@ -49,7 +50,7 @@ impl fmt::Debug for RedisStore {
 }
 
 pub(crate) struct Inner {
-    connection: ConnectionManager,
+    connection: Connection,
     script: Script,
     prefix: String,
     timeout: Duration,
@@ -60,9 +61,13 @@ pub(crate) struct Inner {
     max_pending: usize,
     origin: Instant,
     origin_epoch_micros: u64,
-    /// Until when (nanoseconds since `origin`) the failure policy answers without asking
-    /// Redis; 0 while Redis answers.
+    /// On one node, until when (nanoseconds since `origin`) the failure policy answers every
+    /// key without asking Redis, 0 while Redis answers. On a Cluster, where each key keeps its
+    /// own, the end of the pause after the latest failure of any key (for the figures).
     down_until: AtomicU64,
+    /// Whether each key is put into the failure policy on its own (on a Cluster, where one
+    /// node's loss concerns only the keys it serves) rather than the whole store.
+    per_key: bool,
     fallback: InMemoryStore,
     pub(crate) counters: Counters,
 }
@@ -90,6 +95,9 @@ pub(crate) struct SlotState {
     /// Admissions whose callers wait for a call's answer (queued or in the call that is out):
     /// one for each [`AcquireFuture`] not yet answered nor dropped.
     pending: AtomicUsize,
+    /// On a Cluster, until when (nanoseconds since the store's origin) the failure policy
+    /// answers this key without asking Redis; 0 while Redis answers.
+    down_until: AtomicU64,
 }
 
 impl SlotState {
@@ -120,19 +128,23 @@ impl RedisStore {
         RedisStoreBuilder::new(url)
     }
 
+    /// Starts building a store on a Redis Cluster, given the URLs of one or more of its nodes
+    /// (`redis://host:port`; more than one, so that the store can find the cluster while one of
+    /// them is down). The redis crate's cluster client finds the rest, routes each key's
+    /// calls to the node serving its slot, and follows `MOVED` and `ASK` as slots move or a
+    /// replica takes over. A key that cannot be reached puts only that key into the failure
+    /// policy.
+    pub fn cluster_builder<I>(nodes: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        RedisStoreBuilder::new_cluster(nodes)
+    }
+
     pub(crate) fn connect(config: RedisStoreBuilder) -> Result<Self, ConfigError> {
-        // The errors show the URL without its credentials, and not the redis crate's reason,
-        // which may quote the URL.
-        let url_error = || ConfigError::new("url", redacted(&config.url), URL_EXPECTED);
-        let client = open_client(&config).map_err(|_| url_error())?;
-        let connection_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(config.recheck_after);
-        let connection = ConnectionManager::new_lazy_with_config(client, connection_config)
-            .map_err(|_| url_error())?;
+        let connection = Connection::open(&config)?;
+        let per_key = connection.is_cluster();
         let origin_epoch_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| {
@@ -152,6 +164,7 @@ impl RedisStore {
                 origin: Instant::now(),
                 origin_epoch_micros,
                 down_until: AtomicU64::new(0),
+                per_key,
                 fallback: InMemoryStore::new(0),
                 counters: Counters::default(),
             }),
@@ -174,22 +187,47 @@ impl Inner {
         micros(nanos)
     }
 
-    fn is_down(&self, now: Instant) -> bool {
-        let until = self.down_until.load(Ordering::Relaxed);
-        until != 0 && self.nanos(now) < until
-    }
-
-    fn failed(&self, now: Instant, error: &StoreError) {
-        let until = self.nanos(now + self.recheck_after).max(1);
-        if self.down_until.swap(until, Ordering::Relaxed) == 0 {
-            self.counters.outages.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, policy = ?self.policy, "rate-limit store unavailable");
+    /// Where `slot`'s pause after a failure is kept: its own on a Cluster, the store's on one
+    /// node.
+    fn down_until<'a>(&'a self, slot: &'a SlotState) -> &'a AtomicU64 {
+        if self.per_key {
+            &slot.down_until
+        } else {
+            &self.down_until
         }
     }
 
-    fn answered(&self) {
-        if self.down_until.load(Ordering::Relaxed) != 0
-            && self.down_until.swap(0, Ordering::Relaxed) != 0
+    /// Whether the failure policy answers for `slot` at `now` without asking Redis.
+    fn is_down(&self, slot: &SlotState, now: Instant) -> bool {
+        until_after(self.down_until(slot), self.nanos(now))
+    }
+
+    /// Whether some key (on one node, every key) is in the pause after a failure at `now`.
+    fn is_any_down(&self, now: Instant) -> bool {
+        until_after(&self.down_until, self.nanos(now))
+    }
+
+    fn failed(&self, slot: &SlotState, now: Instant, error: &StoreError) {
+        let until = self.nanos(now + self.recheck_after).max(1);
+        let any_was_down = self.per_key && self.is_any_down(now);
+        let key_was_down = self.down_until(slot).swap(until, Ordering::Relaxed) != 0;
+        if self.per_key {
+            self.down_until.fetch_max(until, Ordering::Relaxed);
+        }
+        if !key_was_down {
+            self.counters.outages.fetch_add(1, Ordering::Relaxed);
+            // On a Cluster, said once for the keys that fail together, not for each.
+            if !any_was_down {
+                tracing::warn!(%error, policy = ?self.policy, "rate-limit store unavailable");
+            }
+        }
+    }
+
+    fn answered(&self, slot: &SlotState) {
+        let down_until = self.down_until(slot);
+        if down_until.load(Ordering::Relaxed) != 0
+            && down_until.swap(0, Ordering::Relaxed) != 0
+            && !self.per_key
         {
             tracing::info!("rate-limit store answering again");
         }
@@ -265,38 +303,10 @@ fn key_name(prefix: &str, key: &dyn fmt::Debug) -> String {
     name
 }
 
-/// What the `url` of a builder must be.
-const URL_EXPECTED: &str =
-    "a redis://[user:password@]host[:port][/db] URL (rediss:// with the `tls` feature)";
-
-/// The redis crate's client for the builder's URL.
-#[cfg(not(feature = "tls"))]
-fn open_client(config: &RedisStoreBuilder) -> redis::RedisResult<redis::Client> {
-    redis::Client::open(config.url.as_str())
-}
-
-/// The redis crate's client for the builder's URL, trusting the builder's root certificates
-/// if it has any.
-#[cfg(feature = "tls")]
-fn open_client(config: &RedisStoreBuilder) -> redis::RedisResult<redis::Client> {
-    // The redis crate builds its TLS configuration from the process's default provider, and
-    // rustls cannot choose one when a build holds two (ring and aws-lc-rs): ring's is
-    // installed unless the application installed its own.
-    let scheme = url::Url::parse(&config.url).map(|url| url.scheme().to_owned());
-    let tls = matches!(scheme.as_deref(), Ok("rediss" | "valkeys"));
-    if tls && rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    match &config.root_certificates {
-        Some(pem) => redis::Client::build_with_tls(
-            config.url.as_str(),
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            },
-        ),
-        None => redis::Client::open(config.url.as_str()),
-    }
+/// Whether the instant in `until` (0 for none) is later than `now`.
+fn until_after(until: &AtomicU64, now: u64) -> bool {
+    let until = until.load(Ordering::Relaxed);
+    until != 0 && now < until
 }
 
 /// The error the failure policy answers for while Redis is left alone after a failure.
@@ -370,7 +380,7 @@ impl Inner {
         if batch.is_empty() {
             return;
         }
-        if self.is_down(now) {
+        if self.is_down(slot, now) {
             let skipped = self.answer_unavailable(slot, batch.drain(..), &recently_failed());
             self.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
             return;
@@ -419,12 +429,11 @@ impl Inner {
                 .arg(micros(interval))
                 .arg(micros(interval * u128::from(quota.burst_size())));
         }
-        let mut connection = self.connection.clone();
-        let call = invocation.invoke_async::<Vec<u64>>(&mut connection);
+        let call = self.connection.invoke::<Vec<u64>>(&invocation);
         let answer = tokio::time::timeout(self.timeout, call).await;
         let error = match answer {
             Ok(Ok(answers)) if answers.len() == 2 * batch.len() => {
-                self.answered();
+                self.answered(slot);
                 self.counters.answered.fetch_add(1, Ordering::Relaxed);
                 for (waiting, answer) in batch.drain(..).zip(answers.chunks_exact(2)) {
                     let decision = self.decide(slot, quotas, &waiting, answer[0], answer[1]);
@@ -450,7 +459,7 @@ impl Inner {
             }
         };
         let now = Instant::now();
-        self.failed(now, &error);
+        self.failed(slot, now, &error);
         for waiting in batch.drain(..).filter(|waiting| !waiting.is_refill()) {
             let answer = self.unavailable(slot, quotas, waiting.cost, now, error.clone());
             waiting.reply(answer);
@@ -595,6 +604,7 @@ impl RateStore for RedisStore {
                 quotas: OnceLock::new(),
                 queue: Queue::default(),
                 pending: AtomicUsize::new(0),
+                down_until: AtomicU64::new(0),
             }),
         }
     }
@@ -631,7 +641,7 @@ impl RateStore for RedisStore {
             }
             return AcquireFuture::ready(Ok(Decision::Admitted));
         }
-        if inner.is_down(now) {
+        if inner.is_down(&slot.shared, now) {
             inner.counters.skipped.fetch_add(1, Ordering::Relaxed);
             let error = recently_failed();
             return AcquireFuture::ready(inner.unavailable(&slot.shared, quotas, cost, now, error));
@@ -705,6 +715,6 @@ impl RedisStore {
     }
 
     pub(crate) fn is_unavailable(&self) -> bool {
-        self.inner.is_down(Instant::now())
+        self.inner.is_any_down(Instant::now())
     }
 }

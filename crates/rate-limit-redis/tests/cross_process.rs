@@ -1,5 +1,6 @@
 //! Four separate OS processes share one quota of 100/s (burst 10) through one Redis for 10 s
-//! of real time: together they admit the burst plus 1,000, within 1 %.
+//! of real time: together they admit the burst plus 1,000, within 1 %. Then the same through
+//! a Redis Cluster of three masters.
 //!
 //! A plain `main` (no test harness) that runs itself again as each worker process.
 
@@ -32,8 +33,18 @@ const CONCURRENCY: usize = 8;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.iter().position(|arg| arg == "--worker") {
-        Some(at) => worker(&args[at + 1], args[at + 2].parse().unwrap()),
-        None => run(),
+        Some(at) => worker(&args[at + 1], &args[at + 2], args[at + 3].parse().unwrap()),
+        None => {
+            let Some(server) = support::server() else {
+                return;
+            };
+            run("one node", "node", &server.url());
+            drop(server);
+            let Some(cluster) = support::cluster(3, 0) else {
+                return;
+            };
+            run("a 3-master cluster", "cluster", &cluster.urls().join(","));
+        }
     }
 }
 
@@ -46,16 +57,14 @@ fn epoch_ms() -> u64 {
         .unwrap()
 }
 
-fn run() {
-    let Some(server) = support::server() else {
-        return;
-    };
+/// Runs the workers on `urls` (`mode` "node" or "cluster") and checks what they admitted.
+fn run(what: &str, mode: &str, urls: &str) {
     // Every worker starts at the same wall-clock instant, once all have connected.
     let start_ms = epoch_ms() + 2_000;
     let workers: Vec<_> = (0..PROCESSES)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--worker", &server.url(), &start_ms.to_string()])
+                .args(["--worker", mode, urls, &start_ms.to_string()])
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -77,11 +86,11 @@ fn run() {
     let total: u64 = counts.iter().sum();
     let expected = u64::from(BURST) + u64::from(PER_SECOND) * RUN.as_secs();
     println!(
-        "cross_process: {PROCESSES} processes admitted {counts:?}, {total} in all, expected {expected} ± 1 %"
+        "cross_process on {what}: {PROCESSES} processes admitted {counts:?}, {total} in all, expected {expected} ± 1 %"
     );
     assert!(
         total.abs_diff(expected) * 100 <= expected,
-        "{total} admitted, expected {expected} ± 1 %"
+        "{what}: {total} admitted, expected {expected} ± 1 %"
     );
     assert!(
         counts.iter().all(|&n| n > 0),
@@ -89,15 +98,19 @@ fn run() {
     );
 }
 
-/// Sends requests through a Redis-backed limiter from `start_ms` for `RUN`, and prints how
-/// many reached the upstream within that time.
-fn worker(url: &str, start_ms: u64) {
+/// Sends requests through a Redis-backed limiter (on the node, or the cluster, at `urls`)
+/// from `start_ms` for `RUN`, and prints how many reached the upstream within that time.
+fn worker(mode: &str, urls: &str, start_ms: u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let admitted = runtime.block_on(async {
-        let store = RedisStore::builder(url).connect().await.unwrap();
+        let builder = match mode {
+            "cluster" => RedisStore::cluster_builder(urls.split(',')),
+            _ => RedisStore::builder(urls),
+        };
+        let store = builder.connect().await.unwrap();
         let layer = RateLimitLayer::builder()
             .per_second(PER_SECOND)
             .burst(BURST)

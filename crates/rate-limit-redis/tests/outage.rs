@@ -285,3 +285,75 @@ fn a_sending_task_dropped_before_it_ran_answers_and_hands_its_key_back() {
         .expect("the key stayed stuck");
     assert_eq!(again.unwrap(), Decision::Admitted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_and_restarted_mid_run_resumes_with_the_same_store() {
+    let Some(server) = server() else { return };
+    let port = server.port();
+    let store = store(&server, FailurePolicy::FailClosed).await;
+    let quotas = [quota(100, 10)];
+    let slot = store.new_slot(&"mid-run");
+    let begun = std::time::Instant::now();
+    let ms = move || u64::try_from(begun.elapsed().as_millis()).unwrap();
+    let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (store, over) = (store.clone(), std::sync::Arc::clone(&over));
+        tokio::spawn(async move {
+            let (mut admitted, mut refused) = (Vec::new(), Vec::new());
+            while !over.load(std::sync::atomic::Ordering::Relaxed) {
+                match store.acquire(&slot, &quotas, 1, Instant::now()).await {
+                    Ok(Decision::Admitted) => admitted.push(ms()),
+                    Ok(Decision::Wait(wait)) => tokio::time::sleep(wait).await,
+                    Ok(other) => return Err(format!("answered {other:?}")),
+                    Err(_) => {
+                        refused.push(ms());
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            Ok((admitted, refused))
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.kill().unwrap();
+    let killed_ms = ms();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _server = RedisServer::start_on(port).unwrap();
+    let restarted_ms = ms();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    over.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (admitted, refused) = sender.await.expect("the sender panicked").unwrap();
+    let end_ms = ms();
+
+    let last_refused = *refused
+        .last()
+        .expect("nothing was refused while Redis was down");
+    let resumed = admitted
+        .iter()
+        .copied()
+        .find(|&at| at > last_refused)
+        .expect("no admission after Redis came back");
+    eprintln!(
+        "single node: killed at {killed_ms} ms, restarted at {restarted_ms} ms, first refusal \
+         at {} ms, admitted again at {resumed} ms ({} ms after the restart)",
+        refused[0],
+        resumed - restarted_ms
+    );
+    assert!(
+        refused[0] >= killed_ms && last_refused >= restarted_ms.saturating_sub(100),
+        "refused from {} ms to {last_refused} ms",
+        refused[0]
+    );
+    assert!(
+        resumed >= restarted_ms && resumed - restarted_ms <= 1_000,
+        "admission resumed {} ms after the restart",
+        resumed - restarted_ms
+    );
+    // The restarted Redis is empty: a fresh burst, then the rate.
+    let after = admitted.iter().filter(|&&at| at >= resumed).count() as u64;
+    let earned = 10 + 100 * (end_ms - resumed) / 1_000;
+    assert!(
+        after <= earned + 1 && after * 100 >= earned * 97,
+        "{after} admitted after the restart, {earned} earned"
+    );
+}

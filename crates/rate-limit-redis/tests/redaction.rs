@@ -49,6 +49,24 @@ async fn the_builder_and_the_store_never_show_the_urls_credentials() {
 }
 
 #[tokio::test]
+async fn a_cluster_builder_never_shows_its_nodes_credentials() {
+    let url = format!("redis://alice:{SECRET}@127.0.0.1:{}/", closed_port());
+    let builder = RedisStore::cluster_builder([url.as_str(), url.as_str()]);
+    let shown = format!("{builder:?}");
+    assert_redacted("the cluster builder's Debug", &shown);
+    assert!(
+        shown.contains("127.0.0.1"),
+        "the hosts are still shown: {shown}"
+    );
+    let error = RedisStore::cluster_builder([url.as_str(), "http://alice:s3cret-pw@host/"])
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(error.field(), "nodes");
+    assert_redacted("the cluster builder's error", &error.to_string());
+}
+
+#[tokio::test]
 async fn config_errors_about_the_url_never_show_its_credentials() {
     for url in [
         format!("redis://alice:{SECRET}@127.0.0.1:notaport/"),

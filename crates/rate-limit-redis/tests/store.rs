@@ -266,6 +266,12 @@ async fn bad_configs_name_their_field() {
             RedisStore::builder(url).max_pending(10_000_001),
             "max_pending",
         ),
+        (RedisStore::cluster_builder([""; 0]), "nodes"),
+        (
+            RedisStore::cluster_builder([url, "http://not-redis"]),
+            "nodes",
+        ),
+        (RedisStore::cluster_builder([url]).lease(1), "lease"),
     ];
     for (builder, field) in cases {
         let error = builder.connect().await.unwrap_err();

@@ -16,6 +16,13 @@
 //!   100/s (burst 10) for `CROSS_RUN`; the most admissions in any 1 s window beyond what the
 //!   quota allows in one (burst + 100), against the documented bound `lease × processes`
 //!   (`over_admission_bound`).
+//! - `cluster_exact_admissions_per_sec`, `cluster_exact_p99_us`, `cluster_lease_admissions_per_sec`:
+//!   the exact and lease figures again on a Redis Cluster of three masters (one key, so one
+//!   master serves it; the point is what the cluster client costs), and
+//!   `cluster_exact_vs_exact`, their ratio to the single node's exact figure in the same run.
+//! - `failover_gap_s`: on a cluster of three masters with a replica each, one task admitting
+//!   on one key (fail-closed, `recheck_after` 100 ms) while the key's master is killed; the
+//!   longest time the key went without an admission, until its replica had taken over.
 //!
 //! The last line is the JSON object.
 
@@ -29,7 +36,7 @@ use http::{Request, Response};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use seawall_rate_limit::{Decision, Quota, RateLimitLayer, RateStore};
 use seawall_rate_limit_redis::RedisStore;
-use seawall_rate_limit_redis::server::RedisServer;
+use seawall_rate_limit_redis::server::{RedisCluster, RedisServer};
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -65,6 +72,25 @@ fn main() -> Result<(), BoxError> {
     let (exact, exact_p99_us, exact_per_call) = (exact.rate, exact.p99_us, exact.per_call);
     let lease = lease.rate;
     let over = cross_process(&server.url())?;
+    drop(server);
+    let (cluster_exact, cluster_lease) = {
+        let cluster = RedisCluster::start(3, 0)?;
+        runtime.block_on(async {
+            let exact = admissions(RedisStore::cluster_builder(cluster.urls()), true).await?;
+            let lease = admissions(
+                RedisStore::cluster_builder(cluster.urls()).lease(LEASE),
+                false,
+            )
+            .await?;
+            Ok::<_, BoxError>((exact, lease))
+        })?
+    };
+    let failover_gap = {
+        let mut cluster = RedisCluster::start(3, 1)?;
+        runtime.block_on(failover_gap(&mut cluster))?
+    };
+    let cluster_exact_p99_us = cluster_exact.p99_us;
+    let (cluster_exact, cluster_lease) = (cluster_exact.rate, cluster_lease.rate);
     let bound = u64::from(CROSS_LEASE) * PROCESSES as u64;
     let summary = json!({
         "raw_evalsha_per_sec": raw.round(),
@@ -76,6 +102,11 @@ fn main() -> Result<(), BoxError> {
         "over_admission_bound": bound,
         "exact_vs_raw": (exact / raw * 1000.0).round() / 1000.0,
         "lease_vs_exact": (lease / exact * 10.0).round() / 10.0,
+        "cluster_exact_admissions_per_sec": cluster_exact.round(),
+        "cluster_exact_p99_us": cluster_exact_p99_us,
+        "cluster_lease_admissions_per_sec": cluster_lease.round(),
+        "cluster_exact_vs_exact": (cluster_exact / exact * 1000.0).round() / 1000.0,
+        "failover_gap_s": (failover_gap.as_secs_f64() * 1000.0).round() / 1000.0,
         "concurrency": CONCURRENCY,
         "seconds": MEASURE.as_secs(),
         "lease": LEASE,
@@ -90,6 +121,14 @@ fn main() -> Result<(), BoxError> {
         println!("lease({LEASE}) admissions {lease:>12.0} /s");
         println!(
             "over-admission ({PROCESSES} processes, lease {CROSS_LEASE}): {over} (bound {bound})"
+        );
+        println!(
+            "cluster exact          {cluster_exact:>12.0} /s  (p99 {cluster_exact_p99_us} µs)"
+        );
+        println!("cluster lease({LEASE})   {cluster_lease:>12.0} /s");
+        println!(
+            "failover gap           {:>12.3} s",
+            failover_gap.as_secs_f64()
         );
     }
     println!("{summary}");
@@ -208,6 +247,49 @@ async fn admissions(
         p99_us,
         per_call,
     })
+}
+
+/// How long one key goes without an admission while its master is killed and a replica takes
+/// over: one task admits as fast as a quota of 1,000/s allows, the master is killed after a
+/// second, and the run ends at the first admission after the failover (or after 30 s).
+async fn failover_gap(cluster: &mut RedisCluster) -> Result<Duration, BoxError> {
+    let store = RedisStore::cluster_builder(cluster.urls())
+        .recheck_after(Duration::from_millis(100))
+        .connect()
+        .await?;
+    let quotas = [Quota::per_second(1_000)?.burst(100)?];
+    let slot = store.new_slot(&"failover");
+    let master = cluster.master_of(slot.redis_key())?;
+    let begun = Instant::now();
+    let mut last = Instant::now();
+    let mut killed = None;
+    let mut gap = Duration::ZERO;
+    let mut failed_since_kill = false;
+    while begun.elapsed() < Duration::from_secs(30) {
+        if killed.is_none() && begun.elapsed() >= Duration::from_secs(1) {
+            cluster.kill(master)?;
+            killed = Some(Instant::now());
+        }
+        match store
+            .acquire(&slot, &quotas, 1, tokio::time::Instant::now())
+            .await
+        {
+            Ok(Decision::Admitted) => {
+                gap = gap.max(last.elapsed());
+                last = Instant::now();
+                if failed_since_kill {
+                    return Ok(gap);
+                }
+            }
+            Ok(Decision::Wait(wait)) => tokio::time::sleep(wait).await,
+            Ok(other) => return Err(format!("a quota of 1,000/s answered {other:?}").into()),
+            Err(_) => {
+                failed_since_kill |= killed.is_some();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    Err("the key never resumed after its master was killed".into())
 }
 
 fn epoch_micros() -> u64 {

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use seawall_rate_limit::{Decision, Quota, RateStore};
-use seawall_rate_limit_redis::server::RedisServer;
+use seawall_rate_limit_redis::server::{RedisCluster, RedisServer};
 use seawall_rate_limit_redis::{Clock, RedisStore, RedisStoreBuilder};
 use tokio::time::Instant;
 
@@ -23,6 +23,24 @@ pub(crate) fn server() -> Option<RedisServer> {
         Ok(server) => Some(server),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound && !under_ci() => {
             // Straight to the terminal: the test harness hides what a passing test prints.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {}: {error}; install that package to run it",
+                std::thread::current().name().unwrap_or("a Redis test"),
+            );
+            None
+        }
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// A throwaway Redis Cluster of `masters` masters with `replicas` replicas each on free
+/// ports, or `None` (said on the terminal) when this machine has no `redis-server` or
+/// `redis-cli` and the tests do not run under CI.
+pub(crate) fn cluster(masters: usize, replicas: usize) -> Option<RedisCluster> {
+    match RedisCluster::start(masters, replicas) {
+        Ok(cluster) => Some(cluster),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && !under_ci() => {
             let _ = writeln!(
                 std::io::stderr(),
                 "SKIPPED {}: {error}; install that package to run it",

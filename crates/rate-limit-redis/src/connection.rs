@@ -1,0 +1,184 @@
+//! The connection layer: one Redis node, or a Redis Cluster, behind one type.
+//!
+//! - **One node**: the redis crate's connection manager, one multiplexed connection that is
+//!   remade after failures.
+//! - **A Cluster**: the redis crate's async cluster client, which keeps a multiplexed
+//!   connection per node, routes each call by its key's slot, follows `MOVED` and `ASK`,
+//!   refreshes its slot map when the cluster changes, and sends `SCRIPT LOAD` to every node. It
+//!   is made on the first call (so an unreachable cluster is not an error when the store is
+//!   built) and kept once made.
+//!
+//! Whatever needs Redis goes through [`Connection::invoke`] (a Lua script on its keys, routed
+//! by its first key on a Cluster): the rate-limit store does, and so can any other part that
+//! keeps state in Redis (a response cache, window quotas), with the same URLs, timeouts and
+//! failure handling; a plain command would be one more method of the same shape. Each call is bounded by the caller; an error or a timeout concerns
+//! that call's key only, which on a Cluster lets the caller put only that key into its failure
+//! policy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{FromRedisValue, RedisResult, ScriptInvocation};
+use seawall_core::ConfigError;
+use tokio::sync::OnceCell;
+
+use crate::builder::{RedisStoreBuilder, redacted};
+
+/// What a node's URL must be.
+pub(crate) const URL_EXPECTED: &str =
+    "a redis://[user:password@]host[:port][/db] URL (rediss:// with the `tls` feature)";
+
+/// A connection to one Redis node or to a Redis Cluster; clones share it.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// One node.
+    Node(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(Arc<Cluster>),
+}
+
+/// A Redis Cluster's client and, once made, its connection.
+pub(crate) struct Cluster {
+    client: ClusterClient,
+    connection: OnceCell<ClusterConnection>,
+}
+
+impl Connection {
+    /// The connection the builder describes, made lazily; the error names the field whose
+    /// URL does not parse (shown without its credentials).
+    pub(crate) fn open(config: &RedisStoreBuilder) -> Result<Self, ConfigError> {
+        match &config.cluster {
+            None => open_node(config),
+            Some(nodes) => open_cluster(config, nodes),
+        }
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// Runs `invocation` (`EVALSHA`, loading the script again when Redis answers
+    /// `NOSCRIPT`), on the node serving its keys.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self {
+            Self::Node(manager) => invocation.invoke_async(&mut manager.clone()).await,
+            Self::Cluster(cluster) => {
+                let mut connection = cluster.connection().await?.clone();
+                invocation.invoke_async(&mut connection).await
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// The cluster connection, made now if it has not been yet.
+    async fn connection(&self) -> RedisResult<&ClusterConnection> {
+        self.connection
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+    }
+}
+
+fn open_node(config: &RedisStoreBuilder) -> Result<Connection, ConfigError> {
+    // The errors show the URL without its credentials, and not the redis crate's reason,
+    // which may quote the URL.
+    let url_error = || ConfigError::new("url", redacted(&config.url), URL_EXPECTED);
+    let client = open_client(config).map_err(|_| url_error())?;
+    let connection_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.timeout))
+        .set_response_timeout(Some(config.timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(10))
+        .set_max_delay(config.recheck_after);
+    let manager = ConnectionManager::new_lazy_with_config(client, connection_config)
+        .map_err(|_| url_error())?;
+    Ok(Connection::Node(manager))
+}
+
+fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connection, ConfigError> {
+    let shown = || {
+        let shown: Vec<String> = nodes.iter().map(|url| redacted(url)).collect();
+        format!("[{}]", shown.join(", "))
+    };
+    if nodes.is_empty() {
+        return Err(ConfigError::new(
+            "nodes",
+            shown(),
+            "the URL of one or more of the cluster's nodes",
+        ));
+    }
+    // Each URL must parse on its own, so the error can name the one that does not.
+    for url in nodes {
+        let parsed = url::Url::parse(url);
+        if redis::Client::open(url.as_str()).is_err() || parsed.is_err() {
+            return Err(ConfigError::new("nodes", redacted(url), URL_EXPECTED));
+        }
+    }
+    #[cfg(feature = "tls")]
+    install_crypto_provider(nodes);
+    let builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        .connection_timeout(config.timeout)
+        .response_timeout(config.timeout)
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(u64::try_from(config.recheck_after.as_millis()).unwrap_or(u64::MAX));
+    #[cfg(feature = "tls")]
+    let builder = match &config.root_certificates {
+        Some(pem) => builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        }),
+        None => builder,
+    };
+    let client = builder
+        .build()
+        .map_err(|_| ConfigError::new("nodes", shown(), URL_EXPECTED))?;
+    Ok(Connection::Cluster(Arc::new(Cluster {
+        client,
+        connection: OnceCell::new(),
+    })))
+}
+
+/// The redis crate's client for the builder's URL.
+#[cfg(not(feature = "tls"))]
+fn open_client(config: &RedisStoreBuilder) -> RedisResult<redis::Client> {
+    redis::Client::open(config.url.as_str())
+}
+
+/// The redis crate builds its TLS configuration from the process's default provider, and
+/// rustls cannot choose one when a build holds two (ring and aws-lc-rs): ring's is installed
+/// for a `rediss://` URL unless the application installed its own.
+#[cfg(feature = "tls")]
+fn install_crypto_provider<S: AsRef<str>>(urls: &[S]) {
+    let tls = urls.iter().any(|url| {
+        let scheme = url::Url::parse(url.as_ref()).map(|url| url.scheme().to_owned());
+        matches!(scheme.as_deref(), Ok("rediss" | "valkeys"))
+    });
+    if tls && rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// The redis crate's client for the builder's URL, trusting the builder's root certificates
+/// if it has any.
+#[cfg(feature = "tls")]
+fn open_client(config: &RedisStoreBuilder) -> RedisResult<redis::Client> {
+    install_crypto_provider(&[&config.url]);
+    match &config.root_certificates {
+        Some(pem) => redis::Client::build_with_tls(
+            config.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        None => redis::Client::open(config.url.as_str()),
+    }
+}
