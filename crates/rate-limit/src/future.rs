@@ -34,7 +34,9 @@ pub(crate) struct Queued<S, B, K, St: RateStore> {
     cost: u32,
     /// When it was called, in nanoseconds from the limiter's origin (one word, not two).
     since: u64,
-    attempt: Option<St::Future>,
+    /// An answer still out with a shared store. Boxed: a store that answers at once (the
+    /// in-process one) never leaves one here, so its waiters do not carry the room.
+    attempt: Option<Box<St::Future>>,
     pub(crate) place: Option<Place>,
     /// Whether it ever joined the queue (a remote store's first answer may admit it without).
     pub(crate) joined: bool,
@@ -61,7 +63,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
             entry,
             cost,
             since,
-            attempt,
+            attempt: attempt.map(Box::new),
             place: None,
             joined: false,
             polled: false,
@@ -302,13 +304,22 @@ where
         counters.wakeups.fetch_add(1, Ordering::Relaxed);
     }
     queued.polled = true;
+    // A store's answer that came at once, for the next turn of the loop.
+    let mut answered = None;
     loop {
         let now = Instant::now();
-        if let Some(attempt) = queued.attempt.as_mut() {
-            let Poll::Ready(decision) = Pin::new(attempt).poll(cx) else {
-                return out_with_the_store(sleep, queued, now, cx);
-            };
-            queued.attempt = None;
+        let decision = match (answered.take(), queued.attempt.as_mut()) {
+            (Some(decision), _) => Some(decision),
+            (None, Some(attempt)) => {
+                let Poll::Ready(decision) = Pin::new(attempt.as_mut()).poll(cx) else {
+                    return out_with_the_store(sleep, queued, now, cx);
+                };
+                queued.attempt = None;
+                Some(decision)
+            }
+            (None, None) => None,
+        };
+        if let Some(decision) = decision {
             match decision {
                 Ok(Decision::Admitted) => return Poll::Ready(admit(queued, now)),
                 Ok(Decision::Wait(wait)) => match queued.place {
@@ -360,12 +371,14 @@ where
                     continue;
                 }
                 let limiter = &queued.limiter;
-                queued.attempt = Some(limiter.store.acquire(
-                    &queued.entry.slot,
-                    &limiter.quotas,
-                    queued.cost,
-                    now,
-                ));
+                let mut attempt =
+                    limiter
+                        .store
+                        .acquire(&queued.entry.slot, &limiter.quotas, queued.cost, now);
+                match Pin::new(&mut attempt).poll(cx) {
+                    Poll::Ready(decision) => answered = Some(decision),
+                    Poll::Pending => queued.attempt = Some(Box::new(attempt)),
+                }
             }
             Turn::Sleep(slot) => {
                 let give_up = queued.give_up_at();
