@@ -778,26 +778,25 @@ mod loom_tests {
     use super::*;
     use loom::thread;
 
-    fn half_open(permits: u32, successes: u32) -> Arc<Breaker<()>> {
+    /// A breaker for the models: `permits` probes, `successes` to close, a window of two.
+    fn model_breaker(permits: u32, successes: u32) -> Arc<Breaker<()>> {
         let config = Config {
             half_open_permits: permits,
             half_open_successes: successes,
             window: crate::config::Window::Count(2),
             ..Config::default()
         };
-        let breaker = Arc::new(Breaker::new((), Arc::new(config), 1));
+        Arc::new(Breaker::new((), Arc::new(config), 1))
+    }
+
+    fn half_open(permits: u32, successes: u32) -> Arc<Breaker<()>> {
+        let breaker = model_breaker(permits, successes);
         breaker.enter_half_open();
         breaker
     }
 
     fn open_elapsed(permits: u32, successes: u32) -> Arc<Breaker<()>> {
-        let config = Config {
-            half_open_permits: permits,
-            half_open_successes: successes,
-            window: crate::config::Window::Count(2),
-            ..Config::default()
-        };
-        let breaker = Arc::new(Breaker::new((), Arc::new(config), 1));
+        let breaker = model_breaker(permits, successes);
         breaker.enter_open_elapsed();
         breaker
     }

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use seawall_rate_limit::conformance::run_golden_table;
 use seawall_rate_limit::{Decision, RateStore};
 use seawall_rate_limit_redis::server::RedisCluster;
 use seawall_rate_limit_redis::{Clock, FailurePolicy, RedisSlot, RedisStore};
@@ -119,13 +118,7 @@ async fn the_golden_table_holds_on_a_three_master_cluster() {
         .connect()
         .await
         .unwrap();
-    run_golden_table(&store, |_| async {}).await.unwrap();
-    let stats = store.stats();
-    assert_eq!(
-        stats.remote_calls, 18,
-        "one round trip per step but the oversize one"
-    );
-    assert_eq!((stats.errors, stats.timeouts), (0, 0));
+    support::golden_table_one_trip_a_step(&store).await;
 }
 
 /// How many keys the node on `port` holds in the slot of `key`.

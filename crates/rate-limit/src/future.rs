@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
 use crate::error::{RateLimitError, Rejected};
-use crate::limiter::{Limiter, Mode};
+use crate::limiter::Limiter;
 use crate::queue::{KeyEntry, Place, Turn, later, stall_grace};
 use crate::store::{Decision, RateStore};
 
@@ -431,11 +431,10 @@ where
     S: Service<Request<B>>,
     St: RateStore,
 {
-    let Mode::Wait { max_wait, .. } = queued.limiter.mode else {
+    let (Some(max_wait), Some(deadline)) = (queued.limiter.max_wait(), queued.give_up_at()) else {
         return Poll::Pending;
     };
     let since = queued.entry.context.instant(queued.since);
-    let deadline = later(since, max_wait);
     if sleep.deadline() != deadline {
         sleep.as_mut().reset(deadline);
     }

@@ -128,9 +128,7 @@ where
                         if std::mem::take(&mut self.inner_ready) {
                             return ResponseFuture::called(self.inner.call(request), entry, None);
                         }
-                        let fresh = self.inner.clone();
-                        let service = std::mem::replace(&mut self.inner, fresh);
-                        return ResponseFuture::readying(service, request, entry, None);
+                        return ResponseFuture::readying(self.take_inner(), request, entry, None);
                     }
                     Some(Ok(Decision::Wait(wait))) => wait,
                     Some(Ok(Decision::Oversize)) => {
@@ -163,6 +161,16 @@ where
     St: RateStore,
     St::Future: Unpin,
 {
+    /// The wrapped service as it is (readied, or with its readiness under way), leaving a
+    /// fresh clone in its place.
+    fn take_inner(&mut self) -> S
+    where
+        S: Clone,
+    {
+        let fresh = self.inner.clone();
+        std::mem::replace(&mut self.inner, fresh)
+    }
+
     fn refuse<ReqBody>(&self, rejected: Rejected) -> ResponseFuture<S, ReqBody, X::Key, St>
     where
         S: Service<Request<ReqBody>>,
@@ -186,8 +194,7 @@ where
         // (giving back a `ConcurrencyLimit` permit or a `Buffer` slot) and the request takes
         // a clone it readies when admitted.
         if std::mem::take(&mut self.inner_ready) {
-            let fresh = self.inner.clone();
-            drop(std::mem::replace(&mut self.inner, fresh));
+            drop(self.take_inner());
         }
         let mut queued = Queued::new(
             self.inner.clone(),

@@ -113,3 +113,18 @@ pub(crate) fn hung_server() -> String {
     });
     url
 }
+
+/// Runs the GCRA golden table against `store` (timed by the table's own instants, so nothing
+/// moves its clock) and checks it took one round trip a step, but for the oversize one, and
+/// met no error.
+pub(crate) async fn golden_table_one_trip_a_step(store: &RedisStore) {
+    seawall_rate_limit::conformance::run_golden_table(store, |_| async {})
+        .await
+        .unwrap();
+    let stats = store.stats();
+    assert_eq!(
+        stats.remote_calls, 18,
+        "one round trip per step but the oversize one"
+    );
+    assert_eq!((stats.errors, stats.timeouts), (0, 0));
+}
