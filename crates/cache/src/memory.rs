@@ -135,7 +135,10 @@ impl CacheStore for MemoryStore {
         StoreFuture::ready(Ok(()))
     }
 
+    /// The bytes held, after applying moka's queued inserts and evictions (so that a
+    /// reading is exact; it is meant for scrapes, not for every request).
     fn bytes_held(&self) -> Option<u64> {
+        self.entries.run_pending_tasks();
         Some(self.entries.weighted_size())
     }
 }
