@@ -43,8 +43,8 @@ pub struct CacheStats {
 }
 
 impl CacheStats {
-    /// Upstream calls the cache saved: hits, stale answers and revalidations (whose `304`
-    /// carried no body).
+    /// Upstream calls the cache saved: hits, and stale answers given in place of a failure
+    /// (a revalidation still calls the upstream, though its `304` carries no body).
     pub fn requests_saved(&self) -> u64 {
         self.hits + self.stale_served
     }
