@@ -264,3 +264,45 @@ async fn two_caches_share_answers_through_redis() {
     assert!(!text.contains("s3cret") && !keys[0].contains("s3cret"));
     assert!(text.ends_with("the answer"));
 }
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_miss_not_a_failure() {
+    // A port nothing listens on: every store call is refused at once.
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = RedisStore::new(&format!("redis://127.0.0.1:{port}/")).unwrap();
+    let layer = CacheLayer::builder().store(store).build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let upstream = service_fn(move |_request: Request<Empty<Bytes>>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            Ok::<_, std::io::Error>(
+                Response::builder()
+                    .header("cache-control", "max-age=60")
+                    .body(Full::new(Bytes::from_static(b"answer")))
+                    .unwrap(),
+            )
+        }
+    });
+    let client = ServiceBuilder::new().layer(layer.clone()).service(upstream);
+    for _ in 0..2 {
+        let response = client
+            .clone()
+            .oneshot(get("https://api.example.com/x"))
+            .await
+            .unwrap();
+        assert_eq!(response.extensions().get(), Some(&CacheStatus::Miss));
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "answer"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let stats = layer.handle().stats();
+    // Each request: a failed lookup and a failed write.
+    assert_eq!((stats.store_errors, stats.stored, stats.misses), (4, 0, 2));
+}

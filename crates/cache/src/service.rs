@@ -113,6 +113,33 @@ where
         let inner = self.inner.clone();
         if !handles(request.method(), request.headers()) {
             shared.stats.bypassed.add(1);
+            if !request.method().is_safe() {
+                // RFC 9111 4.4: a successful unsafe request (POST, PUT, DELETE, ...)
+                // invalidates what is stored for its URI.
+                let keys = [Method::GET, Method::HEAD].map(|method| {
+                    CacheKey::of(
+                        &method,
+                        request.uri(),
+                        request.headers(),
+                        &shared.config.key_headers,
+                    )
+                });
+                let shared = Arc::clone(shared);
+                return ResponseFuture::fetch(Box::pin(async move {
+                    let response = inner.oneshot(request).await?;
+                    let status = response.status();
+                    if status.is_success() || status.is_redirection() {
+                        for key in &keys {
+                            remove(&shared, key).await;
+                        }
+                    }
+                    Ok(mark(
+                        response.map(CacheBody::upstream),
+                        CacheStatus::Bypass,
+                        shared.config.status_header.as_ref(),
+                    ))
+                }));
+            }
             return ResponseFuture::bypass(
                 inner.oneshot(request),
                 shared.config.status_header.clone(),

@@ -399,6 +399,24 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
+            name: "a successful unsafe request invalidates the URI's entry",
+            config: same,
+            script: vec![
+                ok(&[("cache-control", "max-age=60")], "v1"),
+                answer(500, &[], "failed"),
+                answer(204, &[], ""),
+                ok(&[("cache-control", "max-age=60")], "v2"),
+            ],
+            steps: vec![
+                get(0, expect(Miss, 200, "v1"), 1),
+                get(1, expect(Bypass, 500, "failed"), 2).method(Method::PUT),
+                get(2, expect(Hit, 200, "v1"), 2),
+                get(3, expect(Bypass, 204, ""), 3).method(Method::DELETE),
+                get(4, expect(Miss, 200, "v2"), 4),
+                get(5, expect(Hit, 200, "v2"), 4),
+            ],
+        },
+        Row {
             name: "error statuses are not cached, not even with the TTL or max-age",
             config: |b| b.ttl(Duration::from_secs(60)),
             script: vec![
