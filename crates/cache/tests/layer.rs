@@ -220,3 +220,75 @@ async fn figures_count_each_kind_of_answer() {
     assert!(names.contains(&("seawall_cache_stale_served", 1.0)));
     assert!(names.iter().any(|(name, _)| *name == "seawall_cache_bytes"));
 }
+
+#[tokio::test]
+async fn a_request_dropped_while_its_body_is_buffered_stores_nothing_and_holds_nothing() {
+    // The first answer's body gives one chunk and then never ends; the token it holds shows
+    // whether it was released.
+    let token = Arc::new(());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (counted, held) = (Arc::clone(&calls), Arc::clone(&token));
+    let upstream = service_fn(move |_request: Request<()>| {
+        let call = counted.fetch_add(1, Ordering::SeqCst);
+        let held = Arc::clone(&held);
+        async move {
+            let first = futures::stream::iter([Ok::<_, Infallible>(Frame::data(
+                Bytes::from_static(b"part"),
+            ))]);
+            let body = if call == 0 {
+                let hang = futures::stream::once(async move {
+                    let _held = held;
+                    std::future::pending::<Result<Frame<Bytes>, Infallible>>().await
+                });
+                http_body_util::combinators::UnsyncBoxBody::new(StreamBody::new(
+                    futures::StreamExt::chain(first, hang),
+                ))
+            } else {
+                drop(held);
+                http_body_util::combinators::UnsyncBoxBody::new(StreamBody::new(first))
+            };
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("cache-control", "max-age=60")
+                    .body(body)
+                    .unwrap(),
+            )
+        }
+    });
+    let layer = CacheLayer::builder().build().unwrap();
+    let handle = layer.handle();
+    let mut cache = layer.layer(upstream);
+
+    // The token is held here and by the upstream's closure until a call's body takes one.
+    let at_rest = Arc::strong_count(&token);
+    let mut first = Box::pin(cache.call(get("/slow")));
+    assert!(poll!(&mut first).is_pending());
+    assert_eq!(
+        Arc::strong_count(&token),
+        at_rest + 1,
+        "the body is being buffered"
+    );
+    drop(first);
+    assert_eq!(
+        Arc::strong_count(&token),
+        at_rest,
+        "the dropped request released its body"
+    );
+
+    let response = cache.clone().oneshot(get("/slow")).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "part"
+    );
+    let response = cache.oneshot(get("/slow")).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(handle.stats().stored, 1);
+}
