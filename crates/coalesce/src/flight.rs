@@ -1,16 +1,20 @@
 //! One upstream call shared by identical requests, and the map of calls in flight.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::error::Error;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use crossbeam_utils::CachePadded;
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, Version};
 use tokio::sync::Notify;
 
 use crate::key::FlightKey;
-use crate::stats::Counters;
+use crate::service::Config;
 
 /// Set in [`Flight::state`] once the flight takes no more followers.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -121,7 +125,7 @@ impl Flight {
 /// The map key: the flight itself, hashed and compared by its [`FlightKey`], so that the key
 /// is stored once.
 #[derive(Debug, Clone)]
-pub(crate) struct FlightEntry(pub(crate) Arc<Flight>);
+struct FlightEntry(Arc<Flight>);
 
 impl Hash for FlightEntry {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -137,14 +141,54 @@ impl PartialEq for FlightEntry {
 
 impl Eq for FlightEntry {}
 
+/// Passes on the hash a [`FlightKey`] computed when it was made.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is called (see `FlightKey`'s `Hash`); fold anything else in.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+type Shard = HashMap<FlightEntry, (), BuildHasherDefault<KeyHasher>>;
+
+/// Shards of the in-flight map: a power of two, so a hash's top bits pick one.
+const SHARDS: usize = 32;
+
 /// The calls in flight of one service (and its clones).
 ///
-/// A concurrent map: a leader inserts and removes its key without a lock, so a request that
-/// finds no identical one in flight takes no lock anywhere.
-#[derive(Debug, Default)]
+/// Sharded sets behind `std` mutexes: every coalescible request locks one shard to enter
+/// (insert its flight, or join the one there) and its leader locks it again to leave. Each
+/// lock is held for one hash-set operation, never across an await, and requests for other
+/// keys mostly meet other shards. A lock-free map (papaya) was measured first: a set whose
+/// keys come and go with every request made it allocate an entry per insert, copy its table
+/// as removed entries piled up and reclaim in batches, which cost several times the two
+/// uncontended lock round trips that replace it.
+#[derive(Debug)]
 pub(crate) struct Flights {
-    map: papaya::HashMap<FlightEntry, Arc<Flight>, foldhash::fast::RandomState>,
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
     pub(crate) hasher: foldhash::fast::RandomState,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| CachePadded::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
 }
 
 /// What a request became.
@@ -153,45 +197,58 @@ pub(crate) enum Role {
     Leader(LeaderGuard),
     /// It waits for another request's flight.
     Follower(FollowerGuard),
-    /// It kept meeting closing flights; it makes its own call without coalescing.
-    Alone,
 }
 
 impl Flights {
-    /// Makes `key`'s request the leader of a new flight, or a follower of the one in flight.
-    pub(crate) fn enter(self: &Arc<Self>, key: FlightKey, counters: &Arc<Counters>) -> Role {
-        let flight = Arc::new(Flight::new(key));
-        let map = self.map.pin();
-        // A flight found closed has been taken out of the map already (its leader removes it
-        // before closing it), so a second look finds a newer flight or none. The bound only
-        // keeps a pathological interleaving from spinning.
-        for _ in 0..8 {
-            match map.try_insert(FlightEntry(Arc::clone(&flight)), Arc::clone(&flight)) {
-                Ok(_) => {
-                    counters.leader();
-                    return Role::Leader(LeaderGuard {
-                        flights: Arc::clone(self),
-                        flight,
-                        counters: Arc::clone(counters),
-                        in_map: true,
-                        published: false,
-                    });
-                }
-                Err(occupied) => {
-                    let current = Arc::clone(occupied.current);
-                    if current.join() {
-                        return Role::Follower(FollowerGuard { flight: current });
-                    }
-                }
-            }
-        }
-        Role::Alone
+    fn shard(&self, key: &FlightKey) -> MutexGuard<'_, Shard> {
+        let index = (key.hash_value() >> (u64::BITS - SHARDS.trailing_zeros())) as usize;
+        // A panic while a shard was locked cannot leave a set half-changed (each critical
+        // section is one set operation), so a poisoned shard is used as it is.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Keys in flight now.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
+}
+
+/// Makes `key`'s request the leader of a new flight, or a follower of the one in flight.
+pub(crate) fn enter(config: &Arc<Config>, key: FlightKey) -> Role {
+    let flight = Arc::new(Flight::new(key));
+    let entry = FlightEntry(flight);
+    {
+        let mut shard = config.flights.shard(&entry.0.key);
+        match shard.entry(entry.clone()) {
+            Entry::Occupied(current) => {
+                // Under the shard's lock the flight is still in the map, so its leader has
+                // not closed it, and joining succeeds.
+                if current.key().0.join() {
+                    return Role::Follower(FollowerGuard {
+                        flight: Arc::clone(&current.key().0),
+                    });
+                }
+                // Not reached (see above); were it, the closed flight makes way for this one.
+                current.remove_entry();
+                shard.insert(entry.clone(), ());
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(());
+            }
+        }
+    }
+    config.counters.leader();
+    Role::Leader(LeaderGuard {
+        config: Arc::clone(config),
+        flight: entry.0,
+        in_map: true,
+        published: false,
+    })
 }
 
 /// The leader's hold on its flight. Dropped before the outcome is published (the caller went
@@ -199,9 +256,8 @@ impl Flights {
 /// is left behind and no follower waits for ever.
 #[derive(Debug)]
 pub(crate) struct LeaderGuard {
-    flights: Arc<Flights>,
+    config: Arc<Config>,
     flight: Arc<Flight>,
-    counters: Arc<Counters>,
     in_map: bool,
     published: bool,
 }
@@ -212,16 +268,20 @@ impl LeaderGuard {
     pub(crate) fn close(&mut self) -> bool {
         if self.in_map {
             self.in_map = false;
-            // Only this flight: after a takeover, a newer flight may hold the key.
-            let flight = &self.flight;
-            let _ = self
-                .flights
-                .map
-                .pin()
-                .remove_if(&FlightEntry(Arc::clone(flight)), |_, v| {
-                    Arc::ptr_eq(v, flight)
-                });
-            self.counters.landed();
+            let mut shard = self.config.flights.shard(&self.flight.key);
+            let entry = FlightEntry(Arc::clone(&self.flight));
+            if let Some((current, ())) = shard.remove_entry(&entry) {
+                // Only this flight leaves: a newer one may hold the key.
+                if !Arc::ptr_eq(&current.0, &self.flight) {
+                    shard.insert(current, ());
+                }
+            }
+            // Closed under the lock: a request that finds the key after this starts a new
+            // flight, and none can join this one.
+            let followers = self.flight.close();
+            drop(shard);
+            self.config.counters.landed();
+            return followers;
         }
         self.flight.close()
     }

@@ -14,7 +14,7 @@ use tower::{Service, ServiceExt};
 
 use crate::body::CoalesceBody;
 use crate::error::{BoxError, CoalesceError};
-use crate::flight::{FollowerGuard, LeaderGuard, Outcome, Role, SharedResponse};
+use crate::flight::{FollowerGuard, LeaderGuard, Outcome, Role, SharedResponse, enter};
 use crate::key::FlightKey;
 use crate::service::Config;
 
@@ -44,16 +44,9 @@ pin_project! {
             guard: Option<LeaderGuard>,
             max_body_bytes: u64,
         },
-        // The leader, reading the body to share it.
-        Collect {
-            head: Option<http::response::Parts>,
-            body: Option<Pin<Box<B>>>,
-            read: VecDeque<Frame<Bytes>>,
-            len: u64,
-            trailers: Option<HeaderMap>,
-            guard: Option<LeaderGuard>,
-            max_body_bytes: u64,
-        },
+        // The leader, reading the body to share it. Boxed: only a leader with followers
+        // gets here, and every other request's future stays small.
+        Collect { collecting: Box<Collecting<B>> },
         // A follower.
         Follow { future: FollowerFuture<B, E> },
         Done,
@@ -150,13 +143,15 @@ where
                             }
                             let (head, body) = response.into_parts();
                             State::Collect {
-                                head: Some(head),
-                                body: Some(Box::pin(body)),
-                                read: VecDeque::new(),
-                                len: 0,
-                                trailers: None,
-                                guard: Some(guard),
-                                max_body_bytes,
+                                collecting: Box::new(Collecting {
+                                    head: Some(head),
+                                    body: Some(Box::pin(body)),
+                                    read: VecDeque::new(),
+                                    len: 0,
+                                    trailers: None,
+                                    guard: Some(guard),
+                                    max_body_bytes,
+                                }),
                             }
                         }
                         Err(error) if !followers => {
@@ -173,15 +168,16 @@ where
                         }
                     }
                 }
-                StateProj::Collect {
-                    head,
-                    body,
-                    read,
-                    len,
-                    trailers,
-                    guard,
-                    max_body_bytes,
-                } => {
+                StateProj::Collect { collecting } => {
+                    let Collecting {
+                        head,
+                        body,
+                        read,
+                        len,
+                        trailers,
+                        guard,
+                        max_body_bytes,
+                    } = &mut **collecting;
                     let Some(reading) = body.as_mut() else {
                         return Poll::Pending;
                     };
@@ -249,6 +245,17 @@ where
             self.as_mut().project().state.set(next);
         }
     }
+}
+
+/// A leader reading its answer's body to share it with its followers.
+struct Collecting<B> {
+    head: Option<http::response::Parts>,
+    body: Option<Pin<Box<B>>>,
+    read: VecDeque<Frame<Bytes>>,
+    len: u64,
+    trailers: Option<HeaderMap>,
+    guard: Option<LeaderGuard>,
+    max_body_bytes: u64,
 }
 
 /// How reading a body to share it ended.
@@ -327,7 +334,7 @@ where
                 // The call went with the leader's caller. The first follower to get here
                 // leads a new call; the others follow it.
                 let key = FlightKey::new(&request, &config.vary, &config.flights.hasher);
-                match config.flights.enter(key, &config.counters) {
+                match enter(&config, key) {
                     Role::Follower(next) => guard = next,
                     Role::Leader(leader) => {
                         config.counters.takeover();
@@ -341,10 +348,6 @@ where
                             }
                         };
                         return ResponseFuture::lead(future, leader, config.max_body_bytes).await;
-                    }
-                    Role::Alone => {
-                        return ResponseFuture::pass(ready_call(&mut service, request).await?)
-                            .await;
                     }
                 }
             }

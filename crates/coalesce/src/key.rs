@@ -2,50 +2,113 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http::{HeaderName, Request};
+
+/// Key texts up to this many bytes are kept inside the flight's own allocation.
+const INLINE: usize = 118;
 
 /// The identity of a request for coalescing: method, URI and the values of the headers the
 /// layer was told to compare (`vary`), like a response's `Vary` names them.
 ///
-/// The hash is computed once, when the key is made, and is all that `Hash` writes, so that
-/// the in-flight map hashes a `u64` on insert and on removal rather than the URI twice.
+/// Kept as one byte string, `method NUL scheme NUL authority NUL path-and-query`, then
+/// `NUL index NUL value` for every value of a named header present (`index` in the vary
+/// list, as one byte). No part can contain a NUL byte (`http` refuses them in methods, URIs
+/// and header values), so two keys are equal exactly when their parts are. A short key is
+/// stored inline: a request that finds no identical one in flight copies its key into its
+/// flight, with no allocation of its own (cloning the URI would allocate the first time its
+/// bytes are shared).
+///
+/// The hash is computed once, when the key is made, and is all that `Hash` writes.
 #[derive(Debug)]
 pub(crate) struct FlightKey {
     hash: u64,
-    method: Method,
-    uri: Uri,
-    /// `(index in the vary list, value)` for every value present, in order. Empty when none
-    /// of the headers is present, which needs no allocation; comparing keys of one layer is
-    /// still exact, since every key of a layer is made from the same list.
-    vary: Vec<(usize, HeaderValue)>,
+    text: KeyText,
+}
+
+#[derive(Debug)]
+enum KeyText {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl KeyText {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            KeyText::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            KeyText::Heap(bytes) => bytes,
+        }
+    }
+}
+
+/// Writes a key inline while it fits, then on the heap.
+struct KeyWriter {
+    len: usize,
+    inline: [u8; INLINE],
+    heap: Vec<u8>,
+}
+
+impl KeyWriter {
+    fn push(&mut self, part: &[u8]) {
+        if self.heap.is_empty() && self.len + part.len() <= INLINE {
+            self.inline[self.len..self.len + part.len()].copy_from_slice(part);
+            self.len += part.len();
+            return;
+        }
+        if self.heap.is_empty() {
+            self.heap.reserve(self.len + part.len() + 64);
+            self.heap.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.heap.extend_from_slice(part);
+    }
+
+    fn finish(self) -> KeyText {
+        match u8::try_from(self.len) {
+            Ok(len) if self.heap.is_empty() => KeyText::Inline {
+                len,
+                bytes: self.inline,
+            },
+            _ => KeyText::Heap(self.heap.into_boxed_slice()),
+        }
+    }
 }
 
 impl FlightKey {
+    /// `vary` holds at most 32 names (the builder checks), so an index fits in a byte.
     pub(crate) fn new<B>(
         request: &Request<B>,
         vary: &[HeaderName],
         hasher: &foldhash::fast::RandomState,
     ) -> Self {
+        let uri = request.uri();
+        let mut key = KeyWriter {
+            len: 0,
+            inline: [0; INLINE],
+            heap: Vec::new(),
+        };
+        key.push(request.method().as_str().as_bytes());
+        key.push(b"\0");
+        key.push(uri.scheme_str().unwrap_or_default().as_bytes());
+        key.push(b"\0");
+        key.push(uri.authority().map_or("", |a| a.as_str()).as_bytes());
+        key.push(b"\0");
+        key.push(uri.path_and_query().map_or("", |p| p.as_str()).as_bytes());
         let headers = request.headers();
-        let mut values = Vec::new();
         for (index, name) in vary.iter().enumerate() {
             for value in headers.get_all(name) {
-                values.push((index, value.clone()));
+                key.push(&[0, index as u8, 0]);
+                key.push(value.as_bytes());
             }
         }
-        let mut state = hasher.build_hasher();
-        request.method().hash(&mut state);
-        request.uri().hash(&mut state);
-        for (index, value) in &values {
-            index.hash(&mut state);
-            value.hash(&mut state);
-        }
+        let text = key.finish();
         Self {
-            hash: state.finish(),
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            vary: values,
+            hash: hasher.hash_one(text.as_bytes()),
+            text,
         }
+    }
+
+    /// The hash computed when the key was made.
+    pub(crate) fn hash_value(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -57,10 +120,7 @@ impl Hash for FlightKey {
 
 impl PartialEq for FlightKey {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash
-            && self.method == other.method
-            && self.uri == other.uri
-            && self.vary == other.vary
+        self.hash == other.hash && self.text.as_bytes() == other.text.as_bytes()
     }
 }
 
@@ -96,6 +156,9 @@ mod tests {
                 .expect("request"))
         );
         assert_ne!(plain(), key(get("http://a/y").body(()).expect("request")));
+        assert_ne!(plain(), key(get("http://a/x?q").body(()).expect("request")));
+        assert_ne!(plain(), key(get("https://a/x").body(()).expect("request")));
+        assert_ne!(plain(), key(get("/x").body(()).expect("request")));
         assert_ne!(
             plain(),
             key(Request::head("http://a/x").body(()).expect("request"))
@@ -117,5 +180,35 @@ mod tests {
                 .body(())
                 .expect("request"))
         );
+        // Two values of one header are not one value.
+        let two = key(get("http://a/x")
+            .header("accept", "a")
+            .header("accept", "b")
+            .body(())
+            .expect("request"));
+        assert_ne!(
+            two,
+            key(get("http://a/x")
+                .header("accept", "a")
+                .body(())
+                .expect("request"))
+        );
+    }
+
+    #[test]
+    fn long_keys_spill_to_the_heap_and_still_compare_exactly() {
+        let token = format!("Bearer {}", "t".repeat(800));
+        let long = |token: &str| {
+            key(get("http://a/x")
+                .header("authorization", token)
+                .body(())
+                .expect("request"))
+        };
+        let a = long(&token);
+        assert!(matches!(a.text, KeyText::Heap(_)));
+        assert_eq!(a, long(&token));
+        assert_ne!(a, long(&format!("{token}u")));
+        let short = key(get("http://a/x").body(()).expect("request"));
+        assert!(matches!(short.text, KeyText::Inline { .. }));
     }
 }

@@ -64,7 +64,7 @@ impl<S> Layer<S> for CoalesceLayer {
                 vary: Arc::clone(&self.vary),
                 max_body_bytes: self.max_body_bytes,
                 counters: Arc::clone(&self.counters),
-                flights: Arc::new(Flights::default()),
+                flights: Flights::default(),
             },
         )
     }

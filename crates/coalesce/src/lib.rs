@@ -69,9 +69,10 @@
 //! - **Readiness**: `poll_ready` is the wrapped service's, since a leader calls it. A
 //!   follower does not use that readiness; when it must call after all, it readies a clone
 //!   of the wrapped service itself.
-//! - **Cost**: a request with no identical one in flight takes no lock: one entry in a
-//!   concurrent map (papaya), inserted and removed, and one allocation for the flight.
-//!   Followers wait on a `tokio::sync::Notify`.
+//! - **Cost**: a request with no identical one in flight makes its key (a copy of the URI
+//!   and of the named header values), allocates its flight, and enters and leaves one of 32
+//!   shards of the in-flight map, each held for one hash-set operation. Followers wait on a
+//!   `tokio::sync::Notify`.
 //! - **Figures**: [`CoalesceHandle::stats`] and, for metrics exporters,
 //!   [`FigureSource`](seawall_core::FigureSource): calls led, requests coalesced, answers not
 //!   shared, takeovers, keys in flight.

@@ -11,7 +11,7 @@ use tower::Service;
 
 use crate::body::CoalesceBody;
 use crate::error::{BoxError, CoalesceError};
-use crate::flight::{Flights, Role};
+use crate::flight::{Flights, Role, enter};
 use crate::future::{ResponseFuture, follower};
 use crate::key::FlightKey;
 use crate::stats::Counters;
@@ -23,7 +23,7 @@ pub(crate) struct Config {
     pub(crate) vary: Arc<[HeaderName]>,
     pub(crate) max_body_bytes: u64,
     pub(crate) counters: Arc<Counters>,
-    pub(crate) flights: Arc<Flights>,
+    pub(crate) flights: Flights,
 }
 
 /// Lets identical in-flight requests share one call to the service it wraps; built by a
@@ -107,14 +107,13 @@ where
         }
         let config = &self.config;
         let key = FlightKey::new(&request, &config.vary, &config.flights.hasher);
-        match config.flights.enter(key, &config.counters) {
+        match enter(config, key) {
             Role::Leader(guard) => {
                 ResponseFuture::lead(self.inner.call(request), guard, config.max_body_bytes)
             }
             Role::Follower(guard) => {
                 follower(self.inner.clone(), request, guard, Arc::clone(config))
             }
-            Role::Alone => ResponseFuture::pass(self.inner.call(request)),
         }
     }
 }
