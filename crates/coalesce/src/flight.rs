@@ -1,5 +1,6 @@
 //! One upstream call shared by identical requests, and the map of calls in flight.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::error::Error;
@@ -141,6 +142,14 @@ impl PartialEq for FlightEntry {
 
 impl Eq for FlightEntry {}
 
+// A flight is looked up by its key without a count of its own: `FlightEntry` hashes and
+// compares as its key does.
+impl Borrow<FlightKey> for FlightEntry {
+    fn borrow(&self) -> &FlightKey {
+        &self.0.key
+    }
+}
+
 /// Passes on the hash a [`FlightKey`] computed when it was made.
 #[derive(Debug, Default, Clone, Copy)]
 struct KeyHasher(u64);
@@ -269,8 +278,7 @@ impl LeaderGuard {
         if self.in_map {
             self.in_map = false;
             let mut shard = self.config.flights.shard(&self.flight.key);
-            let entry = FlightEntry(Arc::clone(&self.flight));
-            if let Some((current, ())) = shard.remove_entry(&entry) {
+            if let Some((current, ())) = shard.remove_entry(&self.flight.key) {
                 // Only this flight leaves: a newer one may hold the key.
                 if !Arc::ptr_eq(&current.0, &self.flight) {
                     shard.insert(current, ());
