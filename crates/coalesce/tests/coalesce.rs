@@ -476,3 +476,41 @@ async fn a_request_alone_gets_the_upstream_body_untouched() {
         .expect("an answer");
     assert_eq!(response.headers()["x-call"], "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_requests_on_two_threads_all_end_and_leave_nothing_behind() {
+    // Leaders land while others join, on two threads at once: every request must end, each
+    // upstream call must be a leader's, and no key may stay in flight.
+    let calls = Arc::new(AtomicU32::new(0));
+    let upstream = service_fn({
+        let calls = Arc::clone(&calls);
+        move |_request: Request<Empty<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::task::yield_now().await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }
+        }
+    });
+    let layer = CoalesceLayer::builder().build().expect("valid config");
+    let client = layer.layer(upstream);
+    let mut answers = JoinSet::new();
+    for i in 0..4_000u32 {
+        let client = client.clone();
+        // Eight keys, so that flights of one key start and end many times.
+        let url = format!("http://api.example.com/items/{}", i % 8);
+        answers
+            .spawn(async move { text(client.oneshot(get(&url)).await.expect("an answer")).await });
+    }
+    for body in answers.join_all().await {
+        assert_eq!(body, "ok");
+    }
+    let stats = layer.handle().stats();
+    assert_eq!(u64::from(calls.load(Ordering::SeqCst)), stats.leaders);
+    assert_eq!(stats.leaders + stats.coalesced, 4_000);
+    assert_eq!(
+        (stats.not_shared, stats.takeovers, stats.in_flight),
+        (0, 0, 0)
+    );
+    assert_eq!(client.in_flight(), 0);
+}
