@@ -17,14 +17,24 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use seawall_batch::{BatchError, BatchLayer, BoxError, batch_fn};
 use seawall_examples::Upstream;
 use tokio::task::JoinSet;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, ServiceExt, service_fn};
 
 /// Ids the server knows: 1 to 190.
 const KNOWN: u32 = 190;
+
+/// One GET to the batch endpoint, its body read whole.
+async fn fetch(
+    client: Client<HttpConnector, Empty<Bytes>>,
+    request: Request<Empty<Bytes>>,
+) -> Result<Bytes, BoxError> {
+    let response = client.request(request).await?;
+    Ok(response.into_body().collect().await?.to_bytes())
+}
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -50,39 +60,29 @@ async fn main() -> Result<(), BoxError> {
     })
     .await?;
 
-    // The batch endpoint's client: one GET, its body read whole.
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let endpoint = service_fn(move |request: Request<Empty<Bytes>>| {
-        let client = client.clone();
-        async move {
-            let response = client.request(request).await?;
-            let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, BoxError>(body)
-        }
-    });
+    let endpoint = service_fn(move |request| fetch(client.clone(), request));
 
     let base = upstream.url("/items");
     let layer = BatchLayer::builder(batch_fn(
         // Merge: the ids, in arrival order, as one query.
-        move |ids: &[u32]| -> Result<Request<Empty<Bytes>>, BoxError> {
+        move |ids: &[u32]| {
             let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
             Ok(Request::get(format!("{base}?ids={}", ids.join(","))).body(Empty::<Bytes>::new())?)
         },
         // Split: each id's name, or an error for an id the answer leaves out.
-        |body: Bytes, ids: &[u32]| -> Vec<Result<String, BoxError>> {
-            match serde_json::from_slice::<HashMap<String, String>>(&body) {
-                Ok(mut names) => ids
-                    .iter()
-                    .map(|id| {
-                        names
-                            .remove(&id.to_string())
-                            .ok_or_else(|| BoxError::from(format!("no item {id}")))
-                    })
-                    .collect(),
-                Err(error) => {
-                    let error = error.to_string();
-                    ids.iter().map(|_| Err(error.clone().into())).collect()
-                }
+        |body: Bytes, ids: &[u32]| match serde_json::from_slice::<HashMap<String, String>>(&body) {
+            Ok(mut names) => ids
+                .iter()
+                .map(|id| {
+                    names
+                        .remove(&id.to_string())
+                        .ok_or_else(|| BoxError::from(format!("no item {id}")))
+                })
+                .collect(),
+            Err(error) => {
+                let error = error.to_string();
+                ids.iter().map(|_| Err(error.clone().into())).collect()
             }
         },
     ))
@@ -90,13 +90,13 @@ async fn main() -> Result<(), BoxError> {
     .max_delay(Duration::from_millis(5))
     .build()?;
     let handle = layer.handle();
-    let mut items = layer.layer(endpoint);
+    let items = layer.layer(endpoint);
 
     // 200 lookups in four bursts, 20 ms apart.
     let mut lookups = JoinSet::new();
     for burst in 0..4u32 {
         for id in burst * 50 + 1..=burst * 50 + 50 {
-            let lookup = items.ready().await?.call(id);
+            let lookup = items.clone().oneshot(id);
             lookups.spawn(async move { (id, lookup.await) });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,7 +1,5 @@
 //! How items are merged into one upstream request and its answer split back.
 
-use std::marker::PhantomData;
-
 use crate::error::BoxError;
 
 /// Merges the items of a batch into one upstream request, and splits the upstream's answer
@@ -35,20 +33,25 @@ pub trait Batcher: Send + Sync + 'static {
     ) -> Vec<Result<Self::Output, BoxError>>;
 }
 
+/// A merge function, boxed.
+type MergeFn<Item, Request> = dyn Fn(&[Item]) -> Result<Request, BoxError> + Send + Sync;
+
+/// A split function, boxed.
+type SplitFn<Item, Response, Output> =
+    dyn Fn(Response, &[Item]) -> Vec<Result<Output, BoxError>> + Send + Sync;
+
 /// A [`Batcher`] made of two functions; see [`batch_fn`].
-pub struct FnBatcher<M, P, Item, Request, Response, Output> {
-    merge: M,
-    split: P,
-    // `fn` pointers: the batcher owns none of these types, and is `Send + Sync` whatever
-    // they are.
-    _types: PhantomData<Signature<Item, Request, Response, Output>>,
+///
+/// The functions are boxed, so that the type can be named (a field of type
+/// `BatchLayer<FnBatcher<u32, Request<_>, Bytes, Item>>`, say) without naming closures; it
+/// costs one dynamic call per batch.
+pub struct FnBatcher<Item, Request, Response, Output> {
+    merge: Box<MergeFn<Item, Request>>,
+    split: Box<SplitFn<Item, Response, Output>>,
 }
 
-/// The types a [`FnBatcher`] maps between, as a function pointer type.
-type Signature<Item, Request, Response, Output> = fn(Item, Response) -> (Request, Output);
-
-impl<M, P, Item, Request, Response, Output> std::fmt::Debug
-    for FnBatcher<M, P, Item, Request, Response, Output>
+impl<Item, Request, Response, Output> std::fmt::Debug
+    for FnBatcher<Item, Request, Response, Output>
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FnBatcher").finish_non_exhaustive()
@@ -72,23 +75,19 @@ impl<M, P, Item, Request, Response, Output> std::fmt::Debug
 pub fn batch_fn<M, P, Item, Request, Response, Output>(
     merge: M,
     split: P,
-) -> FnBatcher<M, P, Item, Request, Response, Output>
+) -> FnBatcher<Item, Request, Response, Output>
 where
     M: Fn(&[Item]) -> Result<Request, BoxError> + Send + Sync + 'static,
     P: Fn(Response, &[Item]) -> Vec<Result<Output, BoxError>> + Send + Sync + 'static,
 {
     FnBatcher {
-        merge,
-        split,
-        _types: PhantomData,
+        merge: Box::new(merge),
+        split: Box::new(split),
     }
 }
 
-impl<M, P, Item, Request, Response, Output> Batcher
-    for FnBatcher<M, P, Item, Request, Response, Output>
+impl<Item, Request, Response, Output> Batcher for FnBatcher<Item, Request, Response, Output>
 where
-    M: Fn(&[Item]) -> Result<Request, BoxError> + Send + Sync + 'static,
-    P: Fn(Response, &[Item]) -> Vec<Result<Output, BoxError>> + Send + Sync + 'static,
     Item: Send + 'static,
     Request: 'static,
     Response: 'static,
