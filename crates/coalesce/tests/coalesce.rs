@@ -514,3 +514,112 @@ async fn racing_requests_on_two_threads_all_end_and_leave_nothing_behind() {
     );
     assert_eq!(client.in_flight(), 0);
 }
+
+/// A body that declares at most `declared` bytes, then sends `chunks`, then fails if asked.
+struct Lying {
+    declared: u64,
+    chunks: std::collections::VecDeque<&'static str>,
+    fail_at_end: bool,
+}
+
+impl Body for Lying {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(chunk.as_bytes())))));
+        }
+        if std::mem::take(&mut self.fail_at_end) {
+            return Poll::Ready(Some(Err(std::io::Error::other("connection reset"))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut hint = http_body::SizeHint::new();
+        hint.set_upper(self.declared);
+        hint
+    }
+}
+
+/// A leader and one follower over an upstream answering `body()` to every call.
+async fn leader_and_follower(
+    body: impl Fn() -> Lying + Clone + Send + Sync + 'static,
+) -> (Vec<Result<Bytes, String>>, u32, CoalesceStats) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let upstream = service_fn({
+        let calls = Arc::clone(&calls);
+        move |_request: Request<Empty<Bytes>>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            async move {
+                // Only the leader's answer misbehaves; the follower's own call is clean.
+                let response = if n == 0 {
+                    body()
+                } else {
+                    Lying {
+                        declared: 5,
+                        chunks: ["clean"].into(),
+                        fail_at_end: false,
+                    }
+                };
+                Ok::<_, Infallible>(Response::new(response))
+            }
+        }
+    });
+    let layer = CoalesceLayer::builder()
+        .max_body_bytes(8)
+        .build()
+        .expect("valid config");
+    let mut client = layer.layer(upstream);
+    let request = || get("http://api.example.com/items");
+    let leader = client.ready().await.expect("ready").call(request());
+    let follower = client.ready().await.expect("ready").call(request());
+    let (leader, follower) = tokio::join!(leader, follower);
+    let mut bodies = Vec::new();
+    for response in [leader.expect("leader"), follower.expect("follower")] {
+        bodies.push(
+            response
+                .into_body()
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .map_err(|error| error.to_string()),
+        );
+    }
+    (bodies, calls.load(Ordering::SeqCst), layer.handle().stats())
+}
+
+#[tokio::test]
+async fn a_body_longer_than_it_declared_reaches_the_leader_whole() {
+    let (bodies, calls, stats) = leader_and_follower(|| Lying {
+        declared: 4,
+        chunks: ["12345", "67890"].into(),
+        fail_at_end: false,
+    })
+    .await;
+    // The leader read 10 bytes past the bound of 8; it still gets all of them, and the
+    // follower makes its own call.
+    assert_eq!(bodies[0], Ok(Bytes::from_static(b"1234567890")));
+    assert_eq!(bodies[1], Ok(Bytes::from_static(b"clean")));
+    assert_eq!(calls, 2);
+    assert_eq!((stats.coalesced, stats.not_shared), (0, 1));
+}
+
+#[tokio::test]
+async fn a_body_that_fails_while_read_gives_the_leader_its_error() {
+    let (bodies, calls, stats) = leader_and_follower(|| Lying {
+        declared: 8,
+        chunks: ["1234"].into(),
+        fail_at_end: true,
+    })
+    .await;
+    assert_eq!(bodies[0], Err("connection reset".to_owned()));
+    assert_eq!(bodies[1], Ok(Bytes::from_static(b"clean")));
+    assert_eq!(calls, 2);
+    assert_eq!((stats.coalesced, stats.not_shared), (0, 1));
+}
