@@ -192,6 +192,28 @@ async fn a_dropped_callers_item_is_left_out() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_handle_reports_its_figures_to_exporters() {
+    use seawall_core::{FigureKind, FigureSource};
+    let layer = times_ten(100, MS);
+    let mut service = layer.layer(upstream(Instant::now(), &Seen::default()));
+    drop(service.call(1));
+    let (a, b) = tokio::join!(service.call(2), service.call(3));
+    assert_eq!((a.expect("2"), b.expect("3")), (20, 30));
+    let mut figures = Vec::new();
+    layer.handle().figures(&mut |figure| {
+        figures.push((figure.name, figure.kind, figure.value));
+    });
+    assert_eq!(
+        figures,
+        [
+            ("seawall_batch_batches", FigureKind::Counter, 1.0),
+            ("seawall_batch_items", FigureKind::Counter, 2.0),
+            ("seawall_batch_discarded", FigureKind::Counter, 1.0),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_batch_of_callers_that_all_left_is_not_sent() {
     let calls: Seen = Arc::default();
     let layer = times_ten(100, 10 * MS);

@@ -623,3 +623,32 @@ async fn a_body_that_fails_while_read_gives_the_leader_its_error() {
     assert_eq!(calls, 2);
     assert_eq!((stats.coalesced, stats.not_shared), (0, 1));
 }
+
+#[tokio::test]
+async fn the_handle_reports_its_figures_to_exporters() {
+    use seawall_core::{FigureKind, FigureSource};
+    let (upstream, _calls) = counting_server("x").await;
+    let layer = CoalesceLayer::builder().build().expect("valid config");
+    let mut client = layer.layer(http_client());
+    let url = upstream.url("/f");
+    let first = client.ready().await.expect("ready").call(get(&url));
+    let second = client.ready().await.expect("ready").call(get(&url));
+    let (first, second) = tokio::join!(first, second);
+    first.expect("first");
+    second.expect("second");
+
+    let mut figures = Vec::new();
+    layer.handle().figures(&mut |figure| {
+        figures.push((figure.name, figure.kind, figure.value));
+    });
+    assert_eq!(
+        figures,
+        [
+            ("seawall_coalesce_leaders", FigureKind::Counter, 1.0),
+            ("seawall_coalesce_coalesced", FigureKind::Counter, 1.0),
+            ("seawall_coalesce_not_shared", FigureKind::Counter, 0.0),
+            ("seawall_coalesce_takeovers", FigureKind::Counter, 0.0),
+            ("seawall_coalesce_in_flight", FigureKind::Gauge, 0.0),
+        ]
+    );
+}
