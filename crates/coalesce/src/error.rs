@@ -1,0 +1,52 @@
+//! The error a coalescing service returns.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+
+/// A boxed error, as tower's and hyper's APIs carry them.
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Why a request through a [`Coalesce`](crate::Coalesce) service failed.
+#[derive(Debug)]
+pub enum CoalesceError<E> {
+    /// The request's own upstream call failed (it led its call, or passed through).
+    Upstream(E),
+    /// The upstream call this request shared failed: every request that shared it gets this
+    /// error, with the same source.
+    Shared(Arc<dyn Error + Send + Sync>),
+}
+
+impl<E> CoalesceError<E> {
+    /// The upstream error of a call this request made, if it made one.
+    pub fn into_upstream(self) -> Option<E> {
+        match self {
+            CoalesceError::Upstream(error) => Some(error),
+            CoalesceError::Shared(_) => None,
+        }
+    }
+
+    /// Whether this is the error of a call shared with identical requests.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, CoalesceError::Shared(_))
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for CoalesceError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoalesceError::Upstream(error) => error.fmt(f),
+            // The source is not repeated: print the chain to see it.
+            CoalesceError::Shared(_) => f.write_str("the shared upstream call failed"),
+        }
+    }
+}
+
+impl<E: Error + 'static> Error for CoalesceError<E> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            CoalesceError::Upstream(error) => error.source(),
+            CoalesceError::Shared(error) => Some(&**error),
+        }
+    }
+}
