@@ -112,6 +112,18 @@ impl<X, St> RateLimitBuilder<X, St> {
         self.push(Quota::per(n, period))
     }
 
+    /// Adds a window quota: at most `n` requests in any interval of length `period` (see
+    /// [`Quota::window`]; `n` from 1 to 100,000).
+    ///
+    /// Pick a window when the server counts "at most `n` in any minute" and refuses the
+    /// excess: a GCRA quota of `n` per minute with burst `b` lets up to `b + n - 1` through in
+    /// some 60 s (`b` at once, then one every `60 / n` s), which such a server partly
+    /// refuses. Pick GCRA (`per_minute`) when requests should be spread evenly: a window
+    /// lets its whole count go at once, then waits for the oldest to leave it.
+    pub fn window(self, n: u32, period: Duration) -> Self {
+        self.push(Quota::window(n, period))
+    }
+
     /// Adds a quota built by hand.
     pub fn quota(self, quota: Quota) -> Self {
         self.push(Ok(quota))

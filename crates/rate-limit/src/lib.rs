@@ -81,6 +81,7 @@ mod quota;
 mod service;
 mod store;
 mod sync;
+mod window;
 
 pub use error::{RateLimitError, Rejected};
 pub use extensions::{Cost, Priority};
@@ -88,6 +89,6 @@ pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use layer::{RateLimitBuilder, RateLimitLayer};
 pub use limiter::LimiterStats;
-pub use quota::Quota;
+pub use quota::{MAX_WINDOW_COUNT, Quota};
 pub use service::RateLimit;
 pub use store::{Decision, InMemoryStore, RateStore, StoreError};

@@ -1,0 +1,200 @@
+//! Window quotas, tiers, settled costs, the wait hook and priority aging, through the layer
+//! on paused time.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test fixtures: a poisoned log or bad fixture must fail the test loudly"
+)]
+
+use std::future::ready;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use http::{Request, Response};
+use seawall_rate_limit::conformance::run_window_golden_table;
+use seawall_rate_limit::{InMemoryStore, RateLimitError, RateLimitLayer, Rejected};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Log = Arc<Mutex<Vec<(u32, Duration)>>>;
+
+fn logging_upstream(
+    start: Instant,
+) -> (
+    Log,
+    impl Service<Request<u32>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone,
+) {
+    let log: Log = Arc::default();
+    let sink = Arc::clone(&log);
+    let service = service_fn(move |request: Request<u32>| {
+        sink.lock()
+            .unwrap()
+            .push((*request.body(), start.elapsed()));
+        ready(Ok::<_, std::io::Error>(Response::new(())))
+    });
+    (log, service)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn window_golden_table_in_process() {
+    run_window_golden_table(&InMemoryStore::new(1), tokio::time::advance)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_admits_exactly_n_in_the_first_minute_where_gcra_admits_more() {
+    // What a server counting "20 in any minute" sees: the window sends 20, then the 21st
+    // exactly when the first leaves the minute.
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let window = RateLimitLayer::builder()
+        .window(20, secs(60))
+        .wait(100, secs(300))
+        .build()
+        .unwrap();
+    let mut service = window.layer(upstream);
+    let calls: Vec<_> = (0..41u32).map(|i| service.call(Request::new(i))).collect();
+    join_all(calls).await;
+    let times: Vec<Duration> = log.lock().unwrap().iter().map(|(_, at)| *at).collect();
+    assert_eq!(&times[..20], &[Duration::ZERO; 20]);
+    assert_eq!(&times[20..40], &[secs(60); 20]);
+    assert_eq!(times[40], secs(120));
+
+    // `per_minute(20).burst(20)` lets 20 go at once and one every 3 s after: 39 in the
+    // first minute, and 40 counting its last instant.
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let gcra = RateLimitLayer::builder()
+        .per_minute(20)
+        .burst(20)
+        .build()
+        .unwrap();
+    let mut service = gcra.layer(upstream);
+    let calls: Vec<_> = (0..41u32).map(|i| service.call(Request::new(i))).collect();
+    join_all(calls).await;
+    let log = log.lock().unwrap();
+    let first_minute = log.iter().filter(|(_, at)| *at < secs(60)).count();
+    assert_eq!(first_minute, 39);
+    assert_eq!(log.iter().filter(|(_, at)| *at <= secs(60)).count(), 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn windows_combine_and_all_must_admit() {
+    // 2 in any second and 3 in any 10 s.
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let layer = RateLimitLayer::builder()
+        .window(2, secs(1))
+        .window(3, secs(10))
+        .build()
+        .unwrap();
+    let mut service = layer.layer(upstream);
+    let calls: Vec<_> = (0..6u32).map(|i| service.call(Request::new(i))).collect();
+    join_all(calls).await;
+    let times: Vec<Duration> = log.lock().unwrap().iter().map(|(_, at)| *at).collect();
+    assert_eq!(
+        times,
+        vec![secs(0), secs(0), secs(1), secs(10), secs(10), secs(11)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_is_judged_on_when_the_window_next_admits() {
+    let (_, upstream) = logging_upstream(Instant::now());
+    let layer = RateLimitLayer::builder()
+        .window(2, secs(1))
+        .wait(100, ms(1_500))
+        .build()
+        .unwrap();
+    let mut service = layer.layer(upstream);
+    let first = service.call(Request::new(0));
+    let second = service.call(Request::new(1));
+    // Predicted at 1 s (when the first two leave the window): within 1.5 s.
+    let third = service.call(Request::new(2));
+    let fourth = service.call(Request::new(3));
+    // Predicted at 2 s: refused at once with that figure.
+    match service.call(Request::new(4)).await {
+        Err(RateLimitError::Rejected(Rejected::WaitTooLong {
+            predicted,
+            max_wait,
+        })) => {
+            assert_eq!(predicted, secs(2));
+            assert_eq!(max_wait, ms(1_500));
+        }
+        other => panic!("expected WaitTooLong, got {other:?}"),
+    }
+    let started = Instant::now();
+    for call in [first, second, third, fourth] {
+        call.await.unwrap();
+    }
+    assert_eq!(started.elapsed(), secs(1));
+}
+
+#[test]
+fn absurd_windows_are_refused_with_the_field() {
+    let error = RateLimitLayer::builder()
+        .window(100_001, secs(60))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "window");
+    let error = RateLimitLayer::builder()
+        .window(0, secs(60))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "window");
+    let error = RateLimitLayer::builder()
+        .window(10, Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "period");
+    let error = RateLimitLayer::builder()
+        .window(10, secs(60))
+        .burst(5)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "burst");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_key_is_kept_while_its_window_counts() {
+    let layer = RateLimitLayer::builder()
+        .window(1, secs(60))
+        .key_by(|request: &seawall_core::RequestHead<'_>| request.uri.path().to_owned())
+        .idle_after(secs(1))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let (_, upstream) = logging_upstream(Instant::now());
+    let mut service = layer.layer(upstream);
+    let request = || Request::builder().uri("/a").body(0u32).unwrap();
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    tokio::time::advance(secs(30)).await;
+    // Idle for 30 s, past `idle_after`, but its window still holds the admission: a second
+    // request waits for it to leave instead of finding a fresh key.
+    let started = Instant::now();
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), secs(30));
+    assert_eq!(handle.stats().admitted_after_wait, 1);
+}
