@@ -371,10 +371,12 @@ where
                     continue;
                 }
                 let limiter = &queued.limiter;
-                let mut attempt =
-                    limiter
-                        .store
-                        .acquire(&queued.entry.slot, &limiter.quotas, queued.cost, now);
+                let mut attempt = limiter.store.acquire(
+                    &queued.entry.slot,
+                    limiter.quotas_of(&queued.entry),
+                    queued.cost,
+                    now,
+                );
                 match Pin::new(&mut attempt).poll(cx) {
                     Poll::Ready(decision) => answered = Some(decision),
                     Poll::Pending => queued.attempt = Some(Box::new(attempt)),

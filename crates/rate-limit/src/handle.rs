@@ -43,6 +43,12 @@ where
         self.limiter.stats()
     }
 
+    /// How many tokens `key`'s quotas (its tier's) would admit now, if the store can tell
+    /// without a round trip (the in-process store can).
+    pub fn tokens_available(&self, key: K) -> Option<u64> {
+        self.limiter.tokens_available(&key)
+    }
+
     /// Holds `key`'s requests for `duration`, as a server's `Retry-After` would.
     pub fn pause(&self, key: K, duration: Duration) {
         self.limiter.pause_key(key, duration);

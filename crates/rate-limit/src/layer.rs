@@ -6,7 +6,7 @@ use std::time::Duration;
 use seawall_core::{ByHost, ConfigError, Global, HintPolicy, KeyExtractor, KeyLimits, check_range};
 use tower::Layer;
 
-use crate::limiter::{Limiter, Mode};
+use crate::limiter::{Limiter, Mode, TierOf, Tiers};
 use crate::quota::Quota;
 use crate::service::RateLimit;
 use crate::store::{InMemoryStore, RateStore};
@@ -50,6 +50,8 @@ impl RateLimitLayer {
             key_limits: (10_000, Duration::from_secs(600)),
             extractor: Global,
             store: None,
+            tiers: Vec::new(),
+            tier_of: None,
         }
     }
 }
@@ -70,7 +72,6 @@ impl<S, X: KeyExtractor + Clone, St: RateStore> Layer<S> for RateLimitLayer<X, S
 }
 
 /// Configures a [`RateLimitLayer`]; `build` validates and names any bad field.
-#[derive(Debug)]
 pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     quotas: Vec<Quota>,
     error: Option<ConfigError>,
@@ -79,6 +80,25 @@ pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     key_limits: (usize, Duration),
     extractor: X,
     store: Option<St>,
+    tiers: Vec<(Box<str>, Vec<Quota>)>,
+    /// A [`TierOf`] of the key type of the extractor it was given with.
+    tier_of: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuilder<X, St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("quotas", &self.quotas)
+            .field("error", &self.error)
+            .field("mode", &self.mode)
+            .field("hints", &self.hints)
+            .field("key_limits", &self.key_limits)
+            .field("extractor", &self.extractor)
+            .field("store", &self.store)
+            .field("tiers", &self.tiers)
+            .field("tier_of", &self.tier_of.is_some())
+            .finish()
+    }
 }
 
 impl<X, St> RateLimitBuilder<X, St> {
@@ -144,6 +164,19 @@ impl<X, St> RateLimitBuilder<X, St> {
         }
     }
 
+    /// Adds a tier: a named set of quotas (1 to 8) that keys the resolver given to
+    /// [`tier_of`](Self::tier_of) names take instead of the layer's own quotas, each key
+    /// with cells of its own as usual (`free` 10 a minute, `pro` 1,000 a minute, ...). At
+    /// most 254 tiers.
+    pub fn tier(
+        mut self,
+        name: impl Into<Box<str>>,
+        quotas: impl IntoIterator<Item = Quota>,
+    ) -> Self {
+        self.tiers.push((name.into(), quotas.into_iter().collect()));
+        self
+    }
+
     /// Requests wait in line when no token is free (the default), at most `max_waiting` of
     /// them (1 to 10,000,000; default 10,000) and none longer than `max_wait` (1 ms to 1 day;
     /// default 60 s). Beyond either bound a request is refused at once. With a shared store,
@@ -197,6 +230,8 @@ impl<X, St> RateLimitBuilder<X, St> {
             key_limits: self.key_limits,
             extractor,
             store: self.store,
+            tiers: self.tiers,
+            tier_of: self.tier_of,
         }
     }
 
@@ -210,14 +245,34 @@ impl<X, St> RateLimitBuilder<X, St> {
             key_limits: self.key_limits,
             extractor: self.extractor,
             store: Some(store),
+            tiers: self.tiers,
+            tier_of: self.tier_of,
         }
+    }
+}
+
+impl<X: KeyExtractor, St> RateLimitBuilder<X, St> {
+    /// Picks each key's tier (see [`tier`](Self::tier)) by the name `tier_of` gives for it,
+    /// once, when the key is first seen; a name no tier has gives the layer's own quotas.
+    /// Given after [`key_by`](Self::key_by) or [`per_host`](Self::per_host), for their key.
+    pub fn tier_of<F>(mut self, tier_of: F) -> Self
+    where
+        F: Fn(&X::Key) -> &str + Send + Sync + 'static,
+    {
+        let tier_of: TierOf<X::Key> = Arc::new(tier_of);
+        self.tier_of = Some(Box::new(tier_of));
+        self
     }
 }
 
 impl<X: KeyExtractor> RateLimitBuilder<X, InMemoryStore> {
     /// Validates the configuration, keeping quota state in this process.
     pub fn build(mut self) -> Result<RateLimitLayer<X, InMemoryStore>, ConfigError> {
-        let quotas = self.quotas.len();
+        let quotas = self
+            .tiers
+            .iter()
+            .map(|(_, quotas)| quotas.len())
+            .fold(self.quotas.len(), usize::max);
         let store = self
             .store
             .take()
@@ -240,6 +295,29 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
             ));
         }
         check_range("quota", self.quotas.len(), 1, 8, "at most 8 quotas")?;
+        check_range("tier", self.tiers.len(), 0, 254, "at most 254 tiers")?;
+        for (index, (name, quotas)) in self.tiers.iter().enumerate() {
+            check_range("tier", quotas.len(), 1, 8, "a tier of 1 to 8 quotas")?;
+            if self.tiers[..index]
+                .iter()
+                .any(|(earlier, _)| earlier == name)
+            {
+                return Err(ConfigError::new("tier", name, "tier names given once each"));
+            }
+        }
+        let tier_of = match self.tier_of {
+            None => None,
+            Some(tier_of) => match tier_of.downcast::<TierOf<X::Key>>() {
+                Ok(tier_of) => Some(*tier_of),
+                Err(_) => {
+                    return Err(ConfigError::new(
+                        "tier_of",
+                        "a resolver for another key",
+                        "a resolver given after `key_by` or `per_host`, for their key",
+                    ));
+                }
+            },
+        };
         if let Mode::Wait {
             max_waiting,
             max_wait,
@@ -269,9 +347,23 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
             ));
         };
         store.check_quotas(&self.quotas)?;
+        for (_, quotas) in &self.tiers {
+            store.check_quotas(quotas)?;
+        }
+        let mut sets = vec![self.quotas.into_boxed_slice()];
+        let mut names = Vec::with_capacity(self.tiers.len());
+        for (name, quotas) in self.tiers {
+            names.push(name);
+            sets.push(quotas.into_boxed_slice());
+        }
+        let tiers = Tiers {
+            names: names.into_boxed_slice(),
+            tier_of,
+        };
         let limiter = Limiter::new(
             store,
-            self.quotas,
+            sets,
+            tiers,
             self.mode,
             self.hints,
             self.extractor.single_key(),

@@ -102,10 +102,37 @@ pub(crate) enum Entries<K, St: RateStore> {
     Keyed(KeyedMap<K, KeyEntry<St>>),
 }
 
+/// Picks a key's tier by name; a name no tier has picks the layer's own quotas.
+pub(crate) type TierOf<K> = Arc<dyn Fn(&K) -> &str + Send + Sync>;
+
+/// The quota sets of a layer: its own (index 0) and its tiers', and how a key picks one.
+pub(crate) struct Tiers<K> {
+    pub(crate) names: Box<[Box<str>]>,
+    pub(crate) tier_of: Option<TierOf<K>>,
+}
+
+impl<K> Tiers<K> {
+    /// The index of `key`'s quota set (0, the layer's own, unless the resolver names a tier).
+    fn index_of(&self, key: &K) -> u8 {
+        let Some(tier_of) = &self.tier_of else {
+            return 0;
+        };
+        let name = tier_of(key);
+        self.names
+            .iter()
+            .position(|tier| &**tier == name)
+            .and_then(|index| u8::try_from(index + 1).ok())
+            .unwrap_or(0)
+    }
+}
+
 pub(crate) struct Limiter<K, St: RateStore> {
     pub(crate) store: St,
-    pub(crate) quotas: Box<[Quota]>,
-    /// The slowest quota's interval: how far apart queued requests are predicted to go.
+    /// The quota sets: the layer's own first, then one per tier.
+    sets: Box<[Box<[Quota]>]>,
+    tiers: Tiers<K>,
+    /// The slowest quota's interval (of any set): how far apart queued requests are
+    /// predicted to go.
     pub(crate) interval: Duration,
     pub(crate) mode: Mode,
     pub(crate) context: Arc<Context>,
@@ -116,18 +143,32 @@ pub(crate) struct Limiter<K, St: RateStore> {
 impl<K, St: RateStore> fmt::Debug for Limiter<K, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limiter")
-            .field("quotas", &self.quotas)
+            .field("quotas", &self.sets)
+            .field("tiers", &self.tiers.names)
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
 
 impl<K, St: RateStore> Limiter<K, St> {
+    /// The quotas of `entry`'s key (its tier's).
+    pub(crate) fn quotas_of(&self, entry: &KeyEntry<St>) -> &[Quota] {
+        self.sets
+            .get(usize::from(entry.tier))
+            .or(self.sets.first())
+            .map_or(&[], |set| set)
+    }
+
+    /// The tier `key` is in: the index of its quota set.
+    fn tier_of(&self, key: &K) -> u8 {
+        self.tiers.index_of(key)
+    }
+
     /// How long until the store would admit `cost` for `entry`; a store that cannot tell
     /// without a round trip is assumed to need one interval per token.
     pub(crate) fn peek(&self, entry: &KeyEntry<St>, cost: u32, now: Instant) -> Duration {
         self.store
-            .peek(&entry.slot, &self.quotas, cost, now)
+            .peek(&entry.slot, self.quotas_of(entry), cost, now)
             .unwrap_or_else(|| self.interval.saturating_mul(cost))
     }
 
@@ -199,7 +240,7 @@ impl<K, St: RateStore> Limiter<K, St> {
         let tokens = ahead.saturating_add(u64::from(cost));
         match self
             .store
-            .predict(&entry.slot, &self.quotas, tokens, now, from)
+            .predict(&entry.slot, self.quotas_of(entry), tokens, now, from)
         {
             Some(wait) => wait.max(head_wait),
             None => head_wait.saturating_add(
@@ -234,14 +275,16 @@ where
 {
     pub(crate) fn new(
         store: St,
-        quotas: Vec<Quota>,
+        sets: Vec<Box<[Quota]>>,
+        tiers: Tiers<K>,
         mode: Mode,
         hints: Option<HintPolicy>,
         single_key: Option<K>,
         key_limits: seawall_core::KeyLimits,
     ) -> Self {
-        let interval = quotas
+        let interval = sets
             .iter()
+            .flat_map(|set| set.iter())
             .map(Quota::interval)
             .max()
             .unwrap_or(Duration::ZERO);
@@ -253,13 +296,15 @@ where
         let entries = match single_key {
             Some(key) => Entries::Single(Arc::new(KeyEntry::new(
                 store.new_slot(&key),
+                tiers.index_of(&key),
                 Arc::clone(&context),
             ))),
             None => Entries::Keyed(KeyedMap::new(key_limits)),
         };
         Self {
             store,
-            quotas: quotas.into_boxed_slice(),
+            sets: sets.into_boxed_slice(),
+            tiers,
             interval,
             mode,
             context,
@@ -305,7 +350,13 @@ where
             Entries::Single(entry) => Arc::clone(entry),
             Entries::Keyed(map) => lookup(
                 map,
-                &|key| KeyEntry::new(self.store.new_slot(key), Arc::clone(&self.context)),
+                &|key| {
+                    KeyEntry::new(
+                        self.store.new_slot(key),
+                        self.tier_of(key),
+                        Arc::clone(&self.context),
+                    )
+                },
                 // Dropping a key whose quota has not refilled would hand it a fresh burst.
                 &|entry| {
                     entry.depth() > 0
@@ -351,6 +402,14 @@ where
             paused_keys,
             keys,
         }
+    }
+
+    /// How many tokens `key`'s quotas would admit now.
+    pub(crate) fn tokens_available(&self, key: &K) -> Option<u64> {
+        let now = Instant::now();
+        let entry = self.entry(key, now);
+        self.store
+            .available(&entry.slot, self.quotas_of(&entry), now)
     }
 
     /// Pauses `key` for `duration`, as a server's `Retry-After` would.

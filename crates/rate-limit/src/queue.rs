@@ -103,6 +103,8 @@ struct WaitQueue {
 /// One key's limiter state.
 pub(crate) struct KeyEntry<St: RateStore> {
     pub(crate) slot: St::Slot,
+    /// The key's quota set: 0 for the layer's own quotas, else a tier's.
+    pub(crate) tier: u8,
     pub(crate) context: std::sync::Arc<Context>,
     /// Nanoseconds (from the limiter's origin) until which the server asked us to hold off.
     paused_until: AtomicU64,
@@ -212,9 +214,10 @@ pub(crate) enum Turn {
 }
 
 impl<St: RateStore> KeyEntry<St> {
-    pub(crate) fn new(slot: St::Slot, context: std::sync::Arc<Context>) -> Self {
+    pub(crate) fn new(slot: St::Slot, tier: u8, context: std::sync::Arc<Context>) -> Self {
         Self {
             slot,
+            tier,
             context,
             paused_until: AtomicU64::new(0),
             depth: AtomicUsize::new(0),
@@ -483,7 +486,7 @@ mod loom_tests {
             hints: None,
             pauses: std::sync::atomic::AtomicU64::new(0),
         });
-        Arc::new(KeyEntry::new(crate::gcra::GcraCells::new(1), context))
+        Arc::new(KeyEntry::new(crate::gcra::GcraCells::new(1), 0, context))
     }
 
     fn join(entry: &KeyEntry<InMemoryStore>, now: Instant) -> Place {

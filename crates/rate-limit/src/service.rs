@@ -119,9 +119,10 @@ where
                 if let Some(max_waiting) = limiter.store_is_full(&entry) {
                     return self.refuse(Rejected::QueueFull { max_waiting });
                 }
-                let mut attempt = limiter
-                    .store
-                    .acquire(&entry.slot, &limiter.quotas, cost, now);
+                let mut attempt =
+                    limiter
+                        .store
+                        .acquire(&entry.slot, limiter.quotas_of(&entry), cost, now);
                 match poll_now(&mut attempt) {
                     Some(Ok(Decision::Admitted)) => {
                         limiter.counters.admitted.add(1);

@@ -3,7 +3,8 @@
 
 #![allow(
     clippy::unwrap_used,
-    reason = "test fixtures: a poisoned log or bad fixture must fail the test loudly"
+    clippy::panic,
+    reason = "test fixtures: a poisoned log, bad fixture or unexpected answer must fail the test loudly"
 )]
 
 use std::future::ready;
@@ -197,4 +198,126 @@ async fn a_window_key_is_kept_while_its_window_counts() {
         .unwrap();
     assert_eq!(started.elapsed(), secs(30));
     assert_eq!(handle.stats().admitted_after_wait, 1);
+}
+
+/// Counts how many of `n` requests with API key `key` are admitted at once, and the
+/// `retry_after` of the first refused.
+async fn admitted_at_once<S>(service: &mut S, key: &str, n: usize) -> (usize, Option<Duration>)
+where
+    S: Service<Request<u32>, Response = Response<()>, Error = RateLimitError<std::io::Error>>,
+{
+    let mut admitted = 0;
+    let mut retry_after = None;
+    for _ in 0..n {
+        let request = Request::builder()
+            .header("x-api-key", key)
+            .body(0u32)
+            .unwrap();
+        match service.call(request).await {
+            Ok(_) => admitted += 1,
+            Err(RateLimitError::Rejected(Rejected::Limited { retry_after: after })) => {
+                retry_after.get_or_insert(after);
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    (admitted, retry_after)
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_api_keys_on_two_tiers_each_get_exactly_their_own_quota() {
+    let api_key = |head: &seawall_core::RequestHead<'_>| {
+        head.headers
+            .get("x-api-key")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let layer = RateLimitLayer::builder()
+        .per_minute(10)
+        .burst(10)
+        .tier(
+            "pro",
+            [seawall_rate_limit::Quota::window(100, secs(60)).unwrap()],
+        )
+        .tier(
+            "team",
+            [
+                seawall_rate_limit::Quota::per_second(1).unwrap(),
+                seawall_rate_limit::Quota::window(3, secs(60)).unwrap(),
+            ],
+        )
+        .fail_fast()
+        .key_by(api_key)
+        .tier_of(|key: &String| {
+            if key.starts_with("pro-") {
+                "pro"
+            } else if key.starts_with("team-") {
+                "team"
+            } else {
+                "free"
+            }
+        })
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let (_, upstream) = logging_upstream(Instant::now());
+    let mut service = layer.layer(upstream);
+    // "free" names no tier: the layer's own 10 a minute, burst 10, then one per 6 s.
+    assert_eq!(
+        admitted_at_once(&mut service, "free-1", 30).await,
+        (10, Some(secs(6)))
+    );
+    // The pro key: its window of 100 in any minute, whatever the free key spent.
+    assert_eq!(
+        admitted_at_once(&mut service, "pro-1", 130).await,
+        (100, Some(secs(60)))
+    );
+    // A second free key has cells of its own.
+    assert_eq!(
+        admitted_at_once(&mut service, "free-2", 12).await,
+        (10, Some(secs(6)))
+    );
+    // Both of a tier's quotas must admit.
+    assert_eq!(
+        admitted_at_once(&mut service, "team-1", 5).await,
+        (1, Some(secs(1)))
+    );
+    tokio::time::advance(secs(2)).await;
+    assert_eq!(
+        admitted_at_once(&mut service, "team-1", 5).await,
+        (1, Some(secs(1)))
+    );
+    assert_eq!(handle.tokens_available("pro-1".to_owned()), Some(0));
+    assert_eq!(handle.tokens_available("free-2".to_owned()), Some(0));
+    assert_eq!(handle.tokens_available("team-1".to_owned()), Some(0));
+    tokio::time::advance(secs(60)).await;
+    assert_eq!(handle.tokens_available("pro-1".to_owned()), Some(100));
+    assert_eq!(handle.tokens_available("team-1".to_owned()), Some(1));
+    assert_eq!(handle.stats().keys, 4);
+}
+
+#[test]
+fn a_resolver_for_another_key_or_a_bad_tier_is_refused() {
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .tier_of(|_: &()| "pro")
+        .per_host()
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "tier_of");
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .tier("pro", [])
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "tier");
+    let one = seawall_rate_limit::Quota::per_second(1).unwrap();
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .tier("pro", [one])
+        .tier("pro", [one])
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "tier");
 }
