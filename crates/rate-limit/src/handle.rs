@@ -49,6 +49,13 @@ where
         self.limiter.tokens_available(&key)
     }
 
+    /// Settles a request of `key` admitted at `estimate` tokens whose true cost, `actual`,
+    /// is known only now (say, once a streamed answer has been read): the difference is
+    /// taken from the key's quotas (the next admissions wait for it) or given back.
+    pub fn settle(&self, key: K, estimate: u32, actual: u32) {
+        self.limiter.settle_key(&key, estimate, actual);
+    }
+
     /// Holds `key`'s requests for `duration`, as a server's `Retry-After` would.
     pub fn pause(&self, key: K, duration: Duration) {
         self.limiter.pause_key(key, duration);

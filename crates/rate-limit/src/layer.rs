@@ -6,7 +6,7 @@ use std::time::Duration;
 use seawall_core::{ByHost, ConfigError, Global, HintPolicy, KeyExtractor, KeyLimits, check_range};
 use tower::Layer;
 
-use crate::limiter::{Limiter, Mode, TierOf, Tiers};
+use crate::limiter::{Limiter, Mode, OnWait, Options, Settle, TierOf, Tiers};
 use crate::quota::Quota;
 use crate::service::RateLimit;
 use crate::store::{InMemoryStore, RateStore};
@@ -52,6 +52,8 @@ impl RateLimitLayer {
             store: None,
             tiers: Vec::new(),
             tier_of: None,
+            on_wait: None,
+            settle: None,
         }
     }
 }
@@ -83,6 +85,8 @@ pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     tiers: Vec<(Box<str>, Vec<Quota>)>,
     /// A [`TierOf`] of the key type of the extractor it was given with.
     tier_of: Option<Box<dyn std::any::Any + Send + Sync>>,
+    on_wait: Option<OnWait>,
+    settle: Option<Settle>,
 }
 
 impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuilder<X, St> {
@@ -97,6 +101,8 @@ impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuild
             .field("store", &self.store)
             .field("tiers", &self.tiers)
             .field("tier_of", &self.tier_of.is_some())
+            .field("on_wait", &self.on_wait.is_some())
+            .field("settle", &self.settle)
             .finish()
     }
 }
@@ -177,6 +183,17 @@ impl<X, St> RateLimitBuilder<X, St> {
         self
     }
 
+    /// Settles each request's cost after its answer (token budgets, where the true cost is
+    /// known only then): the response's [`ActualCost`](crate::ActualCost), else the number
+    /// in the `header` given (if any), replaces the request's [`Cost`](crate::Cost); the
+    /// difference is taken from its key's quotas (the next admissions wait for it, beyond the
+    /// burst if need be) or given back. A response with neither keeps its estimate; a cost
+    /// known later still is settled with [`RateLimitHandle::settle`](crate::RateLimitHandle::settle).
+    pub fn settle_costs(mut self, header: Option<http::HeaderName>) -> Self {
+        self.settle = Some(Settle { header });
+        self
+    }
+
     /// Requests wait in line when no token is free (the default), at most `max_waiting` of
     /// them (1 to 10,000,000; default 10,000) and none longer than `max_wait` (1 ms to 1 day;
     /// default 60 s). Beyond either bound a request is refused at once. With a shared store,
@@ -221,7 +238,14 @@ impl<X, St> RateLimitBuilder<X, St> {
     }
 
     /// Keeps one limiter per key that `extractor` gives.
-    pub fn key_by<X2>(self, extractor: X2) -> RateLimitBuilder<X2, St> {
+    pub fn key_by<X2>(mut self, extractor: X2) -> RateLimitBuilder<X2, St> {
+        if self.on_wait.is_some() {
+            self.error.get_or_insert(ConfigError::new(
+                "on_wait",
+                "a hook for another key",
+                "a hook given after `key_by` or `per_host`, for their key",
+            ));
+        }
         RateLimitBuilder {
             quotas: self.quotas,
             error: self.error,
@@ -232,6 +256,8 @@ impl<X, St> RateLimitBuilder<X, St> {
             store: self.store,
             tiers: self.tiers,
             tier_of: self.tier_of,
+            on_wait: self.on_wait,
+            settle: self.settle,
         }
     }
 
@@ -247,6 +273,8 @@ impl<X, St> RateLimitBuilder<X, St> {
             store: Some(store),
             tiers: self.tiers,
             tier_of: self.tier_of,
+            on_wait: self.on_wait,
+            settle: self.settle,
         }
     }
 }
@@ -261,6 +289,29 @@ impl<X: KeyExtractor, St> RateLimitBuilder<X, St> {
     {
         let tier_of: TierOf<X::Key> = Arc::new(tier_of);
         self.tier_of = Some(Box::new(tier_of));
+        self
+    }
+}
+
+impl<X, St> RateLimitBuilder<X, St>
+where
+    X: KeyExtractor + Clone + Send + Sync + 'static,
+{
+    /// Calls `on_wait(key, predicted, ahead, tokens_left)` once when a request starts
+    /// waiting: its key, its predicted wait, the tokens queued ahead of it (the requests
+    /// ahead, when each costs 1) and the tokens its key's quotas would admit now (`None`
+    /// for a store that cannot tell without a round trip). It runs in the caller's call (or,
+    /// with a shared store, its future's poll), so it should be quick: record, log, send on
+    /// a channel.
+    /// Given after [`key_by`](Self::key_by) or [`per_host`](Self::per_host), for their key.
+    pub fn on_wait<F>(mut self, on_wait: F) -> Self
+    where
+        F: Fn(&X::Key, Duration, u64, Option<u64>) + Send + Sync + 'static,
+    {
+        let extractor = self.extractor.clone();
+        self.on_wait = Some(Arc::new(move |head, predicted, ahead, tokens_left| {
+            on_wait(&extractor.extract(head), predicted, ahead, tokens_left);
+        }));
         self
     }
 }
@@ -363,7 +414,11 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
         let limiter = Limiter::new(
             store,
             sets,
-            tiers,
+            Options {
+                tiers,
+                on_wait: self.on_wait,
+                settle: self.settle,
+            },
             self.mode,
             self.hints,
             self.extractor.single_key(),

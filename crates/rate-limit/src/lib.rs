@@ -84,7 +84,7 @@ mod sync;
 mod window;
 
 pub use error::{RateLimitError, Rejected};
-pub use extensions::{Cost, Priority};
+pub use extensions::{ActualCost, Cost, Priority};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use layer::{RateLimitBuilder, RateLimitLayer};

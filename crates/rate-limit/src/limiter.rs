@@ -102,6 +102,51 @@ pub(crate) enum Entries<K, St: RateStore> {
     Keyed(KeyedMap<K, KeyEntry<St>>),
 }
 
+/// The wait hook, with the layer's extractor to find a request's key: called with the
+/// request's head, its predicted wait, the tokens ahead of it and the tokens left.
+pub(crate) type OnWait = Arc<dyn Fn(&RequestHead<'_>, Duration, u64, Option<u64>) + Send + Sync>;
+
+/// Where a request's true cost is read once its answer came: the `ActualCost` response
+/// extension, else this header (if any).
+#[derive(Debug, Clone)]
+pub(crate) struct Settle {
+    pub(crate) header: Option<http::HeaderName>,
+}
+
+/// What a layer adds to its quotas: tiers, the wait hook, settling.
+pub(crate) struct Options<K> {
+    pub(crate) tiers: Tiers<K>,
+    pub(crate) on_wait: Option<OnWait>,
+    pub(crate) settle: Option<Settle>,
+}
+
+/// A request to settle once its answer came: its limiter and the cost it was admitted at.
+pub(crate) struct Settling<K, St: RateStore> {
+    pub(crate) limiter: Arc<Limiter<K, St>>,
+    pub(crate) cost: u32,
+}
+
+impl<K, St: RateStore> Settling<K, St> {
+    /// Settles from `response`'s [`ActualCost`](crate::ActualCost), else the configured
+    /// header; a response with neither (or an unreadable header) keeps its estimate.
+    pub(crate) fn settle<B>(&self, entry: &KeyEntry<St>, response: &http::Response<B>) {
+        let Some(settle) = &self.limiter.settle else {
+            return;
+        };
+        let actual = response
+            .extensions()
+            .get::<crate::ActualCost>()
+            .map(|actual| actual.0)
+            .or_else(|| {
+                let value = response.headers().get(settle.header.as_ref()?)?;
+                value.to_str().ok()?.trim().parse::<u32>().ok()
+            });
+        if let Some(actual) = actual {
+            self.limiter.settle_entry(entry, self.cost, actual);
+        }
+    }
+}
+
 /// Picks a key's tier by name; a name no tier has picks the layer's own quotas.
 pub(crate) type TierOf<K> = Arc<dyn Fn(&K) -> &str + Send + Sync>;
 
@@ -131,6 +176,8 @@ pub(crate) struct Limiter<K, St: RateStore> {
     /// The quota sets: the layer's own first, then one per tier.
     sets: Box<[Box<[Quota]>]>,
     tiers: Tiers<K>,
+    pub(crate) on_wait: Option<OnWait>,
+    pub(crate) settle: Option<Settle>,
     /// The slowest quota's interval (of any set): how far apart queued requests are
     /// predicted to go.
     pub(crate) interval: Duration,
@@ -157,6 +204,24 @@ impl<K, St: RateStore> Limiter<K, St> {
             .get(usize::from(entry.tier))
             .or(self.sets.first())
             .map_or(&[], |set| set)
+    }
+
+    /// What a request admitted at `cost` needs to be settled after its answer, if this
+    /// limiter settles costs.
+    pub(crate) fn settling(self: &Arc<Self>, cost: u32) -> Option<Settling<K, St>> {
+        self.settle.as_ref().map(|_| Settling {
+            limiter: Arc::clone(self),
+            cost,
+        })
+    }
+
+    /// Settles `entry`'s request admitted at `estimate` with its true cost `actual`.
+    pub(crate) fn settle_entry(&self, entry: &KeyEntry<St>, estimate: u32, actual: u32) {
+        let delta = i64::from(actual) - i64::from(estimate);
+        if delta != 0 {
+            self.store
+                .settle(&entry.slot, self.quotas_of(entry), delta, Instant::now());
+        }
     }
 
     /// The tier `key` is in: the index of its quota set.
@@ -186,10 +251,10 @@ impl<K, St: RateStore> Limiter<K, St> {
     /// Queues a request that found no free token, or says why it is refused: fail-fast mode,
     /// a full queue, or a predicted wait over `max_wait`. `head_wait` is how long until the
     /// store would admit it were it at the head.
-    pub(crate) fn join(
+    pub(crate) fn join<B>(
         &self,
         entry: &KeyEntry<St>,
-        extensions: &http::Extensions,
+        request: Option<&http::Request<B>>,
         cost: u32,
         now: Instant,
         head_wait: Duration,
@@ -205,7 +270,9 @@ impl<K, St: RateStore> Limiter<K, St> {
                 max_wait,
             } => (max_waiting, max_wait),
         };
-        let priority = extensions.get::<Priority>().map_or(0, |p| p.0);
+        let priority = request
+            .and_then(|request| request.extensions().get::<Priority>())
+            .map_or(0, |p| p.0);
         let predict = |ahead: u64| self.predict(entry, ahead, cost, now, head_wait);
         // Admissions out with a shared store take places in line too (a waiter at the head
         // asking the store counts twice while its answer is out).
@@ -216,7 +283,20 @@ impl<K, St: RateStore> Limiter<K, St> {
                 predicted,
                 max_wait,
             }),
-            Joined::Queued { place, slot } => Ok((place, slot)),
+            Joined::Queued { place, slot, ahead } => {
+                if let (Some(on_wait), Some(request)) = (&self.on_wait, request) {
+                    let tokens_left = self
+                        .store
+                        .available(&entry.slot, self.quotas_of(entry), now);
+                    on_wait(
+                        &RequestHead::of(request),
+                        slot.saturating_duration_since(now),
+                        ahead,
+                        tokens_left,
+                    );
+                }
+                Ok((place, slot))
+            }
         }
     }
 
@@ -276,7 +356,7 @@ where
     pub(crate) fn new(
         store: St,
         sets: Vec<Box<[Quota]>>,
-        tiers: Tiers<K>,
+        options: Options<K>,
         mode: Mode,
         hints: Option<HintPolicy>,
         single_key: Option<K>,
@@ -296,7 +376,7 @@ where
         let entries = match single_key {
             Some(key) => Entries::Single(Arc::new(KeyEntry::new(
                 store.new_slot(&key),
-                tiers.index_of(&key),
+                options.tiers.index_of(&key),
                 Arc::clone(&context),
             ))),
             None => Entries::Keyed(KeyedMap::new(key_limits)),
@@ -304,7 +384,9 @@ where
         Self {
             store,
             sets: sets.into_boxed_slice(),
-            tiers,
+            tiers: options.tiers,
+            on_wait: options.on_wait,
+            settle: options.settle,
             interval,
             mode,
             context,
@@ -402,6 +484,12 @@ where
             paused_keys,
             keys,
         }
+    }
+
+    /// Settles `key`'s request admitted at `estimate` with its true cost `actual`.
+    pub(crate) fn settle_key(&self, key: &K, estimate: u32, actual: u32) {
+        let entry = self.entry(key, Instant::now());
+        self.settle_entry(&entry, estimate, actual);
     }
 
     /// How many tokens `key`'s quotas would admit now.

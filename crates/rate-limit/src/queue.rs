@@ -196,8 +196,12 @@ impl HeadTimer {
 
 /// What joining the queue gave.
 pub(crate) enum Joined {
-    /// In line at `place`, predicted to be admitted at `slot`.
-    Queued { place: Place, slot: Instant },
+    /// In line at `place`, predicted to be admitted at `slot`, behind `ahead` tokens.
+    Queued {
+        place: Place,
+        slot: Instant,
+        ahead: u64,
+    },
     /// The queue already holds `max_waiting` requests.
     Full,
     /// The predicted wait exceeds the budget; nothing was queued.
@@ -312,7 +316,7 @@ impl<St: RateStore> KeyEntry<St> {
         );
         debug_assert!(earlier.is_none(), "two waiters in one place");
         self.depth.fetch_add(1, Ordering::AcqRel);
-        Joined::Queued { place, slot }
+        Joined::Queued { place, slot, ahead }
     }
 
     /// A waiter was polled at `now`: records its waker and says what to do. `interval` is

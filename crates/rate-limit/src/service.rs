@@ -126,10 +126,13 @@ where
                 match poll_now(&mut attempt) {
                     Some(Ok(Decision::Admitted)) => {
                         limiter.counters.admitted.add(1);
+                        let settling = limiter.settling(cost);
                         if std::mem::take(&mut self.inner_ready) {
-                            return ResponseFuture::called(self.inner.call(request), entry, None);
+                            let future = self.inner.call(request);
+                            return ResponseFuture::called(future, entry, settling);
                         }
-                        return ResponseFuture::readying(self.take_inner(), request, entry, None);
+                        let inner = self.take_inner();
+                        return ResponseFuture::readying(inner, request, entry, settling);
                     }
                     Some(Ok(Decision::Wait(wait))) => wait,
                     Some(Ok(Decision::Oversize)) => {
@@ -225,7 +228,7 @@ where
     {
         match self
             .limiter
-            .join(&entry, request.extensions(), cost, now, head_wait)
+            .join(&entry, Some(&request), cost, now, head_wait)
         {
             Err(rejected) => self.refuse(rejected),
             Ok((place, slot)) => {

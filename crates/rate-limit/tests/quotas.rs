@@ -321,3 +321,144 @@ fn a_resolver_for_another_key_or_a_bad_tier_is_refused() {
         .unwrap_err();
     assert_eq!(error.field(), "tier");
 }
+
+/// An upstream that reports, in `x-tokens-used`, the number its request carries.
+fn token_counting_upstream()
+-> impl Service<Request<u32>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone
+{
+    service_fn(|request: Request<u32>| {
+        let response = Response::builder()
+            .header("x-tokens-used", request.body().to_string())
+            .body(())
+            .unwrap();
+        ready(Ok::<_, std::io::Error>(response))
+    })
+}
+
+fn costing(cost: u32, actual: u32) -> Request<u32> {
+    let mut request = Request::new(actual);
+    request
+        .extensions_mut()
+        .insert(seawall_rate_limit::Cost(cost));
+    request
+}
+
+/// 100 tokens a second (one per 10 ms), 100 at once, settling from `x-tokens-used`.
+fn token_budget() -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .per_second(100)
+        .burst(100)
+        .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_cost_more_than_its_estimate_is_debited() {
+    let layer = token_budget();
+    let handle = layer.handle();
+    let mut service = layer.layer(token_counting_upstream());
+    // Estimated 100, really 300: the next admission waits for the 200 over the burst.
+    service.call(costing(100, 300)).await.unwrap();
+    assert_eq!(handle.tokens_available(()), Some(0));
+    let started = Instant::now();
+    service.call(costing(1, 1)).await.unwrap();
+    assert_eq!(started.elapsed(), ms(2_010));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_cost_less_than_its_estimate_is_refunded() {
+    let layer = token_budget();
+    let handle = layer.handle();
+    let mut service = layer.layer(token_counting_upstream());
+    // Estimated 100, really 20: 80 come back at once.
+    service.call(costing(100, 20)).await.unwrap();
+    assert_eq!(handle.tokens_available(()), Some(80));
+    let started = Instant::now();
+    service.call(costing(80, 80)).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    service.call(costing(1, 1)).await.unwrap();
+    assert_eq!(started.elapsed(), ms(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cost_known_later_is_settled_through_the_handle_or_the_response() {
+    let layer = RateLimitLayer::builder()
+        .per_second(100)
+        .burst(100)
+        .settle_costs(None)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    // The service below reports the cost as an extension of its response.
+    let upstream = service_fn(|request: Request<u32>| {
+        let mut response = Response::new(());
+        if *request.body() > 0 {
+            response
+                .extensions_mut()
+                .insert(seawall_rate_limit::ActualCost(*request.body()));
+        }
+        ready(Ok::<_, std::io::Error>(response))
+    });
+    let mut service = layer.layer(upstream);
+    service.call(costing(100, 40)).await.unwrap();
+    assert_eq!(handle.tokens_available(()), Some(60));
+    // No figure on the answer: the estimate stands until the caller reports the cost.
+    service.call(costing(60, 0)).await.unwrap();
+    assert_eq!(handle.tokens_available(()), Some(0));
+    handle.settle((), 60, 160);
+    let started = Instant::now();
+    service.call(costing(1, 0)).await.unwrap();
+    assert_eq!(started.elapsed(), ms(1_010));
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_wait_is_called_once_per_waiter_with_its_figures() {
+    type Calls = Arc<Mutex<Vec<(String, Duration, u64, Option<u64>)>>>;
+    let calls: Calls = Arc::default();
+    let sink = Arc::clone(&calls);
+    let by_path = |head: &seawall_core::RequestHead<'_>| head.uri.path().to_owned();
+    let layer = RateLimitLayer::builder()
+        .per_second(10)
+        .burst(2)
+        .key_by(by_path)
+        .on_wait(move |key: &String, predicted, ahead, tokens_left| {
+            sink.lock()
+                .unwrap()
+                .push((key.clone(), predicted, ahead, tokens_left));
+        })
+        .build()
+        .unwrap();
+    let (log, upstream) = logging_upstream(Instant::now());
+    let mut service = layer.layer(upstream);
+    let request = |path: &str, cost: u32| {
+        let mut request = Request::builder().uri(path).body(0u32).unwrap();
+        request
+            .extensions_mut()
+            .insert(seawall_rate_limit::Cost(cost));
+        request
+    };
+    let first = service.call(request("/a", 1));
+    let second = service.call(request("/a", 2));
+    let third = service.call(request("/a", 1));
+    join_all([first, second, third]).await;
+    assert_eq!(log.lock().unwrap().len(), 3);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![
+            ("/a".to_owned(), ms(100), 0, Some(1)),
+            ("/a".to_owned(), ms(200), 2, Some(1)),
+        ]
+    );
+}
+
+#[test]
+fn a_wait_hook_given_before_key_by_is_refused() {
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .on_wait(|_: &(), _, _, _| {})
+        .per_host()
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "on_wait");
+}
