@@ -54,6 +54,7 @@ impl RateLimitLayer {
             tier_of: None,
             on_wait: None,
             settle: None,
+            aging: None,
         }
     }
 }
@@ -87,6 +88,7 @@ pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     tier_of: Option<Box<dyn std::any::Any + Send + Sync>>,
     on_wait: Option<OnWait>,
     settle: Option<Settle>,
+    aging: Option<Duration>,
 }
 
 impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuilder<X, St> {
@@ -103,6 +105,7 @@ impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuild
             .field("tier_of", &self.tier_of.is_some())
             .field("on_wait", &self.on_wait.is_some())
             .field("settle", &self.settle)
+            .field("aging", &self.aging)
             .finish()
     }
 }
@@ -194,6 +197,26 @@ impl<X, St> RateLimitBuilder<X, St> {
         self
     }
 
+    /// Ages priorities so that no waiter starves: each [`Priority`](crate::Priority) level
+    /// is worth `max_age / 255` of waiting, so a waiter is never overtaken by one that joins
+    /// more than `max_age` after it (1 ms to 1 day), whatever their priorities. A waiter of
+    /// priority `p` still goes ahead of a lower one `q` that joined up to
+    /// `(p - q) / 255 × max_age` before it. Without it (the default) priorities are strict.
+    /// With it, each request that joins the queue walks it once to count the tokens ahead.
+    pub fn priority_aging(mut self, max_age: Duration) -> Self {
+        if let Err(error) = check_range(
+            "priority_aging",
+            max_age,
+            Duration::from_millis(1),
+            Duration::from_secs(86_400),
+            "a duration from 1 ms to 1 day",
+        ) {
+            self.error.get_or_insert(error);
+        }
+        self.aging = Some(max_age);
+        self
+    }
+
     /// Requests wait in line when no token is free (the default), at most `max_waiting` of
     /// them (1 to 10,000,000; default 10,000) and none longer than `max_wait` (1 ms to 1 day;
     /// default 60 s). Beyond either bound a request is refused at once. With a shared store,
@@ -258,6 +281,7 @@ impl<X, St> RateLimitBuilder<X, St> {
             tier_of: self.tier_of,
             on_wait: self.on_wait,
             settle: self.settle,
+            aging: self.aging,
         }
     }
 
@@ -275,6 +299,7 @@ impl<X, St> RateLimitBuilder<X, St> {
             tier_of: self.tier_of,
             on_wait: self.on_wait,
             settle: self.settle,
+            aging: self.aging,
         }
     }
 }
@@ -418,6 +443,7 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
                 tiers,
                 on_wait: self.on_wait,
                 settle: self.settle,
+                aging: self.aging,
             },
             self.mode,
             self.hints,

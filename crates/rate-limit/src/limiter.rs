@@ -118,6 +118,7 @@ pub(crate) struct Options<K> {
     pub(crate) tiers: Tiers<K>,
     pub(crate) on_wait: Option<OnWait>,
     pub(crate) settle: Option<Settle>,
+    pub(crate) aging: Option<Duration>,
 }
 
 /// A request to settle once its answer came: its limiter and the cost it was admitted at.
@@ -372,6 +373,7 @@ where
             origin: Instant::now(),
             hints,
             pauses: AtomicU64::new(0),
+            aging: options.aging,
         });
         let entries = match single_key {
             Some(key) => Entries::Single(Arc::new(KeyEntry::new(

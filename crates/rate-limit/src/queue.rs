@@ -29,6 +29,10 @@ pub(crate) struct Context {
     pub(crate) hints: Option<HintPolicy>,
     /// A counter, outside the wait queue's model.
     pub(crate) pauses: std::sync::atomic::AtomicU64,
+    /// Priority aging: how long a waiter of priority 0 must have waited to go ahead of one
+    /// of priority 255 that joins then (see [`aged_place_of`]); `None` for strict
+    /// priorities.
+    pub(crate) aging: Option<Duration>,
 }
 
 impl Context {
@@ -74,6 +78,22 @@ fn place_of(priority: u8, arrival: u64) -> Place {
     let packed =
         (u64::from(u8::MAX - priority) << ARRIVAL_BITS) | (arrival & ((1 << ARRIVAL_BITS) - 1));
     NonZeroU64::new(packed).unwrap_or(NonZeroU64::MAX)
+}
+
+/// Arrival bits of an aged place: the arrival number breaks ties within a millisecond.
+const AGED_ARRIVAL_BITS: u32 = 20;
+
+/// With priority aging, a waiter's place is its join time plus `(255 - priority) / 255` of
+/// `aging`, in milliseconds (2^44 of them: over 500 years), then its arrival: each priority
+/// level is worth `aging / 255` of waiting, so a waiter is never overtaken by one that joins
+/// more than `aging` after it, whatever their priorities.
+fn aged_place_of(priority: u8, arrival: u64, joined_nanos: u64, aging: Duration) -> Place {
+    let handicap = aging.as_nanos() * u128::from(u8::MAX - priority) / u128::from(u8::MAX);
+    let effective_ms =
+        ((u128::from(joined_nanos) + handicap) / 1_000_000) & ((1 << (64 - AGED_ARRIVAL_BITS)) - 1);
+    let effective_ms = u64::try_from(effective_ms).unwrap_or(0);
+    let packed = (effective_ms << AGED_ARRIVAL_BITS) | (arrival & ((1 << AGED_ARRIVAL_BITS) - 1));
+    NonZeroU64::new(packed.saturating_add(1)).unwrap_or(NonZeroU64::MAX)
 }
 
 fn priority_of(place: Place) -> u8 {
@@ -293,18 +313,36 @@ impl<St: RateStore> KeyEntry<St> {
         if queue.waiters.len() >= max_waiting {
             return Joined::Full;
         }
-        if queue.cost_by_priority.is_empty() {
-            queue.cost_by_priority = vec![0; usize::from(u8::MAX) + 1];
-        }
-        let ahead: u64 = queue.cost_by_priority[usize::from(priority)..].iter().sum();
+        let arrival = queue.next_seq + 1;
+        let (place, ahead) = match self.context.aging {
+            // The tokens ahead of an aged place are summed over the queue: aging costs a walk
+            // of the queue per waiter that joins.
+            Some(aging) => {
+                let place = aged_place_of(priority, arrival, self.context.nanos(now), aging);
+                let ahead = queue
+                    .waiters
+                    .range(..place)
+                    .map(|(_, waiter)| u64::from(waiter.cost))
+                    .sum();
+                (place, ahead)
+            }
+            None => {
+                if queue.cost_by_priority.is_empty() {
+                    queue.cost_by_priority = vec![0; usize::from(u8::MAX) + 1];
+                }
+                let ahead = queue.cost_by_priority[usize::from(priority)..].iter().sum();
+                (place_of(priority, arrival), ahead)
+            }
+        };
         // Its wait: until the store would have admitted everyone ahead of it, and it.
         let wait = predict(ahead);
         if wait > max_wait {
             return Joined::TooLong(wait);
         }
-        queue.next_seq += 1;
-        let place = place_of(priority, queue.next_seq);
-        queue.cost_by_priority[usize::from(priority)] += u64::from(cost);
+        queue.next_seq = arrival;
+        if let Some(level) = queue.cost_by_priority.get_mut(usize::from(priority)) {
+            *level += u64::from(cost);
+        }
         let slot = now + wait;
         let earlier = queue.waiters.insert(
             place,
@@ -413,8 +451,13 @@ impl<St: RateStore> KeyEntry<St> {
             return;
         };
         self.depth.fetch_sub(1, Ordering::AcqRel);
-        let level = &mut queue.cost_by_priority[usize::from(priority_of(place))];
-        *level = level.saturating_sub(u64::from(waiter.cost));
+        if self.context.aging.is_none()
+            && let Some(level) = queue
+                .cost_by_priority
+                .get_mut(usize::from(priority_of(place)))
+        {
+            *level = level.saturating_sub(u64::from(waiter.cost));
+        }
         if !was_head {
             return;
         }
@@ -489,6 +532,7 @@ mod loom_tests {
             origin: Instant::now(),
             hints: None,
             pauses: std::sync::atomic::AtomicU64::new(0),
+            aging: None,
         });
         Arc::new(KeyEntry::new(crate::gcra::GcraCells::new(1), 0, context))
     }

@@ -461,4 +461,54 @@ fn a_wait_hook_given_before_key_by_is_refused() {
         .build()
         .unwrap_err();
     assert_eq!(error.field(), "on_wait");
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .priority_aging(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "priority_aging");
+}
+
+/// One request of priority 0 at 0 ms behind one admitted at once, and one of priority 255
+/// every 100 ms from 50 ms, against 10 a second: when the low one is admitted.
+async fn low_priority_admitted_at(aging: Option<Duration>) -> Duration {
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let mut builder = RateLimitLayer::builder().per_second(10);
+    if let Some(aging) = aging {
+        builder = builder.priority_aging(aging);
+    }
+    let layer = builder.build().unwrap();
+    let service = layer.layer(upstream);
+    let with_priority = |body: u32, priority: u8| {
+        let mut request = Request::new(body);
+        request
+            .extensions_mut()
+            .insert(seawall_rate_limit::Priority(priority));
+        request
+    };
+    service.clone().oneshot(with_priority(0, 0)).await.unwrap();
+    let low = tokio::spawn(service.clone().oneshot(with_priority(1, 0)));
+    let mut highs = Vec::new();
+    for k in 0..15u64 {
+        tokio::time::sleep_until(start + ms(50 + 100 * k)).await;
+        let high = with_priority(100 + u32::try_from(k).unwrap(), 255);
+        highs.push(tokio::spawn(service.clone().oneshot(high)));
+    }
+    low.await.unwrap().unwrap();
+    for high in highs {
+        high.await.unwrap().unwrap();
+    }
+    let log = log.lock().unwrap();
+    log.iter().find(|(body, _)| *body == 1).unwrap().1
+}
+
+#[tokio::test(start_paused = true)]
+async fn priority_aging_admits_a_low_priority_waiter_within_its_bound() {
+    // Strict priorities: every high one that comes while it waits goes first.
+    assert_eq!(low_priority_admitted_at(None).await, ms(1_600));
+    // Aged over 1 s: only the 10 high ones that joined within 1 s after it go first.
+    assert_eq!(low_priority_admitted_at(Some(secs(1))).await, ms(1_100));
+    // Aged over 300 ms: 3 of them.
+    assert_eq!(low_priority_admitted_at(Some(ms(300))).await, ms(400));
 }
