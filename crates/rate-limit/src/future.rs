@@ -330,6 +330,9 @@ where
             (None, None) => None,
         };
         if let Some(decision) = decision {
+            if !matches!(decision, Ok(Decision::Admitted)) {
+                queued.limiter.adaptive_refund(&queued.entry, queued.cost);
+            }
             match decision {
                 Ok(Decision::Admitted) => return Poll::Ready(admit(queued, now)),
                 Ok(Decision::Wait(wait)) => match queued.place {
@@ -380,6 +383,10 @@ where
                     continue;
                 }
                 let limiter = &queued.limiter;
+                if let Some(paced) = limiter.adaptive_gate(&queued.entry, queued.cost, now) {
+                    queued.entry.retry_at(place, later(now, paced));
+                    continue;
+                }
                 let mut attempt = limiter.store.acquire(
                     &queued.entry.slot,
                     limiter.quotas_of(&queued.entry),

@@ -56,6 +56,12 @@ where
         self.limiter.settle_key(&key, estimate, actual);
     }
 
+    /// `key`'s adaptive rate in force, in requests per second (its quotas' own rate until
+    /// the server first throttles it); `None` without [`adaptive`](crate::RateLimitBuilder::adaptive).
+    pub fn current_rate(&self, key: K) -> Option<f64> {
+        self.limiter.current_rate(&key)
+    }
+
     /// Holds `key`'s requests for `duration`, as a server's `Retry-After` would.
     pub fn pause(&self, key: K, duration: Duration) {
         self.limiter.pause_key(key, duration);

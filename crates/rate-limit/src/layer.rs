@@ -55,6 +55,7 @@ impl RateLimitLayer {
             on_wait: None,
             settle: None,
             aging: None,
+            adaptive: false,
         }
     }
 }
@@ -89,6 +90,7 @@ pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     on_wait: Option<OnWait>,
     settle: Option<Settle>,
     aging: Option<Duration>,
+    adaptive: bool,
 }
 
 impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuilder<X, St> {
@@ -106,6 +108,7 @@ impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuild
             .field("on_wait", &self.on_wait.is_some())
             .field("settle", &self.settle)
             .field("aging", &self.aging)
+            .field("adaptive", &self.adaptive)
             .finish()
     }
 }
@@ -197,6 +200,20 @@ impl<X, St> RateLimitBuilder<X, St> {
         self
     }
 
+    /// Adapts each key's rate to what its server accepts, for servers whose limit is unknown
+    /// or lower than the quotas (CUBIC, as the AWS SDKs' adaptive retry mode): a 429, or
+    /// quota-exhausted headers, with no usable reset cuts the key's rate to 0.7 of the rate it
+    /// was achieving; successes raise it again along a cubic curve toward that rate, reached
+    /// about `cbrt(0.75 × rate)` seconds later, then beyond; never above the slowest of the
+    /// key's quotas. Until the first such answer the quotas alone pace the key. A
+    /// `Retry-After` or reset still pauses the key and does not cut its rate. The rate in
+    /// force is [`RateLimitHandle::current_rate`](crate::RateLimitHandle::current_rate). It is
+    /// this process's: with a shared store, each process adapts on its own.
+    pub fn adaptive(mut self) -> Self {
+        self.adaptive = true;
+        self
+    }
+
     /// Ages priorities so that no waiter starves: each [`Priority`](crate::Priority) level
     /// is worth `max_age / 255` of waiting, so a waiter is never overtaken by one that joins
     /// more than `max_age` after it (1 ms to 1 day), whatever their priorities. A waiter of
@@ -282,6 +299,7 @@ impl<X, St> RateLimitBuilder<X, St> {
             on_wait: self.on_wait,
             settle: self.settle,
             aging: self.aging,
+            adaptive: self.adaptive,
         }
     }
 
@@ -300,6 +318,7 @@ impl<X, St> RateLimitBuilder<X, St> {
             on_wait: self.on_wait,
             settle: self.settle,
             aging: self.aging,
+            adaptive: self.adaptive,
         }
     }
 }
@@ -444,6 +463,7 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
                 on_wait: self.on_wait,
                 settle: self.settle,
                 aging: self.aging,
+                adaptive: self.adaptive,
             },
             self.mode,
             self.hints,

@@ -68,6 +68,7 @@
 //! [`fail_fast`]: RateLimitBuilder::fail_fast
 //! [`per_host`]: RateLimitBuilder::per_host
 
+mod adaptive;
 pub mod conformance;
 mod error;
 mod extensions;

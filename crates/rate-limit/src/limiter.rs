@@ -10,6 +10,7 @@ use std::time::Duration;
 use seawall_core::{HintPolicy, KeyExtractor, KeyedMap, RequestHead, ThreadCounter};
 use tokio::time::Instant;
 
+use crate::adaptive::AdaptiveRate;
 use crate::error::Rejected;
 use crate::extensions::Priority;
 use crate::queue::{Context, Joined, KeyEntry, Place, later};
@@ -119,6 +120,7 @@ pub(crate) struct Options<K> {
     pub(crate) on_wait: Option<OnWait>,
     pub(crate) settle: Option<Settle>,
     pub(crate) aging: Option<Duration>,
+    pub(crate) adaptive: bool,
 }
 
 /// A request to settle once its answer came: its limiter and the cost it was admitted at.
@@ -179,6 +181,7 @@ pub(crate) struct Limiter<K, St: RateStore> {
     tiers: Tiers<K>,
     pub(crate) on_wait: Option<OnWait>,
     pub(crate) settle: Option<Settle>,
+    adaptive: bool,
     /// The slowest quota's interval (of any set): how far apart queued requests are
     /// predicted to go.
     pub(crate) interval: Duration,
@@ -225,6 +228,44 @@ impl<K, St: RateStore> Limiter<K, St> {
         }
     }
 
+    /// A key's entry, with an adaptive rate if the layer has one, its ceiling the slowest
+    /// of the tier's quotas.
+    fn new_entry(&self, slot: St::Slot, tier: u8) -> KeyEntry<St> {
+        let mut entry = KeyEntry::new(slot, tier, Arc::clone(&self.context));
+        if self.adaptive {
+            let slowest = self
+                .sets
+                .get(usize::from(tier))
+                .and_then(|set| set.iter().map(Quota::interval_nanos).max());
+            entry.adaptive = Some(Box::new(AdaptiveRate::new(slowest.unwrap_or(1))));
+        }
+        entry
+    }
+
+    /// How long until `entry`'s adaptive rate would let `cost` through, if its gate is
+    /// closed now; if open, the tokens are taken from it.
+    pub(crate) fn adaptive_gate(
+        &self,
+        entry: &KeyEntry<St>,
+        cost: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        let adaptive = entry.adaptive.as_ref()?;
+        let nanos = self.context.nanos(now);
+        adaptive
+            .try_take(cost, nanos)
+            .err()
+            .map(|at| Duration::from_nanos(at.saturating_sub(nanos)))
+    }
+
+    /// Gives back what [`adaptive_gate`](Self::adaptive_gate) took for a request the store
+    /// then did not admit.
+    pub(crate) fn adaptive_refund(&self, entry: &KeyEntry<St>, cost: u32) {
+        if let Some(adaptive) = &entry.adaptive {
+            adaptive.refund(cost);
+        }
+    }
+
     /// The tier `key` is in: the index of its quota set.
     fn tier_of(&self, key: &K) -> u8 {
         self.tiers.index_of(key)
@@ -233,9 +274,19 @@ impl<K, St: RateStore> Limiter<K, St> {
     /// How long until the store would admit `cost` for `entry`; a store that cannot tell
     /// without a round trip is assumed to need one interval per token.
     pub(crate) fn peek(&self, entry: &KeyEntry<St>, cost: u32, now: Instant) -> Duration {
-        self.store
+        let wait = self
+            .store
             .peek(&entry.slot, self.quotas_of(entry), cost, now)
-            .unwrap_or_else(|| self.interval.saturating_mul(cost))
+            .unwrap_or_else(|| self.interval.saturating_mul(cost));
+        match &entry.adaptive {
+            Some(adaptive) => {
+                let nanos = self.context.nanos(now);
+                wait.max(Duration::from_nanos(
+                    adaptive.earliest(nanos).saturating_sub(nanos),
+                ))
+            }
+            None => wait,
+        }
     }
 
     /// `Some(max_waiting)` when the admissions out with the store for `entry` already fill
@@ -319,6 +370,11 @@ impl<K, St: RateStore> Limiter<K, St> {
             None => now,
         };
         let tokens = ahead.saturating_add(u64::from(cost));
+        let paced = entry.adaptive.as_ref().map_or(Duration::ZERO, |adaptive| {
+            let at = adaptive.predict(tokens, self.context.nanos(from));
+            Duration::from_nanos(at.saturating_sub(self.context.nanos(now)))
+        });
+        let head_wait = head_wait.max(paced);
         match self
             .store
             .predict(&entry.slot, self.quotas_of(entry), tokens, now, from)
@@ -375,26 +431,28 @@ where
             pauses: AtomicU64::new(0),
             aging: options.aging,
         });
-        let entries = match single_key {
-            Some(key) => Entries::Single(Arc::new(KeyEntry::new(
-                store.new_slot(&key),
-                options.tiers.index_of(&key),
-                Arc::clone(&context),
-            ))),
-            None => Entries::Keyed(KeyedMap::new(key_limits)),
-        };
-        Self {
+        let single = single_key.map(|key| {
+            let tier = options.tiers.index_of(&key);
+            (store.new_slot(&key), tier)
+        });
+        let mut limiter = Self {
             store,
             sets: sets.into_boxed_slice(),
             tiers: options.tiers,
             on_wait: options.on_wait,
             settle: options.settle,
+            adaptive: options.adaptive,
             interval,
             mode,
             context,
-            entries,
+            entries: Entries::Keyed(KeyedMap::new(key_limits)),
             counters: Counters::default(),
+        };
+        if let Some((slot, tier)) = single {
+            let entry = limiter.new_entry(slot, tier);
+            limiter.entries = Entries::Single(Arc::new(entry));
         }
+        limiter
     }
 
     /// The entry for the key of `head` (ignored for a single-key limiter).
@@ -434,13 +492,7 @@ where
             Entries::Single(entry) => Arc::clone(entry),
             Entries::Keyed(map) => lookup(
                 map,
-                &|key| {
-                    KeyEntry::new(
-                        self.store.new_slot(key),
-                        self.tier_of(key),
-                        Arc::clone(&self.context),
-                    )
-                },
+                &|key| self.new_entry(self.store.new_slot(key), self.tier_of(key)),
                 // Dropping a key whose quota has not refilled would hand it a fresh burst.
                 &|entry| {
                     entry.depth() > 0
@@ -500,6 +552,12 @@ where
         let entry = self.entry(key, now);
         self.store
             .available(&entry.slot, self.quotas_of(&entry), now)
+    }
+
+    /// `key`'s adaptive rate in force, in requests per second.
+    pub(crate) fn current_rate(&self, key: &K) -> Option<f64> {
+        let entry = self.entry(key, Instant::now());
+        entry.adaptive.as_ref().map(|adaptive| adaptive.rate())
     }
 
     /// Pauses `key` for `duration`, as a server's `Retry-After` would.

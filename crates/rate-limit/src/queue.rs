@@ -125,6 +125,8 @@ pub(crate) struct KeyEntry<St: RateStore> {
     pub(crate) slot: St::Slot,
     /// The key's quota set: 0 for the layer's own quotas, else a tier's.
     pub(crate) tier: u8,
+    /// The key's adaptive rate, for a layer with one.
+    pub(crate) adaptive: Option<Box<crate::adaptive::AdaptiveRate>>,
     pub(crate) context: std::sync::Arc<Context>,
     /// Nanoseconds (from the limiter's origin) until which the server asked us to hold off.
     paused_until: AtomicU64,
@@ -242,6 +244,7 @@ impl<St: RateStore> KeyEntry<St> {
         Self {
             slot,
             tier,
+            adaptive: None,
             context,
             paused_until: AtomicU64::new(0),
             depth: AtomicUsize::new(0),
@@ -272,22 +275,36 @@ impl<St: RateStore> KeyEntry<St> {
 
     /// Applies what a response says about the upstream's limits to this key.
     pub(crate) fn observe<B>(&self, response: &Response<B>) {
+        let throttled = self.observe_hints(response);
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.answered(throttled, self.context.nanos(Instant::now()));
+        }
+    }
+
+    /// Applies the server's hints; says whether the response throttled the key without a
+    /// pause to follow (a 429, or quota-exhausted headers, with no usable reset), the signal
+    /// an adaptive rate slows down on.
+    fn observe_hints<B>(&self, response: &Response<B>) -> bool {
+        let too_many = response.status() == http::StatusCode::TOO_MANY_REQUESTS;
         let Some(policy) = &self.context.hints else {
-            return;
+            return too_many;
         };
         if !might_carry_hints(response) {
-            return;
+            return false;
         }
-        if let Some(pause) = ServerHints::from_response(response, policy).pause() {
-            let now = self.context.nanos(Instant::now());
-            let pause_nanos = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
-            self.pause(now.saturating_add(pause_nanos));
-            self.context.pauses.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                pause_s = pause.as_secs_f64(),
-                "holding a key on the server's word"
-            );
-        }
+        let hints = ServerHints::from_response(response, policy);
+        let Some(pause) = hints.pause() else {
+            return too_many || hints.quota_exhausted();
+        };
+        let now = self.context.nanos(Instant::now());
+        let pause_nanos = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
+        self.pause(now.saturating_add(pause_nanos));
+        self.context.pauses.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            pause_s = pause.as_secs_f64(),
+            "holding a key on the server's word"
+        );
+        false
     }
 
     fn lock(&self) -> MutexGuard<'_, WaitQueue> {

@@ -119,11 +119,20 @@ where
                 if let Some(max_waiting) = limiter.store_is_full(&entry) {
                     return self.refuse(Rejected::QueueFull { max_waiting });
                 }
+                // An adaptive rate's gate, closed: wait for it, then the store.
+                if let Some(paced) = limiter.adaptive_gate(&entry, cost, now) {
+                    let head_wait = paced.max(limiter.peek(&entry, cost, now));
+                    return self.wait_or_refuse(request, entry, cost, now, head_wait);
+                }
                 let mut attempt =
                     limiter
                         .store
                         .acquire(&entry.slot, limiter.quotas_of(&entry), cost, now);
-                match poll_now(&mut attempt) {
+                let decision = poll_now(&mut attempt);
+                if !matches!(decision, Some(Ok(Decision::Admitted)) | None) {
+                    limiter.adaptive_refund(&entry, cost);
+                }
+                match decision {
                     Some(Ok(Decision::Admitted)) => {
                         limiter.counters.admitted.add(1);
                         let settling = limiter.settling(cost);

@@ -512,3 +512,67 @@ async fn priority_aging_admits_a_low_priority_waiter_within_its_bound() {
     // Aged over 300 ms: 3 of them.
     assert_eq!(low_priority_admitted_at(Some(ms(300))).await, ms(400));
 }
+
+/// An upstream that throttles the request carrying 1 with a bare 429, the one carrying 2
+/// with a 429 and `Retry-After: 2`, and answers the rest.
+fn throttling_upstream()
+-> impl Service<Request<u32>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone
+{
+    service_fn(|request: Request<u32>| {
+        let mut response = Response::builder();
+        match *request.body() {
+            1 => response = response.status(429),
+            2 => response = response.status(429).header("retry-after", "2"),
+            _ => {}
+        }
+        ready(Ok::<_, std::io::Error>(response.body(()).unwrap()))
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_rate_drops_on_a_bare_429_and_climbs_back_to_the_quota() {
+    let layer = RateLimitLayer::builder()
+        .per_second(100)
+        .adaptive()
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = layer.layer(throttling_upstream());
+    assert_eq!(handle.current_rate(()), Some(100.0));
+    let start = Instant::now();
+    let response = service.clone().oneshot(Request::new(1)).await.unwrap();
+    assert_eq!(response.status(), 429);
+    // Nothing measured yet: 0.7 of the rate in force, a request every 14,285,715 ns.
+    let paced = Duration::from_nanos(14_285_715);
+    let rate = handle.current_rate(()).unwrap();
+    assert!((rate - 70.0).abs() < 1e-4, "{rate}");
+    // The quota's next slot is at 10 ms; the adaptive pace then holds the next one.
+    service.clone().oneshot(Request::new(0)).await.unwrap();
+    assert_eq!(start.elapsed(), ms(10));
+    service.clone().oneshot(Request::new(0)).await.unwrap();
+    // 10 ms + 14.285715 ms, which tokio's timer (a millisecond wheel) rounds up.
+    assert_eq!(paced, Duration::from_nanos(14_285_715));
+    assert_eq!(start.elapsed(), ms(25));
+
+    // A 429 with a reset: the pause wins, the rate stays.
+    service.clone().oneshot(Request::new(2)).await.unwrap();
+    let paused_at = start.elapsed();
+    assert_eq!(handle.current_rate(()), Some(rate));
+    service.clone().oneshot(Request::new(0)).await.unwrap();
+    assert_eq!(start.elapsed(), paused_at + secs(2));
+
+    // Successes climb back along the cubic: K = cbrt(100 × 0.3 / 0.4) ≈ 4.2 s after the
+    // throttle the rate is back at the quota's, and never above it.
+    for _ in 0..600 {
+        service.clone().oneshot(Request::new(0)).await.unwrap();
+        assert!(handle.current_rate(()).unwrap() <= 100.0);
+    }
+    assert!(start.elapsed() > secs(6));
+    assert_eq!(handle.current_rate(()), Some(100.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_adaptive_there_is_no_rate_figure() {
+    let layer = RateLimitLayer::builder().per_second(100).build().unwrap();
+    assert_eq!(layer.handle().current_rate(()), None);
+}
