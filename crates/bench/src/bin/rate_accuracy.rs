@@ -120,9 +120,14 @@ async fn seawall_window() -> Result<serde_json::Value, Box<dyn std::error::Error
         .wait(20_000, Duration::from_secs(60))
         .build()?;
     let mut service = layer.layer(upstream);
-    let calls: Vec<_> = (0..WINDOW_WAITERS)
-        .map(|i| tokio::spawn(service.call(Request::new(i))))
-        .collect();
+    // Readied before each call, so that a request admitted at once reaches the upstream in
+    // its call, and its arrival is its admission (otherwise the first window's arrivals would
+    // be recorded only when their tasks first run, after every call was made).
+    let mut calls = Vec::with_capacity(WINDOW_WAITERS as usize);
+    for i in 0..WINDOW_WAITERS {
+        tower::ServiceExt::ready(&mut service).await?;
+        calls.push(tokio::spawn(service.call(Request::new(i))));
+    }
     join_all(calls).await;
     let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let times: Vec<f64> = arrivals.iter().map(|a| a.1).collect();

@@ -1,0 +1,153 @@
+//! Window quotas, tiers and settled costs in the Redis store.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failed setup or an unexpected answer is a failed test"
+)]
+
+mod support;
+
+use std::future::ready;
+use std::time::Duration;
+
+use http::{Request, Response};
+use seawall_rate_limit::{Decision, Quota, RateLimitError, RateLimitLayer, RateStore, Rejected};
+use support::{ask, local_clock, quota, server, wait_ms};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt, service_fn};
+
+/// Asks until the answer is no longer `before` (the settlement, sent in the background, has
+/// landed), within 5 s, and returns the new answer.
+async fn once_settled<St: RateStore>(
+    store: &St,
+    slot: &St::Slot,
+    quotas: &[Quota],
+    cost: u32,
+    start: Instant,
+    before: Decision,
+) -> Decision {
+    let since = std::time::Instant::now();
+    loop {
+        let decision = ask(store, slot, quotas, cost, start, 0).await;
+        if decision != before {
+            return decision;
+        }
+        assert!(since.elapsed() < Duration::from_secs(5), "never settled");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_debit_and_a_refund_reach_redis() {
+    let Some(server) = server() else { return };
+    let store = local_clock(&server).connect().await.unwrap();
+    // 100 a second (10 ms a token), 100 at once.
+    let quotas = [quota(100, 100)];
+    let start = Instant::now();
+
+    let slot = store.new_slot(&"debited");
+    assert_eq!(
+        ask(&store, &slot, &quotas, 100, start, 0).await,
+        Decision::Admitted
+    );
+    // Estimated 100, really 300: the next token comes 2 s after it would have.
+    store.settle(&slot, &quotas, 200, start);
+    let after = once_settled(&store, &slot, &quotas, 1, start, wait_ms(10)).await;
+    assert_eq!(after, wait_ms(2_010));
+
+    let slot = store.new_slot(&"refunded");
+    assert_eq!(
+        ask(&store, &slot, &quotas, 100, start, 0).await,
+        Decision::Admitted
+    );
+    // Estimated 100, really 20: 80 come back.
+    store.settle(&slot, &quotas, -80, start);
+    let after = once_settled(&store, &slot, &quotas, 80, start, wait_ms(800)).await;
+    assert_eq!(after, Decision::Admitted);
+    assert_eq!(ask(&store, &slot, &quotas, 1, start, 0).await, wait_ms(10));
+}
+
+#[tokio::test]
+async fn a_window_beside_a_gcra_quota_in_redis() {
+    let Some(server) = server() else { return };
+    let store = local_clock(&server).connect().await.unwrap();
+    // 2 in any second, and 10 a second one at a time.
+    let quotas = [
+        Quota::window(2, Duration::from_secs(1)).unwrap(),
+        Quota::per_second(10).unwrap(),
+    ];
+    let slot = store.new_slot(&"window and gcra");
+    let start = Instant::now();
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 0).await,
+        Decision::Admitted
+    );
+    assert_eq!(ask(&store, &slot, &quotas, 1, start, 0).await, wait_ms(100));
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 100).await,
+        Decision::Admitted
+    );
+    // The window is full until the first admission leaves it; GCRA took nothing.
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 200).await,
+        wait_ms(800)
+    );
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 1_000).await,
+        Decision::Admitted
+    );
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 1_000).await,
+        wait_ms(100)
+    );
+}
+
+#[tokio::test]
+async fn two_api_keys_on_two_tiers_share_a_redis_layer() {
+    let Some(server) = server() else { return };
+    let store = seawall_rate_limit_redis::RedisStore::builder(&server.url())
+        .connect()
+        .await
+        .unwrap();
+    let api_key = |head: &seawall_core::RequestHead<'_>| {
+        head.headers
+            .get("x-api-key")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let layer = RateLimitLayer::builder()
+        .per_minute(3)
+        .burst(3)
+        .tier("pro", [Quota::window(8, Duration::from_secs(60)).unwrap()])
+        .fail_fast()
+        .key_by(api_key)
+        .tier_of(|key: &String| {
+            if key.starts_with("pro-") {
+                "pro"
+            } else {
+                "free"
+            }
+        })
+        .store(store)
+        .build_with_store()
+        .unwrap();
+    let upstream = service_fn(|_: Request<()>| ready(Ok::<_, std::io::Error>(Response::new(()))));
+    let service = layer.layer(upstream);
+    for (key, admitted) in [("free-1", 3), ("pro-1", 8), ("free-2", 3)] {
+        let mut count = 0;
+        for _ in 0..12 {
+            let request = Request::builder()
+                .header("x-api-key", key)
+                .body(())
+                .unwrap();
+            match service.clone().oneshot(request).await {
+                Ok(_) => count += 1,
+                Err(RateLimitError::Rejected(Rejected::Limited { .. })) => {}
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(count, admitted, "{key}");
+    }
+}
