@@ -69,6 +69,43 @@ async fn a_debit_and_a_refund_reach_redis() {
 }
 
 #[tokio::test]
+async fn a_window_settles_in_redis() {
+    let Some(server) = server() else { return };
+    let store = local_clock(&server).connect().await.unwrap();
+    let quotas = [Quota::window(10, Duration::from_secs(1)).unwrap()];
+    let start = Instant::now();
+    let slot = store.new_slot(&"window refunded");
+    assert_eq!(
+        ask(&store, &slot, &quotas, 10, start, 0).await,
+        Decision::Admitted
+    );
+    // 4 of the 10 given back: their room comes back at once.
+    store.settle(&slot, &quotas, -4, start);
+    let after = once_settled(&store, &slot, &quotas, 4, start, wait_ms(1_000)).await;
+    assert_eq!(after, Decision::Admitted);
+    assert_eq!(
+        ask(&store, &slot, &quotas, 1, start, 0).await,
+        wait_ms(1_000)
+    );
+
+    // 6 taken at 0 ms and 4 at 500 ms; 3 more settled at 700 ms: a request of 5 at 700 ms
+    // then waits for 8 of the 13 to leave (the 6 of 0 ms and 2 of 500 ms), not 5.
+    let slot = store.new_slot(&"window debited");
+    assert_eq!(
+        ask(&store, &slot, &quotas, 6, start, 0).await,
+        Decision::Admitted
+    );
+    assert_eq!(
+        ask(&store, &slot, &quotas, 4, start, 500).await,
+        Decision::Admitted
+    );
+    let at = start + Duration::from_millis(700);
+    store.settle(&slot, &quotas, 3, at);
+    let probe = |before| once_settled(&store, &slot, &quotas, 5, at, before);
+    assert_eq!(probe(wait_ms(300)).await, wait_ms(800));
+}
+
+#[tokio::test]
 async fn a_window_beside_a_gcra_quota_in_redis() {
     let Some(server) = server() else { return };
     let store = local_clock(&server).connect().await.unwrap();
