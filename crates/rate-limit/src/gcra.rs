@@ -12,7 +12,7 @@
 //! never touch it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::quota::Quota;
 use crate::window::WindowLog;
@@ -30,8 +30,9 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct GcraCells {
     tats: Box<[AtomicU64]>,
-    /// One log per quota, made on a window quota's first use (empty for GCRA alone).
-    windows: Mutex<Vec<WindowLog>>,
+    /// One log per quota, made on a window quota's first use: a key with GCRA quotas alone
+    /// holds one empty word for them.
+    windows: OnceLock<Box<Mutex<Vec<WindowLog>>>>,
 }
 
 fn has_window(quotas: &[Quota]) -> bool {
@@ -43,7 +44,7 @@ impl GcraCells {
     pub fn new(quotas: usize) -> Self {
         Self {
             tats: (0..quotas).map(|_| AtomicU64::new(0)).collect(),
-            windows: Mutex::new(Vec::new()),
+            windows: OnceLock::new(),
         }
     }
 
@@ -53,6 +54,7 @@ impl GcraCells {
         // still guards a consistent log.
         let mut logs = self
             .windows
+            .get_or_init(Box::default)
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if logs.len() < quotas.len() {
@@ -192,8 +194,10 @@ impl GcraCells {
         }
         // A key whose window still counts admissions must be kept, or it would get a fresh
         // window; the lock is free in all but a race, and this is asked only of idle keys.
-        let logs = self
-            .windows
+        let Some(windows) = self.windows.get() else {
+            return true;
+        };
+        let logs = windows
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         logs.iter().all(|log| log.is_idle(now))
