@@ -89,6 +89,33 @@ fn rate_limit(c: &mut Criterion) {
         api_request,
     );
 
+    // A window far above the loop's pace: each admission is logged, and the log's oldest
+    // entries leave it as they age past the millisecond.
+    let window = seawall_rate_limit::RateLimitLayer::builder()
+        .window(100_000, Duration::from_millis(1))
+        .build()
+        .expect("valid config");
+    bench_requests(
+        &mut group,
+        "seawall_window",
+        window.layer(NoopUpstream),
+        api_request,
+    );
+
+    // Adaptive, never throttled: each answer is counted toward the measured rate.
+    let adaptive = seawall_rate_limit::RateLimitLayer::builder()
+        .per_second(1_000_000_000)
+        .burst(1_000_000)
+        .adaptive()
+        .build()
+        .expect("valid config");
+    bench_requests(
+        &mut group,
+        "seawall_adaptive",
+        adaptive.layer(NoopUpstream),
+        api_request,
+    );
+
     let quota = governor::Quota::per_second(std::num::NonZeroU32::MAX)
         .allow_burst(std::num::NonZeroU32::new(1_000_000).expect("non-zero"));
     let governor = governor::RateLimiter::direct(quota);

@@ -9,7 +9,13 @@
 -- ARGV[2r+1], ARGV[2r+2]  request r's need (the tokens it costs) and want (the tokens to
 --          take if they are free: its need, or a lease of more)
 -- ARGV[2n+2i+1], ARGV[2n+2i+2]  quota i's emission interval and burst tolerance, in
---          microseconds
+--          microseconds; for a window quota, 'w' and its period in microseconds, then its
+--          count n
+--
+-- A window quota keeps its admissions of the last period in a sorted set, KEYS[1]..':w'..i,
+-- one member per token scored by its instant (a counter beside it, ..':n', names them), and
+-- admits when the tokens in the window and the request's come to at most n; otherwise the
+-- request waits until enough of the oldest have left the window.
 --
 -- Returns 2n numbers, for each request {granted, 0} with need <= granted <= want when
 -- admitted, or {0, wait} with the microseconds until its need would be admitted. Each key
@@ -37,8 +43,8 @@ local function wait(tat, need, interval, tolerance)
   return math.max(1, math.ceil(tat + need * interval - tolerance - now - 1e-3))
 end
 
--- The common case, one quota: one GET and at most one SET.
-if quotas == 1 then
+-- The common case, one GCRA quota: one GET and at most one SET.
+if quotas == 1 and string.sub(ARGV[first_quota], 1, 1) ~= 'w' then
   local interval = tonumber(ARGV[first_quota])
   local tolerance = tonumber(ARGV[first_quota + 1])
   local tat = tonumber(redis.call('GET', KEYS[1])) or now
@@ -68,17 +74,45 @@ end
 local fields = {}
 local intervals = {}
 local tolerances = {}
+-- For a window quota: its sorted set, period, count, and the tokens in it now.
+local windows = {}
+local gcra = 0
 for i = 1, quotas do
   fields[i] = tostring(i)
-  intervals[i] = tonumber(ARGV[first_quota + 2 * i - 2])
-  tolerances[i] = tonumber(ARGV[first_quota + 2 * i - 1])
+  local first = ARGV[first_quota + 2 * i - 2]
+  if string.sub(first, 1, 1) == 'w' then
+    local period = tonumber(string.sub(first, 2))
+    local set = KEYS[1] .. ':w' .. i
+    redis.call('ZREMRANGEBYSCORE', set, '-inf', string.format('%.17g', now - period))
+    windows[i] = {
+      set = set,
+      period = period,
+      n = tonumber(ARGV[first_quota + 2 * i - 1]),
+      held = redis.call('ZCARD', set),
+    }
+  else
+    gcra = gcra + 1
+    intervals[i] = tonumber(first)
+    tolerances[i] = tonumber(ARGV[first_quota + 2 * i - 1])
+  end
 end
-local stored = redis.call('HMGET', KEYS[1], unpack(fields))
 local tats = {}
-for i = 1, quotas do
-  local tat = tonumber(stored[i]) or now
-  if tat < now then tat = now end
-  tats[i] = tat
+if gcra > 0 then
+  local stored = redis.call('HMGET', KEYS[1], unpack(fields))
+  for i = 1, quotas do
+    local tat = tonumber(stored[i]) or now
+    if tat < now then tat = now end
+    tats[i] = tat
+  end
+end
+
+-- Microseconds until a window holds room for `need` more tokens: until the token that
+-- must leave last (the excess-th oldest) does.
+local function window_wait(window, need)
+  local excess = window.held + need - window.n
+  local oldest = redis.call('ZRANGE', window.set, excess - 1, excess - 1, 'WITHSCORES')
+  local at = tonumber(oldest[2]) or now
+  return math.max(1, math.ceil(at + window.period - now - 1e-3))
 end
 
 local taken = false
@@ -87,9 +121,20 @@ for r = 1, requests do
   local grant = tonumber(ARGV[2 * r + 2])
   local longest = 0
   for i = 1, quotas do
-    local free = fit(tats[i], intervals[i], tolerances[i])
+    local free
+    local window = windows[i]
+    if window then
+      free = window.n - window.held
+    else
+      free = fit(tats[i], intervals[i], tolerances[i])
+    end
     if free < need then
-      local until_free = wait(tats[i], need, intervals[i], tolerances[i])
+      local until_free
+      if window then
+        until_free = window_wait(window, need)
+      else
+        until_free = wait(tats[i], need, intervals[i], tolerances[i])
+      end
       if until_free > longest then longest = until_free end
     end
     if free < grant then grant = free end
@@ -98,20 +143,46 @@ for r = 1, requests do
     answers[2 * r - 1] = 0
     answers[2 * r] = longest
   else
-    for i = 1, quotas do tats[i] = tats[i] + grant * intervals[i] end
+    for i = 1, quotas do
+      local window = windows[i]
+      if window then
+        local last = redis.call('INCRBY', window.set .. ':n', grant)
+        local score = string.format('%.17g', now)
+        -- In chunks, within what `unpack` may spread over a call's arguments.
+        local token = 1
+        while token <= grant do
+          local members = {}
+          local upto = math.min(grant, token + 999)
+          for t = token, upto do
+            members[#members + 1] = score
+            members[#members + 1] = tostring(last - grant + t)
+          end
+          redis.call('ZADD', window.set, unpack(members))
+          token = upto + 1
+        end
+        window.held = window.held + grant
+        local ttl = math.ceil(window.period / 1000) + 1
+        redis.call('PEXPIRE', window.set, ttl)
+        redis.call('PEXPIRE', window.set .. ':n', ttl)
+      else
+        tats[i] = tats[i] + grant * intervals[i]
+      end
+    end
     taken = true
     answers[2 * r - 1] = grant
     answers[2 * r] = 0
   end
 end
-if not taken then return answers end
+if not taken or gcra == 0 then return answers end
 
 local updates = {}
 local ttl = 0
 for i = 1, quotas do
-  updates[2 * i - 1] = fields[i]
-  updates[2 * i] = string.format('%.17g', tats[i])
-  if tats[i] - now > ttl then ttl = tats[i] - now end
+  if not windows[i] then
+    updates[#updates + 1] = fields[i]
+    updates[#updates + 1] = string.format('%.17g', tats[i])
+    if tats[i] - now > ttl then ttl = tats[i] - now end
+  end
 end
 redis.call('HSET', KEYS[1], unpack(updates))
 redis.call('PEXPIRE', KEYS[1], math.ceil(ttl / 1000) + 1)

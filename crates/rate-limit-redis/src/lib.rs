@@ -59,6 +59,18 @@
 //!   ends when the burst has refilled, so idle keys cost Redis nothing. Limiters whose keys
 //!   may render alike (keys of different types) need prefixes of their own. Redis 5 or
 //!   later.
+//! - **Window quotas** ([`Quota::window`](seawall_rate_limit::Quota::window)) are decided in
+//!   the same script and round trip as the GCRA ones, on the same clock: each keeps its
+//!   admissions of the last period in a sorted set `<key>:w<i>` (one member per token,
+//!   scored by its instant, about 60 bytes each in Redis: O(`n`) per key), with a counter
+//!   `<key>:w<i>:n` naming them, both expiring a period after the last admission. The window
+//!   golden table ([`run_window_golden_table`](seawall_rate_limit::conformance::run_window_golden_table))
+//!   holds against Redis as against the in-process store.
+//! - **Tiers** need nothing of the store: each key asks with its tier's quotas.
+//! - **Settled costs** ([`settle_costs`](seawall_rate_limit::RateLimitBuilder::settle_costs))
+//!   go to Redis in a second script, sent in the background on the caller's runtime (nobody
+//!   waits for it); one that fails is counted among the errors and logged, and is not
+//!   applied to the failure policy's local limiter.
 //! - **A tight timeout** (50 ms by default) bounds every call; past it, or on any error,
 //!   the [`FailurePolicy`] answers: fail closed (refuse with `StoreUnavailable`, the
 //!   default), fail open, or fall back to a local limiter at a share of the quota. For

@@ -52,6 +52,7 @@ impl fmt::Debug for RedisStore {
 pub(crate) struct Inner {
     connection: Connection,
     script: Script,
+    settle_script: Script,
     prefix: String,
     timeout: Duration,
     recheck_after: Duration,
@@ -154,6 +155,7 @@ impl RedisStore {
             inner: Arc::new(Inner {
                 connection,
                 script: Script::new(include_str!("gcra.lua")),
+                settle_script: Script::new(include_str!("settle.lua")),
                 prefix: config.prefix,
                 timeout: config.timeout,
                 recheck_after: config.recheck_after,
@@ -424,6 +426,13 @@ impl Inner {
             invocation.arg(waiting.cost).arg(want);
         }
         for quota in quotas {
+            if quota.is_window() {
+                let period = u128::from(quota.window_nanos());
+                invocation
+                    .arg(format!("w{}", micros(period)))
+                    .arg(quota.burst_size());
+                continue;
+            }
             let interval = u128::from(quota.interval_nanos());
             invocation
                 .arg(micros(interval))
@@ -681,6 +690,55 @@ impl RateStore for RedisStore {
     ) -> Option<Duration> {
         // Leased tokens admit at once; anything else takes a round trip to know.
         (slot.shared.lease.available(self.inner.millis(now)) >= cost).then_some(Duration::ZERO)
+    }
+
+    /// Sent in the background (on the runtime of the caller): a settlement changes what
+    /// later admissions find, and nobody waits for its answer. One that fails is logged and
+    /// counted among the errors.
+    fn settle(&self, slot: &RedisSlot, quotas: &[Quota], delta: i64, now: Instant) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("a cost settled outside a tokio runtime was not sent to Redis");
+            return;
+        };
+        let inner = Arc::clone(&self.inner);
+        let key = match quotas.len() {
+            1 => slot.shared.key.clone(),
+            _ => slot.shared.multi_key.clone(),
+        };
+        let quotas: Box<[Quota]> = quotas.into();
+        runtime.spawn(async move {
+            let mut invocation = inner.settle_script.prepare_invoke();
+            invocation.key(key);
+            match inner.clock {
+                Clock::Server => invocation.arg(""),
+                Clock::Local => invocation.arg(inner.epoch_micros(now)),
+            };
+            invocation.arg(delta);
+            for quota in quotas.iter() {
+                if quota.is_window() {
+                    let period = u128::from(quota.window_nanos());
+                    invocation
+                        .arg(format!("w{}", micros(period)))
+                        .arg(quota.burst_size());
+                } else {
+                    invocation
+                        .arg(micros(u128::from(quota.interval_nanos())))
+                        .arg(0);
+                }
+            }
+            let call = inner.connection.invoke::<i64>(&invocation);
+            match tokio::time::timeout(inner.timeout, call).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "a settled cost was not recorded in Redis");
+                }
+                Err(_) => {
+                    inner.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("a settled cost was not recorded in Redis in time");
+                }
+            }
+        });
     }
 
     fn is_idle(&self, slot: &RedisSlot) -> bool {

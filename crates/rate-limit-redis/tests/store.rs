@@ -24,6 +24,13 @@ async fn the_golden_table_holds_against_redis() {
 }
 
 #[tokio::test]
+async fn the_window_golden_table_holds_against_redis() {
+    let Some(server) = server() else { return };
+    let store = local_clock(&server).connect().await.unwrap();
+    support::window_golden_table_one_trip_a_step(&store).await;
+}
+
+#[tokio::test]
 async fn every_quota_must_admit_and_a_refusal_takes_nothing() {
     let Some(server) = server() else { return };
     let store = local_clock(&server).connect().await.unwrap();

@@ -1,4 +1,4 @@
-//! The GCRA golden table every [`RateStore`] must pass, so that the in-process store and a
+//! The golden tables (GCRA, and a window quota) every [`RateStore`] must pass, so that the in-process store and a
 //! shared store (Redis) decide alike. A store's own tests run it with [`run_golden_table`].
 
 use std::time::Duration;
@@ -68,6 +68,54 @@ pub const GOLDEN_TABLE: [Step; 19] = [
     step(5_000, 3, wait_ms(100)),
 ];
 
+/// The quota of the window golden table: at most 3 in any second.
+pub fn window_golden_quota() -> Quota {
+    match Quota::window(3, Duration::from_secs(1)) {
+        Ok(quota) => quota,
+        Err(_) => unreachable!("3 in any second is a valid window"),
+    }
+}
+
+/// A window of 3 in any second: the whole count at once, each wait ending exactly when the
+/// oldest admission it needs gone leaves the window, weighted and oversize requests.
+pub const WINDOW_GOLDEN_TABLE: [Step; 13] = [
+    step(0, 1, ADMITTED),
+    step(300, 1, ADMITTED),
+    step(600, 1, ADMITTED),
+    // Full: the admission at 0 leaves the window at 1,000.
+    step(600, 1, wait_ms(400)),
+    step(1_000, 1, ADMITTED),
+    step(1_000, 1, wait_ms(300)),
+    // Cost 2 at 1,300 (the admission at 300 has just left): the one at 600 must leave too.
+    step(1_300, 2, wait_ms(300)),
+    step(1_600, 2, ADMITTED),
+    // More than the window can ever hold.
+    step(1_600, 4, Decision::Oversize),
+    step(1_600, 1, wait_ms(400)),
+    step(2_000, 1, ADMITTED),
+    // Long idle: the whole count again, at once.
+    step(5_000, 3, ADMITTED),
+    step(5_000, 1, wait_ms(1_000)),
+];
+
+/// Runs the window golden table against `store`, as [`run_golden_table`] runs the GCRA one.
+pub async fn run_window_golden_table<St, F, Fut>(store: &St, advance: F) -> Result<(), String>
+where
+    St: RateStore,
+    F: Fn(Duration) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let quotas = [window_golden_quota()];
+    run_table(
+        store,
+        "golden-window",
+        &quotas,
+        &WINDOW_GOLDEN_TABLE,
+        advance,
+    )
+    .await
+}
+
 /// Runs the golden table against `store`. Each attempt is given the step's instant (the
 /// start plus `at_ms`) as its `now`; `advance` moves the store's own clock forward to match,
 /// for a store that reads one (for the in-process store, `tokio::time::advance` on paused
@@ -79,11 +127,25 @@ where
     F: Fn(Duration) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let quotas = [golden_quota()];
-    let slot = store.new_slot(&"golden");
+    run_table(store, "golden", &[golden_quota()], &GOLDEN_TABLE, advance).await
+}
+
+async fn run_table<St, F, Fut>(
+    store: &St,
+    name: &str,
+    quotas: &[Quota],
+    table: &[Step],
+    advance: F,
+) -> Result<(), String>
+where
+    St: RateStore,
+    F: Fn(Duration) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let slot = store.new_slot(&name);
     let start = tokio::time::Instant::now();
     let mut elapsed_ms = 0;
-    for (index, step) in GOLDEN_TABLE.iter().enumerate() {
+    for (index, step) in table.iter().enumerate() {
         if step.at_ms > elapsed_ms {
             advance(Duration::from_millis(step.at_ms - elapsed_ms)).await;
             elapsed_ms = step.at_ms;
@@ -91,7 +153,7 @@ where
         let decision = store
             .acquire(
                 &slot,
-                &quotas,
+                quotas,
                 step.cost,
                 start + Duration::from_millis(step.at_ms),
             )

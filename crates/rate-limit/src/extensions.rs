@@ -17,3 +17,10 @@ impl Cost {
         self.0.max(1)
     }
 }
+
+/// The tokens a request really cost, known only from its answer (an LLM API's tokens, say):
+/// put on the response by the service below, it settles the request's [`Cost`] with a
+/// limiter that settles costs ([`settle_costs`](crate::RateLimitBuilder::settle_costs)):
+/// the difference is taken from the key, or given back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ActualCost(pub u32);

@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
 use crate::error::{RateLimitError, Rejected};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, Settling};
 use crate::queue::{KeyEntry, Place, Turn, later, stall_grace};
 use crate::store::{Decision, RateStore};
 
@@ -141,12 +141,14 @@ pin_project! {
             request: Option<Request<B>>,
             entry: Arc<KeyEntry<St>>,
             waited: Option<Duration>,
+            settling: Option<Settling<K, St>>,
         },
         Called {
             #[pin]
             future: S::Future,
             entry: Arc<KeyEntry<St>>,
             waited: Option<Duration>,
+            settling: Option<Settling<K, St>>,
         },
         Queued {
             #[pin]
@@ -182,13 +184,14 @@ where
     pub(crate) fn called(
         future: S::Future,
         entry: Arc<KeyEntry<St>>,
-        waited: Option<Duration>,
+        settling: Option<Settling<K, St>>,
     ) -> Self {
         Self {
             state: State::Called {
                 future,
                 entry,
-                waited,
+                waited: None,
+                settling,
             },
         }
     }
@@ -197,14 +200,15 @@ where
         service: S,
         request: Request<B>,
         entry: Arc<KeyEntry<St>>,
-        waited: Option<Duration>,
+        settling: Option<Settling<K, St>>,
     ) -> Self {
         Self {
             state: State::Readying {
                 service: Some(service),
                 request: Some(request),
                 entry,
-                waited,
+                waited: None,
+                settling,
             },
         }
     }
@@ -246,6 +250,7 @@ where
                     request,
                     entry,
                     waited,
+                    settling,
                 } => {
                     let Some(ready_service) = service.as_mut() else {
                         return Poll::Pending;
@@ -259,6 +264,7 @@ where
                             future: service.call(request),
                             entry: Arc::clone(entry),
                             waited: *waited,
+                            settling: settling.take(),
                         },
                         _ => return Poll::Pending,
                     }
@@ -267,10 +273,14 @@ where
                     future,
                     entry,
                     waited,
+                    settling,
                 } => {
                     let mut result = ready!(future.poll(cx));
                     if let Ok(response) = &mut result {
                         entry.observe(response);
+                        if let Some(settling) = settling.take() {
+                            settling.settle(entry, response);
+                        }
                         if let Some(waited) = waited.filter(|w| !w.is_zero()) {
                             response.extensions_mut().insert(QueueWait(waited));
                         }
@@ -320,15 +330,17 @@ where
             (None, None) => None,
         };
         if let Some(decision) = decision {
+            if !matches!(decision, Ok(Decision::Admitted)) {
+                queued.limiter.adaptive_refund(&queued.entry, queued.cost);
+            }
             match decision {
                 Ok(Decision::Admitted) => return Poll::Ready(admit(queued, now)),
                 Ok(Decision::Wait(wait)) => match queued.place {
                     Some(place) => queued.entry.retry_at(place, later(now, wait)),
                     None => {
-                        let extensions = queued.request.as_ref().map(Request::extensions);
                         let joined = queued.limiter.join(
                             &queued.entry,
-                            extensions.unwrap_or(&http::Extensions::new()),
+                            queued.request.as_ref(),
                             queued.cost,
                             now,
                             wait,
@@ -371,10 +383,16 @@ where
                     continue;
                 }
                 let limiter = &queued.limiter;
-                let mut attempt =
-                    limiter
-                        .store
-                        .acquire(&queued.entry.slot, &limiter.quotas, queued.cost, now);
+                if let Some(paced) = limiter.adaptive_gate(&queued.entry, queued.cost, now) {
+                    queued.entry.retry_at(place, later(now, paced));
+                    continue;
+                }
+                let mut attempt = limiter.store.acquire(
+                    &queued.entry.slot,
+                    limiter.quotas_of(&queued.entry),
+                    queued.cost,
+                    now,
+                );
                 match Pin::new(&mut attempt).poll(cx) {
                     Poll::Ready(decision) => answered = Some(decision),
                     Poll::Pending => queued.attempt = Some(Box::new(attempt)),
@@ -474,6 +492,7 @@ where
             request: Some(request),
             entry: Arc::clone(&queued.entry),
             waited: Some(waited),
+            settling: queued.limiter.settling(queued.cost),
         },
         // Admission happens once per request; both are still here.
         _ => State::Rejected { rejected: None },

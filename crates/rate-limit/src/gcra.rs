@@ -5,10 +5,17 @@
 //! admitted when that lies at most `burst × T` ahead of `now`. With several quotas every one
 //! must admit: each is advanced in turn, and if a later one refuses, the earlier ones are
 //! given their tokens back.
+//!
+//! Window quotas ([`Quota::window`]) among them keep an exact log of their admissions
+//! instead, behind one small lock per key taken only when a key has a window quota: a log of
+//! several instants cannot be updated by one compare-and-swap. Keys with GCRA quotas alone
+//! never touch it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::quota::Quota;
+use crate::window::WindowLog;
 
 /// Why GCRA did not admit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +30,13 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct GcraCells {
     tats: Box<[AtomicU64]>,
+    /// One log per quota, made on a window quota's first use: a key with GCRA quotas alone
+    /// holds one empty word for them.
+    windows: OnceLock<Box<Mutex<Vec<WindowLog>>>>,
+}
+
+fn has_window(quotas: &[Quota]) -> bool {
+    quotas.iter().any(Quota::is_window)
 }
 
 impl GcraCells {
@@ -30,20 +44,74 @@ impl GcraCells {
     pub fn new(quotas: usize) -> Self {
         Self {
             tats: (0..quotas).map(|_| AtomicU64::new(0)).collect(),
+            windows: OnceLock::new(),
         }
+    }
+
+    /// The window logs, one per quota, expired at `now`.
+    fn logs(&self, quotas: &[Quota], now: u64) -> MutexGuard<'_, Vec<WindowLog>> {
+        // Every update of a log is complete before anything can panic, so a poisoned lock
+        // still guards a consistent log.
+        let mut logs = self
+            .windows
+            .get_or_init(Box::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if logs.len() < quotas.len() {
+            logs.resize_with(quotas.len(), WindowLog::default);
+        }
+        for (quota, log) in quotas.iter().zip(logs.iter_mut()) {
+            if quota.is_window() {
+                log.expire(quota.window_nanos(), now);
+            }
+        }
+        logs
     }
 
     /// Takes `cost` from every quota at `now`, or says when it could.
     pub fn try_take(&self, quotas: &[Quota], cost: u32, now: u64) -> Result<(), Refusal> {
+        if !has_window(quotas) {
+            return self.take_gcra(quotas, cost, now);
+        }
+        let mut logs = self.logs(quotas, now);
+        let window_at = window_earliest(&logs, quotas, cost, now)?;
+        if window_at > now {
+            let gcra_at = match self.gcra_earliest(quotas, cost, now) {
+                Refusal::Until(at) => at,
+                Refusal::Oversize => return Err(Refusal::Oversize),
+            };
+            return Err(Refusal::Until(window_at.max(gcra_at)));
+        }
+        match self.take_gcra(quotas, cost, now) {
+            Ok(()) => {
+                for (quota, log) in quotas.iter().zip(logs.iter_mut()) {
+                    if quota.is_window() {
+                        log.push(now, u64::from(cost));
+                    }
+                }
+                Ok(())
+            }
+            Err(Refusal::Oversize) => Err(Refusal::Oversize),
+            Err(Refusal::Until(at)) => Err(Refusal::Until(at.max(window_at))),
+        }
+    }
+
+    /// Takes `cost` from every GCRA quota (window quotas are skipped).
+    fn take_gcra(&self, quotas: &[Quota], cost: u32, now: u64) -> Result<(), Refusal> {
         for (index, (quota, tat)) in quotas.iter().zip(self.tats.iter()).enumerate() {
+            if quota.is_window() {
+                continue;
+            }
             if let Err(refusal) = take_one(quota, tat, cost, now) {
                 // Give the earlier quotas their tokens back, and report when all would admit.
                 for (quota, tat) in quotas[..index].iter().zip(self.tats.iter()) {
-                    refund(quota, tat, cost);
+                    if !quota.is_window() {
+                        refund(quota, tat, u64::from(cost));
+                    }
                 }
                 return Err(match refusal {
                     Refusal::Oversize => Refusal::Oversize,
-                    Refusal::Until(_) => self.earliest(quotas, cost, now),
+                    Refusal::Until(_) => self.gcra_earliest(quotas, cost, now),
                 });
             }
         }
@@ -52,10 +120,25 @@ impl GcraCells {
 
     /// When every quota would admit `cost` (now or later), without taking anything.
     pub fn earliest(&self, quotas: &[Quota], cost: u32, now: u64) -> Refusal {
+        let gcra = self.gcra_earliest(quotas, cost, now);
+        if !has_window(quotas) {
+            return gcra;
+        }
+        let logs = self.logs(quotas, now);
+        match (gcra, window_earliest(&logs, quotas, cost, now)) {
+            (Refusal::Until(gcra), Ok(window)) => Refusal::Until(gcra.max(window)),
+            _ => Refusal::Oversize,
+        }
+    }
+
+    fn gcra_earliest(&self, quotas: &[Quota], cost: u32, now: u64) -> Refusal {
         let mut at = now;
         for (quota, tat) in quotas.iter().zip(self.tats.iter()) {
             if cost > quota.burst_size() {
                 return Refusal::Oversize;
+            }
+            if quota.is_window() {
+                continue;
             }
             let increment = quota.interval_nanos().saturating_mul(u64::from(cost));
             let tat = tat.load(Ordering::Acquire).max(now);
@@ -77,7 +160,19 @@ impl GcraCells {
     /// large burst, say 20 a minute, lets the first 20 go at a faster quota's pace).
     pub fn predict(&self, quotas: &[Quota], tokens: u64, from: u64) -> u64 {
         let mut at = from;
+        if has_window(quotas) {
+            let logs = self.logs(quotas, from);
+            for (quota, log) in quotas.iter().zip(logs.iter()) {
+                if quota.is_window() {
+                    let n = u64::from(quota.burst_size());
+                    at = at.max(log.predict(n, quota.window_nanos(), tokens, from));
+                }
+            }
+        }
         for (quota, tat) in quotas.iter().zip(self.tats.iter()) {
+            if quota.is_window() {
+                continue;
+            }
             let increment = quota.interval_nanos().saturating_mul(tokens);
             let tat = tat.load(Ordering::Acquire).max(from);
             at = at.max(
@@ -90,10 +185,102 @@ impl GcraCells {
 
     /// Whether every quota is full at `now` (the key holds nothing worth keeping).
     pub fn is_idle(&self, now: u64) -> bool {
-        self.tats
+        if !self
+            .tats
             .iter()
             .all(|tat| tat.load(Ordering::Relaxed) <= now)
+        {
+            return false;
+        }
+        // A key whose window still counts admissions must be kept, or it would get a fresh
+        // window; the lock is free in all but a race, and this is asked only of idle keys.
+        let Some(windows) = self.windows.get() else {
+            return true;
+        };
+        let logs = windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        logs.iter().all(|log| log.is_idle(now))
     }
+
+    /// Settles a request after its answer: `delta` more tokens taken from every quota at
+    /// `now` (a debit: the request cost more than it was admitted for, and the next ones
+    /// wait for the difference, beyond the burst if need be), or, if negative, given back
+    /// (a refund: it cost less).
+    pub fn settle(&self, quotas: &[Quota], delta: i64, now: u64) {
+        let tokens = delta.unsigned_abs();
+        if tokens == 0 {
+            return;
+        }
+        if has_window(quotas) {
+            let mut logs = self.logs(quotas, now);
+            for (quota, log) in quotas.iter().zip(logs.iter_mut()) {
+                if quota.is_window() {
+                    if delta > 0 {
+                        log.push(now, tokens);
+                    } else {
+                        log.refund(tokens);
+                    }
+                }
+            }
+        }
+        for (quota, tat) in quotas.iter().zip(self.tats.iter()) {
+            if quota.is_window() {
+                continue;
+            }
+            if delta > 0 {
+                let increment = quota.interval_nanos().saturating_mul(tokens);
+                let _ = tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                    Some(current.max(now).saturating_add(increment))
+                });
+            } else {
+                refund(quota, tat, tokens);
+            }
+        }
+    }
+
+    /// How many tokens every quota would admit at `now`.
+    pub fn available(&self, quotas: &[Quota], now: u64) -> u64 {
+        let mut free = u64::MAX;
+        for (quota, tat) in quotas.iter().zip(self.tats.iter()) {
+            if quota.is_window() {
+                continue;
+            }
+            let ahead = tat.load(Ordering::Acquire).saturating_sub(now);
+            let room = quota.tolerance_nanos().saturating_sub(ahead);
+            free = free.min(room / quota.interval_nanos().max(1));
+        }
+        if has_window(quotas) {
+            let logs = self.logs(quotas, now);
+            for (quota, log) in quotas.iter().zip(logs.iter()) {
+                if quota.is_window() {
+                    free = free.min(u64::from(quota.burst_size()).saturating_sub(log.total()));
+                }
+            }
+        }
+        free
+    }
+}
+
+/// When every window quota would admit `cost` at or after `now`, from logs expired at `now`.
+fn window_earliest(
+    logs: &[WindowLog],
+    quotas: &[Quota],
+    cost: u32,
+    now: u64,
+) -> Result<u64, Refusal> {
+    let mut at = now;
+    for (quota, log) in quotas.iter().zip(logs.iter()) {
+        if !quota.is_window() {
+            continue;
+        }
+        if cost > quota.burst_size() {
+            return Err(Refusal::Oversize);
+        }
+        let n = u64::from(quota.burst_size());
+        at = at.max(log.earliest(n, quota.window_nanos(), u64::from(cost), now));
+    }
+    Ok(at)
 }
 
 fn take_one(quota: &Quota, tat: &AtomicU64, cost: u32, now: u64) -> Result<(), Refusal> {
@@ -116,8 +303,8 @@ fn take_one(quota: &Quota, tat: &AtomicU64, cost: u32, now: u64) -> Result<(), R
 
 /// Returns `cost` tokens taken a moment ago. If the TAT had caught up with the clock in
 /// between, the refund can be at most one request's worth too generous, never stingy.
-fn refund(quota: &Quota, tat: &AtomicU64, cost: u32) {
-    let increment = quota.interval_nanos().saturating_mul(u64::from(cost));
+fn refund(quota: &Quota, tat: &AtomicU64, cost: u64) {
+    let increment = quota.interval_nanos().saturating_mul(cost);
     let _ = tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
         Some(current.saturating_sub(increment))
     });
@@ -177,7 +364,128 @@ mod tests {
         at
     }
 
+    #[test]
+    fn a_debit_pushes_the_schedule_past_the_burst_and_a_refund_gives_back() {
+        // 100 a second (10 ms a token), burst 100.
+        let quotas = [Quota::per_second(100).unwrap().burst(100).unwrap()];
+        let cells = GcraCells::new(1);
+        for _ in 0..100 {
+            cells.try_take(&quotas, 1, 0).unwrap();
+        }
+        cells.settle(&quotas, 200, 0);
+        assert_eq!(cells.earliest(&quotas, 1, 0), Refusal::Until(2_010 * MS));
+        cells.settle(&quotas, -150, 0);
+        assert_eq!(cells.earliest(&quotas, 1, 0), Refusal::Until(510 * MS));
+        assert_eq!(cells.available(&quotas, 600 * MS), 10);
+    }
+
+    #[test]
+    fn windows_and_gcra_all_must_admit() {
+        // 2 in any second, and 10 a second with burst 1 (one per 100 ms).
+        let window = Quota::window(2, std::time::Duration::from_secs(1)).unwrap();
+        let paced = Quota::per_second(10).unwrap();
+        let quotas = [window, paced];
+        let cells = GcraCells::new(2);
+        assert_eq!(cells.try_take(&quotas, 1, 0), Ok(()));
+        assert_eq!(cells.try_take(&quotas, 1, 0), Err(Refusal::Until(100 * MS)));
+        assert_eq!(cells.try_take(&quotas, 1, 100 * MS), Ok(()));
+        // The window is full until the first admission leaves it; GCRA is not taken from.
+        assert_eq!(
+            cells.try_take(&quotas, 1, 200 * MS),
+            Err(Refusal::Until(1_000 * MS))
+        );
+        assert_eq!(cells.available(&quotas, 200 * MS), 0);
+        assert_eq!(cells.try_take(&quotas, 1, 1_000 * MS), Ok(()));
+        // Queue predictions follow the window: tokens 1 and 2 more go when 100 ms and
+        // 1,000 ms leave it.
+        assert_eq!(cells.predict(&quotas, 1, 1_000 * MS), 1_100 * MS);
+        assert_eq!(cells.predict(&quotas, 3, 1_000 * MS), 2_100 * MS);
+        assert!(!cells.is_idle(1_999 * MS));
+        assert!(cells.is_idle(2_000 * MS));
+    }
+
+    #[test]
+    fn a_window_settles_by_debit_and_refund() {
+        let quotas = [Quota::window(10, std::time::Duration::from_secs(1)).unwrap()];
+        let cells = GcraCells::new(1);
+        cells.try_take(&quotas, 5, 0).unwrap();
+        cells.settle(&quotas, 7, 100 * MS);
+        // 12 in the window: 3 must leave, the 5 at 0 (at 1 s) suffice for 1 more.
+        assert_eq!(
+            cells.earliest(&quotas, 1, 100 * MS),
+            Refusal::Until(1_000 * MS)
+        );
+        assert_eq!(cells.available(&quotas, 100 * MS), 0);
+        cells.settle(&quotas, -9, 100 * MS);
+        assert_eq!(cells.available(&quotas, 100 * MS), 7);
+        assert_eq!(
+            cells.earliest(&quotas, 7, 100 * MS),
+            Refusal::Until(100 * MS)
+        );
+        assert_eq!(cells.earliest(&quotas, 11, 100 * MS), Refusal::Oversize);
+    }
+
     proptest! {
+        /// Over any arrivals and costs, no interval of length `period` admits more than `n`
+        /// tokens, alone or beside a GCRA quota; and every refusal names an instant when the
+        /// same request would be admitted.
+        #[test]
+        fn no_interval_of_the_period_admits_more_than_n(
+            n in 1u32..30,
+            period_ms in 1u64..2_000,
+            with_gcra in any::<bool>(),
+            mut arrivals in proptest::collection::vec((0u64..10_000_000_000, 1u32..4), 1..300),
+        ) {
+            let window = Quota::window(n, std::time::Duration::from_millis(period_ms)).unwrap();
+            let mut quotas = vec![window];
+            if with_gcra {
+                quotas.push(Quota::per_second(50).unwrap().burst(5).unwrap());
+            }
+            let cells = GcraCells::new(quotas.len());
+            arrivals.sort_unstable();
+            let mut admitted: Vec<(u64, u32)> = Vec::new();
+            for (at, cost) in arrivals {
+                match cells.try_take(&quotas, cost, at) {
+                    Ok(()) => admitted.push((at, cost)),
+                    Err(Refusal::Until(when)) => {
+                        prop_assert!(when > at);
+                        prop_assert!(when <= at + period_ms * MS + 1_000 * MS);
+                    }
+                    Err(Refusal::Oversize) => prop_assert!(cost > n || (with_gcra && cost > 5)),
+                }
+            }
+            let period = period_ms * MS;
+            for (i, &(start, _)) in admitted.iter().enumerate() {
+                let in_window: u64 = admitted[i..]
+                    .iter()
+                    .take_while(|(at, _)| *at < start + period)
+                    .map(|(_, cost)| u64::from(*cost))
+                    .sum();
+                prop_assert!(in_window <= u64::from(n), "{in_window} tokens from {start} within {period} ns");
+            }
+        }
+
+        /// For a window alone, the predicted slot of a queue's last token is exactly when
+        /// taking the tokens in turn admits it, whatever the window already holds.
+        #[test]
+        fn window_predict_matches_taking_the_tokens_in_turn(
+            n in 1u32..20,
+            period_ms in 1u64..1_000,
+            spent in proptest::collection::vec(0u64..1_000_000_000, 0..40),
+            tokens in 1u64..60,
+        ) {
+            let quotas = [Quota::window(n, std::time::Duration::from_millis(period_ms)).unwrap()];
+            let cells = GcraCells::new(1);
+            let mut spent = spent;
+            spent.sort_unstable();
+            for at in spent {
+                let _ = cells.try_take(&quotas, 1, at);
+            }
+            let from = 1_000_000_000;
+            let predicted = cells.predict(&quotas, tokens, from);
+            prop_assert_eq!(predicted, admit_in_turn(&cells, &quotas, tokens, from));
+        }
+
         /// For one quota, the predicted slot of a queue's last token is exactly when taking
         /// the queue's tokens in turn admits it, whatever the quota has already given out.
         #[test]

@@ -43,6 +43,25 @@ where
         self.limiter.stats()
     }
 
+    /// How many tokens `key`'s quotas (its tier's) would admit now, if the store can tell
+    /// without a round trip (the in-process store can).
+    pub fn tokens_available(&self, key: K) -> Option<u64> {
+        self.limiter.tokens_available(&key)
+    }
+
+    /// Settles a request of `key` admitted at `estimate` tokens whose true cost, `actual`,
+    /// is known only now (say, once a streamed answer has been read): the difference is
+    /// taken from the key's quotas (the next admissions wait for it) or given back.
+    pub fn settle(&self, key: K, estimate: u32, actual: u32) {
+        self.limiter.settle_key(&key, estimate, actual);
+    }
+
+    /// `key`'s adaptive rate in force, in requests per second (its quotas' own rate until
+    /// the server first throttles it); `None` without [`adaptive`](crate::RateLimitBuilder::adaptive).
+    pub fn current_rate(&self, key: K) -> Option<f64> {
+        self.limiter.current_rate(&key)
+    }
+
     /// Holds `key`'s requests for `duration`, as a server's `Retry-After` would.
     pub fn pause(&self, key: K, duration: Duration) {
         self.limiter.pause_key(key, duration);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use seawall_core::{ByHost, ConfigError, Global, HintPolicy, KeyExtractor, KeyLimits, check_range};
 use tower::Layer;
 
-use crate::limiter::{Limiter, Mode};
+use crate::limiter::{Limiter, Mode, OnWait, Options, Settle, TierOf, Tiers};
 use crate::quota::Quota;
 use crate::service::RateLimit;
 use crate::store::{InMemoryStore, RateStore};
@@ -50,6 +50,12 @@ impl RateLimitLayer {
             key_limits: (10_000, Duration::from_secs(600)),
             extractor: Global,
             store: None,
+            tiers: Vec::new(),
+            tier_of: None,
+            on_wait: None,
+            settle: None,
+            aging: None,
+            adaptive: false,
         }
     }
 }
@@ -70,7 +76,6 @@ impl<S, X: KeyExtractor + Clone, St: RateStore> Layer<S> for RateLimitLayer<X, S
 }
 
 /// Configures a [`RateLimitLayer`]; `build` validates and names any bad field.
-#[derive(Debug)]
 pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     quotas: Vec<Quota>,
     error: Option<ConfigError>,
@@ -79,6 +84,33 @@ pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     key_limits: (usize, Duration),
     extractor: X,
     store: Option<St>,
+    tiers: Vec<(Box<str>, Vec<Quota>)>,
+    /// A [`TierOf`] of the key type of the extractor it was given with.
+    tier_of: Option<Box<dyn std::any::Any + Send + Sync>>,
+    on_wait: Option<OnWait>,
+    settle: Option<Settle>,
+    aging: Option<Duration>,
+    adaptive: bool,
+}
+
+impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuilder<X, St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("quotas", &self.quotas)
+            .field("error", &self.error)
+            .field("mode", &self.mode)
+            .field("hints", &self.hints)
+            .field("key_limits", &self.key_limits)
+            .field("extractor", &self.extractor)
+            .field("store", &self.store)
+            .field("tiers", &self.tiers)
+            .field("tier_of", &self.tier_of.is_some())
+            .field("on_wait", &self.on_wait.is_some())
+            .field("settle", &self.settle)
+            .field("aging", &self.aging)
+            .field("adaptive", &self.adaptive)
+            .finish()
+    }
 }
 
 impl<X, St> RateLimitBuilder<X, St> {
@@ -112,6 +144,18 @@ impl<X, St> RateLimitBuilder<X, St> {
         self.push(Quota::per(n, period))
     }
 
+    /// Adds a window quota: at most `n` requests in any interval of length `period` (see
+    /// [`Quota::window`]; `n` from 1 to 100,000).
+    ///
+    /// Pick a window when the server counts "at most `n` in any minute" and refuses the
+    /// excess: a GCRA quota of `n` per minute with burst `b` lets up to `b + n - 1` through in
+    /// some 60 s (`b` at once, then one every `60 / n` s), which such a server partly
+    /// refuses. Pick GCRA (`per_minute`) when requests should be spread evenly: a window
+    /// lets its whole count go at once, then waits for the oldest to leave it.
+    pub fn window(self, n: u32, period: Duration) -> Self {
+        self.push(Quota::window(n, period))
+    }
+
     /// Adds a quota built by hand.
     pub fn quota(self, quota: Quota) -> Self {
         self.push(Ok(quota))
@@ -130,6 +174,64 @@ impl<X, St> RateLimitBuilder<X, St> {
                 self
             }
         }
+    }
+
+    /// Adds a tier: a named set of quotas (1 to 8) that keys the resolver given to
+    /// [`tier_of`](Self::tier_of) names take instead of the layer's own quotas, each key
+    /// with cells of its own as usual (`free` 10 a minute, `pro` 1,000 a minute, ...). At
+    /// most 254 tiers.
+    pub fn tier(
+        mut self,
+        name: impl Into<Box<str>>,
+        quotas: impl IntoIterator<Item = Quota>,
+    ) -> Self {
+        self.tiers.push((name.into(), quotas.into_iter().collect()));
+        self
+    }
+
+    /// Settles each request's cost after its answer (token budgets, where the true cost is
+    /// known only then): the response's [`ActualCost`](crate::ActualCost), else the number
+    /// in the `header` given (if any), replaces the request's [`Cost`](crate::Cost); the
+    /// difference is taken from its key's quotas (the next admissions wait for it, beyond the
+    /// burst if need be) or given back. A response with neither keeps its estimate; a cost
+    /// known later still is settled with [`RateLimitHandle::settle`](crate::RateLimitHandle::settle).
+    pub fn settle_costs(mut self, header: Option<http::HeaderName>) -> Self {
+        self.settle = Some(Settle { header });
+        self
+    }
+
+    /// Adapts each key's rate to what its server accepts, for servers whose limit is unknown
+    /// or lower than the quotas (CUBIC, as the AWS SDKs' adaptive retry mode): a 429, or
+    /// quota-exhausted headers, with no usable reset cuts the key's rate to 0.7 of the rate it
+    /// was achieving; successes raise it again along a cubic curve toward that rate, reached
+    /// about `cbrt(0.75 × rate)` seconds later, then beyond; never above the slowest of the
+    /// key's quotas. Until the first such answer the quotas alone pace the key. A
+    /// `Retry-After` or reset still pauses the key and does not cut its rate. The rate in
+    /// force is [`RateLimitHandle::current_rate`](crate::RateLimitHandle::current_rate). It is
+    /// this process's: with a shared store, each process adapts on its own.
+    pub fn adaptive(mut self) -> Self {
+        self.adaptive = true;
+        self
+    }
+
+    /// Ages priorities so that no waiter starves: each [`Priority`](crate::Priority) level
+    /// is worth `max_age / 255` of waiting, so a waiter is never overtaken by one that joins
+    /// more than `max_age` after it (1 ms to 1 day), whatever their priorities. A waiter of
+    /// priority `p` still goes ahead of a lower one `q` that joined up to
+    /// `(p - q) / 255 × max_age` before it. Without it (the default) priorities are strict.
+    /// With it, each request that joins the queue walks it once to count the tokens ahead.
+    pub fn priority_aging(mut self, max_age: Duration) -> Self {
+        if let Err(error) = check_range(
+            "priority_aging",
+            max_age,
+            Duration::from_millis(1),
+            Duration::from_secs(86_400),
+            "a duration from 1 ms to 1 day",
+        ) {
+            self.error.get_or_insert(error);
+        }
+        self.aging = Some(max_age);
+        self
     }
 
     /// Requests wait in line when no token is free (the default), at most `max_waiting` of
@@ -176,7 +278,14 @@ impl<X, St> RateLimitBuilder<X, St> {
     }
 
     /// Keeps one limiter per key that `extractor` gives.
-    pub fn key_by<X2>(self, extractor: X2) -> RateLimitBuilder<X2, St> {
+    pub fn key_by<X2>(mut self, extractor: X2) -> RateLimitBuilder<X2, St> {
+        if self.on_wait.is_some() {
+            self.error.get_or_insert(ConfigError::new(
+                "on_wait",
+                "a hook for another key",
+                "a hook given after `key_by` or `per_host`, for their key",
+            ));
+        }
         RateLimitBuilder {
             quotas: self.quotas,
             error: self.error,
@@ -185,6 +294,12 @@ impl<X, St> RateLimitBuilder<X, St> {
             key_limits: self.key_limits,
             extractor,
             store: self.store,
+            tiers: self.tiers,
+            tier_of: self.tier_of,
+            on_wait: self.on_wait,
+            settle: self.settle,
+            aging: self.aging,
+            adaptive: self.adaptive,
         }
     }
 
@@ -198,14 +313,61 @@ impl<X, St> RateLimitBuilder<X, St> {
             key_limits: self.key_limits,
             extractor: self.extractor,
             store: Some(store),
+            tiers: self.tiers,
+            tier_of: self.tier_of,
+            on_wait: self.on_wait,
+            settle: self.settle,
+            aging: self.aging,
+            adaptive: self.adaptive,
         }
+    }
+}
+
+impl<X: KeyExtractor, St> RateLimitBuilder<X, St> {
+    /// Picks each key's tier (see [`tier`](Self::tier)) by the name `tier_of` gives for it,
+    /// once, when the key is first seen; a name no tier has gives the layer's own quotas.
+    /// Given after [`key_by`](Self::key_by) or [`per_host`](Self::per_host), for their key.
+    pub fn tier_of<F>(mut self, tier_of: F) -> Self
+    where
+        F: Fn(&X::Key) -> &str + Send + Sync + 'static,
+    {
+        let tier_of: TierOf<X::Key> = Arc::new(tier_of);
+        self.tier_of = Some(Box::new(tier_of));
+        self
+    }
+}
+
+impl<X, St> RateLimitBuilder<X, St>
+where
+    X: KeyExtractor + Clone + Send + Sync + 'static,
+{
+    /// Calls `on_wait(key, predicted, ahead, tokens_left)` once when a request starts
+    /// waiting: its key, its predicted wait, the tokens queued ahead of it (the requests
+    /// ahead, when each costs 1) and the tokens its key's quotas would admit now (`None`
+    /// for a store that cannot tell without a round trip). It runs in the caller's call (or,
+    /// with a shared store, its future's poll), so it should be quick: record, log, send on
+    /// a channel.
+    /// Given after [`key_by`](Self::key_by) or [`per_host`](Self::per_host), for their key.
+    pub fn on_wait<F>(mut self, on_wait: F) -> Self
+    where
+        F: Fn(&X::Key, Duration, u64, Option<u64>) + Send + Sync + 'static,
+    {
+        let extractor = self.extractor.clone();
+        self.on_wait = Some(Arc::new(move |head, predicted, ahead, tokens_left| {
+            on_wait(&extractor.extract(head), predicted, ahead, tokens_left);
+        }));
+        self
     }
 }
 
 impl<X: KeyExtractor> RateLimitBuilder<X, InMemoryStore> {
     /// Validates the configuration, keeping quota state in this process.
     pub fn build(mut self) -> Result<RateLimitLayer<X, InMemoryStore>, ConfigError> {
-        let quotas = self.quotas.len();
+        let quotas = self
+            .tiers
+            .iter()
+            .map(|(_, quotas)| quotas.len())
+            .fold(self.quotas.len(), usize::max);
         let store = self
             .store
             .take()
@@ -228,6 +390,29 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
             ));
         }
         check_range("quota", self.quotas.len(), 1, 8, "at most 8 quotas")?;
+        check_range("tier", self.tiers.len(), 0, 254, "at most 254 tiers")?;
+        for (index, (name, quotas)) in self.tiers.iter().enumerate() {
+            check_range("tier", quotas.len(), 1, 8, "a tier of 1 to 8 quotas")?;
+            if self.tiers[..index]
+                .iter()
+                .any(|(earlier, _)| earlier == name)
+            {
+                return Err(ConfigError::new("tier", name, "tier names given once each"));
+            }
+        }
+        let tier_of = match self.tier_of {
+            None => None,
+            Some(tier_of) => match tier_of.downcast::<TierOf<X::Key>>() {
+                Ok(tier_of) => Some(*tier_of),
+                Err(_) => {
+                    return Err(ConfigError::new(
+                        "tier_of",
+                        "a resolver for another key",
+                        "a resolver given after `key_by` or `per_host`, for their key",
+                    ));
+                }
+            },
+        };
         if let Mode::Wait {
             max_waiting,
             max_wait,
@@ -257,9 +442,29 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
             ));
         };
         store.check_quotas(&self.quotas)?;
+        for (_, quotas) in &self.tiers {
+            store.check_quotas(quotas)?;
+        }
+        let mut sets = vec![self.quotas.into_boxed_slice()];
+        let mut names = Vec::with_capacity(self.tiers.len());
+        for (name, quotas) in self.tiers {
+            names.push(name);
+            sets.push(quotas.into_boxed_slice());
+        }
+        let tiers = Tiers {
+            names: names.into_boxed_slice(),
+            tier_of,
+        };
         let limiter = Limiter::new(
             store,
-            self.quotas,
+            sets,
+            Options {
+                tiers,
+                on_wait: self.on_wait,
+                settle: self.settle,
+                aging: self.aging,
+                adaptive: self.adaptive,
+            },
             self.mode,
             self.hints,
             self.extractor.single_key(),

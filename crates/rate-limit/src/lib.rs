@@ -34,6 +34,15 @@
 //!
 //! - **Quotas**: GCRA per quota (`per_second`, `per_minute`, `per_hour`, `burst`); several
 //!   at once (10/s *and* 5,000/h), all must admit; a [`Cost`] extension weighs a request.
+//! - **Windows**: [`window`](RateLimitBuilder::window)`(n, period)` never admits more than
+//!   `n` in any interval of length `period`, beside GCRA quotas (see below for which to pick).
+//! - **Tiers**: [`tier`](RateLimitBuilder::tier) and [`tier_of`](RateLimitBuilder::tier_of)
+//!   give each key the quotas of its tier (`free` 10 a minute, `pro` 1,000 a minute).
+//! - **Token budgets**: with [`settle_costs`](RateLimitBuilder::settle_costs) a request's
+//!   [`Cost`] is settled after its answer ([`ActualCost`], a header, or
+//!   [`RateLimitHandle::settle`]): the key is debited or refunded the difference.
+//! - **Adaptive rate**: [`adaptive`](RateLimitBuilder::adaptive) finds a server's unknown
+//!   limit (CUBIC, as the AWS SDKs' adaptive retry mode) from its bare 429s.
 //! - **Fair waiting** (the default): first come, first served, or by [`Priority`]; each
 //!   waiter is woken once, at its slot; `max_waiting` and `max_wait` bound the queue, and a
 //!   request beyond either is refused at once with the figures. [`fail_fast`] refuses instead
@@ -54,6 +63,19 @@
 //!   is asked about again when its turn comes, through `seawall_core::admission`; if the
 //!   breaker opened meanwhile it is refused as the breaker refuses, without taking a token.
 //!
+//! ## GCRA or a window?
+//!
+//! A GCRA quota spreads requests evenly: `per_minute(n)` with burst `b` admits `b` at once,
+//! then one every `60 / n` s, so up to `b + n - 1` in some 60 s (`b + n` in a closed minute
+//! from the first). `per_minute(20).burst(20)` thus sends 39 in the first minute to a server
+//! that counts 20, which refuses 19 of them. A window quota, `window(20, 60 s)`, never admits
+//! more than 20 in any 60 s: it lets the 20 go at once, then each next one when the oldest
+//! leaves the minute. Pick a window when the server counts requests in a sliding or fixed
+//! window and refuses the excess; pick GCRA when the server (or fairness to it) wants an even
+//! pace. Both can be given together, and all must admit. A window keeps one entry per
+//! admission of its last period for each key (O(`n`) memory, 16 bytes an entry, `n` at most
+//! 100,000), behind a lock of its own that only keys with a window take.
+//!
 //! ## Why its own GCRA, and not governor's
 //!
 //! [governor](https://docs.rs/governor) is an excellent GCRA, and the benchmarks run it beside
@@ -68,6 +90,7 @@
 //! [`fail_fast`]: RateLimitBuilder::fail_fast
 //! [`per_host`]: RateLimitBuilder::per_host
 
+mod adaptive;
 pub mod conformance;
 mod error;
 mod extensions;
@@ -81,13 +104,14 @@ mod quota;
 mod service;
 mod store;
 mod sync;
+mod window;
 
 pub use error::{RateLimitError, Rejected};
-pub use extensions::{Cost, Priority};
+pub use extensions::{ActualCost, Cost, Priority};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use layer::{RateLimitBuilder, RateLimitLayer};
 pub use limiter::LimiterStats;
-pub use quota::Quota;
+pub use quota::{MAX_WINDOW_COUNT, Quota};
 pub use service::RateLimit;
 pub use store::{Decision, InMemoryStore, RateStore, StoreError};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use seawall_core::{HintPolicy, KeyExtractor, KeyedMap, RequestHead, ThreadCounter};
 use tokio::time::Instant;
 
+use crate::adaptive::AdaptiveRate;
 use crate::error::Rejected;
 use crate::extensions::Priority;
 use crate::queue::{Context, Joined, KeyEntry, Place, later};
@@ -102,10 +103,87 @@ pub(crate) enum Entries<K, St: RateStore> {
     Keyed(KeyedMap<K, KeyEntry<St>>),
 }
 
+/// The wait hook, with the layer's extractor to find a request's key: called with the
+/// request's head, its predicted wait, the tokens ahead of it and the tokens left.
+pub(crate) type OnWait = Arc<dyn Fn(&RequestHead<'_>, Duration, u64, Option<u64>) + Send + Sync>;
+
+/// Where a request's true cost is read once its answer came: the `ActualCost` response
+/// extension, else this header (if any).
+#[derive(Debug, Clone)]
+pub(crate) struct Settle {
+    pub(crate) header: Option<http::HeaderName>,
+}
+
+/// What a layer adds to its quotas: tiers, the wait hook, settling.
+pub(crate) struct Options<K> {
+    pub(crate) tiers: Tiers<K>,
+    pub(crate) on_wait: Option<OnWait>,
+    pub(crate) settle: Option<Settle>,
+    pub(crate) aging: Option<Duration>,
+    pub(crate) adaptive: bool,
+}
+
+/// A request to settle once its answer came: its limiter and the cost it was admitted at.
+pub(crate) struct Settling<K, St: RateStore> {
+    pub(crate) limiter: Arc<Limiter<K, St>>,
+    pub(crate) cost: u32,
+}
+
+impl<K, St: RateStore> Settling<K, St> {
+    /// Settles from `response`'s [`ActualCost`](crate::ActualCost), else the configured
+    /// header; a response with neither (or an unreadable header) keeps its estimate.
+    pub(crate) fn settle<B>(&self, entry: &KeyEntry<St>, response: &http::Response<B>) {
+        let Some(settle) = &self.limiter.settle else {
+            return;
+        };
+        let actual = response
+            .extensions()
+            .get::<crate::ActualCost>()
+            .map(|actual| actual.0)
+            .or_else(|| {
+                let value = response.headers().get(settle.header.as_ref()?)?;
+                value.to_str().ok()?.trim().parse::<u32>().ok()
+            });
+        if let Some(actual) = actual {
+            self.limiter.settle_entry(entry, self.cost, actual);
+        }
+    }
+}
+
+/// Picks a key's tier by name; a name no tier has picks the layer's own quotas.
+pub(crate) type TierOf<K> = Arc<dyn Fn(&K) -> &str + Send + Sync>;
+
+/// The quota sets of a layer: its own (index 0) and its tiers', and how a key picks one.
+pub(crate) struct Tiers<K> {
+    pub(crate) names: Box<[Box<str>]>,
+    pub(crate) tier_of: Option<TierOf<K>>,
+}
+
+impl<K> Tiers<K> {
+    /// The index of `key`'s quota set (0, the layer's own, unless the resolver names a tier).
+    fn index_of(&self, key: &K) -> u8 {
+        let Some(tier_of) = &self.tier_of else {
+            return 0;
+        };
+        let name = tier_of(key);
+        self.names
+            .iter()
+            .position(|tier| &**tier == name)
+            .and_then(|index| u8::try_from(index + 1).ok())
+            .unwrap_or(0)
+    }
+}
+
 pub(crate) struct Limiter<K, St: RateStore> {
     pub(crate) store: St,
-    pub(crate) quotas: Box<[Quota]>,
-    /// The slowest quota's interval: how far apart queued requests are predicted to go.
+    /// The quota sets: the layer's own first, then one per tier.
+    sets: Box<[Box<[Quota]>]>,
+    tiers: Tiers<K>,
+    pub(crate) on_wait: Option<OnWait>,
+    pub(crate) settle: Option<Settle>,
+    adaptive: bool,
+    /// The slowest quota's interval (of any set): how far apart queued requests are
+    /// predicted to go.
     pub(crate) interval: Duration,
     pub(crate) mode: Mode,
     pub(crate) context: Arc<Context>,
@@ -116,19 +194,99 @@ pub(crate) struct Limiter<K, St: RateStore> {
 impl<K, St: RateStore> fmt::Debug for Limiter<K, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limiter")
-            .field("quotas", &self.quotas)
+            .field("quotas", &self.sets)
+            .field("tiers", &self.tiers.names)
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
 
 impl<K, St: RateStore> Limiter<K, St> {
+    /// The quotas of `entry`'s key (its tier's).
+    pub(crate) fn quotas_of(&self, entry: &KeyEntry<St>) -> &[Quota] {
+        self.sets
+            .get(usize::from(entry.tier))
+            .or(self.sets.first())
+            .map_or(&[], |set| set)
+    }
+
+    /// What a request admitted at `cost` needs to be settled after its answer, if this
+    /// limiter settles costs.
+    pub(crate) fn settling(self: &Arc<Self>, cost: u32) -> Option<Settling<K, St>> {
+        self.settle.as_ref().map(|_| Settling {
+            limiter: Arc::clone(self),
+            cost,
+        })
+    }
+
+    /// Settles `entry`'s request admitted at `estimate` with its true cost `actual`.
+    pub(crate) fn settle_entry(&self, entry: &KeyEntry<St>, estimate: u32, actual: u32) {
+        let delta = i64::from(actual) - i64::from(estimate);
+        if delta != 0 {
+            self.store
+                .settle(&entry.slot, self.quotas_of(entry), delta, Instant::now());
+        }
+    }
+
+    /// A key's entry, with an adaptive rate if the layer has one, its ceiling the slowest
+    /// of the tier's quotas.
+    fn new_entry(&self, slot: St::Slot, tier: u8) -> KeyEntry<St> {
+        let mut entry = KeyEntry::new(slot, tier, Arc::clone(&self.context));
+        if self.adaptive {
+            let slowest = self
+                .sets
+                .get(usize::from(tier))
+                .and_then(|set| set.iter().map(Quota::interval_nanos).max());
+            entry.adaptive = Some(Box::new(AdaptiveRate::new(slowest.unwrap_or(1))));
+        }
+        entry
+    }
+
+    /// How long until `entry`'s adaptive rate would let `cost` through, if its gate is
+    /// closed now; if open, the tokens are taken from it.
+    pub(crate) fn adaptive_gate(
+        &self,
+        entry: &KeyEntry<St>,
+        cost: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        let adaptive = entry.adaptive.as_ref()?;
+        let nanos = self.context.nanos(now);
+        adaptive
+            .try_take(cost, nanos)
+            .err()
+            .map(|at| Duration::from_nanos(at.saturating_sub(nanos)))
+    }
+
+    /// Gives back what [`adaptive_gate`](Self::adaptive_gate) took for a request the store
+    /// then did not admit.
+    pub(crate) fn adaptive_refund(&self, entry: &KeyEntry<St>, cost: u32) {
+        if let Some(adaptive) = &entry.adaptive {
+            adaptive.refund(cost);
+        }
+    }
+
+    /// The tier `key` is in: the index of its quota set.
+    fn tier_of(&self, key: &K) -> u8 {
+        self.tiers.index_of(key)
+    }
+
     /// How long until the store would admit `cost` for `entry`; a store that cannot tell
     /// without a round trip is assumed to need one interval per token.
     pub(crate) fn peek(&self, entry: &KeyEntry<St>, cost: u32, now: Instant) -> Duration {
-        self.store
-            .peek(&entry.slot, &self.quotas, cost, now)
-            .unwrap_or_else(|| self.interval.saturating_mul(cost))
+        let wait = self
+            .store
+            .peek(&entry.slot, self.quotas_of(entry), cost, now)
+            .unwrap_or_else(|| self.interval.saturating_mul(cost));
+        match &entry.adaptive {
+            Some(adaptive) => {
+                let nanos = self.context.nanos(now);
+                wait.max(Duration::from_nanos(
+                    adaptive.earliest(nanos).saturating_sub(nanos),
+                ))
+            }
+            None => wait,
+        }
     }
 
     /// `Some(max_waiting)` when the admissions out with the store for `entry` already fill
@@ -145,10 +303,10 @@ impl<K, St: RateStore> Limiter<K, St> {
     /// Queues a request that found no free token, or says why it is refused: fail-fast mode,
     /// a full queue, or a predicted wait over `max_wait`. `head_wait` is how long until the
     /// store would admit it were it at the head.
-    pub(crate) fn join(
+    pub(crate) fn join<B>(
         &self,
         entry: &KeyEntry<St>,
-        extensions: &http::Extensions,
+        request: Option<&http::Request<B>>,
         cost: u32,
         now: Instant,
         head_wait: Duration,
@@ -164,7 +322,9 @@ impl<K, St: RateStore> Limiter<K, St> {
                 max_wait,
             } => (max_waiting, max_wait),
         };
-        let priority = extensions.get::<Priority>().map_or(0, |p| p.0);
+        let priority = request
+            .and_then(|request| request.extensions().get::<Priority>())
+            .map_or(0, |p| p.0);
         let predict = |ahead: u64| self.predict(entry, ahead, cost, now, head_wait);
         // Admissions out with a shared store take places in line too (a waiter at the head
         // asking the store counts twice while its answer is out).
@@ -175,7 +335,20 @@ impl<K, St: RateStore> Limiter<K, St> {
                 predicted,
                 max_wait,
             }),
-            Joined::Queued { place, slot } => Ok((place, slot)),
+            Joined::Queued { place, slot, ahead } => {
+                if let (Some(on_wait), Some(request)) = (&self.on_wait, request) {
+                    let tokens_left = self
+                        .store
+                        .available(&entry.slot, self.quotas_of(entry), now);
+                    on_wait(
+                        &RequestHead::of(request),
+                        slot.saturating_duration_since(now),
+                        ahead,
+                        tokens_left,
+                    );
+                }
+                Ok((place, slot))
+            }
         }
     }
 
@@ -197,9 +370,14 @@ impl<K, St: RateStore> Limiter<K, St> {
             None => now,
         };
         let tokens = ahead.saturating_add(u64::from(cost));
+        let paced = entry.adaptive.as_ref().map_or(Duration::ZERO, |adaptive| {
+            let at = adaptive.predict(tokens, self.context.nanos(from));
+            Duration::from_nanos(at.saturating_sub(self.context.nanos(now)))
+        });
+        let head_wait = head_wait.max(paced);
         match self
             .store
-            .predict(&entry.slot, &self.quotas, tokens, now, from)
+            .predict(&entry.slot, self.quotas_of(entry), tokens, now, from)
         {
             Some(wait) => wait.max(head_wait),
             None => head_wait.saturating_add(
@@ -234,14 +412,16 @@ where
 {
     pub(crate) fn new(
         store: St,
-        quotas: Vec<Quota>,
+        sets: Vec<Box<[Quota]>>,
+        options: Options<K>,
         mode: Mode,
         hints: Option<HintPolicy>,
         single_key: Option<K>,
         key_limits: seawall_core::KeyLimits,
     ) -> Self {
-        let interval = quotas
+        let interval = sets
             .iter()
+            .flat_map(|set| set.iter())
             .map(Quota::interval)
             .max()
             .unwrap_or(Duration::ZERO);
@@ -249,23 +429,30 @@ where
             origin: Instant::now(),
             hints,
             pauses: AtomicU64::new(0),
+            aging: options.aging,
         });
-        let entries = match single_key {
-            Some(key) => Entries::Single(Arc::new(KeyEntry::new(
-                store.new_slot(&key),
-                Arc::clone(&context),
-            ))),
-            None => Entries::Keyed(KeyedMap::new(key_limits)),
-        };
-        Self {
+        let single = single_key.map(|key| {
+            let tier = options.tiers.index_of(&key);
+            (store.new_slot(&key), tier)
+        });
+        let mut limiter = Self {
             store,
-            quotas: quotas.into_boxed_slice(),
+            sets: sets.into_boxed_slice(),
+            tiers: options.tiers,
+            on_wait: options.on_wait,
+            settle: options.settle,
+            adaptive: options.adaptive,
             interval,
             mode,
             context,
-            entries,
+            entries: Entries::Keyed(KeyedMap::new(key_limits)),
             counters: Counters::default(),
+        };
+        if let Some((slot, tier)) = single {
+            let entry = limiter.new_entry(slot, tier);
+            limiter.entries = Entries::Single(Arc::new(entry));
         }
+        limiter
     }
 
     /// The entry for the key of `head` (ignored for a single-key limiter).
@@ -305,7 +492,7 @@ where
             Entries::Single(entry) => Arc::clone(entry),
             Entries::Keyed(map) => lookup(
                 map,
-                &|key| KeyEntry::new(self.store.new_slot(key), Arc::clone(&self.context)),
+                &|key| self.new_entry(self.store.new_slot(key), self.tier_of(key)),
                 // Dropping a key whose quota has not refilled would hand it a fresh burst.
                 &|entry| {
                     entry.depth() > 0
@@ -351,6 +538,26 @@ where
             paused_keys,
             keys,
         }
+    }
+
+    /// Settles `key`'s request admitted at `estimate` with its true cost `actual`.
+    pub(crate) fn settle_key(&self, key: &K, estimate: u32, actual: u32) {
+        let entry = self.entry(key, Instant::now());
+        self.settle_entry(&entry, estimate, actual);
+    }
+
+    /// How many tokens `key`'s quotas would admit now.
+    pub(crate) fn tokens_available(&self, key: &K) -> Option<u64> {
+        let now = Instant::now();
+        let entry = self.entry(key, now);
+        self.store
+            .available(&entry.slot, self.quotas_of(&entry), now)
+    }
+
+    /// `key`'s adaptive rate in force, in requests per second.
+    pub(crate) fn current_rate(&self, key: &K) -> Option<f64> {
+        let entry = self.entry(key, Instant::now());
+        entry.adaptive.as_ref().map(|adaptive| adaptive.rate())
     }
 
     /// Pauses `key` for `duration`, as a server's `Retry-After` would.

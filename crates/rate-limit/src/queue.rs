@@ -29,6 +29,10 @@ pub(crate) struct Context {
     pub(crate) hints: Option<HintPolicy>,
     /// A counter, outside the wait queue's model.
     pub(crate) pauses: std::sync::atomic::AtomicU64,
+    /// Priority aging: how long a waiter of priority 0 must have waited to go ahead of one
+    /// of priority 255 that joins then (see [`aged_place_of`]); `None` for strict
+    /// priorities.
+    pub(crate) aging: Option<Duration>,
 }
 
 impl Context {
@@ -76,6 +80,22 @@ fn place_of(priority: u8, arrival: u64) -> Place {
     NonZeroU64::new(packed).unwrap_or(NonZeroU64::MAX)
 }
 
+/// Arrival bits of an aged place: the arrival number breaks ties within a millisecond.
+const AGED_ARRIVAL_BITS: u32 = 20;
+
+/// With priority aging, a waiter's place is its join time plus `(255 - priority) / 255` of
+/// `aging`, in milliseconds (2^44 of them: over 500 years), then its arrival: each priority
+/// level is worth `aging / 255` of waiting, so a waiter is never overtaken by one that joins
+/// more than `aging` after it, whatever their priorities.
+fn aged_place_of(priority: u8, arrival: u64, joined_nanos: u64, aging: Duration) -> Place {
+    let handicap = aging.as_nanos() * u128::from(u8::MAX - priority) / u128::from(u8::MAX);
+    let effective_ms =
+        ((u128::from(joined_nanos) + handicap) / 1_000_000) & ((1 << (64 - AGED_ARRIVAL_BITS)) - 1);
+    let effective_ms = u64::try_from(effective_ms).unwrap_or(0);
+    let packed = (effective_ms << AGED_ARRIVAL_BITS) | (arrival & ((1 << AGED_ARRIVAL_BITS) - 1));
+    NonZeroU64::new(packed.saturating_add(1)).unwrap_or(NonZeroU64::MAX)
+}
+
 fn priority_of(place: Place) -> u8 {
     u8::MAX - u8::try_from(place.get() >> ARRIVAL_BITS).unwrap_or(u8::MAX)
 }
@@ -103,6 +123,10 @@ struct WaitQueue {
 /// One key's limiter state.
 pub(crate) struct KeyEntry<St: RateStore> {
     pub(crate) slot: St::Slot,
+    /// The key's quota set: 0 for the layer's own quotas, else a tier's.
+    pub(crate) tier: u8,
+    /// The key's adaptive rate, for a layer with one.
+    pub(crate) adaptive: Option<Box<crate::adaptive::AdaptiveRate>>,
     pub(crate) context: std::sync::Arc<Context>,
     /// Nanoseconds (from the limiter's origin) until which the server asked us to hold off.
     paused_until: AtomicU64,
@@ -194,8 +218,12 @@ impl HeadTimer {
 
 /// What joining the queue gave.
 pub(crate) enum Joined {
-    /// In line at `place`, predicted to be admitted at `slot`.
-    Queued { place: Place, slot: Instant },
+    /// In line at `place`, predicted to be admitted at `slot`, behind `ahead` tokens.
+    Queued {
+        place: Place,
+        slot: Instant,
+        ahead: u64,
+    },
     /// The queue already holds `max_waiting` requests.
     Full,
     /// The predicted wait exceeds the budget; nothing was queued.
@@ -212,9 +240,11 @@ pub(crate) enum Turn {
 }
 
 impl<St: RateStore> KeyEntry<St> {
-    pub(crate) fn new(slot: St::Slot, context: std::sync::Arc<Context>) -> Self {
+    pub(crate) fn new(slot: St::Slot, tier: u8, context: std::sync::Arc<Context>) -> Self {
         Self {
             slot,
+            tier,
+            adaptive: None,
             context,
             paused_until: AtomicU64::new(0),
             depth: AtomicUsize::new(0),
@@ -245,22 +275,36 @@ impl<St: RateStore> KeyEntry<St> {
 
     /// Applies what a response says about the upstream's limits to this key.
     pub(crate) fn observe<B>(&self, response: &Response<B>) {
+        let throttled = self.observe_hints(response);
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.answered(throttled, self.context.nanos(Instant::now()));
+        }
+    }
+
+    /// Applies the server's hints; says whether the response throttled the key without a
+    /// pause to follow (a 429, or quota-exhausted headers, with no usable reset), the signal
+    /// an adaptive rate slows down on.
+    fn observe_hints<B>(&self, response: &Response<B>) -> bool {
+        let too_many = response.status() == http::StatusCode::TOO_MANY_REQUESTS;
         let Some(policy) = &self.context.hints else {
-            return;
+            return too_many;
         };
         if !might_carry_hints(response) {
-            return;
+            return false;
         }
-        if let Some(pause) = ServerHints::from_response(response, policy).pause() {
-            let now = self.context.nanos(Instant::now());
-            let pause_nanos = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
-            self.pause(now.saturating_add(pause_nanos));
-            self.context.pauses.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                pause_s = pause.as_secs_f64(),
-                "holding a key on the server's word"
-            );
-        }
+        let hints = ServerHints::from_response(response, policy);
+        let Some(pause) = hints.pause() else {
+            return too_many || hints.quota_exhausted();
+        };
+        let now = self.context.nanos(Instant::now());
+        let pause_nanos = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
+        self.pause(now.saturating_add(pause_nanos));
+        self.context.pauses.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            pause_s = pause.as_secs_f64(),
+            "holding a key on the server's word"
+        );
+        false
     }
 
     fn lock(&self) -> MutexGuard<'_, WaitQueue> {
@@ -286,18 +330,36 @@ impl<St: RateStore> KeyEntry<St> {
         if queue.waiters.len() >= max_waiting {
             return Joined::Full;
         }
-        if queue.cost_by_priority.is_empty() {
-            queue.cost_by_priority = vec![0; usize::from(u8::MAX) + 1];
-        }
-        let ahead: u64 = queue.cost_by_priority[usize::from(priority)..].iter().sum();
+        let arrival = queue.next_seq + 1;
+        let (place, ahead) = match self.context.aging {
+            // The tokens ahead of an aged place are summed over the queue: aging costs a walk
+            // of the queue per waiter that joins.
+            Some(aging) => {
+                let place = aged_place_of(priority, arrival, self.context.nanos(now), aging);
+                let ahead = queue
+                    .waiters
+                    .range(..place)
+                    .map(|(_, waiter)| u64::from(waiter.cost))
+                    .sum();
+                (place, ahead)
+            }
+            None => {
+                if queue.cost_by_priority.is_empty() {
+                    queue.cost_by_priority = vec![0; usize::from(u8::MAX) + 1];
+                }
+                let ahead = queue.cost_by_priority[usize::from(priority)..].iter().sum();
+                (place_of(priority, arrival), ahead)
+            }
+        };
         // Its wait: until the store would have admitted everyone ahead of it, and it.
         let wait = predict(ahead);
         if wait > max_wait {
             return Joined::TooLong(wait);
         }
-        queue.next_seq += 1;
-        let place = place_of(priority, queue.next_seq);
-        queue.cost_by_priority[usize::from(priority)] += u64::from(cost);
+        queue.next_seq = arrival;
+        if let Some(level) = queue.cost_by_priority.get_mut(usize::from(priority)) {
+            *level += u64::from(cost);
+        }
         let slot = now + wait;
         let earlier = queue.waiters.insert(
             place,
@@ -309,7 +371,7 @@ impl<St: RateStore> KeyEntry<St> {
         );
         debug_assert!(earlier.is_none(), "two waiters in one place");
         self.depth.fetch_add(1, Ordering::AcqRel);
-        Joined::Queued { place, slot }
+        Joined::Queued { place, slot, ahead }
     }
 
     /// A waiter was polled at `now`: records its waker and says what to do. `interval` is
@@ -406,8 +468,13 @@ impl<St: RateStore> KeyEntry<St> {
             return;
         };
         self.depth.fetch_sub(1, Ordering::AcqRel);
-        let level = &mut queue.cost_by_priority[usize::from(priority_of(place))];
-        *level = level.saturating_sub(u64::from(waiter.cost));
+        if self.context.aging.is_none()
+            && let Some(level) = queue
+                .cost_by_priority
+                .get_mut(usize::from(priority_of(place)))
+        {
+            *level = level.saturating_sub(u64::from(waiter.cost));
+        }
         if !was_head {
             return;
         }
@@ -482,8 +549,9 @@ mod loom_tests {
             origin: Instant::now(),
             hints: None,
             pauses: std::sync::atomic::AtomicU64::new(0),
+            aging: None,
         });
-        Arc::new(KeyEntry::new(crate::gcra::GcraCells::new(1), context))
+        Arc::new(KeyEntry::new(crate::gcra::GcraCells::new(1), 0, context))
     }
 
     fn join(entry: &KeyEntry<InMemoryStore>, now: Instant) -> Place {

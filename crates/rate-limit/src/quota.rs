@@ -7,15 +7,25 @@ use seawall_core::{ConfigError, check_range};
 /// The longest a burst may span at the sustained rate: 100 years, in nanoseconds.
 const MAX_BURST_SPAN_NANOS: u64 = 100 * 365 * 86_400 * 1_000_000_000;
 
-/// One quota, enforced with GCRA: `count` requests per `period`, at most `burst` at once.
+/// The most admissions a window quota may count: its log holds one entry per admission.
+pub const MAX_WINDOW_COUNT: u32 = 100_000;
+
+/// One quota: `count` requests per `period`, enforced with GCRA (the default) or as an
+/// exact sliding window ([`Quota::window`]).
 ///
-/// A quota admits one request per emission interval (`period / count`) on average and lets
-/// up to `burst` through back to back after an idle spell. The burst defaults to 1 (strictly
-/// paced); raise it with [`Quota::burst`].
+/// A GCRA quota admits one request per emission interval (`period / count`) on average and
+/// lets up to `burst` through back to back after an idle spell. The burst defaults to 1
+/// (strictly paced); raise it with [`Quota::burst`]. A GCRA quota of `n` per minute with burst
+/// `b` admits at most `b + n - 1` in any 60 s (`b` at once, then one every `60 / n` s); a
+/// server counting "at most `n` in any minute" then refuses some of them. A window quota
+/// admits at most `count` in any interval of length `period`, whatever came before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     interval_nanos: u64,
     burst: u32,
+    /// For a window quota, the window's length in nanoseconds (its count is `burst`); 0 for
+    /// GCRA.
+    window_nanos: u64,
 }
 
 impl Quota {
@@ -61,12 +71,57 @@ impl Quota {
         Ok(Self {
             interval_nanos: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
             burst: 1,
+            window_nanos: 0,
         })
+    }
+
+    /// At most `n` admissions in any interval of length `period` (a sliding log): `n` from
+    /// 1 to 100,000, `period` from 1 ms to 1 day. A request of cost `c` counts as `c`
+    /// admissions. Each key keeps the instants of the admissions of the last `period`, so
+    /// its memory is O(`n`): at most `n` entries of 16 bytes (1.6 MB at the largest `n`).
+    pub fn window(n: u32, period: Duration) -> Result<Self, ConfigError> {
+        check_range(
+            "window",
+            n,
+            1,
+            MAX_WINDOW_COUNT,
+            "a count from 1 to 100,000 (each key keeps one entry per admission in the window)",
+        )?;
+        let quota = Self::per(n, period)?;
+        Ok(Self {
+            burst: n,
+            window_nanos: u64::try_from(period.as_nanos()).unwrap_or(u64::MAX),
+            ..quota
+        })
+    }
+
+    /// Whether this is a window quota ([`Quota::window`]).
+    pub fn is_window(&self) -> bool {
+        self.window_nanos != 0
+    }
+
+    /// A window quota's period (`None` for GCRA).
+    pub fn window_period(&self) -> Option<Duration> {
+        self.is_window()
+            .then(|| Duration::from_nanos(self.window_nanos))
+    }
+
+    /// A window quota's period in nanoseconds; 0 for GCRA.
+    pub fn window_nanos(&self) -> u64 {
+        self.window_nanos
     }
 
     /// Allows up to `burst` requests back to back (1 to 1,000,000, and a burst's worth of the
     /// sustained rate, `burst × period / count`, at most 100 years).
+    /// A window quota has no burst of its own (it admits its whole count at once).
     pub fn burst(self, burst: u32) -> Result<Self, ConfigError> {
+        if self.is_window() {
+            return Err(ConfigError::new(
+                "burst",
+                burst,
+                "a burst for a GCRA quota; a window admits its whole count at once",
+            ));
+        }
         check_range("burst", burst, 1, 1_000_000, "a count from 1 to 1,000,000")?;
         // The schedule may run a burst's span ahead of the clock, in nanoseconds from the
         // limiter's origin: bounded, so that no sum of instants can overflow.
@@ -98,6 +153,7 @@ impl Quota {
         Ok(Self {
             interval_nanos,
             burst,
+            ..self
         })
     }
 
@@ -111,7 +167,7 @@ impl Quota {
         self.interval_nanos
     }
 
-    /// The most requests admitted back to back.
+    /// The most requests admitted back to back (a window's count).
     pub fn burst_size(&self) -> u32 {
         self.burst
     }

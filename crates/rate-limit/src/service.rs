@@ -119,16 +119,29 @@ where
                 if let Some(max_waiting) = limiter.store_is_full(&entry) {
                     return self.refuse(Rejected::QueueFull { max_waiting });
                 }
-                let mut attempt = limiter
-                    .store
-                    .acquire(&entry.slot, &limiter.quotas, cost, now);
-                match poll_now(&mut attempt) {
+                // An adaptive rate's gate, closed: wait for it, then the store.
+                if let Some(paced) = limiter.adaptive_gate(&entry, cost, now) {
+                    let head_wait = paced.max(limiter.peek(&entry, cost, now));
+                    return self.wait_or_refuse(request, entry, cost, now, head_wait);
+                }
+                let mut attempt =
+                    limiter
+                        .store
+                        .acquire(&entry.slot, limiter.quotas_of(&entry), cost, now);
+                let decision = poll_now(&mut attempt);
+                if !matches!(decision, Some(Ok(Decision::Admitted)) | None) {
+                    limiter.adaptive_refund(&entry, cost);
+                }
+                match decision {
                     Some(Ok(Decision::Admitted)) => {
                         limiter.counters.admitted.add(1);
+                        let settling = limiter.settling(cost);
                         if std::mem::take(&mut self.inner_ready) {
-                            return ResponseFuture::called(self.inner.call(request), entry, None);
+                            let future = self.inner.call(request);
+                            return ResponseFuture::called(future, entry, settling);
                         }
-                        return ResponseFuture::readying(self.take_inner(), request, entry, None);
+                        let inner = self.take_inner();
+                        return ResponseFuture::readying(inner, request, entry, settling);
                     }
                     Some(Ok(Decision::Wait(wait))) => wait,
                     Some(Ok(Decision::Oversize)) => {
@@ -224,7 +237,7 @@ where
     {
         match self
             .limiter
-            .join(&entry, request.extensions(), cost, now, head_wait)
+            .join(&entry, Some(&request), cost, now, head_wait)
         {
             Err(rejected) => self.refuse(rejected),
             Ok((place, slot)) => {

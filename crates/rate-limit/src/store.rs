@@ -107,6 +107,18 @@ pub trait RateStore: Send + Sync + 'static {
         false
     }
 
+    /// Settles a request after its answer: `delta` more tokens taken from every quota for
+    /// `slot` (the request cost more than it was admitted for; the next admissions wait for
+    /// the difference), or, if negative, given back. A shared store may send it in the
+    /// background; the default does nothing.
+    fn settle(&self, _slot: &Self::Slot, _quotas: &[Quota], _delta: i64, _now: Instant) {}
+
+    /// How many tokens every quota would admit for `slot` at `now`, if the store can tell
+    /// without a round trip.
+    fn available(&self, _slot: &Self::Slot, _quotas: &[Quota], _now: Instant) -> Option<u64> {
+        None
+    }
+
     /// Refuses, when the layer is built, quotas this store cannot keep (say, more than it
     /// was made for).
     fn check_quotas(&self, _quotas: &[Quota]) -> Result<(), seawall_core::ConfigError> {
@@ -182,6 +194,14 @@ impl RateStore for InMemoryStore {
     ) -> Option<Duration> {
         let at = slot.predict(quotas, tokens, self.nanos(from.max(now)));
         Some(Duration::from_nanos(at.saturating_sub(self.nanos(now))))
+    }
+
+    fn settle(&self, slot: &GcraCells, quotas: &[Quota], delta: i64, now: Instant) {
+        slot.settle(quotas, delta, self.nanos(now));
+    }
+
+    fn available(&self, slot: &GcraCells, quotas: &[Quota], now: Instant) -> Option<u64> {
+        Some(slot.available(quotas, self.nanos(now)))
     }
 
     fn is_idle(&self, slot: &GcraCells) -> bool {

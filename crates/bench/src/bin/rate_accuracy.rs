@@ -6,8 +6,10 @@
 //! upstream records which request arrived when. Wake-ups are polls of a request's future after
 //! its first, counted by a wrapper around it. The last line is a JSON object with, per limiter,
 //! `configured_rate`, `achieved_rate`, `max_window_excess`, `wakeups_per_admission` and
-//! `fifo_inversions`. With `--svg PATH` it also draws admissions per second over time for both
-//! limiters (100 ms buckets) into an SVG file.
+//! `fifo_inversions`, and a `window` row: a window quota of 1,000 in any second given 5,000
+//! requests at once, with `max_in_any_window` (at most 1,000) and `last_admission_s`. With
+//! `--svg PATH` it also draws admissions per second over time for both limiters (100 ms
+//! buckets) into an SVG file.
 
 use std::future::{Future, ready};
 use std::num::NonZeroU32;
@@ -94,6 +96,59 @@ fn report(name: &str, arrivals: &[(u32, f64)], wakeups: u64) -> serde_json::Valu
     });
     eprintln!("{name:<36} {result}");
     result
+}
+
+/// The window row: at most `WINDOW_N` in any second.
+const WINDOW_N: u32 = 1_000;
+/// Requests sent through the window: five windows' worth.
+const WINDOW_WAITERS: u32 = 5_000;
+
+/// A window quota of `WINDOW_N` in any second, `WINDOW_WAITERS` requests created at once:
+/// the most admitted in any interval of one second, which must be at most `WINDOW_N`.
+async fn seawall_window() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let arrivals: Arrivals = Arc::default();
+    let sink = Arc::clone(&arrivals);
+    let upstream = service_fn(move |request: Request<u32>| {
+        sink.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((*request.body(), start.elapsed().as_secs_f64()));
+        ready(Ok::<_, std::io::Error>(Response::new(())))
+    });
+    let layer = seawall_rate_limit::RateLimitLayer::builder()
+        .window(WINDOW_N, Duration::from_secs(1))
+        .wait(20_000, Duration::from_secs(60))
+        .build()?;
+    let mut service = layer.layer(upstream);
+    // Readied before each call, so that a request admitted at once reaches the upstream in
+    // its call, and its arrival is its admission (otherwise the first window's arrivals would
+    // be recorded only when their tasks first run, after every call was made).
+    let mut calls = Vec::with_capacity(WINDOW_WAITERS as usize);
+    for i in 0..WINDOW_WAITERS {
+        tower::ServiceExt::ready(&mut service).await?;
+        calls.push(tokio::spawn(service.call(Request::new(i))));
+    }
+    join_all(calls).await;
+    let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let times: Vec<f64> = arrivals.iter().map(|a| a.1).collect();
+    let mut most = 0;
+    let mut end = 0;
+    for start in 0..times.len() {
+        while end < times.len() && times[end] < times[start] + 1.0 {
+            end += 1;
+        }
+        most = most.max(end - start);
+    }
+    let last = times.last().copied().unwrap_or(0.0);
+    let result = json!({
+        "window": WINDOW_N,
+        "period_s": 1,
+        "admitted": arrivals.len(),
+        "max_in_any_window": most,
+        "last_admission_s": (last * 1000.0).round() / 1000.0,
+    });
+    eprintln!("{:<36} {result}", "seawall window");
+    Ok(result)
 }
 
 /// What one limiter's run gave: its figures, and every arrival for the chart.
@@ -255,6 +310,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (seawall, seawall_arrivals) = runtime.block_on(seawall())?;
     let (governor, governor_arrivals) = runtime.block_on(governor_until_ready());
+    let window = runtime.block_on(seawall_window())?;
     let args: Vec<String> = std::env::args().collect();
     if let Some(path) = args
         .iter()
@@ -273,7 +329,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "{}",
-        json!({ "seawall": seawall, "governor_until_ready_with_jitter": governor })
+        json!({
+            "seawall": seawall,
+            "governor_until_ready_with_jitter": governor,
+            "window": window,
+        })
     );
     Ok(())
 }

@@ -128,3 +128,17 @@ pub(crate) async fn golden_table_one_trip_a_step(store: &RedisStore) {
     );
     assert_eq!((stats.errors, stats.timeouts), (0, 0));
 }
+
+/// Runs the window golden table against `store`, as [`golden_table_one_trip_a_step`] runs
+/// the GCRA one.
+pub(crate) async fn window_golden_table_one_trip_a_step(store: &RedisStore) {
+    seawall_rate_limit::conformance::run_window_golden_table(store, |_| async {})
+        .await
+        .unwrap();
+    let stats = store.stats();
+    assert_eq!(
+        stats.remote_calls, 12,
+        "one round trip per step but the oversize one"
+    );
+    assert_eq!((stats.errors, stats.timeouts), (0, 0));
+}

@@ -1,0 +1,578 @@
+//! Window quotas, tiers, settled costs, the wait hook and priority aging, through the layer
+//! on paused time.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test fixtures: a poisoned log, bad fixture or unexpected answer must fail the test loudly"
+)]
+
+use std::future::ready;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use http::{Request, Response};
+use seawall_rate_limit::conformance::run_window_golden_table;
+use seawall_rate_limit::{InMemoryStore, RateLimitError, RateLimitLayer, Rejected};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Log = Arc<Mutex<Vec<(u32, Duration)>>>;
+
+fn logging_upstream(
+    start: Instant,
+) -> (
+    Log,
+    impl Service<Request<u32>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone,
+) {
+    let log: Log = Arc::default();
+    let sink = Arc::clone(&log);
+    let service = service_fn(move |request: Request<u32>| {
+        sink.lock()
+            .unwrap()
+            .push((*request.body(), start.elapsed()));
+        ready(Ok::<_, std::io::Error>(Response::new(())))
+    });
+    (log, service)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn window_golden_table_in_process() {
+    run_window_golden_table(&InMemoryStore::new(1), tokio::time::advance)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_admits_exactly_n_in_the_first_minute_where_gcra_admits_more() {
+    // What a server counting "20 in any minute" sees: the window sends 20, then the 21st
+    // exactly when the first leaves the minute.
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let window = RateLimitLayer::builder()
+        .window(20, secs(60))
+        .wait(100, secs(300))
+        .build()
+        .unwrap();
+    let mut service = window.layer(upstream);
+    let calls: Vec<_> = (0..41u32).map(|i| service.call(Request::new(i))).collect();
+    join_all(calls).await;
+    let times: Vec<Duration> = log.lock().unwrap().iter().map(|(_, at)| *at).collect();
+    assert_eq!(&times[..20], &[Duration::ZERO; 20]);
+    assert_eq!(&times[20..40], &[secs(60); 20]);
+    assert_eq!(times[40], secs(120));
+
+    // `per_minute(20).burst(20)` lets 20 go at once and one every 3 s after: 39 in the
+    // first minute, and 40 counting its last instant.
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let gcra = RateLimitLayer::builder()
+        .per_minute(20)
+        .burst(20)
+        .build()
+        .unwrap();
+    let mut service = gcra.layer(upstream);
+    let calls: Vec<_> = (0..41u32).map(|i| service.call(Request::new(i))).collect();
+    join_all(calls).await;
+    let log = log.lock().unwrap();
+    let first_minute = log.iter().filter(|(_, at)| *at < secs(60)).count();
+    assert_eq!(first_minute, 39);
+    assert_eq!(log.iter().filter(|(_, at)| *at <= secs(60)).count(), 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn windows_combine_and_all_must_admit() {
+    // 2 in any second and 3 in any 10 s.
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let layer = RateLimitLayer::builder()
+        .window(2, secs(1))
+        .window(3, secs(10))
+        .build()
+        .unwrap();
+    let mut service = layer.layer(upstream);
+    let calls: Vec<_> = (0..6u32).map(|i| service.call(Request::new(i))).collect();
+    join_all(calls).await;
+    let times: Vec<Duration> = log.lock().unwrap().iter().map(|(_, at)| *at).collect();
+    assert_eq!(
+        times,
+        vec![secs(0), secs(0), secs(1), secs(10), secs(10), secs(11)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_is_judged_on_when_the_window_next_admits() {
+    let (_, upstream) = logging_upstream(Instant::now());
+    let layer = RateLimitLayer::builder()
+        .window(2, secs(1))
+        .wait(100, ms(1_500))
+        .build()
+        .unwrap();
+    let mut service = layer.layer(upstream);
+    let first = service.call(Request::new(0));
+    let second = service.call(Request::new(1));
+    // Predicted at 1 s (when the first two leave the window): within 1.5 s.
+    let third = service.call(Request::new(2));
+    let fourth = service.call(Request::new(3));
+    // Predicted at 2 s: refused at once with that figure.
+    match service.call(Request::new(4)).await {
+        Err(RateLimitError::Rejected(Rejected::WaitTooLong {
+            predicted,
+            max_wait,
+        })) => {
+            assert_eq!(predicted, secs(2));
+            assert_eq!(max_wait, ms(1_500));
+        }
+        other => panic!("expected WaitTooLong, got {other:?}"),
+    }
+    let started = Instant::now();
+    for call in [first, second, third, fourth] {
+        call.await.unwrap();
+    }
+    assert_eq!(started.elapsed(), secs(1));
+}
+
+#[test]
+fn absurd_windows_are_refused_with_the_field() {
+    let error = RateLimitLayer::builder()
+        .window(100_001, secs(60))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "window");
+    let error = RateLimitLayer::builder()
+        .window(0, secs(60))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "window");
+    let error = RateLimitLayer::builder()
+        .window(10, Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "period");
+    let error = RateLimitLayer::builder()
+        .window(10, secs(60))
+        .burst(5)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "burst");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_key_is_kept_while_its_window_counts() {
+    let layer = RateLimitLayer::builder()
+        .window(1, secs(60))
+        .key_by(|request: &seawall_core::RequestHead<'_>| request.uri.path().to_owned())
+        .idle_after(secs(1))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let (_, upstream) = logging_upstream(Instant::now());
+    let mut service = layer.layer(upstream);
+    let request = || Request::builder().uri("/a").body(0u32).unwrap();
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    tokio::time::advance(secs(30)).await;
+    // Idle for 30 s, past `idle_after`, but its window still holds the admission: a second
+    // request waits for it to leave instead of finding a fresh key.
+    let started = Instant::now();
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), secs(30));
+    assert_eq!(handle.stats().admitted_after_wait, 1);
+}
+
+/// Counts how many of `n` requests with API key `key` are admitted at once, and the
+/// `retry_after` of the first refused.
+async fn admitted_at_once<S>(service: &mut S, key: &str, n: usize) -> (usize, Option<Duration>)
+where
+    S: Service<Request<u32>, Response = Response<()>, Error = RateLimitError<std::io::Error>>,
+{
+    let mut admitted = 0;
+    let mut retry_after = None;
+    for _ in 0..n {
+        let request = Request::builder()
+            .header("x-api-key", key)
+            .body(0u32)
+            .unwrap();
+        match service.call(request).await {
+            Ok(_) => admitted += 1,
+            Err(RateLimitError::Rejected(Rejected::Limited { retry_after: after })) => {
+                retry_after.get_or_insert(after);
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    (admitted, retry_after)
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_api_keys_on_two_tiers_each_get_exactly_their_own_quota() {
+    let api_key = |head: &seawall_core::RequestHead<'_>| {
+        head.headers
+            .get("x-api-key")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let layer = RateLimitLayer::builder()
+        .per_minute(10)
+        .burst(10)
+        .tier(
+            "pro",
+            [seawall_rate_limit::Quota::window(100, secs(60)).unwrap()],
+        )
+        .tier(
+            "team",
+            [
+                seawall_rate_limit::Quota::per_second(1).unwrap(),
+                seawall_rate_limit::Quota::window(3, secs(60)).unwrap(),
+            ],
+        )
+        .fail_fast()
+        .key_by(api_key)
+        .tier_of(|key: &String| {
+            if key.starts_with("pro-") {
+                "pro"
+            } else if key.starts_with("team-") {
+                "team"
+            } else {
+                "free"
+            }
+        })
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let (_, upstream) = logging_upstream(Instant::now());
+    let mut service = layer.layer(upstream);
+    // "free" names no tier: the layer's own 10 a minute, burst 10, then one per 6 s.
+    assert_eq!(
+        admitted_at_once(&mut service, "free-1", 30).await,
+        (10, Some(secs(6)))
+    );
+    // The pro key: its window of 100 in any minute, whatever the free key spent.
+    assert_eq!(
+        admitted_at_once(&mut service, "pro-1", 130).await,
+        (100, Some(secs(60)))
+    );
+    // A second free key has cells of its own.
+    assert_eq!(
+        admitted_at_once(&mut service, "free-2", 12).await,
+        (10, Some(secs(6)))
+    );
+    // Both of a tier's quotas must admit.
+    assert_eq!(
+        admitted_at_once(&mut service, "team-1", 5).await,
+        (1, Some(secs(1)))
+    );
+    tokio::time::advance(secs(2)).await;
+    assert_eq!(
+        admitted_at_once(&mut service, "team-1", 5).await,
+        (1, Some(secs(1)))
+    );
+    assert_eq!(handle.tokens_available("pro-1".to_owned()), Some(0));
+    assert_eq!(handle.tokens_available("free-2".to_owned()), Some(0));
+    assert_eq!(handle.tokens_available("team-1".to_owned()), Some(0));
+    tokio::time::advance(secs(60)).await;
+    assert_eq!(handle.tokens_available("pro-1".to_owned()), Some(100));
+    assert_eq!(handle.tokens_available("team-1".to_owned()), Some(1));
+    assert_eq!(handle.stats().keys, 4);
+}
+
+#[test]
+fn a_resolver_for_another_key_or_a_bad_tier_is_refused() {
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .tier_of(|_: &()| "pro")
+        .per_host()
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "tier_of");
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .tier("pro", [])
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "tier");
+    let one = seawall_rate_limit::Quota::per_second(1).unwrap();
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .tier("pro", [one])
+        .tier("pro", [one])
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "tier");
+}
+
+/// An upstream that reports, in `x-tokens-used`, the number its request carries.
+fn token_counting_upstream()
+-> impl Service<Request<u32>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone
+{
+    service_fn(|request: Request<u32>| {
+        let response = Response::builder()
+            .header("x-tokens-used", request.body().to_string())
+            .body(())
+            .unwrap();
+        ready(Ok::<_, std::io::Error>(response))
+    })
+}
+
+fn costing(cost: u32, actual: u32) -> Request<u32> {
+    let mut request = Request::new(actual);
+    request
+        .extensions_mut()
+        .insert(seawall_rate_limit::Cost(cost));
+    request
+}
+
+/// 100 tokens a second (one per 10 ms), 100 at once, settling from `x-tokens-used`.
+fn token_budget() -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .per_second(100)
+        .burst(100)
+        .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_cost_more_than_its_estimate_is_debited() {
+    let layer = token_budget();
+    let handle = layer.handle();
+    let mut service = layer.layer(token_counting_upstream());
+    // Estimated 100, really 300: the next admission waits for the 200 over the burst.
+    service.call(costing(100, 300)).await.unwrap();
+    assert_eq!(handle.tokens_available(()), Some(0));
+    let started = Instant::now();
+    service.call(costing(1, 1)).await.unwrap();
+    assert_eq!(started.elapsed(), ms(2_010));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_cost_less_than_its_estimate_is_refunded() {
+    let layer = token_budget();
+    let handle = layer.handle();
+    let mut service = layer.layer(token_counting_upstream());
+    // Estimated 100, really 20: 80 come back at once.
+    service.call(costing(100, 20)).await.unwrap();
+    assert_eq!(handle.tokens_available(()), Some(80));
+    let started = Instant::now();
+    service.call(costing(80, 80)).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    service.call(costing(1, 1)).await.unwrap();
+    assert_eq!(started.elapsed(), ms(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cost_known_later_is_settled_through_the_handle_or_the_response() {
+    let layer = RateLimitLayer::builder()
+        .per_second(100)
+        .burst(100)
+        .settle_costs(None)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    // The service below reports the cost as an extension of its response.
+    let upstream = service_fn(|request: Request<u32>| {
+        let mut response = Response::new(());
+        if *request.body() > 0 {
+            response
+                .extensions_mut()
+                .insert(seawall_rate_limit::ActualCost(*request.body()));
+        }
+        ready(Ok::<_, std::io::Error>(response))
+    });
+    let mut service = layer.layer(upstream);
+    service.call(costing(100, 40)).await.unwrap();
+    assert_eq!(handle.tokens_available(()), Some(60));
+    // No figure on the answer: the estimate stands until the caller reports the cost.
+    service.call(costing(60, 0)).await.unwrap();
+    assert_eq!(handle.tokens_available(()), Some(0));
+    handle.settle((), 60, 160);
+    let started = Instant::now();
+    service.call(costing(1, 0)).await.unwrap();
+    assert_eq!(started.elapsed(), ms(1_010));
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_wait_is_called_once_per_waiter_with_its_figures() {
+    type Calls = Arc<Mutex<Vec<(String, Duration, u64, Option<u64>)>>>;
+    let calls: Calls = Arc::default();
+    let sink = Arc::clone(&calls);
+    let by_path = |head: &seawall_core::RequestHead<'_>| head.uri.path().to_owned();
+    let layer = RateLimitLayer::builder()
+        .per_second(10)
+        .burst(2)
+        .key_by(by_path)
+        .on_wait(move |key: &String, predicted, ahead, tokens_left| {
+            sink.lock()
+                .unwrap()
+                .push((key.clone(), predicted, ahead, tokens_left));
+        })
+        .build()
+        .unwrap();
+    let (log, upstream) = logging_upstream(Instant::now());
+    let mut service = layer.layer(upstream);
+    let request = |path: &str, cost: u32| {
+        let mut request = Request::builder().uri(path).body(0u32).unwrap();
+        request
+            .extensions_mut()
+            .insert(seawall_rate_limit::Cost(cost));
+        request
+    };
+    let first = service.call(request("/a", 1));
+    let second = service.call(request("/a", 2));
+    let third = service.call(request("/a", 1));
+    join_all([first, second, third]).await;
+    assert_eq!(log.lock().unwrap().len(), 3);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![
+            ("/a".to_owned(), ms(100), 0, Some(1)),
+            ("/a".to_owned(), ms(200), 2, Some(1)),
+        ]
+    );
+}
+
+#[test]
+fn a_wait_hook_given_before_key_by_is_refused() {
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .on_wait(|_: &(), _, _, _| {})
+        .per_host()
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "on_wait");
+    let error = RateLimitLayer::builder()
+        .per_second(1)
+        .priority_aging(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "priority_aging");
+}
+
+/// One request of priority 0 at 0 ms behind one admitted at once, and one of priority 255
+/// every 100 ms from 50 ms, against 10 a second: when the low one is admitted.
+async fn low_priority_admitted_at(aging: Option<Duration>) -> Duration {
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let mut builder = RateLimitLayer::builder().per_second(10);
+    if let Some(aging) = aging {
+        builder = builder.priority_aging(aging);
+    }
+    let layer = builder.build().unwrap();
+    let service = layer.layer(upstream);
+    let with_priority = |body: u32, priority: u8| {
+        let mut request = Request::new(body);
+        request
+            .extensions_mut()
+            .insert(seawall_rate_limit::Priority(priority));
+        request
+    };
+    service.clone().oneshot(with_priority(0, 0)).await.unwrap();
+    let low = tokio::spawn(service.clone().oneshot(with_priority(1, 0)));
+    let mut highs = Vec::new();
+    for k in 0..15u64 {
+        tokio::time::sleep_until(start + ms(50 + 100 * k)).await;
+        let high = with_priority(100 + u32::try_from(k).unwrap(), 255);
+        highs.push(tokio::spawn(service.clone().oneshot(high)));
+    }
+    low.await.unwrap().unwrap();
+    for high in highs {
+        high.await.unwrap().unwrap();
+    }
+    let log = log.lock().unwrap();
+    log.iter().find(|(body, _)| *body == 1).unwrap().1
+}
+
+#[tokio::test(start_paused = true)]
+async fn priority_aging_admits_a_low_priority_waiter_within_its_bound() {
+    // Strict priorities: every high one that comes while it waits goes first.
+    assert_eq!(low_priority_admitted_at(None).await, ms(1_600));
+    // Aged over 1 s: only the 10 high ones that joined within 1 s after it go first.
+    assert_eq!(low_priority_admitted_at(Some(secs(1))).await, ms(1_100));
+    // Aged over 300 ms: 3 of them.
+    assert_eq!(low_priority_admitted_at(Some(ms(300))).await, ms(400));
+}
+
+/// An upstream that throttles the request carrying 1 with a bare 429, the one carrying 2
+/// with a 429 and `Retry-After: 2`, and answers the rest.
+fn throttling_upstream()
+-> impl Service<Request<u32>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone
+{
+    service_fn(|request: Request<u32>| {
+        let mut response = Response::builder();
+        match *request.body() {
+            1 => response = response.status(429),
+            2 => response = response.status(429).header("retry-after", "2"),
+            _ => {}
+        }
+        ready(Ok::<_, std::io::Error>(response.body(()).unwrap()))
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_rate_drops_on_a_bare_429_and_climbs_back_to_the_quota() {
+    let layer = RateLimitLayer::builder()
+        .per_second(100)
+        .adaptive()
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = layer.layer(throttling_upstream());
+    assert_eq!(handle.current_rate(()), Some(100.0));
+    let start = Instant::now();
+    let response = service.clone().oneshot(Request::new(1)).await.unwrap();
+    assert_eq!(response.status(), 429);
+    // Nothing measured yet: 0.7 of the rate in force, a request every 14,285,715 ns.
+    let paced = Duration::from_nanos(14_285_715);
+    let rate = handle.current_rate(()).unwrap();
+    assert!((rate - 70.0).abs() < 1e-4, "{rate}");
+    // The quota's next slot is at 10 ms; the adaptive pace then holds the next one.
+    service.clone().oneshot(Request::new(0)).await.unwrap();
+    assert_eq!(start.elapsed(), ms(10));
+    service.clone().oneshot(Request::new(0)).await.unwrap();
+    // 10 ms + 14.285715 ms, which tokio's timer (a millisecond wheel) rounds up.
+    assert_eq!(paced, Duration::from_nanos(14_285_715));
+    assert_eq!(start.elapsed(), ms(25));
+
+    // A 429 with a reset: the pause wins, the rate stays.
+    service.clone().oneshot(Request::new(2)).await.unwrap();
+    let paused_at = start.elapsed();
+    assert_eq!(handle.current_rate(()), Some(rate));
+    service.clone().oneshot(Request::new(0)).await.unwrap();
+    assert_eq!(start.elapsed(), paused_at + secs(2));
+
+    // Successes climb back along the cubic: K = cbrt(100 × 0.3 / 0.4) ≈ 4.2 s after the
+    // throttle the rate is back at the quota's, and never above it.
+    for _ in 0..600 {
+        service.clone().oneshot(Request::new(0)).await.unwrap();
+        assert!(handle.current_rate(()).unwrap() <= 100.0);
+    }
+    assert!(start.elapsed() > secs(6));
+    assert_eq!(handle.current_rate(()), Some(100.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_adaptive_there_is_no_rate_figure() {
+    let layer = RateLimitLayer::builder().per_second(100).build().unwrap();
+    assert_eq!(layer.handle().current_rate(()), None);
+}
