@@ -68,6 +68,7 @@
 //! [`fail_fast`]: RateLimitBuilder::fail_fast
 //! [`per_host`]: RateLimitBuilder::per_host
 
+mod acquire;
 pub mod conformance;
 mod error;
 mod extensions;
@@ -82,6 +83,7 @@ mod service;
 mod store;
 mod sync;
 
+pub use acquire::{Acquire, Permit};
 pub use error::{RateLimitError, Rejected};
 pub use extensions::{Cost, Priority};
 pub use future::ResponseFuture;
