@@ -90,6 +90,7 @@
 //! the limiter is not a slow call.
 
 mod client;
+mod fallback;
 mod routes;
 mod run;
 
@@ -97,6 +98,7 @@ pub use client::{
     Client, ClientBuilder, ClientError, ClientErrorKind, DEFAULT_MAX_BODY_SIZE, RequestBuilder,
     Response, ResponseBody, StackError, Transport,
 };
+pub use fallback::{Fallback, FallbackFuture, FallbackLayer, Refusal, Refused};
 pub use routes::{RouteLimit, RouteLimitLayer};
 pub use run::{ErrorClassifier, RunError};
 /// The `url` crate, whose [`Url`](url::Url) a [`Client`] joins paths to.
