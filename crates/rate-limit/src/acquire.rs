@@ -134,3 +134,60 @@ where
         }
     }
 }
+
+/// Where one key stands against a limiter's quotas, for `RateLimit` response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaState {
+    /// Tokens that could be taken back to back now (at most the largest burst).
+    pub remaining: u32,
+    /// How long until the key has its smallest quota's whole burst again.
+    pub reset: Duration,
+}
+
+impl<X, St> RateLimitLayer<X, St>
+where
+    X: KeyExtractor,
+    St: RateStore,
+{
+    /// The limiter's quotas.
+    pub fn quotas(&self) -> &[crate::Quota] {
+        &self.limiter.quotas
+    }
+
+    /// Where `key` stands now, if the store can tell without a round trip (the in-process
+    /// store can; a remote one cannot). Looks, takes nothing.
+    pub fn quota_state(&self, key: &X::Key) -> Option<QuotaState>
+    where
+        X::Key: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    {
+        let limiter = &self.limiter;
+        let now = tokio::time::Instant::now();
+        let entry = limiter.entry(key, now);
+        let quotas = &limiter.quotas;
+        let peek = |cost| limiter.store.peek(&entry.slot, quotas, cost, now);
+        let largest = quotas.iter().map(crate::Quota::burst_size).max()?;
+        let smallest = quotas.iter().map(crate::Quota::burst_size).min()?;
+        let reset = peek(smallest)?;
+        // The most tokens admitted at once: a binary search over what a look would admit.
+        let (mut low, mut high) = (0, largest);
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            if peek(mid)?.is_zero() {
+                low = mid;
+            } else {
+                high = mid - 1;
+            }
+        }
+        Some(QuotaState {
+            remaining: low,
+            reset,
+        })
+    }
+}
+
+impl<X: KeyExtractor, St: RateStore> RateLimitLayer<X, St> {
+    /// The key extractor the layer's services key requests by.
+    pub fn key_extractor(&self) -> &X {
+        &self.extractor
+    }
+}

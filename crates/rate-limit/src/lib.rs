@@ -83,7 +83,7 @@ mod service;
 mod store;
 mod sync;
 
-pub use acquire::{Acquire, Permit};
+pub use acquire::{Acquire, Permit, QuotaState};
 pub use error::{RateLimitError, Rejected};
 pub use extensions::{Cost, Priority};
 pub use future::ResponseFuture;

@@ -93,6 +93,7 @@ mod client;
 mod fallback;
 mod routes;
 mod run;
+pub mod server;
 
 pub use client::{
     Client, ClientBuilder, ClientError, ClientErrorKind, DEFAULT_MAX_BODY_SIZE, RequestBuilder,
