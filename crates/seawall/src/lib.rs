@@ -81,13 +81,78 @@
 //! |---|---|
 //! | [`MetricsLayer`] | one record per logical request; every layer's figures in one exposition |
 //! | [`RetryLayer`] | 3 attempts within a 30 s deadline, exponential backoff from 1 s capped at 60 s with full jitter, a 20 % budget, server hints obeyed |
-//! | [`CircuitBreakerLayer`] (per host) | 5 consecutive failures or 50 % of the last 100 calls; open 60 s growing to 5 min; 3 half-open probes |
-//! | [`RateLimitLayer`] (per host) | 100 requests per minute with a burst of 10, waiting fairly; 429s pause the host |
+//! | [`CircuitBreakerLayer`] (per host, or per [`key_by`](StackBuilder::key_by)) | 5 consecutive failures or 50 % of the last 100 calls; open 60 s growing to 5 min; 3 half-open probes |
+//! | [`RateLimitLayer`] (per host, or per key; per route with [`route`](StackBuilder::route)) | 100 requests per minute with a burst of 10, waiting fairly; 429s pause the host |
 //! | attempt timeout | 30 s per attempt |
 //!
 //! In this order a retry pays the rate limiter (an upstream's quota counts attempts), an
 //! open breaker refuses before a token is spent or a queue slot taken, and time waiting in
 //! the limiter is not a slow call.
+//!
+//! ## Any store, key and classifier; quotas per route
+//!
+//! [`StackBuilder::key_by`] keys the limiter and the breaker by anything a request says (a
+//! tenant, an API key); [`StackBuilder::store`] keeps the quota in any [`RateStore`] (the
+//! Redis store of `seawall-rate-limit-redis`, one quota for a fleet:
+//! `.store(redis_store)`); [`StackBuilder::classifier`] judges calls for the breaker, the
+//! retry and the metrics layers; [`StackBuilder::route`] gives a path prefix quotas of its
+//! own. The [`Stack`] and [`StandardService`] types carry these as type parameters whose
+//! defaults are the standard stack's.
+//!
+//! ## Beyond HTTP
+//!
+//! [`Stack::run`] puts any async operation (an SDK call, a database query) through the same
+//! retry layer, breaker and limiter, in the same order, judged by a classifier of its
+//! `Result`; each layer also offers its own ([`RetryLayer::run`],
+//! [`CircuitBreakerLayer::guard`], [`RateLimitLayer::acquire`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall::core::{FailureKind, Outcome, RequestHead};
+//! use tokio::time::Instant;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Per tenant, 10 a second; searches 2 a second.
+//! let tenant = |head: &RequestHead<'_>| {
+//!     let tenant = head.headers.get("x-tenant").and_then(|v| v.to_str().ok());
+//!     tenant.unwrap_or("anonymous").to_owned()
+//! };
+//! let stack = seawall::stack()
+//!     .key_by(tenant)
+//!     .rate_limit(|limit| limit.per_second(10))
+//!     .route("/search", |limit| limit.per_second(2))
+//!     .retry(|retry| retry.jitter(seawall::retry::Jitter::None))
+//!     .build()?;
+//!
+//! // A database query for tenant "acme": a timeout is worth another try.
+//! let classify = |result: &Result<u32, &str>| match result {
+//!     Ok(_) => Outcome::Success,
+//!     Err(_) => Outcome::Failure(FailureKind::Timeout),
+//! };
+//! let start = Instant::now();
+//! let mut attempts = 0;
+//! let rows = stack
+//!     .run_with(&"acme".to_owned(), 1, &classify, || {
+//!         attempts += 1;
+//!         let result = if attempts == 1 { Err("timed out") } else { Ok(42) };
+//!         async move { result }
+//!     })
+//!     .await;
+//! assert_eq!(rows.ok(), Some(42));
+//! // One retry after the first backoff step (1 s without jitter).
+//! assert_eq!(start.elapsed(), Duration::from_secs(1));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Fallbacks and the server side
+//!
+//! [`FallbackLayer`] answers a request the stack refused or failed with what a function
+//! makes of the request's head and the error (a cached answer while the breaker is open).
+//! [`server`] puts the rate limiter in front of a server (an axum app): it answers refusals
+//! with `429`, `Retry-After`, `RateLimit` and `RateLimit-Policy` itself, and keys callers by
+//! IP, trusting forwarding headers only from the proxies it is told of.
 
 mod client;
 mod fallback;
