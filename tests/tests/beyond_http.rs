@@ -278,3 +278,45 @@ async fn a_dropped_guard_gives_its_half_open_permit_back() {
     let stats = &breaker.handle().stats()[0];
     assert_eq!((stats.failures, stats.ignored), (1, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_operation_waiting_in_the_limiter_is_refused_when_the_breaker_opens_meanwhile() {
+    let stack = seawall::stack()
+        .key_by(Global)
+        .rate_limit(|limit| limit.per_second(1).burst(1))
+        .circuit_breaker(|breaker| breaker.consecutive_failures(1).no_failure_rate())
+        .retry(|retry| retry.max_attempts(1))
+        .build()
+        .unwrap();
+    let calls = Calls::new();
+    // The first runs at once and fails after 500 ms; the second waits for its token at 1 s.
+    let first = stack.run_with(&(), 1, &classify, || {
+        let calls = calls.clone();
+        async move {
+            calls.record();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Err::<u32, _>(SdkError::Transient)
+        }
+    });
+    let second = stack.run_with(&(), 1, &classify, || {
+        let calls = calls.clone();
+        async move {
+            calls.record();
+            Ok::<u32, SdkError>(1)
+        }
+    });
+    let start = Instant::now();
+    let (first, second) = tokio::join!(first, second);
+    assert!(matches!(first.unwrap_err().inner(), RunError::Failed(_)));
+    // At its turn the breaker, open since 500 ms, refused it: no token, no call.
+    let second = second.unwrap_err();
+    assert!(
+        matches!(second.inner(), RunError::CircuitOpen(open) if open.state() == State::Open),
+        "{:?}",
+        second.inner()
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(calls.at(), [0]);
+    let limits = stack.rate_limit().stats();
+    assert_eq!((limits.admitted, limits.withdrawn), (1, 1));
+}
