@@ -91,22 +91,19 @@ impl<S: Clone, K: KeyExtractor + Clone, St: RateStore> Layer<S> for RouteLimitLa
 
     fn layer(&self, inner: S) -> Self::Service {
         RouteLimit {
-            routes: self
-                .routes
-                .iter()
-                .map(|(prefix, layer)| (Arc::clone(prefix), layer.layer(inner.clone())))
-                .collect(),
             default: self.default.layer(inner),
+            routes: (!self.routes.is_empty()).then(|| Arc::clone(&self.routes)),
         }
     }
 }
 
 /// Sends each request to the rate limiter of the longest route (path prefix) that covers
-/// it, or to the default one. Without routes it is the default limiter and one empty-list
-/// check (an empty list costs no allocation when the service is cloned).
+/// it, or to the default one. Without routes it is the default limiter and one `None`
+/// check; a routed request goes through its route's limiter over a clone of the service
+/// below (readied by that limiter once admitted).
 pub struct RouteLimit<S, K: KeyExtractor, St: RateStore> {
     default: RateLimit<S, K, St>,
-    routes: Vec<(Arc<str>, RateLimit<S, K, St>)>,
+    routes: Option<Arc<[RouteLayer<K, St>]>>,
 }
 
 impl<S: Clone, K: KeyExtractor + Clone, St: RateStore> Clone for RouteLimit<S, K, St> {
@@ -122,7 +119,10 @@ impl<S: fmt::Debug, K: KeyExtractor, St: RateStore> fmt::Debug for RouteLimit<S,
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RouteLimit")
             .field("default", &self.default)
-            .field("routes", &self.routes.len())
+            .field(
+                "routes",
+                &self.routes.as_ref().map_or(0, |routes| routes.len()),
+            )
             .finish()
     }
 }
@@ -130,7 +130,7 @@ impl<S: fmt::Debug, K: KeyExtractor, St: RateStore> fmt::Debug for RouteLimit<S,
 impl<S, K, St, ReqBody, ResBody> Service<Request<ReqBody>> for RouteLimit<S, K, St>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    K: KeyExtractor,
+    K: KeyExtractor + Clone,
     St: RateStore,
     St::Future: Unpin,
 {
@@ -139,28 +139,25 @@ where
     type Future = <RateLimit<S, K, St> as Service<Request<ReqBody>>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // A rate limiter is always ready (it readies the service below for an admitted
-        // request itself); asking each passes on an error of the service below.
-        for (_, route) in &mut self.routes {
-            if let Poll::Ready(Err(error)) = route.poll_ready(cx) {
-                return Poll::Ready(Err(error));
-            }
-        }
         self.default.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if !self.routes.is_empty() {
+        let route = self.routes.as_ref().and_then(|routes| {
             let path = request.uri().path();
-            if let Some((_, route)) = self
-                .routes
-                .iter_mut()
+            routes
+                .iter()
                 .find(|(prefix, _)| covers(prefix, path))
-            {
-                return route.call(request);
-            }
-        }
-        self.default.call(request)
+                .map(|(_, route)| route)
+        });
+        // One call site for the limiter, so that the default path compiles as a plain
+        // limiter's `call` would.
+        let mut routed = None;
+        let limiter = match route {
+            Some(route) => routed.insert(route.layer(self.default.get_ref().clone())),
+            None => &mut self.default,
+        };
+        limiter.call(request)
     }
 }
 
