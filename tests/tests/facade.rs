@@ -275,3 +275,33 @@ async fn a_fallback_serves_a_canned_answer_while_the_breaker_is_open() {
     assert!(circuit_open(&error).is_some());
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn the_builder_names_what_it_cannot_build() {
+    // `key_by` after an adjustment it would have to drop.
+    let error = seawall::stack()
+        .rate_limit(|limit| limit.per_second(5))
+        .key_by(tenant)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "stack");
+    assert!(error.to_string().contains("key_by"), "{error}");
+    // A route is a path prefix, given once.
+    let error = seawall::stack()
+        .route("search", |limit| limit.per_second(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "route");
+    let error = seawall::stack()
+        .route("/search", |limit| limit.per_second(1))
+        .route("/search", |limit| limit.per_second(2))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "route");
+    // A route's own quota is validated like the stack's.
+    let error = seawall::stack()
+        .route("/search", |limit| limit)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "quota");
+}

@@ -692,11 +692,12 @@ impl<K: KeyExtractor + Clone, St: RateStore, C: Clone> Clone for Stack<K, St, C>
     }
 }
 
-impl<K: KeyExtractor + std::fmt::Debug, St: RateStore, C> std::fmt::Debug for Stack<K, St, C> {
+// Without the key extractor, which may be a closure (no `Debug`).
+impl<K: KeyExtractor, St: RateStore, C> std::fmt::Debug for Stack<K, St, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stack")
             .field("retry", &self.retry)
-            .field("rate_limit", &self.rate_limit)
+            .field("rate_limit", &self.rate_limit.default_limit().quotas())
             .field("attempt_timeout", &self.attempt_timeout)
             .finish_non_exhaustive()
     }

@@ -5,6 +5,12 @@
 //! are told apart by [`ClientIp`]: the peer's address, or the forwarding headers' when the
 //! peer is a trusted proxy.
 //!
+//! `RateLimit` on an admitted answer says how many requests the caller could send back to
+//! back now (`r`) and in how many seconds its whole burst is back (`t`); it needs a store that
+//! can tell without a round trip (the in-process one), and is left out otherwise.
+//! `RateLimit-Policy` names each quota as its burst (`q`) over the seconds that burst takes
+//! to refill (`w`).
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response};
