@@ -3,27 +3,29 @@
 //! `cargo run --release -p seawall-examples --example axum`
 //!
 //! The app's handler calls a flaky upstream (every second answer a 503) through the seawall
-//! stack, which retries what failed. In front of the app, the rate limiter in fail-fast mode
-//! allows each API key 2 requests per second and answers the rest `429 Too Many Requests`
-//! with `Retry-After` and `RateLimit`, so that well-behaved callers know when to come back.
+//! stack, which retries what failed. In front of the app, `seawall::server`'s rate limiter in
+//! fail-fast mode allows each API key 2 requests per second and answers the rest itself,
+//! `429 Too Many Requests` with `Retry-After`, `RateLimit` and `RateLimit-Policy`, so that
+//! well-behaved callers know when to come back (see the `axum_server` example for callers
+//! keyed by IP).
 //! One caller then sends 6 requests at once and prints what it got.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
+use seawall::server::ServerRateLimitLayer;
 use seawall::{HyperClient, StandardService};
-use seawall_examples::{Upstream, api_key, refuse, respond};
+use seawall_examples::{Upstream, api_key, respond};
 use seawall_rate_limit::RateLimitLayer;
 use tokio::net::TcpListener;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 
 /// What the handler needs: the upstream's address and a client with the seawall stack.
 #[derive(Clone)]
@@ -78,20 +80,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         url: upstream.url("/quote"),
         client: stack.hyper_client(),
     };
-    let limit = RateLimitLayer::builder()
-        .per_second(2)
-        .burst(2)
-        .fail_fast()
-        .key_by(api_key)
-        .build()?;
+    let limit = ServerRateLimitLayer::new(
+        RateLimitLayer::builder()
+            .per_second(2)
+            .burst(2)
+            .fail_fast()
+            .key_by(api_key),
+    )?;
     let app = Router::new()
         .route("/quote", get(quote))
         .with_state(quotes)
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(refuse))
-                .layer(limit),
-        );
+        .layer(limit);
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let app_url = format!("http://{}/quote", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -19,9 +19,9 @@ use crate::service::{Breakers, CircuitBreaker};
 /// share the same breakers.
 #[derive(Debug)]
 pub struct CircuitBreakerLayer<C = HttpClassifier, X: KeyExtractor = Global> {
-    classifier: C,
+    pub(crate) classifier: C,
     extractor: X,
-    breakers: Arc<Breakers<X::Key>>,
+    pub(crate) breakers: Arc<Breakers<X::Key>>,
 }
 
 impl<C: Clone, X: KeyExtractor + Clone> Clone for CircuitBreakerLayer<C, X> {

@@ -14,8 +14,8 @@ use crate::store::{InMemoryStore, RateStore};
 /// Applies a rate limit to a service. Clones of the layer, and every service it wraps (and
 /// their clones), share one limiter: a hundred clones of a client share one quota.
 pub struct RateLimitLayer<X: KeyExtractor = Global, St: RateStore = InMemoryStore> {
-    extractor: X,
-    limiter: Arc<Limiter<X::Key, St>>,
+    pub(crate) extractor: X,
+    pub(crate) limiter: Arc<Limiter<X::Key, St>>,
 }
 
 impl<X: KeyExtractor + std::fmt::Debug, St: RateStore> std::fmt::Debug for RateLimitLayer<X, St> {

@@ -90,6 +90,7 @@
 //! [`fail_fast`]: RateLimitBuilder::fail_fast
 //! [`per_host`]: RateLimitBuilder::per_host
 
+mod acquire;
 mod adaptive;
 pub mod conformance;
 mod error;
@@ -106,6 +107,7 @@ mod store;
 mod sync;
 mod window;
 
+pub use acquire::{Acquire, Permit, QuotaState};
 pub use error::{RateLimitError, Rejected};
 pub use extensions::{ActualCost, Cost, Priority};
 pub use future::ResponseFuture;

@@ -202,6 +202,11 @@ impl<K, St: RateStore> fmt::Debug for Limiter<K, St> {
 }
 
 impl<K, St: RateStore> Limiter<K, St> {
+    /// The layer's own quotas: those of every key no tier claims.
+    pub(crate) fn own_quotas(&self) -> &[Quota] {
+        self.sets.first().map_or(&[], |set| set)
+    }
+
     /// The quotas of `entry`'s key (its tier's).
     pub(crate) fn quotas_of(&self, entry: &KeyEntry<St>) -> &[Quota] {
         self.sets

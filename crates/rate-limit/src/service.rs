@@ -112,6 +112,28 @@ where
             .extensions()
             .get::<Cost>()
             .map_or(1, |cost| cost.tokens());
+        self.call_entry(request, entry, cost, now)
+    }
+}
+
+impl<S, X, St> RateLimit<S, X, St>
+where
+    X: KeyExtractor,
+    St: RateStore,
+    St::Future: Unpin,
+{
+    /// Admits, queues or refuses `request` of `cost` for the key whose entry is `entry`.
+    pub(crate) fn call_entry<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        entry: Arc<KeyEntry<St>>,
+        cost: u32,
+        now: Instant,
+    ) -> ResponseFuture<S, ReqBody, X::Key, St>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    {
+        let limiter = &self.limiter;
         let head_wait = match entry.paused_until(now) {
             // The steady state: nobody waits, so try for a token straight away, unless the
             // admissions already out with a shared store fill the queue's bound.

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http::Extensions;
 use reqwest::ResponseBuilderExt;
 use reqwest_middleware::{Middleware, Next};
+use seawall::core::KeyExtractor;
+use seawall::rate_limit::RateStore;
 use seawall::rate_limit::{Cost, Priority};
 use seawall::{Stack, StandardService};
 use tokio::sync::{mpsc, oneshot};
@@ -33,9 +35,15 @@ impl<S> fmt::Debug for SeawallMiddleware<S> {
     }
 }
 
-impl SeawallMiddleware {
-    /// The standard stack: metrics, retry, circuit breaker, rate limiter, attempt timeout.
-    pub fn new(stack: &Stack) -> Self {
+impl<K, St, C> SeawallMiddleware<StandardService<Bridge, K, St, C>>
+where
+    K: KeyExtractor + Clone,
+    St: RateStore,
+    C: Clone,
+{
+    /// The standard stack: metrics, retry, circuit breaker, rate limiter, attempt timeout;
+    /// with whatever store, key and classifier the stack was built with.
+    pub fn new(stack: &Stack<K, St, C>) -> Self {
         Self {
             service: stack.service(Bridge),
         }

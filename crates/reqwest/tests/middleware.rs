@@ -327,3 +327,63 @@ async fn a_layer_that_works_after_the_last_attempt_still_answers() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "ok");
 }
+
+/// A request's `x-tenant` header, as the stack's key.
+fn tenant(head: &seawall_core::RequestHead<'_>) -> String {
+    head.headers
+        .get("x-tenant")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("anonymous")
+        .to_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stack_keyed_by_tenant_is_shared_by_the_middleware_and_tower_clients() {
+    let (server, arrivals) = upstream(|_| (200, &[])).await;
+    let stack = seawall::stack()
+        .key_by(tenant)
+        .rate_limit(|limit| limit.per_second(1).burst(1).fail_fast())
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(SeawallMiddleware::new(&stack))
+        .build();
+    let url = server.url("/");
+    let response = client
+        .get(&url)
+        .header("x-tenant", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Acme's one token is spent: a tower client of the same stack is refused for acme...
+    let tower = stack.hyper_client::<Empty<Bytes>>();
+    let request = |tenant: &str| {
+        http::Request::get(&url)
+            .header("x-tenant", tenant)
+            .body(Empty::new())
+            .unwrap()
+    };
+    assert!(tower.clone().oneshot(request("acme")).await.is_err());
+    // ... and the middleware too, while another tenant goes through.
+    let refused = client
+        .get(&url)
+        .header("x-tenant", "acme")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure_kind(&refused), FailureKind::Rejected);
+    let response = client
+        .get(&url)
+        .header("x-tenant", "globex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(arrivals.lock().unwrap().len(), 2);
+    let limits = stack.rate_limit().stats();
+    assert_eq!(
+        (limits.admitted, limits.rejected_limited, limits.keys),
+        (2, 2, 2)
+    );
+}

@@ -21,7 +21,7 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// Retries failed requests through the service it wraps. Clones of the layer, and every
 /// service it builds (and their clones), share one budget and one set of figures.
 pub struct RetryLayer<C = HttpClassifier> {
-    shared: Arc<Shared<C>>,
+    pub(crate) shared: Arc<Shared<C>>,
 }
 
 impl<C> Clone for RetryLayer<C> {

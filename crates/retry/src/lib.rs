@@ -93,6 +93,7 @@ mod future;
 mod layer;
 mod policy;
 mod replay;
+mod run;
 mod service;
 mod stats;
 
