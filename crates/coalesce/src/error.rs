@@ -50,3 +50,14 @@ impl<E: Error + 'static> Error for CoalesceError<E> {
         }
     }
 }
+
+/// A request's own failure is judged as its upstream's error is; a shared call's failure by
+/// its error chain (the sharers hold it only as a trait object).
+impl<E: seawall_core::ClassifyError> seawall_core::ClassifyError for CoalesceError<E> {
+    fn failure_kind(&self) -> seawall_core::FailureKind {
+        match self {
+            CoalesceError::Upstream(error) => error.failure_kind(),
+            CoalesceError::Shared(error) => seawall_core::classify_error_chain(&**error),
+        }
+    }
+}

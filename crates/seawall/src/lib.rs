@@ -183,10 +183,14 @@ use seawall_core::{ByHost, CallTime, ConfigError, HttpClassifier, KeyExtractor};
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
+pub use seawall_cache::{
+    self as cache, Cache, CacheLayer, CacheLayerBuilder, CacheStatus, MemoryStore,
+};
 pub use seawall_circuit_breaker::{
     self as circuit_breaker, CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerHandle,
     CircuitBreakerLayer,
 };
+pub use seawall_coalesce::{self as coalesce, Coalesce, CoalesceBuilder, CoalesceLayer};
 pub use seawall_core::{self as core};
 pub use seawall_metrics::{self as metrics, Metrics, MetricsBuilder, MetricsLayer};
 pub use seawall_rate_limit::{
@@ -278,6 +282,13 @@ where
 /// rate store `St` and classifier `C` (by default: per host, in this process, HTTP rules).
 pub type StandardService<S, K = ByHost, St = InMemoryStore, C = HttpClassifier> =
     Metrics<Retry<CircuitBreaker<RouteLimit<Attempt<S>, K, St>, C, K>, C>, C>;
+
+/// The service [`Stack::economy_service`] makes of a client `S`: the standard stack with an
+/// HTTP cache and the coalescing of identical requests between its metrics and retry layers.
+pub type EconomyService<S, K = ByHost, St = InMemoryStore, C = HttpClassifier> = Metrics<
+    Cache<Coalesce<Retry<CircuitBreaker<RouteLimit<Attempt<S>, K, St>, C, K>, C>>, MemoryStore>,
+    C,
+>;
 
 /// One attempt's failure below the rate limiter: the client's error, or the attempt timeout.
 ///
@@ -382,6 +393,8 @@ pub fn stack() -> StackBuilder {
         retry: None,
         metrics: None,
         attempt_timeout: Duration::from_secs(30),
+        cache: None,
+        coalesce: None,
         misordered: None,
     }
 }
@@ -405,6 +418,8 @@ pub struct StackBuilder<K: KeyExtractor = ByHost, St: RateStore = InMemoryStore,
     retry: Option<Customise<RetryBuilder<C>>>,
     metrics: Option<Customise<MetricsBuilder<C>>>,
     attempt_timeout: Duration,
+    cache: Option<Customise<CacheLayerBuilder>>,
+    coalesce: Option<Customise<CoalesceBuilder>>,
     /// The first type-changing call made after an adjustment it would have dropped.
     misordered: Option<&'static str>,
 }
@@ -443,6 +458,8 @@ impl<K: KeyExtractor, C> StackBuilder<K, InMemoryStore, C> {
             retry: None,
             metrics: None,
             attempt_timeout: self.attempt_timeout,
+            cache: self.cache,
+            coalesce: self.coalesce,
             misordered,
         }
     }
@@ -475,6 +492,8 @@ impl<K: KeyExtractor, St: RateStore, C> StackBuilder<K, St, C> {
             retry: None,
             metrics: None,
             attempt_timeout: self.attempt_timeout,
+            cache: self.cache,
+            coalesce: self.coalesce,
             misordered,
         }
     }
@@ -496,6 +515,8 @@ impl<K: KeyExtractor, St: RateStore, C> StackBuilder<K, St, C> {
             retry: self.retry,
             metrics: self.metrics,
             attempt_timeout: self.attempt_timeout,
+            cache: self.cache,
+            coalesce: self.coalesce,
             misordered,
         }
     }
@@ -573,6 +594,26 @@ impl<K: KeyExtractor, St: RateStore, C> StackBuilder<K, St, C> {
         self
     }
 
+    /// Adjusts the HTTP cache of [`Stack::economy_service`] (in process, RFC 9111, no TTL
+    /// for answers without freshness information unless one is set here).
+    pub fn cache(
+        mut self,
+        customise: impl FnOnce(CacheLayerBuilder) -> CacheLayerBuilder + 'static,
+    ) -> Self {
+        self.cache = Some(Box::new(customise));
+        self
+    }
+
+    /// Adjusts the coalescing of identical in-flight requests in
+    /// [`Stack::economy_service`].
+    pub fn coalesce(
+        mut self,
+        customise: impl FnOnce(CoalesceBuilder) -> CoalesceBuilder + 'static,
+    ) -> Self {
+        self.coalesce = Some(Box::new(customise));
+        self
+    }
+
     /// The time each attempt may take (1 ms to 1 h; default 30 s).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
@@ -646,10 +687,16 @@ where
             MetricsLayer::builder().classifier(self.classifier),
         )
         .build()?;
+        let cache = apply(self.cache, CacheLayer::builder()).build()?;
+        let coalesce = apply(self.coalesce, CoalesceLayer::builder()).build()?;
         metrics.include(retry.handle());
         metrics.include(breaker.handle());
         metrics.include(limit.handle());
+        metrics.include(cache.handle());
+        metrics.include(coalesce.handle());
         Ok(Stack {
+            cache,
+            coalesce,
             metrics,
             retry,
             circuit_breaker: breaker,
@@ -678,6 +725,8 @@ pub struct Stack<K: KeyExtractor = ByHost, St: RateStore = InMemoryStore, C = Ht
     circuit_breaker: CircuitBreakerLayer<C, K>,
     rate_limit: RouteLimitLayer<K, St>,
     attempt_timeout: Duration,
+    cache: CacheLayer,
+    coalesce: CoalesceLayer,
 }
 
 impl<K: KeyExtractor + Clone, St: RateStore, C: Clone> Clone for Stack<K, St, C> {
@@ -688,6 +737,8 @@ impl<K: KeyExtractor + Clone, St: RateStore, C: Clone> Clone for Stack<K, St, C>
             circuit_breaker: self.circuit_breaker.clone(),
             rate_limit: self.rate_limit.clone(),
             attempt_timeout: self.attempt_timeout,
+            cache: self.cache.clone(),
+            coalesce: self.coalesce.clone(),
         }
     }
 }
@@ -712,6 +763,36 @@ where
     /// Wraps `client` in the stack.
     pub fn service<S: Clone>(&self, client: S) -> StandardService<S, K, St, C> {
         self.layer(client)
+    }
+
+    /// Wraps `client` in the stack with the layers that spend fewer requests placed inside
+    /// the metrics layer: an HTTP cache, then the coalescing of identical in-flight requests,
+    /// above the retry layer. A fresh cache hit or a request that shares another's call
+    /// spends no token and never meets an open breaker; a stale entry within its
+    /// `stale-if-error` allowance answers while the breaker below refuses.
+    pub fn economy_service<S: Clone>(&self, client: S) -> EconomyService<S, K, St, C> {
+        let retried = self.retry.layer(self.guarded(client));
+        self.metrics
+            .layer(self.cache.layer(self.coalesce.layer(retried)))
+    }
+
+    /// The cache of [`economy_service`](Self::economy_service): its figures and its store.
+    pub fn cache(&self) -> &CacheLayer {
+        &self.cache
+    }
+
+    /// The coalescing layer of [`economy_service`](Self::economy_service).
+    pub fn coalesce(&self) -> &CoalesceLayer {
+        &self.coalesce
+    }
+
+    /// The breaker over the rate limiter over the attempt timeout, over `client`.
+    fn guarded<S: Clone>(&self, client: S) -> CircuitBreaker<RouteLimit<Attempt<S>, K, St>, C, K> {
+        let attempt = Attempt {
+            inner: client,
+            timeout: self.attempt_timeout,
+        };
+        self.circuit_breaker.layer(self.rate_limit.layer(attempt))
     }
 
     /// hyper-util's client (HTTP/1 over plain TCP) wrapped in the stack.
@@ -823,13 +904,6 @@ impl<S: Clone, K: KeyExtractor + Clone, St: RateStore, C: Clone> Layer<S> for St
     type Service = StandardService<S, K, St, C>;
 
     fn layer(&self, client: S) -> Self::Service {
-        let attempt = Attempt {
-            inner: client,
-            timeout: self.attempt_timeout,
-        };
-        let limited = self.rate_limit.layer(attempt);
-        let guarded = self.circuit_breaker.layer(limited);
-        let retried = self.retry.layer(guarded);
-        self.metrics.layer(retried)
+        self.metrics.layer(self.retry.layer(self.guarded(client)))
     }
 }
