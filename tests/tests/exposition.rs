@@ -72,6 +72,7 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
         .layer(retry)
         .layer(breaker)
         .layer(limit)
+        .layer(metrics.attempts())
         .service(client);
 
     for _ in 0..20 {
@@ -83,7 +84,10 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
     }
     let text = metrics.encode();
     for name in [
-        "http_client_request_duration_seconds_bucket",
+        "http_client_request_duration_seconds_bucket{le=\"0.005\",http_request_method=\"GET\",http_response_status_code=\"503\",error_type=\"503\",server_address=\"127.0.0.1\"",
+        "http_client_active_requests{server_address=\"127.0.0.1\"",
+        "seawall_http_client_request_duration_seconds_bucket",
+        "seawall_http_client_queue_wait_seconds_bucket",
         "seawall_retry_retries_total{reason=\"server_error\"}",
         "seawall_circuit_breaker_state{key=\"http://127.0.0.1",
         "seawall_rate_limit_admitted_total",

@@ -32,7 +32,7 @@ impl FacadeHandles {
         for method in METHODS {
             for status in STATUS_CLASSES {
                 latency.push(metrics::histogram!(
-                    "http_client_request_duration_seconds",
+                    "seawall_http_client_request_duration_seconds",
                     "http_request_method" => method,
                     "http_response_status_class" => status
                 ));
@@ -49,7 +49,7 @@ impl FacadeHandles {
         Self {
             requests,
             latency,
-            in_flight: metrics::gauge!("http_client_active_requests"),
+            in_flight: metrics::gauge!("seawall_http_client_requests_in_flight"),
         }
     }
 

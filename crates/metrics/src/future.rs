@@ -69,9 +69,11 @@ where
         let status = result
             .as_ref()
             .map_or(NO_STATUS, |response| status_index(response.status()));
-        in_flight
-            .recorder()
-            .record(this.pending.method, status, outcome, in_flight.started);
+        let recorder = in_flight.recorder();
+        recorder.record(this.pending.method, status, outcome, in_flight.started);
+        if let Ok(response) = &result {
+            recorder.record_queue_wait(seawall_core::QueueWait::of(response));
+        }
         // An error ends the request here (dropping `in_flight`); a response keeps it in
         // flight until its body is done.
         Poll::Ready(result.map(|response| response.map(|body| MetricsBody::new(body, in_flight))))

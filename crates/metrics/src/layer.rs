@@ -6,8 +6,10 @@ use prometheus_client::registry::Registry;
 use seawall_core::{ConfigError, FigureSource, HttpClassifier};
 use tower::Layer;
 
-use crate::clock::LatencyClock;
+use crate::attempt::{AttemptMetricsLayer, AttemptRecorder};
+use crate::clock::{Clock, LatencyClock};
 use crate::export::{Exporter, Sources};
+use crate::hosts::DEFAULT_MAX_HOSTS;
 use crate::recorder::{DEFAULT_BUCKETS, Recorder, RecorderRefs};
 use crate::service::Metrics;
 use crate::snapshot::Snapshot;
@@ -16,6 +18,8 @@ use crate::snapshot::Snapshot;
 #[derive(Clone)]
 pub struct MetricsLayer<C = HttpClassifier> {
     recorder: Arc<Recorder>,
+    /// The per-attempt figures of the attempt layers made by [`attempts`](Self::attempts).
+    attempts: Arc<AttemptRecorder>,
     /// What the services' requests hold the recorder by.
     refs: Arc<RecorderRefs>,
     sources: Sources,
@@ -38,6 +42,7 @@ impl MetricsLayer {
             buckets: DEFAULT_BUCKETS.to_vec(),
             body_duration: false,
             clock: LatencyClock::default(),
+            max_hosts: DEFAULT_MAX_HOSTS,
             #[cfg(feature = "metrics-facade")]
             facade: false,
             classifier: HttpClassifier,
@@ -54,6 +59,14 @@ impl<C> MetricsLayer<C> {
             .push(Arc::new(source));
     }
 
+    /// The layer that records each attempt (each physical request) under OpenTelemetry's
+    /// HTTP client names, into this layer's exposition: place it just above the client,
+    /// below the retry layer and the rate limiter. Every call returns a layer over the same
+    /// figures.
+    pub fn attempts(&self) -> AttemptMetricsLayer {
+        AttemptMetricsLayer::new(Arc::clone(&self.attempts))
+    }
+
     /// The request figures now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::read(&self.recorder)
@@ -64,6 +77,7 @@ impl<C> MetricsLayer<C> {
     pub fn register(&self, registry: &mut Registry) {
         registry.register_collector(Box::new(Exporter {
             recorder: Arc::clone(&self.recorder),
+            attempts: Arc::clone(&self.attempts),
             sources: Arc::clone(&self.sources),
         }));
     }
@@ -101,6 +115,7 @@ pub struct MetricsBuilder<C = HttpClassifier> {
     buckets: Vec<f64>,
     body_duration: bool,
     clock: LatencyClock,
+    max_hosts: usize,
     #[cfg(feature = "metrics-facade")]
     facade: bool,
     classifier: C,
@@ -118,6 +133,13 @@ impl<C> MetricsBuilder<C> {
     /// that time requests on tokio's paused clock.
     pub fn clock(mut self, clock: LatencyClock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The most hosts a per-host series is kept for (default 100, from 1 to 10,000); the
+    /// attempts to any host beyond are recorded under `server_address="_OTHER"`.
+    pub fn max_hosts(mut self, max_hosts: usize) -> Self {
+        self.max_hosts = max_hosts;
         self
     }
 
@@ -144,6 +166,7 @@ impl<C> MetricsBuilder<C> {
             buckets: self.buckets,
             body_duration: self.body_duration,
             clock: self.clock,
+            max_hosts: self.max_hosts,
             #[cfg(feature = "metrics-facade")]
             facade: self.facade,
             classifier,
@@ -163,6 +186,8 @@ impl<C> MetricsBuilder<C> {
                 "1 to 64 strictly increasing bounds from 0.000001 to 86400 seconds",
             ));
         }
+        seawall_core::check_range("max_hosts", self.max_hosts, 1, 10_000, "1 to 10000 hosts")?;
+        let attempts = Arc::new(AttemptRecorder::new(self.max_hosts, Clock::new(self.clock)));
         let recorder = Recorder::new(self.buckets, self.body_duration, self.clock);
         #[cfg(feature = "metrics-facade")]
         let recorder = if self.facade {
@@ -174,6 +199,7 @@ impl<C> MetricsBuilder<C> {
         Ok(MetricsLayer {
             refs: Arc::new(RecorderRefs::new(Arc::clone(&recorder))),
             recorder,
+            attempts,
             sources: Arc::new(Mutex::new(Vec::new())),
             classifier: self.classifier,
         })

@@ -107,6 +107,8 @@ struct Shard {
     latency: Box<[Histogram]>,
     /// From the request to the end (or drop) of the response body, when enabled.
     body_latency: Option<Histogram>,
+    /// Time the request's attempts waited in a rate limiter, per response.
+    queue_wait: Histogram,
     /// Requests started less requests finished on this shard's threads (negative when a
     /// request finishes on another thread than it started on; the sum is what counts).
     in_flight: AtomicI64,
@@ -122,6 +124,7 @@ impl Shard {
                 .map(|_| Histogram::new(buckets))
                 .collect(),
             body_latency: body_latency.then(|| Histogram::new(buckets)),
+            queue_wait: Histogram::new(buckets),
             in_flight: AtomicI64::new(0),
         }
     }
@@ -320,6 +323,22 @@ impl Recorder {
         if let Some(histogram) = &self.shard().body_latency {
             histogram.record(&self.bounds_nanos, self.clock.now().saturating_sub(started));
         }
+    }
+
+    /// Records what a response's attempts waited in a rate limiter (zero when they did not).
+    #[inline]
+    pub(crate) fn record_queue_wait(&self, wait: std::time::Duration) {
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.shard().queue_wait.record(&self.bounds_nanos, nanos);
+    }
+
+    /// The queue-wait histogram.
+    pub(crate) fn queue_wait(&self) -> HistogramRead {
+        let mut read = HistogramRead::empty(self.bounds.len());
+        for shard in &self.shards {
+            shard.queue_wait.add_to(&mut read);
+        }
+        read
     }
 
     pub(crate) fn in_flight(&self) -> i64 {

@@ -40,7 +40,7 @@ async fn requests_reach_the_installed_recorder_with_the_same_names_and_labels() 
                 labels.join(","),
                 values.len()
             )),
-            DebugValue::Gauge(value) if key.name() == "http_client_active_requests" => {
+            DebugValue::Gauge(value) if key.name() == "seawall_http_client_requests_in_flight" => {
                 seen.push(format!("{} {}", key.name(), value.into_inner()))
             }
             _ => {}
@@ -50,8 +50,8 @@ async fn requests_reach_the_installed_recorder_with_the_same_names_and_labels() 
     assert_eq!(
         seen,
         [
-            "http_client_active_requests 0",
-            "http_client_request_duration_seconds http_request_method=POST,http_response_status_class=5xx 3",
+            "seawall_http_client_request_duration_seconds http_request_method=POST,http_response_status_class=5xx 3",
+            "seawall_http_client_requests_in_flight 0",
             "seawall_http_client_requests_total http_request_method=POST,http_response_status_class=5xx,outcome=server_error 3",
         ]
     );

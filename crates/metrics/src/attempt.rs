@@ -1,0 +1,217 @@
+//! [`AttemptMetricsLayer`]: one record per physical request, under OpenTelemetry's HTTP
+//! client names, placed where the request is sent (below retries and the rate limiter).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use seawall_core::{Classify, FailureKind, HintPolicy, HttpClassifier, Outcome, ServerHints};
+use tower::{Layer, Service};
+
+use crate::clock::Clock;
+use crate::hosts::{CANCELLED_SLOT, FIRST_ERROR_SLOT, HostSeries, HostTable, status_slot};
+use crate::labels::method_index;
+
+/// The figures every attempt layer made from one [`MetricsLayer`](crate::MetricsLayer)
+/// records into.
+#[derive(Debug)]
+pub(crate) struct AttemptRecorder {
+    pub(crate) hosts: HostTable,
+    pub(crate) clock: Clock,
+    hints: HintPolicy,
+}
+
+impl AttemptRecorder {
+    pub(crate) fn new(max_hosts: usize, clock: Clock) -> Self {
+        Self {
+            hosts: HostTable::new(max_hosts),
+            clock,
+            hints: HintPolicy::default(),
+        }
+    }
+}
+
+/// Records every attempt through the services it wraps: `http.client.request.duration` and
+/// `http.client.active_requests` with OpenTelemetry's attributes, and the upstream's stated
+/// quota per host.
+///
+/// Made by [`MetricsLayer::attempts`](crate::MetricsLayer::attempts), so that its figures join
+/// that layer's exposition and report. Place it just above the client, below the retry layer
+/// and the rate limiter: each resend is then one sample, and time spent waiting for a token
+/// or a backoff is not upstream latency.
+#[derive(Clone)]
+pub struct AttemptMetricsLayer<C = HttpClassifier> {
+    pub(crate) recorder: Arc<AttemptRecorder>,
+    classifier: C,
+}
+
+impl<C> std::fmt::Debug for AttemptMetricsLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptMetricsLayer")
+            .field("hosts", &self.recorder.hosts.hosts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AttemptMetricsLayer {
+    pub(crate) fn new(recorder: Arc<AttemptRecorder>) -> Self {
+        Self {
+            recorder,
+            classifier: HttpClassifier,
+        }
+    }
+}
+
+impl<C> AttemptMetricsLayer<C> {
+    /// Classifies attempts that end in an error with `classifier` (its failure kind is the
+    /// `error_type` label) instead of the default rules.
+    pub fn classifier<C2>(self, classifier: C2) -> AttemptMetricsLayer<C2> {
+        AttemptMetricsLayer {
+            recorder: self.recorder,
+            classifier,
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for AttemptMetricsLayer<C> {
+    type Service = AttemptMetrics<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AttemptMetrics {
+            inner,
+            recorder: Arc::clone(&self.recorder),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// Records every attempt through it. See [`AttemptMetricsLayer`].
+#[derive(Clone)]
+pub struct AttemptMetrics<S, C = HttpClassifier> {
+    inner: S,
+    recorder: Arc<AttemptRecorder>,
+    classifier: C,
+}
+
+impl<S: std::fmt::Debug, C> std::fmt::Debug for AttemptMetrics<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptMetrics")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> AttemptMetrics<S, C> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for AttemptMetrics<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C: Classify<Response<ResBody>, S::Error> + Clone,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = AttemptFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let series = self.recorder.hosts.entry(request.uri());
+        series.active.fetch_add(1, Ordering::Relaxed);
+        let pending = AttemptPending {
+            method: method_index(request.method()),
+            started: self.recorder.clock.now(),
+            series: Some(series),
+            recorder: Arc::clone(&self.recorder),
+        };
+        AttemptFuture {
+            inner: self.inner.call(request),
+            pending,
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// What an attempt records even when its future is dropped.
+#[derive(Debug)]
+struct AttemptPending {
+    /// The host's series while the attempt is active.
+    series: Option<Arc<HostSeries>>,
+    recorder: Arc<AttemptRecorder>,
+    method: usize,
+    started: u64,
+}
+
+impl AttemptPending {
+    fn finish(&mut self, slot: usize) -> Option<Arc<HostSeries>> {
+        let series = self.series.take()?;
+        let elapsed = self.recorder.clock.now().saturating_sub(self.started);
+        series.record(slot, self.method, elapsed);
+        series.active.fetch_sub(1, Ordering::Relaxed);
+        Some(series)
+    }
+}
+
+impl Drop for AttemptPending {
+    fn drop(&mut self) {
+        // Still active: the attempt was cancelled before its answer.
+        self.finish(CANCELLED_SLOT);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an [`AttemptMetrics`] call.
+    pub struct AttemptFuture<F, C> {
+        #[pin]
+        inner: F,
+        pending: AttemptPending,
+        classifier: C,
+    }
+}
+
+impl<F, C, B, E> Future for AttemptFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    C: Classify<Response<B>, E>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let slot = match &result {
+            Ok(response) => status_slot(response.status()),
+            Err(_) => {
+                let kind = match this.classifier.classify(&result) {
+                    Outcome::Failure(kind) => kind,
+                    Outcome::Success | Outcome::Ignored => FailureKind::Other,
+                };
+                FIRST_ERROR_SLOT + kind.index()
+            }
+        };
+        if let (Some(series), Ok(response)) = (this.pending.finish(slot), &result) {
+            let hints = ServerHints::from_response(response, &this.pending.recorder.hints);
+            if let Some(limit) = hints.limit {
+                series.quota_limit.store(limit, Ordering::Relaxed);
+            }
+            if let Some(remaining) = hints.remaining {
+                series.quota_remaining.store(remaining, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(result)
+    }
+}
