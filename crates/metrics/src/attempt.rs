@@ -12,7 +12,9 @@ use seawall_core::{Classify, FailureKind, HintPolicy, HttpClassifier, Outcome, S
 use tower::{Layer, Service};
 
 use crate::clock::Clock;
-use crate::hosts::{CANCELLED_SLOT, FIRST_ERROR_SLOT, HostSeries, HostTable, status_slot};
+use crate::hosts::{
+    CANCELLED_SLOT, FIRST_ERROR_SLOT, HostSeries, HostTable, slot_error, status_slot,
+};
 use crate::labels::method_index;
 
 /// The figures every attempt layer made from one [`MetricsLayer`](crate::MetricsLayer)
@@ -130,16 +132,23 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let method = method_index(request.method());
+        let span = crate::trace::attempt_span(&request, method);
         let series = self.recorder.hosts.entry(request.uri());
         series.active.fetch_add(1, Ordering::Relaxed);
         let pending = AttemptPending {
-            method: method_index(request.method()),
+            method,
             started: self.recorder.clock.now(),
             series: Some(series),
             recorder: Arc::clone(&self.recorder),
+            span,
+        };
+        let inner = {
+            let _entered = pending.span.enter();
+            self.inner.call(request)
         };
         AttemptFuture {
-            inner: self.inner.call(request),
+            inner,
             pending,
             classifier: self.classifier.clone(),
         }
@@ -154,11 +163,15 @@ struct AttemptPending {
     recorder: Arc<AttemptRecorder>,
     method: usize,
     started: u64,
+    span: tracing::Span,
 }
 
 impl AttemptPending {
     fn finish(&mut self, slot: usize) -> Option<Arc<HostSeries>> {
         let series = self.series.take()?;
+        if slot >= FIRST_ERROR_SLOT {
+            crate::trace::record_end(&self.span, None, slot_error(slot));
+        }
         let elapsed = self.recorder.clock.now().saturating_sub(self.started);
         series.record(slot, self.method, elapsed);
         series.active.fetch_sub(1, Ordering::Relaxed);
@@ -192,7 +205,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let result = {
+            let _entered = this.pending.span.enter();
+            ready!(this.inner.poll(cx))
+        };
         let slot = match &result {
             Ok(response) => status_slot(response.status()),
             Err(_) => {
@@ -203,6 +219,9 @@ where
                 FIRST_ERROR_SLOT + kind.index()
             }
         };
+        if let Ok(response) = &result {
+            crate::trace::record_end(&this.pending.span, Some(response.status()), "");
+        }
         if let (Some(series), Ok(response)) = (this.pending.finish(slot), &result) {
             let hints = ServerHints::from_response(response, &this.pending.recorder.hints);
             if let Some(limit) = hints.limit {

@@ -7,12 +7,11 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
-use seawall_core::{FailureKind, FigureKind, FigureSource};
+use seawall_core::{FigureKind, FigureSource};
 
 use crate::attempt::AttemptRecorder;
 use crate::hosts::{
-    ATTEMPT_BOUNDS, CANCELLED_SLOT, FIRST_ERROR_SLOT, HostSeries, ODD_STATUS_SLOT, OTHER_HOST,
-    STATUS_SLOTS, UNSTATED,
+    ATTEMPT_BOUNDS, HostSeries, ODD_STATUS_SLOT, OTHER_HOST, STATUS_SLOTS, UNSTATED, slot_error,
 };
 use crate::labels::{METHODS, OUTCOMES, STATUS_CLASSES};
 use crate::recorder::{HistogramRead, Recorder};
@@ -251,15 +250,6 @@ fn slot_status(slot: usize) -> Option<String> {
         0..STATUS_SLOTS => Some((slot + 100).to_string()),
         ODD_STATUS_SLOT => Some(OTHER_HOST.to_owned()),
         _ => None,
-    }
-}
-
-/// The `error_type` of an error slot: the failure kind, or `cancelled`.
-fn slot_error(slot: usize) -> &'static str {
-    match slot.checked_sub(FIRST_ERROR_SLOT) {
-        Some(kind) if kind < FailureKind::ALL.len() => FailureKind::ALL[kind].as_str(),
-        _ if slot == CANCELLED_SLOT => "cancelled",
-        _ => "_OTHER",
     }
 }
 

@@ -73,6 +73,17 @@ pub(crate) const FIRST_ERROR_SLOT: usize = STATUS_SLOTS + 1;
 pub(crate) const CANCELLED_SLOT: usize = FIRST_ERROR_SLOT + seawall_core::FailureKind::ALL.len();
 const SLOTS: usize = CANCELLED_SLOT + 1;
 
+/// The `error_type` of an error slot: the failure kind, or `cancelled`.
+pub(crate) fn slot_error(slot: usize) -> &'static str {
+    match slot.checked_sub(FIRST_ERROR_SLOT) {
+        Some(kind) if kind < seawall_core::FailureKind::ALL.len() => {
+            seawall_core::FailureKind::ALL[kind].as_str()
+        }
+        _ if slot == CANCELLED_SLOT => "cancelled",
+        _ => "_OTHER",
+    }
+}
+
 /// The slot of a response's status code.
 #[inline]
 pub(crate) fn status_slot(status: http::StatusCode) -> usize {
