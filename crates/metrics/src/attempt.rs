@@ -24,6 +24,7 @@ pub(crate) struct AttemptRecorder {
     pub(crate) hosts: HostTable,
     pub(crate) clock: Clock,
     hints: HintPolicy,
+    pub(crate) failures: FailureRing,
 }
 
 impl AttemptRecorder {
@@ -32,7 +33,63 @@ impl AttemptRecorder {
             hosts: HostTable::new(max_hosts),
             clock,
             hints: HintPolicy::default(),
+            failures: FailureRing::new(),
         }
+    }
+}
+
+/// One failed attempt, as the report lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct FailureRecord {
+    pub(crate) at: std::time::SystemTime,
+    pub(crate) host: Arc<HostSeries>,
+    pub(crate) kind: &'static str,
+    pub(crate) status: Option<u16>,
+}
+
+/// The last [`FAILURE_RING`] failed attempts. Written only when an attempt fails; a writer
+/// that finds its slot busy (another failure being written there, or a report reading it)
+/// skips the record rather than wait.
+#[derive(Debug)]
+pub(crate) struct FailureRing {
+    next: std::sync::atomic::AtomicUsize,
+    slots: Box<[std::sync::Mutex<Option<FailureRecord>>]>,
+}
+
+/// How many recent failures the report keeps.
+pub const FAILURE_RING: usize = 32;
+
+impl FailureRing {
+    fn new() -> Self {
+        Self {
+            next: std::sync::atomic::AtomicUsize::new(0),
+            slots: (0..FAILURE_RING)
+                .map(|_| std::sync::Mutex::new(None))
+                .collect(),
+        }
+    }
+
+    #[cold]
+    fn push(&self, record: FailureRecord) {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % FAILURE_RING;
+        if let Ok(mut slot) = self.slots[index].try_lock() {
+            *slot = Some(record);
+        }
+    }
+
+    /// The failures kept, oldest first.
+    pub(crate) fn read(&self) -> Vec<FailureRecord> {
+        let mut records: Vec<FailureRecord> = self
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                slot.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .collect();
+        records.sort_by_key(|record| record.at);
+        records
     }
 }
 
@@ -182,7 +239,14 @@ impl AttemptPending {
 impl Drop for AttemptPending {
     fn drop(&mut self) {
         // Still active: the attempt was cancelled before its answer.
-        self.finish(CANCELLED_SLOT);
+        if let Some(series) = self.finish(CANCELLED_SLOT) {
+            self.recorder.failures.push(FailureRecord {
+                at: std::time::SystemTime::now(),
+                host: series,
+                kind: "cancelled",
+                status: None,
+            });
+        }
     }
 }
 
@@ -209,16 +273,25 @@ where
             let _entered = this.pending.span.enter();
             ready!(this.inner.poll(cx))
         };
+        let outcome = this.classifier.classify(&result);
         let slot = match &result {
             Ok(response) => status_slot(response.status()),
             Err(_) => {
-                let kind = match this.classifier.classify(&result) {
+                let kind = match outcome {
                     Outcome::Failure(kind) => kind,
                     Outcome::Success | Outcome::Ignored => FailureKind::Other,
                 };
                 FIRST_ERROR_SLOT + kind.index()
             }
         };
+        if let (Outcome::Failure(kind), Some(series)) = (outcome, &this.pending.series) {
+            this.pending.recorder.failures.push(FailureRecord {
+                at: std::time::SystemTime::now(),
+                host: Arc::clone(series),
+                kind: kind.as_str(),
+                status: result.as_ref().ok().map(|r| r.status().as_u16()),
+            });
+        }
         if let Ok(response) = &result {
             crate::trace::record_end(&this.pending.span, Some(response.status()), "");
         }

@@ -137,6 +137,24 @@ impl HostSeries {
         histograms[method].record(nanos);
     }
 
+    /// Attempts recorded, those with an `error_type` (a 4xx or 5xx answer, or none), and the
+    /// per-bucket counts of all of them merged.
+    pub(crate) fn totals(&self) -> (u64, u64, [u64; 15]) {
+        let (mut attempts, mut errors, mut merged) = (0, 0, [0u64; 15]);
+        self.for_each(|slot, _, histogram| {
+            let (counts, _) = histogram.read();
+            let n: u64 = counts.iter().sum();
+            attempts += n;
+            if slot >= 300 {
+                errors += n;
+            }
+            for (total, count) in merged.iter_mut().zip(counts) {
+                *total += count;
+            }
+        });
+        (attempts, errors, merged)
+    }
+
     /// Calls `each(slot, method, histogram)` for every histogram that has a sample.
     pub(crate) fn for_each(&self, mut each: impl FnMut(usize, usize, &AttemptHistogram)) {
         for (slot, histograms) in self.slots.iter().enumerate() {

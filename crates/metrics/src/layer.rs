@@ -67,6 +67,14 @@ impl<C> MetricsLayer<C> {
         AttemptMetricsLayer::new(Arc::clone(&self.attempts))
     }
 
+    /// Every layer's figures now, as one typed snapshot: the logical requests, the attempts by
+    /// host with the upstreams' stated quotas, the included layers' figures (retry, rate
+    /// limiter, circuit breakers) and the most recent failed attempts. `Display` prints it as
+    /// a compact table.
+    pub fn report(&self) -> crate::Report {
+        crate::Report::read(&self.recorder, &self.attempts, &self.sources)
+    }
+
     /// The request figures now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::read(&self.recorder)

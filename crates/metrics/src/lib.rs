@@ -110,16 +110,21 @@ mod hosts;
 pub mod labels;
 mod layer;
 mod recorder;
+mod report;
 mod service;
 mod snapshot;
 mod trace;
 
-pub use attempt::{AttemptFuture, AttemptMetrics, AttemptMetricsLayer};
+pub use attempt::{AttemptFuture, AttemptMetrics, AttemptMetricsLayer, FAILURE_RING};
 pub use body::MetricsBody;
 pub use clock::LatencyClock;
 pub use future::ResponseFuture;
 pub use hosts::{DEFAULT_MAX_HOSTS, OTHER_HOST};
 pub use layer::{MetricsBuilder, MetricsLayer};
 pub use recorder::DEFAULT_BUCKETS;
+pub use report::{
+    BreakerKeyReport, BreakerSummary, HostReport, RateLimitSummary, RecentFailure, Report,
+    RetrySummary, WaitSummary,
+};
 pub use service::Metrics;
 pub use snapshot::Snapshot;

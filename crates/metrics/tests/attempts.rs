@@ -181,6 +181,55 @@ async fn each_attempt_is_one_sample_under_opentelemetry_names_and_attributes() {
     // Credentials never reach a label, and no quota was stated.
     assert!(!text.contains("secret") && !text.contains("user"), "{text}");
     assert!(!text.contains("seawall_upstream_quota"), "{text}");
+
+    // The same run, as one report.
+    let report = metrics.report();
+    assert_eq!(report.requests.total, 2);
+    assert_eq!(report.requests.mean, Duration::from_millis(25));
+    assert_eq!(report.queue_wait.count, 2);
+    assert_eq!(report.queue_wait.mean, Duration::from_millis(30));
+    type HostRow<'a> = (&'a str, Option<u16>, &'a str, u64, u64, i64);
+    let hosts: Vec<HostRow<'_>> = report
+        .hosts
+        .iter()
+        .map(|h| {
+            (
+                h.address.as_str(),
+                h.port,
+                h.scheme,
+                h.attempts,
+                h.errors,
+                h.active,
+            )
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("a.test", Some(80), "http", 4, 3, 0),
+            ("b.test", Some(8443), "https", 1, 0, 0)
+        ]
+    );
+    // A cancel at 0 and a timeout after 5 ms in the first bucket, the 503 and the 200 after
+    // 20 ms in (10 ms, 25 ms]: rank 3.8 of 4 is 0.9 of the way through that bucket.
+    assert_eq!(report.hosts[0].p95, Duration::from_micros(23_500));
+    let failures: Vec<(&str, &str, Option<u16>)> = report
+        .recent_failures
+        .iter()
+        .map(|f| (f.host.as_str(), f.kind, f.status))
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            ("a.test", "server_error", Some(503)),
+            ("a.test", "timeout", None),
+            ("a.test", "cancelled", None)
+        ]
+    );
+    assert_eq!(
+        (report.retry, report.rate_limit, report.circuit_breaker),
+        (None, None, None)
+    );
 }
 
 #[tokio::test(start_paused = true)]
