@@ -132,8 +132,28 @@ impl Collector for Exporter {
     }
 }
 
+/// An attempt histogram's labels: method, status code and error type, then the host's.
+pub(crate) fn attempt_labels(
+    series: &HostSeries,
+    slot: usize,
+    method: usize,
+) -> Vec<(&'static str, String)> {
+    let mut labels = vec![("http_request_method", METHODS[method].to_owned())];
+    if let Some(code) = slot_status(slot) {
+        labels.push(("http_response_status_code", code.clone()));
+        // OpenTelemetry: an error status is its own error type.
+        if slot >= 300 {
+            labels.push(("error_type", code));
+        }
+    } else {
+        labels.push(("error_type", slot_error(slot).to_owned()));
+    }
+    labels.extend(host_labels(series));
+    labels
+}
+
 /// A host's labels: `server_address`, `server_port` (when known) and `url_scheme`.
-fn host_labels(series: &HostSeries) -> Vec<(&'static str, String)> {
+pub(crate) fn host_labels(series: &HostSeries) -> Vec<(&'static str, String)> {
     let mut labels = vec![("server_address", series.address.to_string())];
     if let Some(port) = series.port {
         labels.push(("server_port", port.to_string()));
@@ -143,7 +163,7 @@ fn host_labels(series: &HostSeries) -> Vec<(&'static str, String)> {
 }
 
 /// Whether a host's entry has anything to show (an `_OTHER` entry may have nothing).
-fn used(series: &HostSeries) -> bool {
+pub(crate) fn used(series: &HostSeries) -> bool {
     let mut any = series.active.load(Ordering::Relaxed) != 0;
     series.for_each(|_, _, _| any = true);
     any
@@ -167,17 +187,7 @@ fn encode_attempts(
                 if result.is_err() {
                     return;
                 }
-                let mut labels = vec![("http_request_method", METHODS[method].to_owned())];
-                if let Some(code) = slot_status(slot) {
-                    labels.push(("http_response_status_code", code.clone()));
-                    // OpenTelemetry: an error status is its own error type.
-                    if slot >= 300 {
-                        labels.push(("error_type", code));
-                    }
-                } else {
-                    labels.push(("error_type", slot_error(slot).to_owned()));
-                }
-                labels.extend(host_labels(series));
+                let labels = attempt_labels(series, slot, method);
                 let (counts, sum) = histogram.read();
                 let buckets: Vec<(f64, u64)> = ATTEMPT_BOUNDS
                     .iter()

@@ -23,6 +23,9 @@ pub struct MetricsLayer<C = HttpClassifier> {
     /// What the services' requests hold the recorder by.
     refs: Arc<RecorderRefs>,
     sources: Sources,
+    /// What the previous publish to the `metrics` facade handed over.
+    #[cfg(feature = "metrics-facade")]
+    published: Arc<crate::facade::Published>,
     classifier: C,
 }
 
@@ -43,8 +46,6 @@ impl MetricsLayer {
             body_duration: false,
             clock: LatencyClock::default(),
             max_hosts: DEFAULT_MAX_HOSTS,
-            #[cfg(feature = "metrics-facade")]
-            facade: false,
             classifier: HttpClassifier,
         }
     }
@@ -73,6 +74,44 @@ impl<C> MetricsLayer<C> {
     /// a compact table.
     pub fn report(&self) -> crate::Report {
         crate::Report::read(&self.recorder, &self.attempts, &self.sources)
+    }
+
+    /// Hands every figure (this layer's, its attempt layers' and the included layers') to the
+    /// `metrics` recorder installed now, with its description (feature `metrics-facade`).
+    ///
+    /// Nothing goes through the facade per request: call this periodically (see
+    /// [`spawn_facade_publisher`](Self::spawn_facade_publisher)) or before each scrape of
+    /// the recorder. A recorder installed after the stack was built therefore receives
+    /// everything counted since the start. Counters are set to their totals, gauges to their
+    /// values; histograms receive the samples recorded since the previous call, each at its
+    /// bucket's upper bound (twice the last bound for the `+Inf` bucket): with the same
+    /// bounds the recorder's bucket counts are exact, and its sum is an upper bound.
+    #[cfg(feature = "metrics-facade")]
+    pub fn publish_to_facade(&self) {
+        crate::facade::publish(
+            &self.recorder,
+            &self.attempts,
+            &self.sources,
+            &self.published,
+        );
+    }
+
+    /// Runs [`publish_to_facade`](Self::publish_to_facade) every `period` on the current
+    /// tokio runtime, until the returned task is aborted (feature `metrics-facade`).
+    #[cfg(feature = "metrics-facade")]
+    pub fn spawn_facade_publisher(
+        &self,
+        period: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let (recorder, attempts) = (Arc::clone(&self.recorder), Arc::clone(&self.attempts));
+        let (sources, published) = (Arc::clone(&self.sources), Arc::clone(&self.published));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                crate::facade::publish(&recorder, &attempts, &sources, &published);
+            }
+        })
     }
 
     /// The request figures now.
@@ -124,8 +163,6 @@ pub struct MetricsBuilder<C = HttpClassifier> {
     body_duration: bool,
     clock: LatencyClock,
     max_hosts: usize,
-    #[cfg(feature = "metrics-facade")]
-    facade: bool,
     classifier: C,
 }
 
@@ -157,17 +194,6 @@ impl<C> MetricsBuilder<C> {
         self
     }
 
-    /// Also records every request through the `metrics` facade (feature `metrics-facade`):
-    /// the request count, latency histogram and in-flight gauge, with the same names and
-    /// labels, go to the recorder installed when [`build`](Self::build) runs. Install the
-    /// recorder (e.g. metrics-exporter-prometheus) first. The in-process snapshot keeps
-    /// working; the other layers' figures stay on this crate's own exposition.
-    #[cfg(feature = "metrics-facade")]
-    pub fn metrics_facade(mut self, enabled: bool) -> Self {
-        self.facade = enabled;
-        self
-    }
-
     /// Classifies requests with `classifier` instead of the default HTTP rules.
     pub fn classifier<C2>(self, classifier: C2) -> MetricsBuilder<C2> {
         MetricsBuilder {
@@ -175,8 +201,6 @@ impl<C> MetricsBuilder<C> {
             body_duration: self.body_duration,
             clock: self.clock,
             max_hosts: self.max_hosts,
-            #[cfg(feature = "metrics-facade")]
-            facade: self.facade,
             classifier,
         }
     }
@@ -197,18 +221,14 @@ impl<C> MetricsBuilder<C> {
         seawall_core::check_range("max_hosts", self.max_hosts, 1, 10_000, "1 to 10000 hosts")?;
         let attempts = Arc::new(AttemptRecorder::new(self.max_hosts, Clock::new(self.clock)));
         let recorder = Recorder::new(self.buckets, self.body_duration, self.clock);
-        #[cfg(feature = "metrics-facade")]
-        let recorder = if self.facade {
-            recorder.with_facade()
-        } else {
-            recorder
-        };
         let recorder = Arc::new(recorder);
         Ok(MetricsLayer {
             refs: Arc::new(RecorderRefs::new(Arc::clone(&recorder))),
             recorder,
             attempts,
             sources: Arc::new(Mutex::new(Vec::new())),
+            #[cfg(feature = "metrics-facade")]
+            published: Arc::default(),
             classifier: self.classifier,
         })
     }

@@ -184,8 +184,6 @@ pub(crate) struct Recorder {
     body_latency: bool,
     pub(crate) clock: Clock,
     minute: MinuteMarks,
-    #[cfg(feature = "metrics-facade")]
-    facade: Option<crate::facade::FacadeHandles>,
 }
 
 /// Requests finished over the last minute, at one-second resolution, without a
@@ -257,16 +255,7 @@ impl Recorder {
             body_latency,
             clock: Clock::new(clock),
             minute: MinuteMarks::new(),
-            #[cfg(feature = "metrics-facade")]
-            facade: None,
         }
-    }
-
-    /// Also records through the `metrics` facade, with handles resolved now.
-    #[cfg(feature = "metrics-facade")]
-    pub(crate) fn with_facade(mut self) -> Self {
-        self.facade = Some(crate::facade::FacadeHandles::resolve());
-        self
     }
 
     /// This thread's shard, made the first time the thread records.
@@ -280,20 +269,12 @@ impl Recorder {
     #[inline]
     pub(crate) fn started(&self) -> u64 {
         shift(&self.shard().in_flight, 1);
-        #[cfg(feature = "metrics-facade")]
-        if let Some(facade) = &self.facade {
-            facade.started();
-        }
         self.clock.now()
     }
 
     #[inline]
     pub(crate) fn finished(&self) {
         shift(&self.shard().in_flight, -1);
-        #[cfg(feature = "metrics-facade")]
-        if let Some(facade) = &self.facade {
-            facade.finished();
-        }
     }
 
     /// Records a request started at `started` (on the recorder's clock) whose headers
@@ -307,14 +288,6 @@ impl Recorder {
         let shard = self.shard();
         bump(&shard.requests[series * OUTCOME_COUNT + outcome], 1);
         shard.latency[series].record(&self.bounds_nanos, elapsed);
-        #[cfg(feature = "metrics-facade")]
-        if let Some(facade) = &self.facade {
-            facade.record(
-                series,
-                series * OUTCOME_COUNT + outcome,
-                std::time::Duration::from_nanos(elapsed),
-            );
-        }
     }
 
     /// Records the end of the body of a request started at `started`.
