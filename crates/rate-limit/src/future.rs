@@ -172,6 +172,7 @@ where
     St: RateStore,
 {
     pub(crate) fn rejected(rejected: Rejected) -> Self {
+        tracing::debug!(reason = rejected.reason(), "rate limiter refused a request");
         Self {
             state: State::Rejected {
                 rejected: Some(rejected),
@@ -486,6 +487,7 @@ where
     St: RateStore,
 {
     queued.limiter.counters.count_refusal(&rejected);
+    tracing::debug!(reason = rejected.reason(), "rate limiter refused a request");
     State::Rejected {
         rejected: Some(rejected),
     }

@@ -175,7 +175,14 @@ impl<K, St: RateStore> Limiter<K, St> {
                 predicted,
                 max_wait,
             }),
-            Joined::Queued { place, slot } => Ok((place, slot)),
+            Joined::Queued { place, slot } => {
+                tracing::debug!(
+                    predicted_wait_ms = slot.saturating_duration_since(now).as_millis() as u64,
+                    position = entry.tokens_ahead(place),
+                    "waiting in the rate limiter's queue"
+                );
+                Ok((place, slot))
+            }
         }
     }
 
