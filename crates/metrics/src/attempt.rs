@@ -182,7 +182,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = AttemptFuture<S::Future, C>;
+    type Future = AttemptMetricsFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -204,7 +204,7 @@ where
             let _entered = pending.span.enter();
             self.inner.call(request)
         };
-        AttemptFuture {
+        AttemptMetricsFuture {
             inner,
             pending,
             classifier: self.classifier.clone(),
@@ -252,7 +252,7 @@ impl Drop for AttemptPending {
 
 pin_project_lite::pin_project! {
     /// The future of an [`AttemptMetrics`] call.
-    pub struct AttemptFuture<F, C> {
+    pub struct AttemptMetricsFuture<F, C> {
         #[pin]
         inner: F,
         pending: AttemptPending,
@@ -260,7 +260,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, C, B, E> Future for AttemptFuture<F, C>
+impl<F, C, B, E> Future for AttemptMetricsFuture<F, C>
 where
     F: Future<Output = Result<Response<B>, E>>,
     C: Classify<Response<B>, E>,

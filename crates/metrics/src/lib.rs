@@ -120,7 +120,7 @@ mod service;
 mod snapshot;
 mod trace;
 
-pub use attempt::{AttemptFuture, AttemptMetrics, AttemptMetricsLayer, FAILURE_RING};
+pub use attempt::{AttemptMetrics, AttemptMetricsFuture, AttemptMetricsLayer, FAILURE_RING};
 pub use body::MetricsBody;
 pub use clock::LatencyClock;
 pub use future::ResponseFuture;
