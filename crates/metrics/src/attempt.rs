@@ -25,15 +25,22 @@ pub(crate) struct AttemptRecorder {
     pub(crate) clock: Clock,
     hints: HintPolicy,
     pub(crate) failures: FailureRing,
+    /// Where an exemplar's trace id comes from, when exemplars are on.
+    pub(crate) trace_id: Option<TraceIdFn>,
 }
 
+/// Returns the trace id of the current span, if it has one (see
+/// [`MetricsBuilder::exemplars`](crate::MetricsBuilder::exemplars)).
+pub type TraceIdFn = fn() -> Option<u128>;
+
 impl AttemptRecorder {
-    pub(crate) fn new(max_hosts: usize, clock: Clock) -> Self {
+    pub(crate) fn new(max_hosts: usize, clock: Clock, trace_id: Option<TraceIdFn>) -> Self {
         Self {
             hosts: HostTable::new(max_hosts),
             clock,
             hints: HintPolicy::default(),
             failures: FailureRing::new(),
+            trace_id,
         }
     }
 }
@@ -230,7 +237,21 @@ impl AttemptPending {
             crate::trace::record_end(&self.span, None, slot_error(slot));
         }
         let elapsed = self.recorder.clock.now().saturating_sub(self.started);
-        series.record(slot, self.method, elapsed);
+        let histogram = series.record(slot, self.method, elapsed);
+        // An exemplar only for an attempt a subscriber traces, inside its span.
+        if let Some(trace_id) = self.recorder.trace_id
+            && !self.span.is_disabled()
+            && let Some(trace_id) = self.span.in_scope(trace_id)
+        {
+            let unix_millis = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64);
+            histogram.exemplar.write(crate::hosts::Exemplar {
+                trace_id,
+                nanos: elapsed,
+                unix_millis,
+            });
+        }
         series.active.fetch_sub(1, Ordering::Relaxed);
         Some(series)
     }

@@ -322,6 +322,55 @@ fn encode_value(
     }
 }
 
+/// Appends to the attempt histogram's bucket lines their exemplars (OpenMetrics: `# {labels}
+/// value timestamp` after the count, on the bucket the value falls in).
+pub(crate) fn add_exemplars(text: &mut String, attempts: &AttemptRecorder) {
+    let mut wanted = Vec::new();
+    attempts.hosts.for_each(|series| {
+        series.for_each(|slot, method, histogram| {
+            if let Some(exemplar) = histogram.exemplar.read() {
+                let labels: Vec<String> = attempt_labels(series, slot, method)
+                    .into_iter()
+                    .map(|(key, value)| format!("{key}=\"{value}\""))
+                    .collect();
+                wanted.push((labels.join(","), exemplar, false));
+            }
+        });
+    });
+    if wanted.is_empty() {
+        return;
+    }
+    let mut out = String::with_capacity(text.len() + wanted.len() * 96);
+    for line in text.lines() {
+        out.push_str(line);
+        let bucket = line
+            .strip_prefix("http_client_request_duration_seconds_bucket{le=\"")
+            .and_then(|rest| rest.split_once("\","))
+            .and_then(|(le, tail)| Some((le, tail.rsplit_once("} ")?.0)));
+        if let Some((le, labels)) = bucket {
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::NAN)
+            };
+            for (want, exemplar, placed) in &mut wanted {
+                let seconds = exemplar.nanos as f64 / 1e9;
+                if !*placed && want == labels && seconds <= le {
+                    *placed = true;
+                    out.push_str(&format!(
+                        " # {{trace_id=\"{:032x}\"}} {seconds} {}.{:03}",
+                        exemplar.trace_id,
+                        exemplar.unix_millis / 1000,
+                        exemplar.unix_millis % 1000
+                    ));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    *text = out;
+}
+
 /// Rewrites an OpenMetrics text exposition in the Prometheus text format 0.0.4.
 ///
 /// The two differ, for what this crate writes, only in how counter families are named in
@@ -347,7 +396,11 @@ pub(crate) fn to_prometheus_text(openmetrics: &str) -> String {
         });
         match renamed {
             Some(renamed) => text.push_str(&renamed),
-            None => text.push_str(line),
+            // The Prometheus text format has no exemplars.
+            None => text.push_str(match line.split_once(" # {") {
+                Some((sample, _exemplar)) if !line.starts_with('#') => sample,
+                _ => line,
+            }),
         }
         text.push('\n');
     }

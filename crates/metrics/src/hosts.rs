@@ -44,6 +44,74 @@ const ATTEMPT_BOUNDS_NANOS: [u64; 14] = [
 pub(crate) struct AttemptHistogram {
     counts: [AtomicU64; 15],
     sum_nanos: AtomicU64,
+    /// The latest sample recorded with a trace id.
+    pub(crate) exemplar: ExemplarSlot,
+}
+
+/// One exemplar, written without a lock: a writer that finds another writing gives up (an
+/// exemplar is a sample, any recent one will do), and a reader retries until it reads one
+/// whole (a sequence lock over atomics).
+#[derive(Debug, Default)]
+pub(crate) struct ExemplarSlot {
+    /// Even when stable, odd while written; 0 until the first exemplar.
+    version: AtomicU64,
+    trace_high: AtomicU64,
+    trace_low: AtomicU64,
+    nanos: AtomicU64,
+    unix_millis: AtomicU64,
+}
+
+/// An exemplar read whole: trace id, value, when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Exemplar {
+    pub(crate) trace_id: u128,
+    pub(crate) nanos: u64,
+    pub(crate) unix_millis: u64,
+}
+
+impl ExemplarSlot {
+    pub(crate) fn write(&self, exemplar: Exemplar) {
+        let version = self.version.load(Ordering::Relaxed);
+        if version & 1 == 1
+            || self
+                .version
+                .compare_exchange(version, version + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.trace_high
+            .store((exemplar.trace_id >> 64) as u64, Ordering::Relaxed);
+        self.trace_low
+            .store(exemplar.trace_id as u64, Ordering::Relaxed);
+        self.nanos.store(exemplar.nanos, Ordering::Relaxed);
+        self.unix_millis
+            .store(exemplar.unix_millis, Ordering::Relaxed);
+        self.version.store(version + 2, Ordering::Release);
+    }
+
+    pub(crate) fn read(&self) -> Option<Exemplar> {
+        loop {
+            let before = self.version.load(Ordering::Acquire);
+            if before == 0 {
+                return None;
+            }
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let exemplar = Exemplar {
+                trace_id: (u128::from(self.trace_high.load(Ordering::Relaxed)) << 64)
+                    | u128::from(self.trace_low.load(Ordering::Relaxed)),
+                nanos: self.nanos.load(Ordering::Relaxed),
+                unix_millis: self.unix_millis.load(Ordering::Relaxed),
+            };
+            std::sync::atomic::fence(Ordering::Acquire);
+            if self.version.load(Ordering::Relaxed) == before {
+                return Some(exemplar);
+            }
+        }
+    }
 }
 
 impl AttemptHistogram {
@@ -130,11 +198,13 @@ impl HostSeries {
         }
     }
 
-    /// Records one attempt of `method` that ended in `slot` after `nanos`.
+    /// Records one attempt of `method` that ended in `slot` after `nanos`, the histogram it
+    /// went into returned (for an exemplar).
     #[inline]
-    pub(crate) fn record(&self, slot: usize, method: usize, nanos: u64) {
+    pub(crate) fn record(&self, slot: usize, method: usize, nanos: u64) -> &AttemptHistogram {
         let histograms = self.slots[slot].get_or_init(Default::default);
         histograms[method].record(nanos);
+        &histograms[method]
     }
 
     /// Attempts recorded, those with an `error_type` (a 4xx or 5xx answer, or none), and the

@@ -46,6 +46,7 @@ impl MetricsLayer {
             body_duration: false,
             clock: LatencyClock::default(),
             max_hosts: DEFAULT_MAX_HOSTS,
+            exemplars: None,
             classifier: HttpClassifier,
         }
     }
@@ -144,6 +145,7 @@ impl<C> MetricsLayer<C> {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        crate::export::add_exemplars(&mut text, &self.attempts);
         text
     }
 }
@@ -163,6 +165,7 @@ pub struct MetricsBuilder<C = HttpClassifier> {
     body_duration: bool,
     clock: LatencyClock,
     max_hosts: usize,
+    exemplars: Option<crate::attempt::TraceIdFn>,
     classifier: C,
 }
 
@@ -188,6 +191,18 @@ impl<C> MetricsBuilder<C> {
         self
     }
 
+    /// Attaches an OpenMetrics exemplar with the trace id to the attempt histogram
+    /// (`http_client_request_duration_seconds`): for an attempt whose span a subscriber
+    /// records, `trace_id` is called inside that span, and the attempt's duration is kept as
+    /// its histogram's exemplar with the id it returns (`None`: no exemplar). With
+    /// `tracing-opentelemetry`, return the OpenTelemetry trace id of `Span::current()`.
+    /// Exemplars appear in [`encode`](MetricsLayer::encode) (not in the Prometheus text
+    /// format, which has none).
+    pub fn exemplars(mut self, trace_id: crate::attempt::TraceIdFn) -> Self {
+        self.exemplars = Some(trace_id);
+        self
+    }
+
     /// Also records the time from sending to the end of the response body.
     pub fn body_duration(mut self, enabled: bool) -> Self {
         self.body_duration = enabled;
@@ -201,6 +216,7 @@ impl<C> MetricsBuilder<C> {
             body_duration: self.body_duration,
             clock: self.clock,
             max_hosts: self.max_hosts,
+            exemplars: self.exemplars,
             classifier,
         }
     }
@@ -219,7 +235,11 @@ impl<C> MetricsBuilder<C> {
             ));
         }
         seawall_core::check_range("max_hosts", self.max_hosts, 1, 10_000, "1 to 10000 hosts")?;
-        let attempts = Arc::new(AttemptRecorder::new(self.max_hosts, Clock::new(self.clock)));
+        let attempts = Arc::new(AttemptRecorder::new(
+            self.max_hosts,
+            Clock::new(self.clock),
+            self.exemplars,
+        ));
         let recorder = Recorder::new(self.buckets, self.body_duration, self.clock);
         let recorder = Arc::new(recorder);
         Ok(MetricsLayer {

@@ -66,7 +66,9 @@
 //! `connect`, ..., `cancelled`). Per-host series are kept for at most
 //! [`max_hosts`](MetricsBuilder::max_hosts) hosts (default [`DEFAULT_MAX_HOSTS`]); attempts to
 //! any other host are recorded under `server_address="_OTHER"`. User information in a URL
-//! never becomes a label. Durations carry an OpenMetrics `# UNIT` line.
+//! never becomes a label. Durations carry an OpenMetrics `# UNIT` line. With
+//! [`MetricsBuilder::exemplars`], a traced attempt leaves an OpenMetrics exemplar with its
+//! trace id on its bucket of `http_client_request_duration_seconds`.
 //!
 //! Recording the logical request is a few stores into fixed arrays that only the recording
 //! thread writes (one set per thread, added up when read), not atomic read-modify-writes: no
@@ -120,7 +122,9 @@ mod service;
 mod snapshot;
 mod trace;
 
-pub use attempt::{AttemptMetrics, AttemptMetricsFuture, AttemptMetricsLayer, FAILURE_RING};
+pub use attempt::{
+    AttemptMetrics, AttemptMetricsFuture, AttemptMetricsLayer, FAILURE_RING, TraceIdFn,
+};
 pub use body::MetricsBody;
 pub use clock::LatencyClock;
 pub use future::ResponseFuture;

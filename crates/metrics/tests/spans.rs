@@ -302,3 +302,45 @@ async fn failed_and_cancelled_calls_carry_their_error_type() {
             .all(|s| s.fields["server.port"] == "8080")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_traced_attempt_leaves_an_exemplar_with_its_trace_id_on_its_bucket() {
+    let capture = Capture::default();
+    let _default = tracing::subscriber::set_default(capture.clone());
+    let metrics = MetricsLayer::builder()
+        .clock(seawall_metrics::LatencyClock::Tokio)
+        // Called inside the attempt's span: the id of that span's trace.
+        .exemplars(|| Some(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736))
+        .build()
+        .unwrap();
+    let attempts = metrics
+        .attempts()
+        .layer(service_fn(|_request: Request<()>| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, io::Error>(Response::new(String::new()))
+        }));
+    let response = metrics
+        .layer(attempts)
+        .oneshot(Request::get("http://api.test/").body(()).unwrap())
+        .await
+        .unwrap();
+    drop(response);
+
+    let text = metrics.encode();
+    let series = r#"http_request_method="GET",http_response_status_code="200",server_address="api.test",server_port="80",url_scheme="http""#;
+    let with_exemplar: Vec<&str> = text.lines().filter(|line| line.contains(" # {")).collect();
+    assert_eq!(with_exemplar.len(), 1, "{text}");
+    let (sample, exemplar) = with_exemplar[0].split_once(" # ").unwrap();
+    // On the bucket the 20 ms fell in, with its value in seconds and a timestamp.
+    assert_eq!(
+        sample,
+        format!("http_client_request_duration_seconds_bucket{{le=\"0.025\",{series}}} 1")
+    );
+    let (labels, rest) = exemplar.split_once("} ").unwrap();
+    assert_eq!(labels, r#"{trace_id="4bf92f3577b34da6a3ce929d0e0e4736""#);
+    let (value, timestamp) = rest.split_once(' ').unwrap();
+    assert_eq!(value, "0.02");
+    assert!(timestamp.parse::<f64>().unwrap() > 1.7e9, "{timestamp}");
+    // The Prometheus text format has no exemplars.
+    assert!(!metrics.encode_prometheus_text().contains(" # {"));
+}
