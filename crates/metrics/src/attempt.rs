@@ -316,7 +316,9 @@ where
         if let Ok(response) = &result {
             crate::trace::record_end(&this.pending.span, Some(response.status()), "");
         }
-        if let (Some(series), Ok(response)) = (this.pending.finish(slot), &result) {
+        if let (Some(series), Ok(response)) = (this.pending.finish(slot), &result)
+            && states_quota(response)
+        {
             let hints = ServerHints::from_response(response, &this.pending.recorder.hints);
             if let Some(limit) = hints.limit {
                 series.quota_limit.store(limit, Ordering::Relaxed);
@@ -327,4 +329,14 @@ where
         }
         Poll::Ready(result)
     }
+}
+
+/// Whether a response may state its upstream's quota: a scan of its header names, without
+/// hashing one, so that the headers are parsed only when there is something to read.
+#[inline]
+fn states_quota<B>(response: &Response<B>) -> bool {
+    response.headers().keys().any(|name| {
+        let name = name.as_str();
+        name.starts_with("ratelimit") || name.starts_with("x-ratelimit")
+    })
 }
