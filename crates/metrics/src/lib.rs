@@ -84,10 +84,10 @@
 //! through [`MetricsLayer::include`], which takes any of their handles (they implement
 //! [`seawall_core::FigureSource`]); the layer crates do not depend on this one.
 //!
-//! With the `metrics-facade` feature, [`MetricsLayer::publish_to_facade`] hands every figure
+//! With the `metrics-facade` feature, `MetricsLayer::publish_to_facade` hands every figure
 //! (this layer's, its attempt layers' and the included layers') with its description to the
 //! `metrics` recorder installed at that moment, so a recorder installed after the stack was
-//! built gets everything; [`MetricsLayer::spawn_facade_publisher`] does so periodically.
+//! built gets everything; `MetricsLayer::spawn_facade_publisher` does so periodically.
 //! Nothing goes through the facade per request.
 //!
 //! [`MetricsLayer::report`] gathers every layer's figures into one typed [`Report`], whose
