@@ -7,6 +7,8 @@
 //! `.ci/run` lints it with `promtool check metrics` (Debian package `prometheus`) as a step of
 //! its own.
 
+#[path = "support/capture.rs"]
+mod capture;
 #[path = "support/exposition_check.rs"]
 mod exposition_check;
 
@@ -26,6 +28,7 @@ use seawall_rate_limit::RateLimitLayer;
 use seawall_retry::{ReplayBody, RetryLayer};
 use tower::{ServiceBuilder, ServiceExt};
 
+use capture::Capture;
 use exposition_check::{check_openmetrics, check_prometheus_text};
 
 #[tokio::test(start_paused = true)]
@@ -46,9 +49,13 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
     .await
     .expect("upstream");
 
-    // With the body histogram too, so every family the layer can write is checked.
+    // Attempt spans recorded, so that exemplars are written.
+    let _subscriber = tracing::subscriber::set_default(Capture::default());
+    // With the body histogram and exemplars too, so every family and form the layer can
+    // write is checked.
     let metrics = MetricsLayer::builder()
         .body_duration(true)
+        .exemplars(|| Some(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736))
         .build()
         .expect("valid config");
     let retry = RetryLayer::builder()
@@ -72,6 +79,7 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
         .layer(retry)
         .layer(breaker)
         .layer(limit)
+        .layer(metrics.attempts())
         .service(client);
 
     for _ in 0..20 {
@@ -83,7 +91,10 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
     }
     let text = metrics.encode();
     for name in [
-        "http_client_request_duration_seconds_bucket",
+        "http_client_request_duration_seconds_bucket{le=\"0.005\",http_request_method=\"GET\",http_response_status_code=\"503\",error_type=\"503\",server_address=\"127.0.0.1\"",
+        "http_client_active_requests{server_address=\"127.0.0.1\"",
+        "seawall_http_client_request_duration_seconds_bucket",
+        "seawall_http_client_queue_wait_seconds_bucket",
         "seawall_retry_retries_total{reason=\"server_error\"}",
         "seawall_circuit_breaker_state{key=\"http://127.0.0.1",
         "seawall_rate_limit_admitted_total",
@@ -92,6 +103,18 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
 
+    // One exemplar per attempt series (the 200s and the 503s), on a bucket line.
+    let exemplars: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(r#" # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} "#))
+        .collect();
+    assert_eq!(exemplars.len(), 2, "{text}");
+    assert!(
+        exemplars
+            .iter()
+            .all(|line| line.starts_with("http_client_request_duration_seconds_bucket{")),
+        "{exemplars:?}"
+    );
     if let Err(error) = check_openmetrics(&text) {
         panic!("invalid OpenMetrics: {error}\n{text}");
     }
@@ -154,6 +177,54 @@ fn broken(valid: &str, from: &str, to: &str) -> String {
 fn the_exposition_check_accepts_well_formed_expositions() {
     assert_eq!(check_openmetrics(VALID_OPENMETRICS), Ok(()));
     assert_eq!(check_prometheus_text(VALID_PROMETHEUS), Ok(()));
+    let with_exemplar = broken(
+        VALID_OPENMETRICS,
+        "app_duration_seconds_bucket{le=\"1.0\"} 2",
+        "app_duration_seconds_bucket{le=\"1.0\"} 2 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.42 1733350000.123",
+    );
+    assert_eq!(check_openmetrics(&with_exemplar), Ok(()));
+}
+
+#[test]
+fn the_exposition_check_rejects_misplaced_or_oversized_exemplars() {
+    let exemplar = " # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.42";
+    let on_a_gauge = broken(
+        VALID_OPENMETRICS,
+        "app_in_flight 0",
+        &format!("app_in_flight 0{exemplar}"),
+    );
+    let oversized = broken(
+        VALID_OPENMETRICS,
+        "app_duration_seconds_bucket{le=\"1.0\"} 2",
+        &format!(
+            "app_duration_seconds_bucket{{le=\"1.0\"}} 2 # {{trace_id=\"{}\"}} 0.42",
+            "a".repeat(121)
+        ),
+    );
+    let in_prometheus_text = broken(
+        VALID_PROMETHEUS,
+        "app_duration_seconds_bucket{le=\"1.0\"} 2",
+        &format!("app_duration_seconds_bucket{{le=\"1.0\"}} 2{exemplar}"),
+    );
+    assert_each_refused(
+        check_openmetrics,
+        &[
+            (
+                "an exemplar on a gauge",
+                "\"#\" is not a number",
+                on_a_gauge,
+            ),
+            ("an exemplar's labels too long", "(at most 128)", oversized),
+        ],
+    );
+    assert_each_refused(
+        check_prometheus_text,
+        &[(
+            "an exemplar in Prometheus text",
+            "\"#\" is not a number",
+            in_prometheus_text,
+        )],
+    );
 }
 
 /// Checks that `check` refuses the text of each case with an error that contains its

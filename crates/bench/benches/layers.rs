@@ -455,6 +455,36 @@ where
     }
 }
 
+/// A subscriber interested in warnings and errors only, and in no span.
+struct SpansFilteredOut;
+
+impl tracing::Subscriber for SpansFilteredOut {
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if self.enabled(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.is_event() && *metadata.level() <= tracing::Level::WARN
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::WARN)
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 fn metrics(c: &mut Criterion) {
     let runtime = runtime();
     let _context = runtime.enter();
@@ -470,6 +500,18 @@ fn metrics(c: &mut Criterion) {
         seawall.layer(NoopUpstream),
         api_request,
     );
+
+    // The same layer with a subscriber installed that filters its spans out (as a `warn`
+    // level filter does): what a service with logging on pays for the spans it does not keep.
+    {
+        let _subscriber = tracing::subscriber::set_default(SpansFilteredOut);
+        bench_requests_dropped(
+            &mut group,
+            "seawall_traced",
+            seawall.layer(NoopUpstream),
+            api_request,
+        );
+    }
 
     let peers = std::sync::Arc::new(Peers {
         requests: Default::default(),

@@ -164,6 +164,10 @@ where
     K: fmt::Debug,
 {
     pub(crate) fn rejected(open: CircuitOpen) -> Self {
+        tracing::debug!(
+            state = open.state().as_str(),
+            "circuit breaker refused a call"
+        );
         Self {
             kind: Kind::Rejected { open: Some(open) },
         }

@@ -1,12 +1,18 @@
 //! OpenMetrics exposition through `prometheus-client`.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
 use seawall_core::{FigureKind, FigureSource};
 
+use crate::attempt::AttemptRecorder;
+use crate::hosts::{
+    ATTEMPT_BOUNDS, HostSeries, ODD_STATUS_SLOT, OTHER_HOST, STATUS_SLOTS, UNSTATED, slot_error,
+};
 use crate::labels::{METHODS, OUTCOMES, STATUS_CLASSES};
 use crate::recorder::{HistogramRead, Recorder};
 
@@ -16,6 +22,7 @@ pub(crate) type Sources = Arc<Mutex<Vec<Arc<dyn FigureSource>>>>;
 /// Encodes a metrics layer's request figures and its sources' figures on each scrape.
 pub(crate) struct Exporter {
     pub(crate) recorder: Arc<Recorder>,
+    pub(crate) attempts: Arc<AttemptRecorder>,
     pub(crate) sources: Sources,
 }
 
@@ -42,12 +49,13 @@ fn encode_histogram(
 
 impl Collector for Exporter {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encode_attempts(&self.attempts, &mut encoder)?;
         let recorder = &self.recorder;
         {
             let mut metric = encoder.encode_descriptor(
-                "http_client_request_duration_seconds",
-                "Duration of HTTP client requests, from sending to the response headers.",
-                None,
+                "seawall_http_client_request_duration",
+                "Duration of logical HTTP client requests (every attempt, backoff and wait included), from the call to the response headers.",
+                Some(&Unit::Seconds),
                 MetricType::Histogram,
             )?;
             let mut result = Ok(());
@@ -66,8 +74,8 @@ impl Collector for Exporter {
         }
         encoder
             .encode_descriptor(
-                "http_client_active_requests",
-                "HTTP client requests in flight, until their response body is read or dropped.",
+                "seawall_http_client_requests_in_flight",
+                "Logical HTTP client requests in flight, until their response body is read or dropped.",
                 None,
                 MetricType::Gauge,
             )?
@@ -75,7 +83,7 @@ impl Collector for Exporter {
         {
             let mut metric = encoder.encode_descriptor(
                 "seawall_http_client_requests",
-                "Finished HTTP client requests, by method, status class and outcome.",
+                "Finished logical HTTP client requests, by method, status class and outcome.",
                 None,
                 MetricType::Counter,
             )?;
@@ -94,11 +102,20 @@ impl Collector for Exporter {
             });
             result?;
         }
+        {
+            let mut metric = encoder.encode_descriptor(
+                "seawall_http_client_queue_wait",
+                "Time a logical request's attempts waited in a rate limiter, per response.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            encode_histogram(&mut metric, &recorder.bounds, &recorder.queue_wait())?;
+        }
         if let Some(histogram) = &recorder.body_latency() {
             let mut metric = encoder.encode_descriptor(
-                "seawall_http_client_response_body_duration_seconds",
-                "Duration of HTTP client requests, from sending to the end of the response body.",
-                None,
+                "seawall_http_client_response_body_duration",
+                "Duration of logical HTTP client requests, from the call to the end of the response body.",
+                Some(&Unit::Seconds),
                 MetricType::Histogram,
             )?;
             encode_histogram(&mut metric, &recorder.bounds, histogram)?;
@@ -112,6 +129,137 @@ impl Collector for Exporter {
             encode_source(&*source, &mut encoder)?;
         }
         Ok(())
+    }
+}
+
+/// An attempt histogram's labels: method, status code and error type, then the host's.
+pub(crate) fn attempt_labels(
+    series: &HostSeries,
+    slot: usize,
+    method: usize,
+) -> Vec<(&'static str, String)> {
+    let mut labels = vec![("http_request_method", METHODS[method].to_owned())];
+    if let Some(code) = slot_status(slot) {
+        labels.push(("http_response_status_code", code.clone()));
+        // OpenTelemetry: an error status is its own error type.
+        if slot >= 300 {
+            labels.push(("error_type", code));
+        }
+    } else {
+        labels.push(("error_type", slot_error(slot).to_owned()));
+    }
+    labels.extend(host_labels(series));
+    labels
+}
+
+/// A host's labels: `server_address`, `server_port` (when known) and `url_scheme`.
+pub(crate) fn host_labels(series: &HostSeries) -> Vec<(&'static str, String)> {
+    let mut labels = vec![("server_address", series.address.to_string())];
+    if let Some(port) = series.port {
+        labels.push(("server_port", port.to_string()));
+    }
+    labels.push(("url_scheme", series.scheme.to_owned()));
+    labels
+}
+
+/// Whether a host's entry has anything to show (an `_OTHER` entry may have nothing).
+pub(crate) fn used(series: &HostSeries) -> bool {
+    let mut any = series.active.load(Ordering::Relaxed) != 0;
+    series.for_each(|_, _, _| any = true);
+    any
+}
+
+/// The per-attempt figures: OpenTelemetry's HTTP client metrics and the upstream quotas.
+fn encode_attempts(
+    attempts: &AttemptRecorder,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    {
+        let mut metric = encoder.encode_descriptor(
+            "http_client_request_duration",
+            "Duration of HTTP client requests: one sample per attempt, from sending to the response headers or the error.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        let mut result = Ok(());
+        attempts.hosts.for_each(|series| {
+            series.for_each(|slot, method, histogram| {
+                if result.is_err() {
+                    return;
+                }
+                let labels = attempt_labels(series, slot, method);
+                let (counts, sum) = histogram.read();
+                let buckets: Vec<(f64, u64)> = ATTEMPT_BOUNDS
+                    .iter()
+                    .copied()
+                    .chain([f64::INFINITY])
+                    .zip(counts)
+                    .collect();
+                result = metric.encode_family(&labels).and_then(|mut family| {
+                    family.encode_histogram::<NoLabelSet>(sum, counts.iter().sum(), &buckets, None)
+                });
+            });
+        });
+        result?;
+    }
+    {
+        let mut metric = encoder.encode_descriptor(
+            "http_client_active_requests",
+            "HTTP client attempts sent and not yet answered (response headers) or failed.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mut result = Ok(());
+        attempts.hosts.for_each(|series| {
+            if result.is_ok() && used(series) {
+                result = metric
+                    .encode_family(&host_labels(series))
+                    .and_then(|mut family| {
+                        family.encode_gauge(&series.active.load(Ordering::Relaxed))
+                    });
+            }
+        });
+        result?;
+    }
+    for (name, help, read) in [
+        (
+            "seawall_upstream_quota_limit",
+            "The request quota the upstream last stated (RateLimit, X-RateLimit-Limit headers).",
+            (|series| series.quota_limit.load(Ordering::Relaxed)) as fn(&HostSeries) -> u64,
+        ),
+        (
+            "seawall_upstream_quota_remaining",
+            "What the upstream last said was left of its quota (RateLimit, X-RateLimit-Remaining headers).",
+            |series| series.quota_remaining.load(Ordering::Relaxed),
+        ),
+    ] {
+        let mut stated = Vec::new();
+        attempts.hosts.for_each(|series| {
+            let value = read(series);
+            if value != UNSTATED {
+                stated.push((host_labels(series), value));
+            }
+        });
+        if stated.is_empty() {
+            continue;
+        }
+        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, value) in stated {
+            metric
+                .encode_family(&labels)?
+                .encode_gauge(&(value.min(i64::MAX as u64) as i64))?;
+        }
+    }
+    Ok(())
+}
+
+/// The status code a slot stands for (`_OTHER` for a code outside 100 to 599), or `None` for
+/// an error slot.
+fn slot_status(slot: usize) -> Option<String> {
+    match slot {
+        0..STATUS_SLOTS => Some((slot + 100).to_string()),
+        ODD_STATUS_SLOT => Some(OTHER_HOST.to_owned()),
+        _ => None,
     }
 }
 
@@ -174,6 +322,55 @@ fn encode_value(
     }
 }
 
+/// Appends to the attempt histogram's bucket lines their exemplars (OpenMetrics: `# {labels}
+/// value timestamp` after the count, on the bucket the value falls in).
+pub(crate) fn add_exemplars(text: &mut String, attempts: &AttemptRecorder) {
+    let mut wanted = Vec::new();
+    attempts.hosts.for_each(|series| {
+        series.for_each(|slot, method, histogram| {
+            if let Some(exemplar) = histogram.exemplar.read() {
+                let labels: Vec<String> = attempt_labels(series, slot, method)
+                    .into_iter()
+                    .map(|(key, value)| format!("{key}=\"{value}\""))
+                    .collect();
+                wanted.push((labels.join(","), exemplar, false));
+            }
+        });
+    });
+    if wanted.is_empty() {
+        return;
+    }
+    let mut out = String::with_capacity(text.len() + wanted.len() * 96);
+    for line in text.lines() {
+        out.push_str(line);
+        let bucket = line
+            .strip_prefix("http_client_request_duration_seconds_bucket{le=\"")
+            .and_then(|rest| rest.split_once("\","))
+            .and_then(|(le, tail)| Some((le, tail.rsplit_once("} ")?.0)));
+        if let Some((le, labels)) = bucket {
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::NAN)
+            };
+            for (want, exemplar, placed) in &mut wanted {
+                let seconds = exemplar.nanos as f64 / 1e9;
+                if !*placed && want == labels && seconds <= le {
+                    *placed = true;
+                    out.push_str(&format!(
+                        " # {{trace_id=\"{:032x}\"}} {seconds} {}.{:03}",
+                        exemplar.trace_id,
+                        exemplar.unix_millis / 1000,
+                        exemplar.unix_millis % 1000
+                    ));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    *text = out;
+}
+
 /// Rewrites an OpenMetrics text exposition in the Prometheus text format 0.0.4.
 ///
 /// The two differ, for what this crate writes, only in how counter families are named in
@@ -199,7 +396,11 @@ pub(crate) fn to_prometheus_text(openmetrics: &str) -> String {
         });
         match renamed {
             Some(renamed) => text.push_str(&renamed),
-            None => text.push_str(line),
+            // The Prometheus text format has no exemplars.
+            None => text.push_str(match line.split_once(" # {") {
+                Some((sample, _exemplar)) if !line.starts_with('#') => sample,
+                _ => line,
+            }),
         }
         text.push('\n');
     }

@@ -8,13 +8,14 @@ use http::Response;
 use seawall_core::Classify;
 
 use crate::body::{InFlight, MetricsBody};
-use crate::labels::{CANCELLED, NO_STATUS, outcome_index, status_index};
+use crate::labels::{CANCELLED, NO_STATUS, OUTCOMES, outcome_index, status_index};
 
 /// The part of a call that must be recorded even if the future is dropped.
 #[derive(Debug)]
 struct Pending {
     in_flight: Option<InFlight>,
     method: usize,
+    span: tracing::Span,
 }
 
 impl Drop for Pending {
@@ -24,6 +25,7 @@ impl Drop for Pending {
             in_flight
                 .recorder()
                 .record(self.method, NO_STATUS, CANCELLED, in_flight.started);
+            crate::trace::record_end(&self.span, None, OUTCOMES[CANCELLED]);
         }
     }
 }
@@ -39,12 +41,19 @@ pin_project_lite::pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn new(inner: F, in_flight: InFlight, method: usize, classifier: C) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        in_flight: InFlight,
+        method: usize,
+        classifier: C,
+        span: tracing::Span,
+    ) -> Self {
         Self {
             inner,
             pending: Pending {
                 in_flight: Some(in_flight),
                 method,
+                span,
             },
             classifier,
         }
@@ -60,7 +69,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let result = {
+            let _entered = this.pending.span.enter();
+            ready!(this.inner.poll(cx))
+        };
         let Some(in_flight) = this.pending.in_flight.take() else {
             // Polled again after completion: the inner future decides what that means.
             return Poll::Ready(result.map(|r| r.map(|b| MetricsBody::unmetered(b))));
@@ -69,9 +81,16 @@ where
         let status = result
             .as_ref()
             .map_or(NO_STATUS, |response| status_index(response.status()));
-        in_flight
-            .recorder()
-            .record(this.pending.method, status, outcome, in_flight.started);
+        crate::trace::record_end(
+            &this.pending.span,
+            result.as_ref().ok().map(Response::status),
+            OUTCOMES[outcome],
+        );
+        let recorder = in_flight.recorder();
+        recorder.record(this.pending.method, status, outcome, in_flight.started);
+        if let Ok(response) = &result {
+            recorder.record_queue_wait(seawall_core::QueueWait::of(response));
+        }
         // An error ends the request here (dropping `in_flight`); a response keeps it in
         // flight until its body is done.
         Poll::Ready(result.map(|response| response.map(|body| MetricsBody::new(body, in_flight))))

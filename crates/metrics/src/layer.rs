@@ -6,8 +6,10 @@ use prometheus_client::registry::Registry;
 use seawall_core::{ConfigError, FigureSource, HttpClassifier};
 use tower::Layer;
 
-use crate::clock::LatencyClock;
+use crate::attempt::{AttemptMetricsLayer, AttemptRecorder};
+use crate::clock::{Clock, LatencyClock};
 use crate::export::{Exporter, Sources};
+use crate::hosts::DEFAULT_MAX_HOSTS;
 use crate::recorder::{DEFAULT_BUCKETS, Recorder, RecorderRefs};
 use crate::service::Metrics;
 use crate::snapshot::Snapshot;
@@ -16,9 +18,14 @@ use crate::snapshot::Snapshot;
 #[derive(Clone)]
 pub struct MetricsLayer<C = HttpClassifier> {
     recorder: Arc<Recorder>,
+    /// The per-attempt figures of the attempt layers made by [`attempts`](Self::attempts).
+    attempts: Arc<AttemptRecorder>,
     /// What the services' requests hold the recorder by.
     refs: Arc<RecorderRefs>,
     sources: Sources,
+    /// What the previous publish to the `metrics` facade handed over.
+    #[cfg(feature = "metrics-facade")]
+    published: Arc<crate::facade::Published>,
     classifier: C,
 }
 
@@ -38,8 +45,8 @@ impl MetricsLayer {
             buckets: DEFAULT_BUCKETS.to_vec(),
             body_duration: false,
             clock: LatencyClock::default(),
-            #[cfg(feature = "metrics-facade")]
-            facade: false,
+            max_hosts: DEFAULT_MAX_HOSTS,
+            exemplars: None,
             classifier: HttpClassifier,
         }
     }
@@ -54,6 +61,60 @@ impl<C> MetricsLayer<C> {
             .push(Arc::new(source));
     }
 
+    /// The layer that records each attempt (each physical request) under OpenTelemetry's
+    /// HTTP client names, into this layer's exposition: place it just above the client,
+    /// below the retry layer and the rate limiter. Every call returns a layer over the same
+    /// figures.
+    pub fn attempts(&self) -> AttemptMetricsLayer {
+        AttemptMetricsLayer::new(Arc::clone(&self.attempts))
+    }
+
+    /// Every layer's figures now, as one typed snapshot: the logical requests, the attempts by
+    /// host with the upstreams' stated quotas, the included layers' figures (retry, rate
+    /// limiter, circuit breakers) and the most recent failed attempts. `Display` prints it as
+    /// a compact table.
+    pub fn report(&self) -> crate::Report {
+        crate::Report::read(&self.recorder, &self.attempts, &self.sources)
+    }
+
+    /// Hands every figure (this layer's, its attempt layers' and the included layers') to the
+    /// `metrics` recorder installed now, with its description (feature `metrics-facade`).
+    ///
+    /// Nothing goes through the facade per request: call this periodically (see
+    /// [`spawn_facade_publisher`](Self::spawn_facade_publisher)) or before each scrape of
+    /// the recorder. A recorder installed after the stack was built therefore receives
+    /// everything counted since the start. Counters are set to their totals, gauges to their
+    /// values; histograms receive the samples recorded since the previous call, each at its
+    /// bucket's upper bound (twice the last bound for the `+Inf` bucket): with the same
+    /// bounds the recorder's bucket counts are exact, and its sum is an upper bound.
+    #[cfg(feature = "metrics-facade")]
+    pub fn publish_to_facade(&self) {
+        crate::facade::publish(
+            &self.recorder,
+            &self.attempts,
+            &self.sources,
+            &self.published,
+        );
+    }
+
+    /// Runs [`publish_to_facade`](Self::publish_to_facade) every `period` on the current
+    /// tokio runtime, until the returned task is aborted (feature `metrics-facade`).
+    #[cfg(feature = "metrics-facade")]
+    pub fn spawn_facade_publisher(
+        &self,
+        period: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let (recorder, attempts) = (Arc::clone(&self.recorder), Arc::clone(&self.attempts));
+        let (sources, published) = (Arc::clone(&self.sources), Arc::clone(&self.published));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                crate::facade::publish(&recorder, &attempts, &sources, &published);
+            }
+        })
+    }
+
     /// The request figures now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::read(&self.recorder)
@@ -64,6 +125,7 @@ impl<C> MetricsLayer<C> {
     pub fn register(&self, registry: &mut Registry) {
         registry.register_collector(Box::new(Exporter {
             recorder: Arc::clone(&self.recorder),
+            attempts: Arc::clone(&self.attempts),
             sources: Arc::clone(&self.sources),
         }));
     }
@@ -83,6 +145,7 @@ impl<C> MetricsLayer<C> {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        crate::export::add_exemplars(&mut text, &self.attempts);
         text
     }
 }
@@ -101,8 +164,8 @@ pub struct MetricsBuilder<C = HttpClassifier> {
     buckets: Vec<f64>,
     body_duration: bool,
     clock: LatencyClock,
-    #[cfg(feature = "metrics-facade")]
-    facade: bool,
+    max_hosts: usize,
+    exemplars: Option<crate::attempt::TraceIdFn>,
     classifier: C,
 }
 
@@ -121,20 +184,28 @@ impl<C> MetricsBuilder<C> {
         self
     }
 
-    /// Also records the time from sending to the end of the response body.
-    pub fn body_duration(mut self, enabled: bool) -> Self {
-        self.body_duration = enabled;
+    /// The most hosts a per-host series is kept for (default 100, from 1 to 10,000); the
+    /// attempts to any host beyond are recorded under `server_address="_OTHER"`.
+    pub fn max_hosts(mut self, max_hosts: usize) -> Self {
+        self.max_hosts = max_hosts;
         self
     }
 
-    /// Also records every request through the `metrics` facade (feature `metrics-facade`):
-    /// the request count, latency histogram and in-flight gauge, with the same names and
-    /// labels, go to the recorder installed when [`build`](Self::build) runs. Install the
-    /// recorder (e.g. metrics-exporter-prometheus) first. The in-process snapshot keeps
-    /// working; the other layers' figures stay on this crate's own exposition.
-    #[cfg(feature = "metrics-facade")]
-    pub fn metrics_facade(mut self, enabled: bool) -> Self {
-        self.facade = enabled;
+    /// Attaches an OpenMetrics exemplar with the trace id to the attempt histogram
+    /// (`http_client_request_duration_seconds`): for an attempt whose span a subscriber
+    /// records, `trace_id` is called inside that span, and the attempt's duration is kept as
+    /// its histogram's exemplar with the id it returns (`None`: no exemplar). With
+    /// `tracing-opentelemetry`, return the OpenTelemetry trace id of `Span::current()`.
+    /// Exemplars appear in [`encode`](MetricsLayer::encode) (not in the Prometheus text
+    /// format, which has none).
+    pub fn exemplars(mut self, trace_id: crate::attempt::TraceIdFn) -> Self {
+        self.exemplars = Some(trace_id);
+        self
+    }
+
+    /// Also records the time from sending to the end of the response body.
+    pub fn body_duration(mut self, enabled: bool) -> Self {
+        self.body_duration = enabled;
         self
     }
 
@@ -144,8 +215,8 @@ impl<C> MetricsBuilder<C> {
             buckets: self.buckets,
             body_duration: self.body_duration,
             clock: self.clock,
-            #[cfg(feature = "metrics-facade")]
-            facade: self.facade,
+            max_hosts: self.max_hosts,
+            exemplars: self.exemplars,
             classifier,
         }
     }
@@ -163,18 +234,21 @@ impl<C> MetricsBuilder<C> {
                 "1 to 64 strictly increasing bounds from 0.000001 to 86400 seconds",
             ));
         }
+        seawall_core::check_range("max_hosts", self.max_hosts, 1, 10_000, "1 to 10000 hosts")?;
+        let attempts = Arc::new(AttemptRecorder::new(
+            self.max_hosts,
+            Clock::new(self.clock),
+            self.exemplars,
+        ));
         let recorder = Recorder::new(self.buckets, self.body_duration, self.clock);
-        #[cfg(feature = "metrics-facade")]
-        let recorder = if self.facade {
-            recorder.with_facade()
-        } else {
-            recorder
-        };
         let recorder = Arc::new(recorder);
         Ok(MetricsLayer {
             refs: Arc::new(RecorderRefs::new(Arc::clone(&recorder))),
             recorder,
+            attempts,
             sources: Arc::new(Mutex::new(Vec::new())),
+            #[cfg(feature = "metrics-facade")]
+            published: Arc::default(),
             classifier: self.classifier,
         })
     }

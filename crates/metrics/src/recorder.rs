@@ -107,6 +107,8 @@ struct Shard {
     latency: Box<[Histogram]>,
     /// From the request to the end (or drop) of the response body, when enabled.
     body_latency: Option<Histogram>,
+    /// Time the request's attempts waited in a rate limiter, per response.
+    queue_wait: Histogram,
     /// Requests started less requests finished on this shard's threads (negative when a
     /// request finishes on another thread than it started on; the sum is what counts).
     in_flight: AtomicI64,
@@ -122,6 +124,7 @@ impl Shard {
                 .map(|_| Histogram::new(buckets))
                 .collect(),
             body_latency: body_latency.then(|| Histogram::new(buckets)),
+            queue_wait: Histogram::new(buckets),
             in_flight: AtomicI64::new(0),
         }
     }
@@ -181,8 +184,6 @@ pub(crate) struct Recorder {
     body_latency: bool,
     pub(crate) clock: Clock,
     minute: MinuteMarks,
-    #[cfg(feature = "metrics-facade")]
-    facade: Option<crate::facade::FacadeHandles>,
 }
 
 /// Requests finished over the last minute, at one-second resolution, without a
@@ -254,16 +255,7 @@ impl Recorder {
             body_latency,
             clock: Clock::new(clock),
             minute: MinuteMarks::new(),
-            #[cfg(feature = "metrics-facade")]
-            facade: None,
         }
-    }
-
-    /// Also records through the `metrics` facade, with handles resolved now.
-    #[cfg(feature = "metrics-facade")]
-    pub(crate) fn with_facade(mut self) -> Self {
-        self.facade = Some(crate::facade::FacadeHandles::resolve());
-        self
     }
 
     /// This thread's shard, made the first time the thread records.
@@ -277,20 +269,12 @@ impl Recorder {
     #[inline]
     pub(crate) fn started(&self) -> u64 {
         shift(&self.shard().in_flight, 1);
-        #[cfg(feature = "metrics-facade")]
-        if let Some(facade) = &self.facade {
-            facade.started();
-        }
         self.clock.now()
     }
 
     #[inline]
     pub(crate) fn finished(&self) {
         shift(&self.shard().in_flight, -1);
-        #[cfg(feature = "metrics-facade")]
-        if let Some(facade) = &self.facade {
-            facade.finished();
-        }
     }
 
     /// Records a request started at `started` (on the recorder's clock) whose headers
@@ -304,14 +288,6 @@ impl Recorder {
         let shard = self.shard();
         bump(&shard.requests[series * OUTCOME_COUNT + outcome], 1);
         shard.latency[series].record(&self.bounds_nanos, elapsed);
-        #[cfg(feature = "metrics-facade")]
-        if let Some(facade) = &self.facade {
-            facade.record(
-                series,
-                series * OUTCOME_COUNT + outcome,
-                std::time::Duration::from_nanos(elapsed),
-            );
-        }
     }
 
     /// Records the end of the body of a request started at `started`.
@@ -320,6 +296,22 @@ impl Recorder {
         if let Some(histogram) = &self.shard().body_latency {
             histogram.record(&self.bounds_nanos, self.clock.now().saturating_sub(started));
         }
+    }
+
+    /// Records what a response's attempts waited in a rate limiter (zero when they did not).
+    #[inline]
+    pub(crate) fn record_queue_wait(&self, wait: std::time::Duration) {
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.shard().queue_wait.record(&self.bounds_nanos, nanos);
+    }
+
+    /// The queue-wait histogram.
+    pub(crate) fn queue_wait(&self) -> HistogramRead {
+        let mut read = HistogramRead::empty(self.bounds.len());
+        for shard in &self.shards {
+            shard.queue_wait.add_to(&mut read);
+        }
+        read
     }
 
     pub(crate) fn in_flight(&self) -> i64 {

@@ -53,16 +53,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let method = method_index(request.method());
+        let span = crate::trace::request_span(&mut request, method);
         // The clock starts before the layers below do their part of the call (and the
         // request leaves the in-flight gauge even if that part panics).
         let in_flight = InFlight::start(&self.refs);
-        ResponseFuture::new(
-            self.inner.call(request),
-            in_flight,
-            method,
-            self.classifier.clone(),
-        )
+        // What the layers below do in `call` (a first attempt, its events) is inside the span.
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        ResponseFuture::new(inner, in_flight, method, self.classifier.clone(), span)
     }
 }

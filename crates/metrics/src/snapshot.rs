@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub by_status_class: Vec<(&'static str, u64)>,
     /// Share of finished requests whose outcome was `success`, from 0 to 1 (1 when none).
     pub success_rate: f64,
+    /// Mean latency to the response headers (zero when no request finished).
+    pub mean: Duration,
     /// Latency quantiles to the response headers, estimated from the histogram.
     pub p50: Duration,
     /// See `p50`.
@@ -39,7 +41,9 @@ impl Snapshot {
         });
         let total: u64 = by_outcome.iter().map(|(_, n)| n).sum();
         let mut buckets = vec![0u64; recorder.bounds.len() + 1];
+        let mut sum_seconds = 0.0;
         recorder.for_each_latency(|_, _, histogram| {
+            sum_seconds += histogram.sum_seconds();
             for (merged, count) in buckets.iter_mut().zip(&histogram.counts) {
                 *merged += count;
             }
@@ -54,6 +58,11 @@ impl Snapshot {
             },
             by_outcome,
             by_status_class,
+            mean: if total == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(sum_seconds / total as f64)
+            },
             p50: quantile(0.50),
             p95: quantile(0.95),
             p99: quantile(0.99),

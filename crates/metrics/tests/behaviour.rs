@@ -135,10 +135,10 @@ async fn a_scripted_mix_gives_exact_counts_and_no_request_stays_in_flight() {
         r#"seawall_http_client_requests_total{http_request_method="GET",http_response_status_class="4xx",outcome="success"} 1"#,
         r#"seawall_http_client_requests_total{http_request_method="GET",http_response_status_class="none",outcome="timeout"} 2"#,
         r#"seawall_http_client_requests_total{http_request_method="DELETE",http_response_status_class="none",outcome="cancelled"} 3"#,
-        r#"http_client_request_duration_seconds_count{http_request_method="PUT",http_response_status_class="5xx"} 3"#,
-        r#"http_client_request_duration_seconds_sum{http_request_method="PUT",http_response_status_class="5xx"} 0.06"#,
-        r#"http_client_request_duration_seconds_bucket{le="0.025",http_request_method="PUT",http_response_status_class="5xx"} 3"#,
-        "http_client_active_requests 0",
+        r#"seawall_http_client_request_duration_seconds_count{http_request_method="PUT",http_response_status_class="5xx"} 3"#,
+        r#"seawall_http_client_request_duration_seconds_sum{http_request_method="PUT",http_response_status_class="5xx"} 0.06"#,
+        r#"seawall_http_client_request_duration_seconds_bucket{le="0.025",http_request_method="PUT",http_response_status_class="5xx"} 3"#,
+        "seawall_http_client_requests_in_flight 0",
     ] {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
@@ -280,10 +280,13 @@ async fn a_body_that_outlives_the_layer_and_its_services_is_still_recorded() {
         prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
         text
     };
-    assert!(exposition(&registry).contains("http_client_active_requests 1\n"));
+    assert!(exposition(&registry).contains("seawall_http_client_requests_in_flight 1\n"));
     response.into_body().collect().await.unwrap();
     let after = exposition(&registry);
-    assert!(after.contains("http_client_active_requests 0\n"), "{after}");
+    assert!(
+        after.contains("seawall_http_client_requests_in_flight 0\n"),
+        "{after}"
+    );
     assert!(
         after.contains(
             "seawall_http_client_requests_total{http_request_method=\"GET\",http_response_status_class=\"2xx\",outcome=\"success\"} 1\n"

@@ -174,6 +174,7 @@ where
     St: RateStore,
 {
     pub(crate) fn rejected(rejected: Rejected) -> Self {
+        tracing::debug!(reason = rejected.reason(), "rate limiter refused a request");
         Self {
             state: State::Rejected {
                 rejected: Some(rejected),
@@ -505,6 +506,7 @@ where
     St: RateStore,
 {
     queued.limiter.counters.count_refusal(&rejected);
+    tracing::debug!(reason = rejected.reason(), "rate limiter refused a request");
     State::Rejected {
         rejected: Some(rejected),
     }

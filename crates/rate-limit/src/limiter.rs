@@ -352,6 +352,11 @@ impl<K, St: RateStore> Limiter<K, St> {
                         tokens_left,
                     );
                 }
+                tracing::debug!(
+                    predicted_wait_ms = slot.saturating_duration_since(now).as_millis() as u64,
+                    position = ahead,
+                    "waiting in the rate limiter's queue"
+                );
                 Ok((place, slot))
             }
         }

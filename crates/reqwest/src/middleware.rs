@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Extensions;
@@ -27,6 +28,8 @@ use crate::bridge::{Answer, AttemptSender, Bridge};
 #[derive(Clone)]
 pub struct SeawallMiddleware<S = StandardService<Bridge>> {
     service: S,
+    /// Reads the stack's figures, for [`report`](Self::report).
+    report: Option<Arc<dyn Fn() -> seawall::Report + Send + Sync>>,
 }
 
 impl<S> fmt::Debug for SeawallMiddleware<S> {
@@ -39,13 +42,15 @@ impl<K, St, C> SeawallMiddleware<StandardService<Bridge, K, St, C>>
 where
     K: KeyExtractor + Clone,
     St: RateStore,
-    C: Clone,
+    C: Clone + Send + Sync + 'static,
 {
     /// The standard stack: metrics, retry, circuit breaker, rate limiter, attempt timeout;
     /// with whatever store, key and classifier the stack was built with.
     pub fn new(stack: &Stack<K, St, C>) -> Self {
+        let metrics = stack.metrics().clone();
         Self {
             service: stack.service(Bridge),
+            report: Some(Arc::new(move || metrics.report())),
         }
     }
 }
@@ -55,7 +60,15 @@ impl<S> SeawallMiddleware<S> {
     pub fn from_layer<L: Layer<Bridge, Service = S>>(layer: L) -> Self {
         Self {
             service: layer.layer(Bridge),
+            report: None,
         }
+    }
+
+    /// Every layer's figures now (the same as the stack's
+    /// [`report`](seawall::Stack::report)); `None` for a middleware made
+    /// [`from_layer`](Self::from_layer).
+    pub fn report(&self) -> Option<seawall::Report> {
+        self.report.as_ref().map(|report| report())
     }
 }
 

@@ -192,7 +192,10 @@ pub use seawall_circuit_breaker::{
 };
 pub use seawall_coalesce::{self as coalesce, Coalesce, CoalesceBuilder, CoalesceLayer};
 pub use seawall_core::{self as core};
-pub use seawall_metrics::{self as metrics, Metrics, MetricsBuilder, MetricsLayer};
+pub use seawall_metrics::{
+    self as metrics, AttemptMetrics, AttemptMetricsLayer, Metrics, MetricsBuilder, MetricsLayer,
+    Report,
+};
 pub use seawall_rate_limit::{
     self as rate_limit, InMemoryStore, RateLimit, RateLimitBuilder, RateLimitHandle,
     RateLimitLayer, RateStore,
@@ -281,12 +284,15 @@ where
 /// The service the standard stack makes of a client `S`, with the stack's key extractor `K`,
 /// rate store `St` and classifier `C` (by default: per host, in this process, HTTP rules).
 pub type StandardService<S, K = ByHost, St = InMemoryStore, C = HttpClassifier> =
-    Metrics<Retry<CircuitBreaker<RouteLimit<Attempt<S>, K, St>, C, K>, C>, C>;
+    Metrics<Retry<CircuitBreaker<RouteLimit<AttemptMetrics<Attempt<S>>, K, St>, C, K>, C>, C>;
 
 /// The service [`Stack::economy_service`] makes of a client `S`: the standard stack with an
 /// HTTP cache and the coalescing of identical requests between its metrics and retry layers.
 pub type EconomyService<S, K = ByHost, St = InMemoryStore, C = HttpClassifier> = Metrics<
-    Cache<Coalesce<Retry<CircuitBreaker<RouteLimit<Attempt<S>, K, St>, C, K>, C>>, MemoryStore>,
+    Cache<
+        Coalesce<Retry<CircuitBreaker<RouteLimit<AttemptMetrics<Attempt<S>>, K, St>, C, K>, C>>,
+        MemoryStore,
+    >,
     C,
 >;
 
@@ -695,6 +701,7 @@ where
         metrics.include(cache.handle());
         metrics.include(coalesce.handle());
         Ok(Stack {
+            attempts: metrics.attempts(),
             cache,
             coalesce,
             metrics,
@@ -725,6 +732,7 @@ pub struct Stack<K: KeyExtractor = ByHost, St: RateStore = InMemoryStore, C = Ht
     circuit_breaker: CircuitBreakerLayer<C, K>,
     rate_limit: RouteLimitLayer<K, St>,
     attempt_timeout: Duration,
+    attempts: AttemptMetricsLayer,
     cache: CacheLayer,
     coalesce: CoalesceLayer,
 }
@@ -737,6 +745,7 @@ impl<K: KeyExtractor + Clone, St: RateStore, C: Clone> Clone for Stack<K, St, C>
             circuit_breaker: self.circuit_breaker.clone(),
             rate_limit: self.rate_limit.clone(),
             attempt_timeout: self.attempt_timeout,
+            attempts: self.attempts.clone(),
             cache: self.cache.clone(),
             coalesce: self.coalesce.clone(),
         }
@@ -776,6 +785,13 @@ where
             .layer(self.cache.layer(self.coalesce.layer(retried)))
     }
 
+    /// Every layer's figures now, as one typed snapshot: requests, latency quantiles, attempts
+    /// per host, the limiter, the breakers, retries and the last failures. `Display` prints a
+    /// compact table.
+    pub fn report(&self) -> Report {
+        self.metrics.report()
+    }
+
     /// The cache of [`economy_service`](Self::economy_service): its figures and its store.
     pub fn cache(&self) -> &CacheLayer {
         &self.cache
@@ -787,12 +803,18 @@ where
     }
 
     /// The breaker over the rate limiter over the attempt timeout, over `client`.
-    fn guarded<S: Clone>(&self, client: S) -> CircuitBreaker<RouteLimit<Attempt<S>, K, St>, C, K> {
+    fn guarded<S: Clone>(
+        &self,
+        client: S,
+    ) -> CircuitBreaker<RouteLimit<AttemptMetrics<Attempt<S>>, K, St>, C, K> {
         let attempt = Attempt {
             inner: client,
             timeout: self.attempt_timeout,
         };
-        self.circuit_breaker.layer(self.rate_limit.layer(attempt))
+        // Each attempt is recorded where it is sent: a timeout is its `error_type`, and neither
+        // a token's wait nor a backoff is its latency.
+        self.circuit_breaker
+            .layer(self.rate_limit.layer(self.attempts.layer(attempt)))
     }
 
     /// hyper-util's client (HTTP/1 over plain TCP) wrapped in the stack.

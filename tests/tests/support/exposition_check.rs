@@ -13,7 +13,8 @@
 //! - names and labels: metric names `[a-zA-Z_:][a-zA-Z0-9_:]*`, label names
 //!   `[a-zA-Z_][a-zA-Z0-9_]*` not starting with `__` and not repeated in one sample, label
 //!   values quoted with only the `\\`, `\"` and `\n` escapes, no spaces and no trailing comma
-//!   in a label set, one space before the value, no exemplar, and no label set twice in a
+//!   in a label set, one space before the value, an exemplar only on an OpenMetrics histogram
+//!   bucket (labels of at most 128 characters), and no label set twice in a
 //!   family;
 //! - samples: a counter's samples are `<family>_total` in OpenMetrics (and `_created`), and in
 //!   the Prometheus text the family itself is named `…_total`; a gauge's are the family name;
@@ -335,6 +336,14 @@ fn parse_sample(line: &str, form: Form) -> Result<Sample, String> {
     let rest = rest
         .strip_prefix(' ')
         .ok_or("no single space before the value")?;
+    // OpenMetrics: a histogram bucket may carry one exemplar, `# {labels} value [timestamp]`.
+    let rest = match rest.split_once(" # ") {
+        Some((sample, exemplar)) if form == Form::OpenMetrics && name.ends_with("_bucket") => {
+            check_exemplar(exemplar)?;
+            sample
+        }
+        _ => rest,
+    };
     let mut fields = rest.split(' ');
     let value = parse_number(fields.next().unwrap_or(""))?;
     if value.is_nan() {
@@ -351,6 +360,46 @@ fn parse_sample(line: &str, form: Form) -> Result<Sample, String> {
         labels,
         value,
     })
+}
+
+/// An exemplar: a label set of at most 128 characters (names and values), a value and an
+/// optional timestamp.
+fn check_exemplar(exemplar: &str) -> Result<(), String> {
+    let inner = exemplar
+        .strip_prefix('{')
+        .ok_or("an exemplar without a label set")?;
+    let mut rest = inner;
+    let mut length = 0;
+    loop {
+        if let Some(after) = rest.strip_prefix('}') {
+            rest = after;
+            break;
+        }
+        let (name, after) = rest
+            .split_once("=\"")
+            .ok_or("an exemplar label without a value")?;
+        check_label_name(name)?;
+        let (value, after) = read_quoted(after)?;
+        length += name.chars().count() + value.chars().count();
+        rest = after.strip_prefix(',').unwrap_or(after);
+    }
+    if length > 128 {
+        return Err(format!(
+            "an exemplar's labels of {length} characters (at most 128)"
+        ));
+    }
+    let mut fields = rest
+        .strip_prefix(' ')
+        .ok_or("no space before the exemplar's value")?
+        .split(' ');
+    parse_number(fields.next().unwrap_or("")).map_err(|error| format!("exemplar: {error}"))?;
+    if let Some(timestamp) = fields.next() {
+        parse_number(timestamp).map_err(|error| format!("exemplar timestamp: {error}"))?;
+    }
+    if fields.next().is_some() {
+        return Err("more than a value and a timestamp after an exemplar".to_owned());
+    }
+    Ok(())
 }
 
 /// Reads a label value up to its closing quote; returns it unescaped and what follows.

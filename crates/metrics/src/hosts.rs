@@ -1,0 +1,351 @@
+//! Per-host figures, bounded: a table of at most `max_hosts` hosts, and an `_OTHER` entry
+//! for every host beyond.
+//!
+//! A request finds its host's entry with one lock-free map read (papaya) keyed by the
+//! authority it already carries, so recording allocates nothing once a host is known; the
+//! first request to a new host makes its entry, while the table has room.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use http::Uri;
+use http::uri::Scheme;
+
+/// The label value of the entry that stands for every host beyond the bound (the
+/// OpenTelemetry convention for a value cut off to bound cardinality).
+pub const OTHER_HOST: &str = "_OTHER";
+
+/// The default bound on the hosts a per-host series is kept for.
+pub const DEFAULT_MAX_HOSTS: usize = 100;
+
+/// The OpenTelemetry advice for `http.client.request.duration`, in seconds.
+pub(crate) const ATTEMPT_BOUNDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+const ATTEMPT_BOUNDS_NANOS: [u64; 14] = [
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    75_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    750_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    7_500_000_000,
+    10_000_000_000,
+];
+
+/// A histogram with OpenTelemetry's advised bounds, shared by every thread.
+#[derive(Debug, Default)]
+pub(crate) struct AttemptHistogram {
+    counts: [AtomicU64; 15],
+    sum_nanos: AtomicU64,
+    /// The latest sample recorded with a trace id.
+    pub(crate) exemplar: ExemplarSlot,
+}
+
+/// One exemplar, written without a lock: a writer that finds another writing gives up (an
+/// exemplar is a sample, any recent one will do), and a reader retries until it reads one
+/// whole (a sequence lock over atomics).
+#[derive(Debug, Default)]
+pub(crate) struct ExemplarSlot {
+    /// Even when stable, odd while written; 0 until the first exemplar.
+    version: AtomicU64,
+    trace_high: AtomicU64,
+    trace_low: AtomicU64,
+    nanos: AtomicU64,
+    unix_millis: AtomicU64,
+}
+
+/// An exemplar read whole: trace id, value, when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Exemplar {
+    pub(crate) trace_id: u128,
+    pub(crate) nanos: u64,
+    pub(crate) unix_millis: u64,
+}
+
+impl ExemplarSlot {
+    pub(crate) fn write(&self, exemplar: Exemplar) {
+        let version = self.version.load(Ordering::Relaxed);
+        if version & 1 == 1
+            || self
+                .version
+                .compare_exchange(version, version + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.trace_high
+            .store((exemplar.trace_id >> 64) as u64, Ordering::Relaxed);
+        self.trace_low
+            .store(exemplar.trace_id as u64, Ordering::Relaxed);
+        self.nanos.store(exemplar.nanos, Ordering::Relaxed);
+        self.unix_millis
+            .store(exemplar.unix_millis, Ordering::Relaxed);
+        self.version.store(version + 2, Ordering::Release);
+    }
+
+    pub(crate) fn read(&self) -> Option<Exemplar> {
+        loop {
+            let before = self.version.load(Ordering::Acquire);
+            if before == 0 {
+                return None;
+            }
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let exemplar = Exemplar {
+                trace_id: (u128::from(self.trace_high.load(Ordering::Relaxed)) << 64)
+                    | u128::from(self.trace_low.load(Ordering::Relaxed)),
+                nanos: self.nanos.load(Ordering::Relaxed),
+                unix_millis: self.unix_millis.load(Ordering::Relaxed),
+            };
+            std::sync::atomic::fence(Ordering::Acquire);
+            if self.version.load(Ordering::Relaxed) == before {
+                return Some(exemplar);
+            }
+        }
+    }
+}
+
+impl AttemptHistogram {
+    #[inline]
+    fn record(&self, nanos: u64) {
+        let bucket = ATTEMPT_BOUNDS_NANOS
+            .iter()
+            .position(|bound| nanos <= *bound)
+            .unwrap_or(ATTEMPT_BOUNDS_NANOS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Per-bucket counts (not cumulative; the last is `+Inf`) and the sum in seconds.
+    pub(crate) fn read(&self) -> ([u64; 15], f64) {
+        let counts = std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed));
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (counts, sum)
+    }
+}
+
+/// Status codes 100 to 599 each have a slot; then one for a code outside that range, one per
+/// failure kind of an attempt that ended without a response, and one for a cancelled attempt.
+pub(crate) const STATUS_SLOTS: usize = 500;
+pub(crate) const ODD_STATUS_SLOT: usize = STATUS_SLOTS;
+pub(crate) const FIRST_ERROR_SLOT: usize = STATUS_SLOTS + 1;
+pub(crate) const CANCELLED_SLOT: usize = FIRST_ERROR_SLOT + seawall_core::FailureKind::ALL.len();
+const SLOTS: usize = CANCELLED_SLOT + 1;
+
+/// The `error_type` of an error slot: the failure kind, or `cancelled`.
+pub(crate) fn slot_error(slot: usize) -> &'static str {
+    match slot.checked_sub(FIRST_ERROR_SLOT) {
+        Some(kind) if kind < seawall_core::FailureKind::ALL.len() => {
+            seawall_core::FailureKind::ALL[kind].as_str()
+        }
+        _ if slot == CANCELLED_SLOT => "cancelled",
+        _ => "_OTHER",
+    }
+}
+
+/// The slot of a response's status code.
+#[inline]
+pub(crate) fn status_slot(status: http::StatusCode) -> usize {
+    match status.as_u16() {
+        code @ 100..=599 => usize::from(code - 100),
+        _ => ODD_STATUS_SLOT,
+    }
+}
+
+/// One histogram per method (see [`METHODS`](crate::labels::METHODS)) for one status slot.
+type MethodHistograms = [AttemptHistogram; crate::labels::METHODS.len()];
+
+/// Every per-host figure of one host (or of `_OTHER`).
+#[derive(Debug)]
+pub(crate) struct HostSeries {
+    /// `server.address`: the host as the request's URI names it, or `_OTHER`.
+    pub(crate) address: Box<str>,
+    /// `server.port`: the port in the URI, else the scheme's default; none for `_OTHER`.
+    pub(crate) port: Option<u16>,
+    /// `url.scheme`.
+    pub(crate) scheme: &'static str,
+    /// Attempts sent and not yet answered (headers) or failed.
+    pub(crate) active: AtomicI64,
+    /// Histograms by status slot, then method; a slot's eight are made at its first use.
+    slots: Box<[OnceLock<Box<MethodHistograms>>]>,
+    /// The upstream's last stated quota and what was left of it (`u64::MAX`: never stated).
+    pub(crate) quota_limit: AtomicU64,
+    pub(crate) quota_remaining: AtomicU64,
+}
+
+/// A quota figure the upstream never stated.
+pub(crate) const UNSTATED: u64 = u64::MAX;
+
+impl HostSeries {
+    fn new(address: Box<str>, port: Option<u16>, scheme: &'static str) -> Self {
+        Self {
+            address,
+            port,
+            scheme,
+            active: AtomicI64::new(0),
+            slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+            quota_limit: AtomicU64::new(UNSTATED),
+            quota_remaining: AtomicU64::new(UNSTATED),
+        }
+    }
+
+    /// Records one attempt of `method` that ended in `slot` after `nanos`, the histogram it
+    /// went into returned (for an exemplar).
+    #[inline]
+    pub(crate) fn record(&self, slot: usize, method: usize, nanos: u64) -> &AttemptHistogram {
+        let histograms = self.slots[slot].get_or_init(Default::default);
+        histograms[method].record(nanos);
+        &histograms[method]
+    }
+
+    /// Attempts recorded, those with an `error_type` (a 4xx or 5xx answer, or none), and the
+    /// per-bucket counts of all of them merged.
+    pub(crate) fn totals(&self) -> (u64, u64, [u64; 15]) {
+        let (mut attempts, mut errors, mut merged) = (0, 0, [0u64; 15]);
+        self.for_each(|slot, _, histogram| {
+            let (counts, _) = histogram.read();
+            let n: u64 = counts.iter().sum();
+            attempts += n;
+            if slot >= 300 {
+                errors += n;
+            }
+            for (total, count) in merged.iter_mut().zip(counts) {
+                *total += count;
+            }
+        });
+        (attempts, errors, merged)
+    }
+
+    /// Calls `each(slot, method, histogram)` for every histogram that has a sample.
+    pub(crate) fn for_each(&self, mut each: impl FnMut(usize, usize, &AttemptHistogram)) {
+        for (slot, histograms) in self.slots.iter().enumerate() {
+            let Some(histograms) = histograms.get() else {
+                continue;
+            };
+            for (method, histogram) in histograms.iter().enumerate() {
+                if histogram
+                    .counts
+                    .iter()
+                    .any(|c| c.load(Ordering::Relaxed) > 0)
+                {
+                    each(slot, method, histogram);
+                }
+            }
+        }
+    }
+}
+
+/// The scheme index of a map: http, https, anything else.
+fn scheme_index(scheme: Option<&Scheme>) -> usize {
+    match scheme.map(Scheme::as_str) {
+        Some("http") => 0,
+        Some("https") => 1,
+        _ => 2,
+    }
+}
+
+const SCHEMES: [&str; 3] = ["http", "https", "_OTHER"];
+
+type HostMap = papaya::HashMap<Box<str>, Arc<HostSeries>, foldhash::fast::RandomState>;
+
+/// The bounded table of hosts.
+#[derive(Debug)]
+pub(crate) struct HostTable {
+    max_hosts: usize,
+    /// Hosts with an entry (they are never removed: a scrape keeps their series).
+    hosts: AtomicUsize,
+    /// Keyed by the URI's authority without user information, one map per scheme.
+    maps: [HostMap; 3],
+    /// The `_OTHER` entry, per scheme.
+    others: [Arc<HostSeries>; 3],
+}
+
+impl HostTable {
+    pub(crate) fn new(max_hosts: usize) -> Self {
+        Self {
+            max_hosts,
+            hosts: AtomicUsize::new(0),
+            maps: std::array::from_fn(|_| HostMap::default()),
+            others: std::array::from_fn(|i| {
+                Arc::new(HostSeries::new(OTHER_HOST.into(), None, SCHEMES[i]))
+            }),
+        }
+    }
+
+    /// The entry of `uri`'s host: its own while the table has room, else `_OTHER`.
+    #[inline]
+    pub(crate) fn entry(&self, uri: &Uri) -> Arc<HostSeries> {
+        let index = scheme_index(uri.scheme());
+        let Some(authority) = uri.authority() else {
+            return Arc::clone(&self.others[index]);
+        };
+        // Credentials never become a label.
+        let key = match authority.as_str().rsplit_once('@') {
+            Some((_, host)) => host,
+            None => authority.as_str(),
+        };
+        let map = &self.maps[index];
+        if let Some(series) = map.pin().get(key) {
+            return Arc::clone(series);
+        }
+        self.insert(index, key, uri)
+    }
+
+    #[cold]
+    fn insert(&self, index: usize, key: &str, uri: &Uri) -> Arc<HostSeries> {
+        // Reserve a place before making the entry, so that racing threads cannot take the
+        // table past its bound.
+        let reserved = self
+            .hosts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max_hosts).then_some(n + 1)
+            })
+            .is_ok();
+        if !reserved {
+            return Arc::clone(&self.others[index]);
+        }
+        let port = uri.port_u16().or(match index {
+            0 => Some(80),
+            1 => Some(443),
+            _ => None,
+        });
+        let host = uri.host().unwrap_or(key);
+        let series = Arc::new(HostSeries::new(host.into(), port, SCHEMES[index]));
+        let map = self.maps[index].pin();
+        let kept = map.get_or_insert(key.into(), Arc::clone(&series));
+        if !Arc::ptr_eq(kept, &series) {
+            // Another thread made the entry first: give the place back.
+            self.hosts.fetch_sub(1, Ordering::Relaxed);
+        }
+        Arc::clone(kept)
+    }
+
+    /// Calls `each` for every entry, the `_OTHER` entries last.
+    pub(crate) fn for_each(&self, mut each: impl FnMut(&HostSeries)) {
+        for map in &self.maps {
+            let map = map.pin();
+            let mut entries: Vec<&Arc<HostSeries>> = map.values().collect();
+            entries.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+            for series in entries {
+                each(series);
+            }
+        }
+        for other in &self.others {
+            each(other);
+        }
+    }
+
+    /// Hosts with an entry of their own.
+    pub(crate) fn hosts(&self) -> usize {
+        self.maps.iter().map(|map| map.len()).sum()
+    }
+}

@@ -1,0 +1,127 @@
+//! Spans per logical request and per attempt, named and attributed as OpenTelemetry's HTTP
+//! client span conventions say.
+//!
+//! Both are `INFO` spans of target `seawall`, named `http.client.request` (the logical
+//! request) and `http.client.attempt` (each physical request), with `otel.name` set to the
+//! method and `otel.kind = "client"` for an OpenTelemetry bridge. When no subscriber is
+//! interested, making one is the callsite's cached interest check and nothing else: no field
+//! is computed, nothing is allocated.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use http::{Request, Uri};
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::labels::METHODS;
+
+/// The attempts of one logical request, counted so that each attempt's span carries its
+/// `http.request.resend_count`. Put in the request's extensions by the logical layer only
+/// when its span is recorded; the retry layer copies extensions to every attempt.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AttemptCount(Arc<AtomicU32>);
+
+/// `url.full` without user information (OpenTelemetry: credentials are never recorded).
+fn url_full(uri: &Uri) -> String {
+    match (uri.authority(), uri.scheme_str()) {
+        (Some(authority), Some(scheme)) if authority.as_str().contains('@') => {
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, host)| host);
+            let path = uri.path_and_query().map_or("", |p| p.as_str());
+            format!("{scheme}://{host}{path}")
+        }
+        _ => uri.to_string(),
+    }
+}
+
+/// Records the request's attributes on a span that a subscriber wants.
+fn record_request<B>(span: &Span, request: &Request<B>) {
+    span.record("url.full", url_full(request.uri()).as_str());
+    if let Some(host) = request.uri().host() {
+        span.record("server.address", host);
+    }
+    let port = request
+        .uri()
+        .port_u16()
+        .or(match request.uri().scheme_str() {
+            Some("http") => Some(80),
+            Some("https") => Some(443),
+            _ => None,
+        });
+    if let Some(port) = port {
+        span.record("server.port", port);
+    }
+}
+
+/// The span of a logical request; when recorded, the request also gets an [`AttemptCount`].
+#[inline]
+pub(crate) fn request_span<B>(request: &mut Request<B>, method: usize) -> Span {
+    let span = tracing::info_span!(
+        target: "seawall",
+        "http.client.request",
+        otel.name = METHODS[method],
+        otel.kind = "client",
+        http.request.method = METHODS[method],
+        url.full = Empty,
+        server.address = Empty,
+        server.port = Empty,
+        http.response.status_code = Empty,
+        error.type = Empty,
+    );
+    if !span.is_disabled() {
+        record_request(&span, request);
+        request.extensions_mut().insert(AttemptCount::default());
+    }
+    span
+}
+
+/// The span of one attempt.
+#[inline]
+pub(crate) fn attempt_span<B>(request: &Request<B>, method: usize) -> Span {
+    let span = tracing::info_span!(
+        target: "seawall",
+        "http.client.attempt",
+        otel.name = METHODS[method],
+        otel.kind = "client",
+        http.request.method = METHODS[method],
+        url.full = Empty,
+        server.address = Empty,
+        server.port = Empty,
+        http.request.resend_count = Empty,
+        http.response.status_code = Empty,
+        error.type = Empty,
+    );
+    if !span.is_disabled() {
+        record_request(&span, request);
+        if let Some(count) = request.extensions().get::<AttemptCount>() {
+            let resends = count.0.fetch_add(1, Ordering::Relaxed);
+            // OpenTelemetry: set on resends only.
+            if resends > 0 {
+                span.record("http.request.resend_count", resends);
+            }
+        }
+    }
+    span
+}
+
+/// Records how a call ended: the status code (and `error.type` for 4xx and 5xx), or the
+/// error's type.
+pub(crate) fn record_end(span: &Span, status: Option<http::StatusCode>, error_type: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    match status {
+        Some(status) => {
+            span.record("http.response.status_code", status.as_u16());
+            if status.as_u16() >= 400 {
+                span.record("error.type", status.as_str());
+            }
+        }
+        None => {
+            span.record("error.type", error_type);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! One report of every layer (metrics, retry, circuit breaker, rate limiter, each attempt)
+//! over hyper-util's client against a real hyper server on 127.0.0.1, with exact values for
+//! a scripted run; and the same report's table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use seawall_circuit_breaker::CircuitBreakerLayer;
+use seawall_examples::{Upstream, respond};
+use seawall_metrics::MetricsLayer;
+use seawall_rate_limit::RateLimitLayer;
+use seawall_retry::{ReplayBody, RetryLayer};
+use tower::{ServiceBuilder, ServiceExt};
+
+#[tokio::test(start_paused = true)]
+async fn one_report_holds_every_layers_figures_with_exact_values() {
+    // Calls 2 and 5 (the third request's first attempt and the fifth's) answer 503, with the
+    // quota the upstream has left; the others 200.
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let upstream = Upstream::start(move |_request| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let left = (100 - n).to_string();
+            let headers = [
+                ("x-ratelimit-limit", "100"),
+                ("x-ratelimit-remaining", left.as_str()),
+            ];
+            if n == 2 || n == 5 {
+                respond(503, &headers, "busy")
+            } else {
+                respond(200, &headers, "ok")
+            }
+        }
+    })
+    .await
+    .expect("upstream");
+
+    let metrics = MetricsLayer::builder().build().expect("valid config");
+    let retry = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(5))
+        .build()
+        .expect("valid config");
+    let breaker = CircuitBreakerLayer::builder()
+        .per_host()
+        .build()
+        .expect("valid config");
+    let limit = RateLimitLayer::builder()
+        .per_second(100)
+        .build()
+        .expect("valid config");
+    metrics.include(retry.handle());
+    metrics.include(breaker.handle());
+    metrics.include(limit.handle());
+    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
+    let stack = ServiceBuilder::new()
+        .layer(metrics.clone())
+        .layer(retry)
+        .layer(breaker)
+        .layer(limit)
+        .layer(metrics.attempts())
+        .service(client);
+
+    for _ in 0..6 {
+        let request = Request::get(upstream.url("/items"))
+            .body(Empty::new())
+            .expect("valid request");
+        let response = stack.clone().oneshot(request).await.expect("a response");
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.expect("a body");
+    }
+
+    let report = metrics.report();
+    assert_eq!(report.requests.total, 6);
+    assert_eq!(report.requests.success_rate, 1.0);
+    assert_eq!(report.requests.in_flight, 0);
+    assert_eq!(report.requests.requests_per_minute, 6);
+    assert_eq!(report.queue_wait.count, 6);
+
+    assert_eq!(report.hosts.len(), 1, "{report:#?}");
+    let host = &report.hosts[0];
+    let port = upstream
+        .url("/")
+        .parse::<http::Uri>()
+        .expect("a URL")
+        .port_u16();
+    assert_eq!(
+        (host.address.as_str(), host.port, host.scheme),
+        ("127.0.0.1", port, "http")
+    );
+    assert_eq!((host.attempts, host.errors, host.active), (8, 2, 0));
+    assert_eq!(
+        (host.quota_limit, host.quota_remaining),
+        (Some(100), Some(93))
+    );
+
+    let retry = report.retry.as_ref().expect("the retry layer is included");
+    assert_eq!(
+        (
+            retry.requests,
+            retry.attempts,
+            retry.retries,
+            retry.budget_exhausted,
+            retry.gave_up
+        ),
+        (6, 8, 2, 0, 0)
+    );
+    assert!(retry.budget_left.is_some());
+
+    let limit = report.rate_limit.as_ref().expect("the limiter is included");
+    assert_eq!(
+        (limit.admitted, limit.rejected, limit.queue_depth),
+        (8, 0, 0)
+    );
+
+    let breaker = report
+        .circuit_breaker
+        .as_ref()
+        .expect("the breaker is included");
+    assert_eq!(
+        (breaker.open, breaker.half_open, breaker.transitions),
+        (0, 0, 0)
+    );
+    assert_eq!(breaker.keys.len(), 1);
+    let key = &breaker.keys[0];
+    assert_eq!(
+        (
+            key.key.as_str(),
+            key.state.as_str(),
+            key.failures,
+            key.rejected
+        ),
+        (
+            format!("http://127.0.0.1:{}", port.expect("a port")).as_str(),
+            "closed",
+            2,
+            0
+        )
+    );
+
+    let failures: Vec<(&str, &str, Option<u16>)> = report
+        .recent_failures
+        .iter()
+        .map(|f| (f.host.as_str(), f.kind, f.status))
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            ("127.0.0.1", "server_error", Some(503)),
+            ("127.0.0.1", "server_error", Some(503))
+        ]
+    );
+
+    let table = report.to_string();
+    for line in [
+        "requests    6 done, 100.0% ok, 0 in flight, 6/min",
+        "retry       8 attempts, 2 retries, 0 budget exhausted, 0 gave up, budget left ",
+        "rate limit  8 admitted, 7 waited, 0 rejected, queue 0, 0 paused",
+        "breakers    0 open, 0 half-open, 0 transitions, 0 rejected",
+        "host                             attempts  errors active      p95  quota left",
+        "closed           0        2        0",
+        "recent failures (newest last)",
+    ] {
+        assert!(table.contains(line), "missing `{line}` in\n{table}");
+    }
+    assert!(table.contains(&format!("http://127.0.0.1:{}", port.expect("a port"))));
+    assert!(table.contains("       8       2      0"), "{table}");
+    assert!(table.contains("      93/100\n"), "{table}");
+}
