@@ -25,6 +25,8 @@ pub struct Flaky {
     pub url: String,
     /// The 429s sent so far.
     pub throttled: Arc<AtomicU64>,
+    /// The requests it has received so far, answered or not.
+    pub requests: Arc<AtomicU64>,
 }
 
 /// A seeded draw in `0..100` for the `n`-th request (SplitMix64): the same run every time.
@@ -84,6 +86,7 @@ pub async fn start(
         .map_err(std::io::Error::other)?;
     let cells = Arc::new(GcraCells::new(1));
     let sequence = Arc::new(AtomicU64::new(0));
+    let sequence_read = Arc::clone(&sequence);
     let throttled = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let counter = Arc::clone(&throttled);
@@ -132,7 +135,9 @@ pub async fn start(
                             }
                             // Returning an error makes hyper close the connection unanswered.
                             12 => Err(Dropped),
-                            _ => answer(200, &[]),
+                            // Its answers may be kept a minute: a cache in front of it spares
+                            // it (and the quota) every repeat within that time.
+                            _ => answer(200, &[("cache-control", "max-age=60")]),
                         }
                     }
                 });
@@ -152,5 +157,9 @@ pub async fn start(
             });
         }
     });
-    Ok(Flaky { url, throttled })
+    Ok(Flaky {
+        url,
+        throttled,
+        requests: sequence_read,
+    })
 }

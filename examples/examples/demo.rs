@@ -11,6 +11,10 @@
 //! - `--rate N`: the stack's rate limit in requests per second (default 50);
 //! - `--requests N`: requests per client (default 1000);
 //! - `--concurrency N`: requests in flight at once (default 20);
+//! - `--cacheable`: the workload asks for 20 distinct items over and over, and a third run
+//!   goes through the stack with its HTTP cache and request coalescing
+//!   (`Stack::economy_service`): the upstream's answers may be kept a minute, so the
+//!   upstream requests it saves are counted;
 //! - `--json`: print a JSON summary as the last line.
 
 use std::fmt::Write as _;
@@ -36,6 +40,7 @@ struct Options {
     rate: u32,
     requests: usize,
     concurrency: usize,
+    cacheable: bool,
     json: bool,
 }
 
@@ -45,6 +50,7 @@ fn options() -> Result<Options, String> {
         rate: 50,
         requests: 1000,
         concurrency: 20,
+        cacheable: false,
         json: false,
     };
     let mut args = std::env::args().skip(1);
@@ -70,6 +76,7 @@ fn options() -> Result<Options, String> {
                     .map_err(|_| "--concurrency: not a number".to_owned())?
             }
             "--json" => options.json = true,
+            "--cacheable" => options.cacheable = true,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -87,6 +94,8 @@ struct Summary {
     throttled_responses: u64,
     retries: u64,
     breaker_trips: u64,
+    /// Requests the embedded upstream received during the run.
+    upstream_requests: u64,
     wall: Duration,
     latencies: Vec<Duration>,
 }
@@ -112,11 +121,12 @@ impl Summary {
 
     fn json(&self) -> String {
         format!(
-            r#"{{"ok": {}, "failed": {}, "throttled_responses": {}, "retries": {}, "wall_s": {:.3}, "p50_ms": {:.1}, "p99_ms": {:.1}}}"#,
+            r#"{{"ok": {}, "failed": {}, "throttled_responses": {}, "retries": {}, "upstream_requests": {}, "wall_s": {:.3}, "p50_ms": {:.1}, "p99_ms": {:.1}}}"#,
             self.ok,
             self.failed_total(),
             self.throttled_responses,
             self.retries,
+            self.upstream_requests,
             self.wall.as_secs_f64(),
             self.quantile(0.5).as_secs_f64() * 1e3,
             self.quantile(0.99).as_secs_f64() * 1e3,
@@ -133,11 +143,12 @@ fn failure_reason<E: ClassifyError + std::fmt::Display>(error: &E) -> String {
 }
 
 /// Sends `requests` GETs to `url` through `client`, `concurrency` at a time, with a live
-/// progress line on stderr.
+/// progress line on stderr; with `distinct`, to that many items under `url`, in turn.
 async fn run<S, B, E>(
     name: &str,
     client: S,
     url: &str,
+    distinct: Option<usize>,
     requests: usize,
     concurrency: usize,
     show_progress: bool,
@@ -151,12 +162,16 @@ where
     let done = AtomicU64::new(0);
     let mut summary = Summary::default();
     let mut results = futures::stream::iter(0..requests)
-        .map(|_| {
+        .map(|n| {
             let client = client.clone();
             let done = &done;
+            let target = match distinct {
+                Some(items) => format!("{url}/{}", n % items),
+                None => url.to_owned(),
+            };
             async move {
                 let sent = Instant::now();
-                let request = Request::get(url).body(Empty::new());
+                let request = Request::get(target).body(Empty::new());
                 let result = match request {
                     Ok(request) => match client.oneshot(request).await {
                         Ok(response) => {
@@ -212,11 +227,11 @@ fn draw_progress(name: &str, done: u64, total: usize, ok: u64) {
     let _ = std::io::stderr().flush();
 }
 
-fn table(bare: &Summary, guarded: &Summary) -> String {
-    let mut reasons: Vec<&String> = bare
-        .failed
+/// The runs side by side, one column each.
+fn table(columns: &[(&str, &Summary)], upstream_counted: bool) -> String {
+    let mut reasons: Vec<&String> = columns
         .iter()
-        .chain(&guarded.failed)
+        .flat_map(|(_, summary)| &summary.failed)
         .map(|(reason, _)| reason)
         .collect();
     reasons.sort();
@@ -229,61 +244,39 @@ fn table(bare: &Summary, guarded: &Summary) -> String {
             .map_or(0, |(_, n)| *n)
     };
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
-    let mut rows: Vec<(String, String, String)> = vec![
-        (
-            "succeeded".into(),
-            bare.ok.to_string(),
-            guarded.ok.to_string(),
-        ),
-        (
-            "failed".into(),
-            bare.failed_total().to_string(),
-            guarded.failed_total().to_string(),
-        ),
-    ];
+    let row = |label: String, cell: &dyn Fn(&Summary) -> String| {
+        let mut line = format!("{label:<28}");
+        for (_, summary) in columns {
+            let _ = write!(line, " {:>16}", cell(summary));
+        }
+        line.push('\n');
+        line
+    };
+    let mut text = format!("{:<28}", "");
+    for (name, _) in columns {
+        let _ = write!(text, " {name:>16}");
+    }
+    text.push('\n');
+    text += &row("succeeded".into(), &|s| s.ok.to_string());
+    text += &row("failed".into(), &|s| s.failed_total().to_string());
     for reason in reasons {
-        rows.push((
-            format!("  {reason}"),
-            count(bare, reason).to_string(),
-            count(guarded, reason).to_string(),
-        ));
+        text += &row(format!("  {reason}"), &|s| count(s, reason).to_string());
     }
-    rows.extend([
-        (
-            "429s provoked".into(),
-            bare.throttled_responses.to_string(),
-            guarded.throttled_responses.to_string(),
-        ),
-        (
-            "retries".into(),
-            bare.retries.to_string(),
-            guarded.retries.to_string(),
-        ),
-        (
-            "breaker trips".into(),
-            bare.breaker_trips.to_string(),
-            guarded.breaker_trips.to_string(),
-        ),
-        (
-            "wall time".into(),
-            format!("{:.2} s", bare.wall.as_secs_f64()),
-            format!("{:.2} s", guarded.wall.as_secs_f64()),
-        ),
-        (
-            "p50 latency".into(),
-            ms(bare.quantile(0.5)),
-            ms(guarded.quantile(0.5)),
-        ),
-        (
-            "p99 latency".into(),
-            ms(bare.quantile(0.99)),
-            ms(guarded.quantile(0.99)),
-        ),
-    ]);
-    let mut text = format!("{:<28} {:>14} {:>14}\n", "", "bare client", "seawall");
-    for (label, left, right) in rows {
-        let _ = writeln!(text, "{label:<28} {left:>14} {right:>14}");
+    if upstream_counted {
+        text += &row("upstream requests".into(), &|s| {
+            s.upstream_requests.to_string()
+        });
     }
+    text += &row("429s provoked".into(), &|s| {
+        s.throttled_responses.to_string()
+    });
+    text += &row("retries".into(), &|s| s.retries.to_string());
+    text += &row("breaker trips".into(), &|s| s.breaker_trips.to_string());
+    text += &row("wall time".into(), &|s| {
+        format!("{:.2} s", s.wall.as_secs_f64())
+    });
+    text += &row("p50 latency".into(), &|s| ms(s.quantile(0.5)));
+    text += &row("p99 latency".into(), &|s| ms(s.quantile(0.99)));
     text
 }
 
@@ -324,25 +317,119 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    let upstream_so_far = || {
+        flaky
+            .as_ref()
+            .map_or(0, |f| f.requests.load(Ordering::Relaxed))
+    };
+    let distinct = options.cacheable.then_some(20);
+
     let bare_client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let before = throttled_so_far();
+    let (throttled_before, upstream_before) = (throttled_so_far(), upstream_so_far());
     let mut bare = run(
         "bare",
         bare_client.map_err(BareError),
         &url,
+        distinct,
         options.requests,
         options.concurrency,
         progress,
     )
     .await;
-    bare.throttled_responses = throttled_so_far() - before;
-    // Let the upstream's quota refill between the two runs.
+    bare.throttled_responses = throttled_so_far() - throttled_before;
+    bare.upstream_requests = upstream_so_far() - upstream_before;
+    // Let the upstream's quota refill between the runs.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let trips = Arc::new(AtomicU64::new(0));
-    let opened = Arc::clone(&trips);
-    let rate = options.rate;
-    let stack = seawall::stack()
+    let stack = demo_stack(options.rate, &trips)?;
+    let (throttled_before, upstream_before) = (throttled_so_far(), upstream_so_far());
+    let mut guarded = run(
+        "seawall",
+        stack.hyper_client::<Empty<Bytes>>(),
+        &url,
+        distinct,
+        options.requests,
+        options.concurrency,
+        progress,
+    )
+    .await;
+    guarded.throttled_responses = throttled_so_far() - throttled_before;
+    guarded.upstream_requests = upstream_so_far() - upstream_before;
+    guarded.retries = stack.retry().stats().total_retries();
+    guarded.breaker_trips = trips.load(Ordering::Relaxed);
+
+    // The same workload through a stack of its own with the cache and coalescing.
+    let economy = if options.cacheable {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let trips = Arc::new(AtomicU64::new(0));
+        let stack = demo_stack(options.rate, &trips)?;
+        let (throttled_before, upstream_before) = (throttled_so_far(), upstream_so_far());
+        let client =
+            Client::builder(TokioExecutor::new()).build_http::<seawall::ReplayBody<Empty<Bytes>>>();
+        let mut summary = run(
+            "cached",
+            stack.economy_service(client),
+            &url,
+            distinct,
+            options.requests,
+            options.concurrency,
+            progress,
+        )
+        .await;
+        summary.throttled_responses = throttled_so_far() - throttled_before;
+        summary.upstream_requests = upstream_so_far() - upstream_before;
+        summary.retries = stack.retry().stats().total_retries();
+        summary.breaker_trips = trips.load(Ordering::Relaxed);
+        Some(summary)
+    } else {
+        None
+    };
+
+    let exposition = std::env::temp_dir().join("seawall-demo.prom");
+    std::fs::write(&exposition, stack.metrics().encode_prometheus_text())?;
+    if options.json {
+        let economy = economy
+            .as_ref()
+            .map(|summary| format!(r#", "seawall_cached": {}"#, summary.json()))
+            .unwrap_or_default();
+        println!(
+            r#"{{"bare": {}, "seawall": {}{economy}}}"#,
+            bare.json(),
+            guarded.json()
+        );
+    } else {
+        let mut columns = vec![("bare client", &bare), ("seawall", &guarded)];
+        if let Some(summary) = &economy {
+            columns.push(("seawall + cache", summary));
+        }
+        println!("\n{}", table(&columns, flaky.is_some()));
+        if let (Some(summary), true) = (&economy, flaky.is_some()) {
+            println!(
+                "The cache and coalescing spared the upstream {} of {} requests.\n",
+                guarded
+                    .upstream_requests
+                    .saturating_sub(summary.upstream_requests),
+                guarded.upstream_requests
+            );
+        }
+        println!("The seawall run's report:\n{}", stack.report());
+        println!(
+            "Prometheus exposition of the seawall run: {}",
+            exposition.display()
+        );
+    }
+    Ok(())
+}
+
+/// The demo's stack: the rate limit given, five attempts with a short backoff, the attempt
+/// timeout below the upstream's slow answers; `trips` counts the breakers' openings.
+fn demo_stack(
+    rate: u32,
+    trips: &Arc<AtomicU64>,
+) -> Result<seawall::Stack, seawall::core::ConfigError> {
+    let opened = Arc::clone(trips);
+    seawall::stack()
         .rate_limit(move |limit| limit.per_second(rate).burst(10))
         .circuit_breaker(move |breaker| {
             breaker.on_transition(move |transition| {
@@ -357,37 +444,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .exponential_backoff(Duration::from_millis(50), Duration::from_secs(2))
         })
         .attempt_timeout(ATTEMPT_TIMEOUT)
-        .build()?;
-    let before = throttled_so_far();
-    let mut guarded = run(
-        "seawall",
-        stack.hyper_client::<Empty<Bytes>>(),
-        &url,
-        options.requests,
-        options.concurrency,
-        progress,
-    )
-    .await;
-    guarded.throttled_responses = throttled_so_far() - before;
-    guarded.retries = stack.retry().stats().total_retries();
-    guarded.breaker_trips = trips.load(Ordering::Relaxed);
-
-    let exposition = std::env::temp_dir().join("seawall-demo.prom");
-    std::fs::write(&exposition, stack.metrics().encode_prometheus_text())?;
-    if options.json {
-        println!(
-            r#"{{"bare": {}, "seawall": {}}}"#,
-            bare.json(),
-            guarded.json()
-        );
-    } else {
-        println!("\n{}", table(&bare, &guarded));
-        println!(
-            "Prometheus exposition of the seawall run: {}",
-            exposition.display()
-        );
-    }
-    Ok(())
+        .build()
 }
 
 /// The bare client's error, classified like the stack's.
