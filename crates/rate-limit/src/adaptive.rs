@@ -224,7 +224,7 @@ mod tests {
 
     const SEC: u64 = 1_000_000_000;
 
-    /// The curve after a throttle at `at` from a plateau of `plateau`, `t` seconds later.
+    /// The curve from a plateau of `plateau`, `t` seconds after the throttle.
     fn curve(plateau: f64, t: f64) -> f64 {
         let k = (plateau * (1.0 - BETA) / SCALE).cbrt();
         plateau - SCALE * (k - t).powi(3)
