@@ -203,8 +203,9 @@ impl<X, St> RateLimitBuilder<X, St> {
     /// Adapts each key's rate to what its server accepts, for servers whose limit is unknown
     /// or lower than the quotas (CUBIC, as the AWS SDKs' adaptive retry mode): a 429, or
     /// quota-exhausted headers, with no usable reset cuts the key's rate to 0.7 of the rate it
-    /// was achieving; successes raise it again along a cubic curve toward that rate, reached
-    /// about `cbrt(0.75 × rate)` seconds later, then beyond; never above the slowest of the
+    /// was achieving; each answer after that moves it along a cubic curve of the time since
+    /// the cut, back toward that rate, reached about `cbrt(0.75 × rate)` seconds later, then
+    /// beyond; never above twice the rate of answers measured, nor above the slowest of the
     /// key's quotas. Until the first such answer the quotas alone pace the key. A
     /// `Retry-After` or reset still pauses the key and does not cut its rate. The rate in
     /// force is [`RateLimitHandle::current_rate`](crate::RateLimitHandle::current_rate). It is

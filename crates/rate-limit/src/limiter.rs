@@ -567,7 +567,10 @@ where
     /// `key`'s adaptive rate in force, in requests per second.
     pub(crate) fn current_rate(&self, key: &K) -> Option<f64> {
         let entry = self.entry(key, Instant::now());
-        entry.adaptive.as_ref().map(|adaptive| adaptive.rate())
+        entry
+            .adaptive
+            .as_ref()
+            .map(|adaptive| adaptive.rate(self.context.nanos(Instant::now())))
     }
 
     /// Pauses `key` for `duration`, as a server's `Retry-After` would.

@@ -554,10 +554,18 @@ async fn an_adaptive_rate_drops_on_a_bare_429_and_climbs_back_to_the_quota() {
     assert_eq!(paced, Duration::from_nanos(14_285_715));
     assert_eq!(start.elapsed(), ms(25));
 
-    // A 429 with a reset: the pause wins, the rate stays.
+    // A 429 with a reset: the pause wins, and the rate is not cut: it is the curve's, read
+    // at this instant (from the plateau of 100, K = cbrt(100 × 0.3 / 0.4) s after the cut).
     service.clone().oneshot(Request::new(2)).await.unwrap();
     let paused_at = start.elapsed();
-    assert_eq!(handle.current_rate(()), Some(rate));
+    let k = (100.0f64 * 0.3 / 0.4).cbrt();
+    let on_the_curve = 100.0 - 0.4 * (k - paused_at.as_secs_f64()).powi(3);
+    let rate = handle.current_rate(()).unwrap();
+    assert!(
+        (rate - on_the_curve).abs() < 1e-9,
+        "{rate} vs {on_the_curve}"
+    );
+    assert!(rate > 70.0);
     service.clone().oneshot(Request::new(0)).await.unwrap();
     assert_eq!(start.elapsed(), paused_at + secs(2));
 

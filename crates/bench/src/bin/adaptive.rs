@@ -13,7 +13,9 @@
 //! first second in which the client sent at most 1.1 × `N` and at least 0.8 × `N` got
 //! through: how long cutting the overshoot took), `recovered_ratio` (successes a second over
 //! the raised rate in the last 10 s) and `final_rate` (the client's adaptive rate at the
-//! end). `--rate N` and `--phase SECONDS` change the defaults (20, 30).
+//! end). `--rate N` and `--phase SECONDS` change the defaults (20, 30). `--trace` prints,
+//! to stderr, each second's releases, answers and adaptive rate, and where the requests'
+//! spacing changed between the limiter and the server.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,25 +38,46 @@ const CALLERS: usize = 32;
 const SETTLE: f64 = 5.0;
 /// The tail over which recovery to the raised rate is judged.
 const TAIL: f64 = 10.0;
+/// With `--trace`, the header carrying a request's number from the limiter to the server.
+const SEQUENCE: &str = "x-sequence";
+
+/// What `--trace` records on the client's side.
+#[derive(Default)]
+struct Trace {
+    /// Each request's number and when the limiter let it go (seconds).
+    releases: Mutex<Vec<(u64, f64)>>,
+    /// The adaptive rate, sampled every 100 ms: (seconds, requests a second).
+    rates: Mutex<Vec<(f64, f64)>>,
+    next: AtomicU64,
+}
 
 /// The server's limit: GCRA with no burst, its interval changeable while it runs.
 struct ServerLimit {
     interval_nanos: AtomicU64,
+    /// With `--trace`: each request's number, arrival (seconds) and whether it was admitted.
+    arrivals: Option<Mutex<Vec<(u64, f64, bool)>>>,
     /// The theoretical arrival time, in nanoseconds from `origin`.
     tat: Mutex<u64>,
     origin: Instant,
 }
 
 impl ServerLimit {
-    fn admit(&self) -> bool {
+    fn admit(&self, sequence: Option<u64>) -> bool {
         let now = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let interval = self.interval_nanos.load(Ordering::Relaxed);
         let mut tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
-        if *tat > now {
-            return false;
+        let admitted = *tat <= now;
+        if admitted {
+            *tat = now + interval;
         }
-        *tat = now + interval;
-        true
+        if let (Some(arrivals), Some(sequence)) = (&self.arrivals, sequence) {
+            arrivals.lock().unwrap_or_else(|p| p.into_inner()).push((
+                sequence,
+                now as f64 / 1e9,
+                admitted,
+            ));
+        }
+        admitted
     }
 }
 
@@ -70,8 +93,12 @@ async fn serve(limit: Arc<ServerLimit>) -> std::io::Result<String> {
             let _ = stream.set_nodelay(true);
             let limit = Arc::clone(&limit);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
-                    let status = if limit.admit() {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let sequence = request
+                        .headers()
+                        .get(SEQUENCE)
+                        .and_then(|value| value.to_str().ok()?.parse().ok());
+                    let status = if limit.admit(sequence) {
                         StatusCode::OK
                     } else {
                         StatusCode::TOO_MANY_REQUESTS
@@ -116,10 +143,15 @@ fn round(value: f64) -> f64 {
     (value * 1_000.0).round() / 1_000.0
 }
 
-async fn run(rate: u32, phase: u32) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+async fn run(
+    rate: u32,
+    phase: u32,
+    trace: bool,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let origin = Instant::now();
     let limit = Arc::new(ServerLimit {
         interval_nanos: AtomicU64::new(1_000_000_000 / u64::from(rate)),
+        arrivals: trace.then(Mutex::default),
         tat: Mutex::new(0),
         origin,
     });
@@ -130,7 +162,43 @@ async fn run(rate: u32, phase: u32) -> Result<serde_json::Value, Box<dyn std::er
         .wait(10_000, Duration::from_secs(60))
         .build()?;
     let handle = layer.handle();
-    let client = layer.layer(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+    let recorded: Option<Arc<Trace>> = trace.then(Arc::default);
+    let stamp = recorded.clone();
+    let client = layer.layer(tower::util::MapRequest::new(
+        Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>(),
+        move |mut request: Request<Empty<Bytes>>| {
+            if let Some(trace) = &stamp {
+                let sequence = trace.next.fetch_add(1, Ordering::Relaxed);
+                let at = origin.elapsed().as_secs_f64();
+                trace
+                    .releases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((sequence, at));
+                if let Ok(value) = http::HeaderValue::from_str(&sequence.to_string()) {
+                    request.headers_mut().insert(SEQUENCE, value);
+                }
+            }
+            request
+        },
+    ));
+    let sampler = recorded.clone().map(|trace| {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while origin.elapsed().as_secs_f64() < 2.0 * f64::from(phase) {
+                tick.tick().await;
+                if let Some(rate) = handle.current_rate(()) {
+                    let at = origin.elapsed().as_secs_f64();
+                    trace
+                        .rates
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((at, rate));
+                }
+            }
+        })
+    });
     let phase = f64::from(phase);
     let end = 2.0 * phase;
     let answers: Arc<Mutex<Vec<(f64, bool)>>> = Arc::default();
@@ -170,6 +238,12 @@ async fn run(rate: u32, phase: u32) -> Result<serde_json::Value, Box<dyn std::er
         caller.await?;
     }
     raise.await?;
+    if let Some(sampler) = sampler {
+        sampler.await?;
+    }
+    if let (Some(trace), Some(arrivals)) = (&recorded, &limit.arrivals) {
+        report_trace(trace, &arrivals.lock().unwrap_or_else(|p| p.into_inner()));
+    }
     let answers = answers.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let n = f64::from(rate);
     let raised_rate = 1.5 * n;
@@ -206,10 +280,78 @@ async fn run(rate: u32, phase: u32) -> Result<serde_json::Value, Box<dyn std::er
     }))
 }
 
+/// Prints what `--trace` recorded: each second's releases, answers and rate; the delay from
+/// release to arrival; and, for each 429, the spacing at the server against the spacing
+/// at release of the same two requests.
+fn report_trace(trace: &Trace, arrivals: &[(u64, f64, bool)]) {
+    let releases = trace.releases.lock().unwrap_or_else(|p| p.into_inner());
+    let rates = trace.rates.lock().unwrap_or_else(|p| p.into_inner());
+    let released_at: std::collections::HashMap<u64, f64> = releases.iter().copied().collect();
+    let seconds = arrivals.iter().map(|a| a.1).fold(0.0f64, f64::max).ceil() as usize;
+    for second in 0..seconds {
+        let (from, to) = (second as f64, second as f64 + 1.0);
+        let released = releases.iter().filter(|r| r.1 >= from && r.1 < to).count();
+        let ok = arrivals
+            .iter()
+            .filter(|a| a.1 >= from && a.1 < to && a.2)
+            .count();
+        let refused = arrivals
+            .iter()
+            .filter(|a| a.1 >= from && a.1 < to && !a.2)
+            .count();
+        let within: Vec<f64> = rates
+            .iter()
+            .filter(|r| r.0 >= from && r.0 < to)
+            .map(|r| r.1)
+            .collect();
+        let low = within.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = within.iter().copied().fold(0.0f64, f64::max);
+        eprintln!(
+            "t {second:>2}: released {released:>3} ok {ok:>3} 429 {refused:>2} rate {low:.2} – {high:.2}"
+        );
+    }
+    let mut delays: Vec<f64> = arrivals
+        .iter()
+        .filter_map(|a| Some((a.1 - released_at.get(&a.0)?) * 1e3))
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize];
+    if !delays.is_empty() {
+        eprintln!(
+            "release to arrival (ms): p0 {:.3} p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+            at(0.0),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(1.0)
+        );
+    }
+    let mut sorted = arrivals.to_vec();
+    sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut last_admitted: Option<(u64, f64)> = None;
+    for (sequence, at, admitted) in sorted {
+        if !admitted && let Some((previous, previous_at)) = last_admitted {
+            let release_gap = released_at
+                .get(&sequence)
+                .zip(released_at.get(&previous))
+                .map(|(a, b)| (a - b) * 1e3);
+            eprintln!(
+                "429 at {at:.3}: {:.3} ms after the last admitted at the server, {:.3?} ms at release",
+                (at - previous_at) * 1e3,
+                release_gap
+            );
+        }
+        if admitted {
+            last_admitted = Some((sequence, at));
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let json_only = seawall_bench::json_only();
     let rate = argument("--rate", 20);
     let phase = argument("--phase", 30);
+    let trace = std::env::args().any(|arg| arg == "--trace");
     let runtime = seawall_bench::two_worker_runtime()?;
     if !json_only {
         eprintln!(
@@ -219,7 +361,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rate * 3 / 2
         );
     }
-    let figures = runtime.block_on(run(rate, phase))?;
+    let figures = runtime.block_on(run(rate, phase, trace))?;
     println!("{figures}");
     Ok(())
 }
