@@ -142,22 +142,80 @@ fn failure_reason<E: ClassifyError + std::fmt::Display>(error: &E) -> String {
     }
 }
 
-/// Sends `requests` GETs to `url` through `client`, `concurrency` at a time, with a live
-/// progress line on stderr; with `distinct`, to that many items under `url`, in turn.
-async fn run<S, B, E>(
-    name: &str,
-    client: S,
-    url: &str,
+/// What every run sends, and the embedded upstream's counts, if it is the upstream.
+struct Workload<'a> {
+    url: &'a str,
+    /// Ask for this many items under `url`, in turn, rather than `url` itself.
     distinct: Option<usize>,
     requests: usize,
     concurrency: usize,
     show_progress: bool,
-) -> Summary
+    flaky: Option<&'a seawall_examples::flaky::Flaky>,
+}
+
+impl Workload<'_> {
+    /// The upstream's counts so far: 429s sent and requests received.
+    fn upstream_counts(&self) -> (u64, u64) {
+        self.flaky.map_or((0, 0), |f| {
+            (
+                f.throttled.load(Ordering::Relaxed),
+                f.requests.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Runs the workload through `client`, counting what it cost the upstream.
+    async fn run<S, B, E>(&self, name: &str, client: S) -> Summary
+    where
+        S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = E> + Clone,
+        B: http_body::Body,
+        E: ClassifyError + std::fmt::Display,
+    {
+        let (throttled, received) = self.upstream_counts();
+        let mut summary = run(name, client, self).await;
+        let (throttled_after, received_after) = self.upstream_counts();
+        summary.throttled_responses = throttled_after - throttled;
+        summary.upstream_requests = received_after - received;
+        summary
+    }
+
+    /// As [`run`](Self::run), through `stack`'s service made by `service`, with the stack's
+    /// retries and the breaker trips `trips` counted.
+    async fn run_stack<S, B, E>(
+        &self,
+        name: &str,
+        client: S,
+        stack: &seawall::Stack,
+        trips: &AtomicU64,
+    ) -> Summary
+    where
+        S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = E> + Clone,
+        B: http_body::Body,
+        E: ClassifyError + std::fmt::Display,
+    {
+        let mut summary = self.run(name, client).await;
+        summary.retries = stack.retry().stats().total_retries();
+        summary.breaker_trips = trips.load(Ordering::Relaxed);
+        summary
+    }
+}
+
+/// Sends the workload's GETs through `client`, `concurrency` at a time, with a live progress
+/// line on stderr.
+async fn run<S, B, E>(name: &str, client: S, workload: &Workload<'_>) -> Summary
 where
     S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = E> + Clone,
     B: http_body::Body,
     E: ClassifyError + std::fmt::Display,
 {
+    let Workload {
+        url,
+        distinct,
+        requests,
+        concurrency,
+        show_progress,
+        ..
+    } = *workload;
     let started = Instant::now();
     let done = AtomicU64::new(0);
     let mut summary = Summary::default();
@@ -298,11 +356,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .clone()
         .or_else(|| flaky.as_ref().map(|f| f.url.clone()))
         .unwrap_or_default();
-    let throttled_so_far = || {
-        flaky
-            .as_ref()
-            .map_or(0, |f| f.throttled.load(Ordering::Relaxed))
-    };
     let progress = !options.json;
     if progress {
         eprintln!(
@@ -317,71 +370,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    let upstream_so_far = || {
-        flaky
-            .as_ref()
-            .map_or(0, |f| f.requests.load(Ordering::Relaxed))
+    let workload = Workload {
+        url: &url,
+        distinct: options.cacheable.then_some(20),
+        requests: options.requests,
+        concurrency: options.concurrency,
+        show_progress: progress,
+        flaky: flaky.as_ref(),
     };
-    let distinct = options.cacheable.then_some(20);
 
     let bare_client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let (throttled_before, upstream_before) = (throttled_so_far(), upstream_so_far());
-    let mut bare = run(
-        "bare",
-        bare_client.map_err(BareError),
-        &url,
-        distinct,
-        options.requests,
-        options.concurrency,
-        progress,
-    )
-    .await;
-    bare.throttled_responses = throttled_so_far() - throttled_before;
-    bare.upstream_requests = upstream_so_far() - upstream_before;
+    let bare = workload.run("bare", bare_client.map_err(BareError)).await;
     // Let the upstream's quota refill between the runs.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let trips = Arc::new(AtomicU64::new(0));
     let stack = demo_stack(options.rate, &trips)?;
-    let (throttled_before, upstream_before) = (throttled_so_far(), upstream_so_far());
-    let mut guarded = run(
-        "seawall",
-        stack.hyper_client::<Empty<Bytes>>(),
-        &url,
-        distinct,
-        options.requests,
-        options.concurrency,
-        progress,
-    )
-    .await;
-    guarded.throttled_responses = throttled_so_far() - throttled_before;
-    guarded.upstream_requests = upstream_so_far() - upstream_before;
-    guarded.retries = stack.retry().stats().total_retries();
-    guarded.breaker_trips = trips.load(Ordering::Relaxed);
+    let guarded = workload
+        .run_stack(
+            "seawall",
+            stack.hyper_client::<Empty<Bytes>>(),
+            &stack,
+            &trips,
+        )
+        .await;
 
     // The same workload through a stack of its own with the cache and coalescing.
     let economy = if options.cacheable {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let trips = Arc::new(AtomicU64::new(0));
-        let stack = demo_stack(options.rate, &trips)?;
-        let (throttled_before, upstream_before) = (throttled_so_far(), upstream_so_far());
+        let cached = demo_stack(options.rate, &trips)?;
         let client =
             Client::builder(TokioExecutor::new()).build_http::<seawall::ReplayBody<Empty<Bytes>>>();
-        let mut summary = run(
-            "cached",
-            stack.economy_service(client),
-            &url,
-            distinct,
-            options.requests,
-            options.concurrency,
-            progress,
+        Some(
+            workload
+                .run_stack("cached", cached.economy_service(client), &cached, &trips)
+                .await,
         )
-        .await;
-        summary.throttled_responses = throttled_so_far() - throttled_before;
-        summary.upstream_requests = upstream_so_far() - upstream_before;
-        summary.retries = stack.retry().stats().total_retries();
-        summary.breaker_trips = trips.load(Ordering::Relaxed);
-        Some(summary)
     } else {
         None
     };
