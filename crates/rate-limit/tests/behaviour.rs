@@ -6,8 +6,11 @@
     reason = "test fixtures: a poisoned log or bad fixture must fail the test loudly"
 )]
 
+mod support;
+use support::{Log, logging_upstream, ms};
+
 use std::future::ready;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -18,27 +21,6 @@ use seawall_rate_limit::{InMemoryStore, Priority, RateLimitError, RateLimitLayer
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-/// Records which request (by its body) reached the upstream, and when.
-type Log = Arc<Mutex<Vec<(u32, Duration)>>>;
-
-/// An upstream that answers 200 at once and logs each request's arrival after `start`.
-fn logging_upstream(
-    start: Instant,
-) -> (
-    Log,
-    impl Service<Request<u32>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone,
-) {
-    let log: Log = Arc::default();
-    let sink = Arc::clone(&log);
-    let service = service_fn(move |request: Request<u32>| {
-        sink.lock()
-            .unwrap()
-            .push((*request.body(), start.elapsed()));
-        ready(Ok::<_, std::io::Error>(Response::new(())))
-    });
-    (log, service)
-}
-
 /// A limit per host far above what the server-pause tests send: only a pause holds a request.
 fn hundred_per_second_per_host() -> RateLimitLayer<ByHost> {
     RateLimitLayer::builder()
@@ -47,10 +29,6 @@ fn hundred_per_second_per_host() -> RateLimitLayer<ByHost> {
         .per_host()
         .build()
         .unwrap()
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
 }
 
 #[tokio::test(start_paused = true)]

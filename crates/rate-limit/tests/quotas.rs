@@ -7,6 +7,9 @@
     reason = "test fixtures: a poisoned log, bad fixture or unexpected answer must fail the test loudly"
 )]
 
+mod support;
+use support::{logging_upstream, ms};
+
 use std::future::ready;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,29 +20,6 @@ use seawall_rate_limit::conformance::run_window_golden_table;
 use seawall_rate_limit::{InMemoryStore, RateLimitError, RateLimitLayer, Rejected};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
-
-type Log = Arc<Mutex<Vec<(u32, Duration)>>>;
-
-fn logging_upstream(
-    start: Instant,
-) -> (
-    Log,
-    impl Service<Request<u32>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone,
-) {
-    let log: Log = Arc::default();
-    let sink = Arc::clone(&log);
-    let service = service_fn(move |request: Request<u32>| {
-        sink.lock()
-            .unwrap()
-            .push((*request.body(), start.elapsed()));
-        ready(Ok::<_, std::io::Error>(Response::new(())))
-    });
-    (log, service)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
