@@ -2,7 +2,7 @@
 //! rate limiter waits and refusals, breaker transitions and refusals) land inside the
 //! request's span, with their fields. Real layers over an in-process upstream, on paused time.
 
-#[path = "support/capture.rs"]
+#[path = "../../crates/metrics/tests/support/capture.rs"]
 mod capture;
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 //! `.ci/run` lints it with `promtool check metrics` (Debian package `prometheus`) as a step of
 //! its own.
 
-#[path = "support/capture.rs"]
+#[path = "../../crates/metrics/tests/support/capture.rs"]
 mod capture;
 #[path = "support/exposition_check.rs"]
 mod exposition_check;

@@ -7,111 +7,20 @@
     reason = "helpers of a test: a failure should stop it"
 )]
 
+#[path = "support/capture.rs"]
+mod capture;
+
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use capture::{Capture, CapturedSpan};
 use futures::FutureExt;
 use http::{Request, Response};
 use seawall_metrics::MetricsLayer;
 use tower::{Layer, Service, ServiceExt, service_fn};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
-
-/// A span as the subscriber saw it: name, parent and every field recorded.
-#[derive(Debug, Clone)]
-struct CapturedSpan {
-    name: &'static str,
-    parent: Option<u64>,
-    fields: BTreeMap<String, String>,
-}
-
-/// An event: its message's fields, and the span it happened in.
-#[derive(Debug, Clone)]
-struct CapturedEvent {
-    span: Option<u64>,
-    fields: BTreeMap<String, String>,
-}
-
-#[derive(Default)]
-struct Captured {
-    spans: BTreeMap<u64, CapturedSpan>,
-    events: Vec<CapturedEvent>,
-    /// Entered spans of this (single) thread, innermost last.
-    stack: Vec<u64>,
-}
-
-#[derive(Clone, Default)]
-struct Capture {
-    captured: Arc<Mutex<Captured>>,
-    next: Arc<AtomicU64>,
-}
-
-struct Fields<'a>(&'a mut BTreeMap<String, String>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-}
-
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, attributes: &Attributes<'_>) -> Id {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut captured = self.captured.lock().unwrap();
-        let parent = attributes.parent().map(Id::into_u64).or_else(|| {
-            attributes
-                .is_contextual()
-                .then(|| captured.stack.last().copied())
-                .flatten()
-        });
-        let mut fields = BTreeMap::new();
-        attributes.record(&mut Fields(&mut fields));
-        captured.spans.insert(
-            id,
-            CapturedSpan {
-                name: attributes.metadata().name(),
-                parent,
-                fields,
-            },
-        );
-        Id::from_u64(id)
-    }
-    fn record(&self, span: &Id, values: &Record<'_>) {
-        let mut captured = self.captured.lock().unwrap();
-        let span = captured.spans.get_mut(&span.into_u64()).unwrap();
-        values.record(&mut Fields(&mut span.fields));
-    }
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut captured = self.captured.lock().unwrap();
-        let mut fields = BTreeMap::new();
-        event.record(&mut Fields(&mut fields));
-        let span = captured.stack.last().copied();
-        captured.events.push(CapturedEvent { span, fields });
-    }
-    fn enter(&self, span: &Id) {
-        self.captured.lock().unwrap().stack.push(span.into_u64());
-    }
-    fn exit(&self, span: &Id) {
-        let mut captured = self.captured.lock().unwrap();
-        let position = captured
-            .stack
-            .iter()
-            .rposition(|id| *id == span.into_u64())
-            .unwrap();
-        captured.stack.remove(position);
-    }
-}
 
 fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

@@ -1,5 +1,6 @@
 //! A tracing subscriber that keeps every span (name, parent, fields) and every event (fields,
-//! and the span it happened in), for tests that assert them.
+//! and the span it happened in), for tests that assert them: this crate's and the
+//! cross-crate tests', which include this file by its path.
 
 #![allow(
     dead_code,
