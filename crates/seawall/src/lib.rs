@@ -83,11 +83,25 @@
 //! | [`RetryLayer`] | 3 attempts within a 30 s deadline, exponential backoff from 1 s capped at 60 s with full jitter, a 20 % budget, server hints obeyed |
 //! | [`CircuitBreakerLayer`] (per host, or per [`key_by`](StackBuilder::key_by)) | 5 consecutive failures or 50 % of the last 100 calls; open 60 s growing to 5 min; 3 half-open probes |
 //! | [`RateLimitLayer`] (per host, or per key; per route with [`route`](StackBuilder::route)) | 100 requests per minute with a burst of 10, waiting fairly; 429s pause the host |
+//! | [`AttemptMetricsLayer`] | each attempt under OpenTelemetry's HTTP client names, hosts bounded |
 //! | attempt timeout | 30 s per attempt |
+//!
+//! [`Stack::report`] reads every layer's figures as one snapshot, printed as a table by its
+//! `Display`.
 //!
 //! In this order a retry pays the rate limiter (an upstream's quota counts attempts), an
 //! open breaker refuses before a token is spent or a queue slot taken, and time waiting in
 //! the limiter is not a slow call.
+//!
+//! ## Spending fewer requests
+//!
+//! [`Stack::economy_service`] puts an HTTP cache ([`CacheLayer`]: RFC 9111, a TTL for
+//! answers without cache headers if set with [`StackBuilder::cache`], `stale-if-error`) and the
+//! coalescing of identical in-flight requests ([`CoalesceLayer`]) inside the metrics layer,
+//! above retry: a fresh hit or a request sharing another's call spends no token and never
+//! meets an open breaker, and a stale answer within its allowance stands in while the breaker
+//! refuses. (`seawall-batch` merges calls into an API's batch endpoint; it is placed by hand,
+//! since the merging is the API's own.)
 //!
 //! ## Any store, key and classifier; quotas per route
 //!
