@@ -82,6 +82,9 @@ async fn one_report_holds_every_layers_figures_with_exact_values() {
     assert_eq!(report.requests.in_flight, 0);
     assert_eq!(report.requests.requests_per_minute, 6);
     assert_eq!(report.queue_wait.count, 6);
+    // Two of the six were resent once.
+    assert_eq!((report.attempts.requests, report.attempts.attempts), (6, 8));
+    assert_eq!(report.attempts.mean, 8.0 / 6.0);
 
     assert_eq!(report.hosts.len(), 1, "{report:#?}");
     let host = &report.hosts[0];
@@ -163,6 +166,7 @@ async fn one_report_holds_every_layers_figures_with_exact_values() {
         "retry       8 attempts, 2 retries, 0 budget exhausted, 0 gave up, budget left ",
         "rate limit  8 admitted, 7 waited, 0 rejected, queue 0, 0 paused",
         "breakers    0 open, 0 half-open, 0 transitions, 0 rejected",
+        "attempts    1.33 per request (8 over 6)",
         "host                             attempts  errors active      p95  quota left",
         "closed           0        2        0",
         "recent failures (newest last)",
@@ -172,4 +176,94 @@ async fn one_report_holds_every_layers_figures_with_exact_values() {
     assert!(table.contains(&format!("http://127.0.0.1:{}", port.expect("a port"))));
     assert!(table.contains("       8       2      0"), "{table}");
     assert!(table.contains("      93/100\n"), "{table}");
+}
+
+/// A port nothing listens on.
+fn closed_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_per_logical_request_count_the_failed_ones() {
+    // The first call answers 503, every other 200.
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let upstream = Upstream::start(move |_request| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                respond(503, &[], "busy")
+            } else {
+                respond(200, &[], "ok")
+            }
+        }
+    })
+    .await
+    .expect("upstream");
+
+    let metrics = MetricsLayer::builder().build().expect("valid config");
+    let retry = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(5))
+        .max_attempts(3)
+        .build()
+        .expect("valid config");
+    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
+    let stack = ServiceBuilder::new()
+        .layer(metrics.clone())
+        .layer(retry)
+        .service(client);
+
+    // 503 then 200: two attempts.
+    let request = Request::get(upstream.url("/items"))
+        .body(Empty::new())
+        .expect("valid request");
+    let response = stack.clone().oneshot(request).await.expect("a response");
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.expect("a body");
+    // 200 at once: one attempt.
+    let request = Request::get(upstream.url("/items"))
+        .body(Empty::new())
+        .expect("valid request");
+    let response = stack.clone().oneshot(request).await.expect("a response");
+    response.into_body().collect().await.expect("a body");
+    // Refused three times: an error that made three attempts.
+    let request = Request::get(format!("http://{}/items", closed_port()))
+        .body(Empty::new())
+        .expect("valid request");
+    let error = stack.clone().oneshot(request).await.expect_err("refused");
+    assert_eq!(error.attempts(), 3);
+
+    let report = metrics.report();
+    assert_eq!((report.attempts.requests, report.attempts.attempts), (3, 6));
+    assert_eq!(report.attempts.mean, 2.0);
+    assert!(
+        report
+            .to_string()
+            .contains("attempts    2.00 per request (6 over 3)\n"),
+        "{report}"
+    );
+
+    let text = metrics.encode();
+    let family: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("seawall_http_client_request_attempts"))
+        .collect();
+    assert_eq!(
+        family,
+        [
+            "# HELP seawall_http_client_request_attempts Attempts per logical request that ended in a response or an error, the first included.",
+            "# TYPE seawall_http_client_request_attempts histogram",
+            "seawall_http_client_request_attempts_sum 6.0",
+            "seawall_http_client_request_attempts_count 3",
+            "seawall_http_client_request_attempts_bucket{le=\"1.0\"} 1",
+            "seawall_http_client_request_attempts_bucket{le=\"2.0\"} 2",
+            "seawall_http_client_request_attempts_bucket{le=\"3.0\"} 3",
+            "seawall_http_client_request_attempts_bucket{le=\"4.0\"} 3",
+            "seawall_http_client_request_attempts_bucket{le=\"5.0\"} 3",
+            "seawall_http_client_request_attempts_bucket{le=\"10.0\"} 3",
+            "seawall_http_client_request_attempts_bucket{le=\"+Inf\"} 3",
+        ]
+    );
 }

@@ -130,10 +130,10 @@ pub use clock::LatencyClock;
 pub use future::ResponseFuture;
 pub use hosts::{DEFAULT_MAX_HOSTS, OTHER_HOST};
 pub use layer::{MetricsBuilder, MetricsLayer};
-pub use recorder::DEFAULT_BUCKETS;
+pub use recorder::{ATTEMPTS_BUCKETS, DEFAULT_BUCKETS};
 pub use report::{
-    BreakerKeyReport, BreakerSummary, HostReport, RateLimitSummary, RecentFailure, Report,
-    RetrySummary, WaitSummary,
+    AttemptsSummary, BreakerKeyReport, BreakerSummary, HostReport, RateLimitSummary, RecentFailure,
+    Report, RetrySummary, WaitSummary,
 };
 pub use service::Metrics;
 pub use snapshot::Snapshot;

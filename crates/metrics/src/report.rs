@@ -26,6 +26,8 @@ pub struct Report {
     pub requests: Snapshot,
     /// What the logical requests' attempts waited in a rate limiter, per response.
     pub queue_wait: WaitSummary,
+    /// Attempts per logical request that ended in a response or an error.
+    pub attempts: AttemptsSummary,
     /// The attempts by host (at most the layer's `max_hosts`, then `_OTHER`).
     pub hosts: Vec<HostReport>,
     /// The retry layer's figures.
@@ -49,6 +51,19 @@ pub struct WaitSummary {
     pub mean: Duration,
     /// 95th percentile wait, estimated from the histogram.
     pub p95: Duration,
+}
+
+/// Attempts per logical request.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AttemptsSummary {
+    /// Requests counted (every one that ended in a response or an error; cancelled ones are
+    /// not).
+    pub requests: u64,
+    /// Attempts they made, the first ones included.
+    pub attempts: u64,
+    /// Mean attempts per request (zero before the first).
+    pub mean: f64,
 }
 
 /// One host's attempts.
@@ -289,6 +304,16 @@ impl Report {
             },
             p95: quantile(&recorder.bounds, &wait.counts, 0.95),
         };
+        let tries = recorder.attempts();
+        let attempts_summary = AttemptsSummary {
+            requests: tries.count(),
+            attempts: tries.sum(),
+            mean: if tries.count() == 0 {
+                0.0
+            } else {
+                tries.sum() as f64 / tries.count() as f64
+            },
+        };
         let mut hosts = Vec::new();
         attempts.hosts.for_each(|series| {
             let report = host_report(series);
@@ -312,6 +337,7 @@ impl Report {
         Self {
             requests: Snapshot::read(recorder),
             queue_wait,
+            attempts: attempts_summary,
             hosts,
             retry,
             rate_limit,
@@ -361,6 +387,11 @@ impl fmt::Display for Report {
             "queue wait  mean {}  p95 {}",
             Short(self.queue_wait.mean),
             Short(self.queue_wait.p95)
+        )?;
+        writeln!(
+            f,
+            "attempts    {:.2} per request ({} over {})",
+            self.attempts.mean, self.attempts.attempts, self.attempts.requests
         )?;
         if let Some(retry) = &self.retry {
             write!(
