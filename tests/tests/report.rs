@@ -267,3 +267,57 @@ async fn attempts_per_logical_request_count_the_failed_ones() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_report_shows_each_hosts_tokens_and_queue() {
+    let upstream = Upstream::start(|_request| async { respond(200, &[], "ok") })
+        .await
+        .expect("upstream");
+    let metrics = MetricsLayer::builder().build().expect("valid config");
+    // One token a second, five at once: three requests leave two.
+    let limit = RateLimitLayer::builder()
+        .per_minute(60)
+        .burst(5)
+        .per_host()
+        .build()
+        .expect("valid config");
+    metrics.include(limit.handle());
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let stack = ServiceBuilder::new()
+        .layer(metrics.clone())
+        .layer(limit)
+        .service(client);
+    for _ in 0..3 {
+        let request = Request::get(upstream.url("/items"))
+            .body(Empty::new())
+            .expect("valid request");
+        let response = stack.clone().oneshot(request).await.expect("a response");
+        response.into_body().collect().await.expect("a body");
+    }
+
+    let report = metrics.report();
+    let key = format!(
+        "http://127.0.0.1:{}",
+        upstream
+            .url("/")
+            .parse::<http::Uri>()
+            .expect("a URL")
+            .port_u16()
+            .expect("a port")
+    );
+    let limit = report.rate_limit.as_ref().expect("the limiter is included");
+    assert_eq!(
+        limit.per_key,
+        [(
+            key.clone(),
+            vec![("queue_depth", 0.0), ("tokens_available", 2.0)]
+        )]
+    );
+    let table = report.to_string();
+    assert!(
+        table.contains(&format!(
+            "rate limit key                      tokens       queue\n{key:<32}         2           0\n"
+        )),
+        "{table}"
+    );
+}

@@ -458,6 +458,27 @@ impl fmt::Display for Report {
                 )?;
             }
         }
+        if let Some(limit) = self.rate_limit.as_ref().filter(|l| !l.per_key.is_empty()) {
+            writeln!(
+                f,
+                "\n{:<32} {:>9} {:>11}",
+                "rate limit key", "tokens", "queue"
+            )?;
+            for (key, figures) in &limit.per_key {
+                let figure = |name: &str| {
+                    figures
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or_else(|| "-".to_owned(), |(_, value)| value.to_string())
+                };
+                writeln!(
+                    f,
+                    "{key:<32} {:>9} {:>11}",
+                    figure("tokens_available"),
+                    figure("queue_depth")
+                )?;
+            }
+        }
         if !self.recent_failures.is_empty() {
             writeln!(f, "\nrecent failures (newest last)")?;
             let now = SystemTime::now();
