@@ -127,8 +127,13 @@ async fn one_report_holds_every_layers_figures_with_exact_values() {
         .as_ref()
         .expect("the breaker is included");
     assert_eq!(
-        (breaker.open, breaker.half_open, breaker.transitions),
-        (0, 0, 0)
+        (
+            breaker.open,
+            breaker.half_open,
+            breaker.trips,
+            breaker.transitions
+        ),
+        (0, 0, 0, 0)
     );
     assert_eq!(breaker.keys.len(), 1);
     let key = &breaker.keys[0];
@@ -136,12 +141,14 @@ async fn one_report_holds_every_layers_figures_with_exact_values() {
         (
             key.key.as_str(),
             key.state.as_str(),
+            key.trips,
             key.failures,
             key.rejected
         ),
         (
             format!("http://127.0.0.1:{}", port.expect("a port")).as_str(),
             "closed",
+            0,
             2,
             0
         )
@@ -165,10 +172,10 @@ async fn one_report_holds_every_layers_figures_with_exact_values() {
         "requests    6 done, 100.0% ok, 0 in flight, 6/min",
         "retry       8 attempts, 2 retries, 0 budget exhausted, 0 gave up, budget left ",
         "rate limit  8 admitted, 7 waited, 0 rejected, queue 0, 0 paused",
-        "breakers    0 open, 0 half-open, 0 transitions, 0 rejected",
+        "breakers    0 open, 0 half-open, 0 trips, 0 transitions, 0 rejected",
         "attempts    1.33 per request (8 over 6)",
         "host                             attempts  errors active      p95  quota left",
-        "closed           0        2        0",
+        "closed     0           0        2        0",
         "recent failures (newest last)",
     ] {
         assert!(table.contains(line), "missing `{line}` in\n{table}");
@@ -320,4 +327,92 @@ async fn the_report_shows_each_hosts_tokens_and_queue() {
         )),
         "{table}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_report_shows_each_hosts_breaker_trips() {
+    // Every answer is a 503: the breaker of the host trips on its second failure.
+    let upstream = Upstream::start(|_request| async { respond(503, &[], "busy") })
+        .await
+        .expect("upstream");
+    let metrics = MetricsLayer::builder().build().expect("valid config");
+    let breaker = CircuitBreakerLayer::builder()
+        .per_host()
+        .consecutive_failures(2)
+        .open_duration(Duration::from_secs(5))
+        .build()
+        .expect("valid config");
+    let handle = breaker.handle();
+    metrics.include(breaker.handle());
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let stack = ServiceBuilder::new()
+        .layer(metrics.clone())
+        .layer(breaker)
+        .service(client);
+    let send = || {
+        let request = Request::get(upstream.url("/items"))
+            .body(Empty::new())
+            .expect("valid request");
+        stack.clone().oneshot(request)
+    };
+    // Two failures trip it; the third call is refused.
+    for _ in 0..2 {
+        let response = send().await.expect("a response");
+        assert_eq!(response.status(), 503);
+        response.into_body().collect().await.expect("a body");
+    }
+    assert!(send().await.is_err());
+    // After the open time a probe fails: open again, a second trip.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let response = send().await.expect("the probe is let through");
+    assert_eq!(response.status(), 503);
+    response.into_body().collect().await.expect("a body");
+
+    let key = format!(
+        "http://127.0.0.1:{}",
+        upstream
+            .url("/")
+            .parse::<http::Uri>()
+            .expect("a URL")
+            .port_u16()
+            .expect("a port")
+    );
+    assert_eq!(
+        handle.stats().iter().map(|s| s.trips).collect::<Vec<_>>(),
+        [2]
+    );
+    let report = metrics.report();
+    let summary = report
+        .circuit_breaker
+        .as_ref()
+        .expect("the breaker is included");
+    assert_eq!(
+        (
+            summary.open,
+            summary.trips,
+            summary.transitions,
+            summary.rejected
+        ),
+        (1, 2, 3, 1)
+    );
+    assert_eq!(summary.keys.len(), 1);
+    let row = &summary.keys[0];
+    assert_eq!(
+        (
+            row.key.as_str(),
+            row.state.as_str(),
+            row.trips,
+            row.transitions,
+            row.failures,
+            row.rejected
+        ),
+        (key.as_str(), "open", 2, 3, 3, 1)
+    );
+    let table = report.to_string();
+    for line in [
+        "breakers    1 open, 0 half-open, 2 trips, 3 transitions, 1 rejected\n".to_owned(),
+        format!("{key:<32}      open     2           3        3        1\n"),
+    ] {
+        assert!(table.contains(&line), "missing `{line}` in\n{table}");
+    }
 }

@@ -137,6 +137,8 @@ pub struct BreakerSummary {
     pub half_open: u64,
     /// Transitions, every breaker.
     pub transitions: u64,
+    /// Transitions to open, every breaker.
+    pub trips: u64,
     /// Calls refused while open, every breaker.
     pub rejected: u64,
     /// Per key (the breakers the layer reports by key).
@@ -153,6 +155,8 @@ pub struct BreakerKeyReport {
     pub state: String,
     /// Its transitions (every trip is one to `open`).
     pub transitions: u64,
+    /// Its trips: transitions to `open`.
+    pub trips: u64,
     /// Failures it recorded.
     pub failures: u64,
     /// Calls it refused.
@@ -241,6 +245,7 @@ fn visit(
                 ("state", Some("open")) => summary.open += count,
                 ("state", Some("half_open")) => summary.half_open += count,
                 ("transitions", _) => summary.transitions += count,
+                ("trips", _) => summary.trips += count,
                 ("rejected", _) => summary.rejected += count,
                 _ => {}
             }
@@ -260,6 +265,7 @@ fn visit(
         match (name, label(figure, "state"), label(figure, "outcome")) {
             ("state", Some(state), _) if value >= 1.0 => entry.state = state.to_owned(),
             ("transitions", _, _) => entry.transitions += count,
+            ("trips", _, _) => entry.trips += count,
             ("rejected", _, _) => entry.rejected += count,
             ("calls", _, Some("failure")) => entry.failures += count,
             _ => {}
@@ -414,8 +420,12 @@ impl fmt::Display for Report {
         if let Some(breaker) = &self.circuit_breaker {
             writeln!(
                 f,
-                "breakers    {} open, {} half-open, {} transitions, {} rejected",
-                breaker.open, breaker.half_open, breaker.transitions, breaker.rejected
+                "breakers    {} open, {} half-open, {} trips, {} transitions, {} rejected",
+                breaker.open,
+                breaker.half_open,
+                breaker.trips,
+                breaker.transitions,
+                breaker.rejected
             )?;
         }
         if !self.hosts.is_empty() {
@@ -447,14 +457,14 @@ impl fmt::Display for Report {
         if let Some(breaker) = self.circuit_breaker.as_ref().filter(|b| !b.keys.is_empty()) {
             writeln!(
                 f,
-                "\n{:<32} {:>9} {:>11} {:>8} {:>8}",
-                "breaker", "state", "transitions", "failures", "rejected"
+                "\n{:<32} {:>9} {:>5} {:>11} {:>8} {:>8}",
+                "breaker", "state", "trips", "transitions", "failures", "rejected"
             )?;
             for key in &breaker.keys {
                 writeln!(
                     f,
-                    "{:<32} {:>9} {:>11} {:>8} {:>8}",
-                    key.key, key.state, key.transitions, key.failures, key.rejected
+                    "{:<32} {:>9} {:>5} {:>11} {:>8} {:>8}",
+                    key.key, key.state, key.trips, key.transitions, key.failures, key.rejected
                 )?;
             }
         }
