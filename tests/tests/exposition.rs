@@ -66,8 +66,10 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
         .per_host()
         .build()
         .expect("valid config");
+    // Per host, so that the limiter's per-key series are checked too.
     let limit = RateLimitLayer::builder()
         .per_second(100)
+        .per_host()
         .build()
         .expect("valid config");
     metrics.include(retry.handle());
@@ -98,6 +100,8 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
         "seawall_retry_retries_total{reason=\"server_error\"}",
         "seawall_circuit_breaker_state{key=\"http://127.0.0.1",
         "seawall_rate_limit_admitted_total",
+        "seawall_rate_limit_queue_depth{key=\"http://127.0.0.1:",
+        "seawall_rate_limit_tokens_available{key=\"http://127.0.0.1:",
         "seawall_http_client_response_body_duration_seconds_bucket",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");

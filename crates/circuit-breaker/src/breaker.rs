@@ -108,6 +108,8 @@ pub(crate) struct Counters {
     pub(crate) ignored: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) transitions: AtomicU64,
+    /// Transitions to open: counted with the transition, never on the closed path.
+    pub(crate) trips: AtomicU64,
 }
 
 /// Counts summed over several breakers, for a keyed layer's aggregate figures: those of the
@@ -121,6 +123,7 @@ pub(crate) struct Totals {
     pub(crate) ignored: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) transitions: AtomicU64,
+    pub(crate) trips: AtomicU64,
 }
 
 pub(crate) struct Breaker<K> {
@@ -154,6 +157,7 @@ impl<K> Drop for Breaker<K> {
             (&retired.ignored, c.ignored.load(Ordering::Relaxed)),
             (&retired.rejected, c.rejected.load(Ordering::Relaxed)),
             (&retired.transitions, c.transitions.load(Ordering::Relaxed)),
+            (&retired.trips, c.trips.load(Ordering::Relaxed)),
         ] {
             if count > 0 {
                 total.fetch_add(count, Ordering::Release);
@@ -693,6 +697,9 @@ impl<K: fmt::Debug> Breaker<K> {
 
     fn emit(&self, from: State, to: State, reason: Reason, open_for: Option<Duration>) {
         self.counters.transitions.fetch_add(1, Ordering::Relaxed);
+        if to == State::Open {
+            self.counters.trips.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::info!(
             key = ?self.key,
             from = from.as_str(),
@@ -765,8 +772,9 @@ mod tests {
                 read(&retired.ignored),
                 read(&retired.rejected),
                 read(&retired.transitions),
+                read(&retired.trips),
             ],
-            [2, 1, 1, 1, 1, 1]
+            [2, 1, 1, 1, 1, 1, 0]
         );
     }
 }

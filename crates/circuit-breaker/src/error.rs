@@ -113,4 +113,11 @@ impl<E: ClassifyError> ClassifyError for BreakerError<E> {
             BreakerError::Inner(error) => error.failure_kind(),
         }
     }
+
+    fn attempts(&self) -> Option<u32> {
+        match self {
+            BreakerError::Open(_) => None,
+            BreakerError::Inner(error) => error.attempts(),
+        }
+    }
 }

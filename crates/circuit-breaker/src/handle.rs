@@ -52,6 +52,9 @@ pub struct BreakerStats<K> {
     pub rejected: u64,
     /// State transitions so far.
     pub transitions: u64,
+    /// Transitions to open so far (trips, the manual [`trip`](CircuitBreakerHandle::trip)
+    /// included; a forced open is not one).
+    pub trips: u64,
     /// Half-open probe permits not yet handed out.
     pub probe_permits_left: u32,
 }
@@ -109,6 +112,7 @@ impl<K: fmt::Debug + Hash + Eq + Clone> CircuitBreakerHandle<K> {
                 ignored: c.ignored.load(Ordering::Relaxed),
                 rejected: c.rejected.load(Ordering::Relaxed),
                 transitions: c.transitions.load(Ordering::Relaxed),
+                trips: c.trips.load(Ordering::Relaxed),
                 probe_permits_left: breaker.permits_left(),
             });
         };
@@ -158,6 +162,7 @@ struct Series {
     slow: u64,
     rejected: u64,
     transitions: u64,
+    trips: u64,
 }
 
 impl Series {
@@ -171,6 +176,7 @@ impl Series {
         self.slow += stats.slow;
         self.rejected += stats.rejected;
         self.transitions += stats.transitions;
+        self.trips += stats.trips;
     }
 
     fn of<K>(key: Option<String>, stats: &BreakerStats<K>) -> Self {
@@ -217,6 +223,7 @@ where
             slow: retired.slow.load(Ordering::Acquire),
             rejected: retired.rejected.load(Ordering::Acquire),
             transitions: retired.transitions.load(Ordering::Acquire),
+            trips: retired.trips.load(Ordering::Acquire),
             ..Series::default()
         };
         let mut all = self.stats();
@@ -233,6 +240,7 @@ where
             (&reported.slow, &mut aggregate.slow),
             (&reported.rejected, &mut aggregate.rejected),
             (&reported.transitions, &mut aggregate.transitions),
+            (&reported.trips, &mut aggregate.trips),
         ] {
             *now = last.fetch_max(*now, Ordering::Relaxed).max(*now);
         }
@@ -296,7 +304,7 @@ where
             }
         }
         type PerSeries = (&'static str, &'static str, fn(&Series) -> u64);
-        let per_series: [PerSeries; 3] = [
+        let per_series: [PerSeries; 4] = [
             (
                 "seawall_circuit_breaker_slow_calls",
                 "Calls slower than the slow-call threshold.",
@@ -311,6 +319,11 @@ where
                 "seawall_circuit_breaker_transitions",
                 "State transitions.",
                 |s| s.transitions,
+            ),
+            (
+                "seawall_circuit_breaker_trips",
+                "Transitions to open.",
+                |s| s.trips,
             ),
         ];
         for (name, help, value) in per_series {

@@ -138,6 +138,7 @@ async fn by_default_figures_carry_the_aggregate_and_the_ten_keys_with_most_failu
         "seawall_circuit_breaker_slow_calls",
         "seawall_circuit_breaker_rejected",
         "seawall_circuit_breaker_transitions",
+        "seawall_circuit_breaker_trips",
     ] {
         assert_eq!(
             keys_of(&all, name, &[]),
@@ -146,7 +147,7 @@ async fn by_default_figures_carry_the_aggregate_and_the_ten_keys_with_most_failu
         );
     }
     // Exactly the aggregate and ten keys' series, nothing for the other twenty hosts.
-    let series = (1 + 10) * (State::ALL.len() + 3 + 3);
+    let series = (1 + 10) * (State::ALL.len() + 3 + 4);
     assert_eq!(all.len(), series);
 }
 
@@ -162,7 +163,7 @@ async fn figure_top_keys_sets_how_many_keys_get_their_own_series() {
         ),
         expected(&[29, 28, 27], f64::from((0..30).sum::<u32>()), f64::from)
     );
-    assert_eq!(all.len(), (1 + 3) * (State::ALL.len() + 3 + 3));
+    assert_eq!(all.len(), (1 + 3) * (State::ALL.len() + 3 + 4));
 
     // None: the aggregate alone.
     let handle = call_hosts(per_host().figure_top_keys(0), 5).await;
@@ -175,7 +176,7 @@ async fn figure_top_keys_sets_how_many_keys_get_their_own_series() {
         ),
         vec![(None, 10.0)]
     );
-    assert_eq!(all.len(), State::ALL.len() + 3 + 3);
+    assert_eq!(all.len(), State::ALL.len() + 3 + 4);
 }
 
 #[tokio::test(start_paused = true)]
@@ -191,7 +192,7 @@ async fn figure_every_key_gives_every_key_its_series_most_failures_first() {
         ),
         expected(&every, f64::from((0..30).sum::<u32>()), f64::from)
     );
-    assert_eq!(all.len(), (1 + 30) * (State::ALL.len() + 3 + 3));
+    assert_eq!(all.len(), (1 + 30) * (State::ALL.len() + 3 + 4));
 }
 
 #[tokio::test(start_paused = true)]
@@ -228,6 +229,10 @@ async fn the_aggregate_counts_open_breakers_and_a_tripped_key_leads() {
         keys_of(&all, "seawall_circuit_breaker_transitions", &[])[..2],
         [(None, 1.0), (label(0), 1.0)]
     );
+    assert_eq!(
+        keys_of(&all, "seawall_circuit_breaker_trips", &[])[..2],
+        [(None, 1.0), (label(0), 1.0)]
+    );
 }
 
 #[test]
@@ -248,7 +253,7 @@ fn a_single_breaker_reports_its_figures_without_a_key() {
                 .map(|_| ()),
         );
     });
-    assert_eq!(count, State::ALL.len() + 3 + 3);
+    assert_eq!(count, State::ALL.len() + 3 + 4);
     assert!(keys.is_empty());
 }
 

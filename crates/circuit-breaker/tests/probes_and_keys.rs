@@ -109,6 +109,8 @@ async fn a_hung_probe_reopens_the_breaker_at_the_max_wait_deadline() {
     );
     assert_eq!(handle.state(&()), State::Open);
     assert_eq!(handle.stats()[0].transitions, 3);
+    // Closed to open and half-open to open: two trips; open to half-open is none.
+    assert_eq!(handle.stats()[0].trips, 2);
     assert!(take(&events).is_empty());
 
     // It stays open for its open time from the deadline, refusing until exactly then.

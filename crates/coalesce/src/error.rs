@@ -60,4 +60,11 @@ impl<E: seawall_core::ClassifyError> seawall_core::ClassifyError for CoalesceErr
             CoalesceError::Shared(error) => seawall_core::classify_error_chain(&**error),
         }
     }
+
+    fn attempts(&self) -> Option<u32> {
+        match self {
+            CoalesceError::Upstream(error) => error.attempts(),
+            CoalesceError::Shared(_) => None,
+        }
+    }
 }

@@ -148,6 +148,14 @@ impl fmt::Display for FailureKind {
 pub trait Classify<Res, E> {
     /// Classifies one finished call.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
+
+    /// How many attempts the failed call made, when its error says so (a retry layer's
+    /// error does). The default knows nothing; classifiers that can read the error through
+    /// [`ClassifyError`] ask it.
+    fn error_attempts(&self, error: &E) -> Option<u32> {
+        let _ = error;
+        None
+    }
 }
 
 impl<F, Res, E> Classify<Res, E> for F
@@ -177,6 +185,10 @@ impl<B, E: ClassifyError> Classify<Response<B>, E> for HttpClassifier {
             Err(error) => Outcome::Failure(classify_error(error)),
         }
     }
+
+    fn error_attempts(&self, error: &E) -> Option<u32> {
+        error.attempts()
+    }
 }
 
 /// Classifies a status code with its headers by the default rules.
@@ -202,6 +214,13 @@ pub fn classify_status(status: StatusCode, headers: &http::HeaderMap) -> Outcome
 pub trait ClassifyError {
     /// The kind of failure this error is.
     fn failure_kind(&self) -> FailureKind;
+
+    /// How many attempts were made before this error, the first included, when the error
+    /// knows (a retry layer's error does, and errors that wrap one pass it on). `None` by
+    /// default.
+    fn attempts(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Classifies an error by its [`ClassifyError`] implementation.
@@ -344,6 +363,10 @@ where
                 Outcome::Failure(classify_error(error))
             }
         }
+    }
+
+    fn error_attempts(&self, error: &E) -> Option<u32> {
+        error.attempts()
     }
 }
 

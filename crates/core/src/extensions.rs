@@ -20,3 +20,52 @@ impl QueueWait {
             .map_or(Duration::ZERO, |wait| wait.0)
     }
 }
+
+/// How many attempts a logical request took, the first included.
+///
+/// A retry layer inserts it into a response only when the request was resent (a response
+/// without it took one attempt), so the steady state allocates nothing; an error tells its
+/// own through [`ClassifyError::attempts`](crate::ClassifyError::attempts). The metrics layer
+/// above records attempts per logical request from these without depending on the retry
+/// crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempts(pub u32);
+
+impl Attempts {
+    /// The attempts recorded on `response`: one when none are recorded.
+    pub fn of<B>(response: &http::Response<B>) -> u32 {
+        response
+            .extensions()
+            .get::<Attempts>()
+            .map_or(1, |attempts| attempts.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_without_attempts_took_one() {
+        let mut response = http::Response::new(());
+        assert_eq!(Attempts::of(&response), 1);
+        response.extensions_mut().insert(Attempts(4));
+        assert_eq!(Attempts::of(&response), 4);
+    }
+
+    #[test]
+    fn an_error_tells_no_attempts_unless_it_says() {
+        struct Plain;
+        impl crate::ClassifyError for Plain {
+            fn failure_kind(&self) -> crate::FailureKind {
+                crate::FailureKind::Other
+            }
+        }
+        assert_eq!(crate::ClassifyError::attempts(&Plain), None);
+        let classifier = crate::HttpClassifier;
+        assert_eq!(
+            crate::Classify::<http::Response<()>, Plain>::error_attempts(&classifier, &Plain),
+            None
+        );
+    }
+}

@@ -67,7 +67,7 @@ pub use counter::ThreadCounter;
 #[doc(hidden)]
 pub use divisor::Divisor;
 pub use error::{ConfigError, check_range};
-pub use extensions::QueueWait;
+pub use extensions::{Attempts, QueueWait};
 pub use figures::{Figure, FigureKind, FigureSource, KeyLabel};
 pub use hints::{HintPolicy, HintPolicyBuilder, ResetFormat, ServerHints};
 pub use idempotency::{IDEMPOTENCY_KEY, Idempotency, is_idempotent_method};

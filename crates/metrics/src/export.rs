@@ -14,7 +14,7 @@ use crate::hosts::{
     ATTEMPT_BOUNDS, HostSeries, ODD_STATUS_SLOT, OTHER_HOST, STATUS_SLOTS, UNSTATED, slot_error,
 };
 use crate::labels::{METHODS, OUTCOMES, STATUS_CLASSES};
-use crate::recorder::{HistogramRead, Recorder};
+use crate::recorder::{ATTEMPTS_BUCKETS, HistogramRead, Recorder};
 
 /// The figure sources added to a metrics layer (other layers' handles).
 pub(crate) type Sources = Arc<Mutex<Vec<Arc<dyn FigureSource>>>>;
@@ -110,6 +110,27 @@ impl Collector for Exporter {
                 MetricType::Histogram,
             )?;
             encode_histogram(&mut metric, &recorder.bounds, &recorder.queue_wait())?;
+        }
+        {
+            let mut metric = encoder.encode_descriptor(
+                "seawall_http_client_request_attempts",
+                "Attempts per logical request that ended in a response or an error, the first included.",
+                None,
+                MetricType::Histogram,
+            )?;
+            let read = recorder.attempts();
+            let buckets: Vec<(f64, u64)> = ATTEMPTS_BUCKETS
+                .iter()
+                .map(|bound| *bound as f64)
+                .chain([f64::INFINITY])
+                .zip(read.counts.iter().copied())
+                .collect();
+            metric.encode_histogram::<NoLabelSet>(
+                read.sum() as f64,
+                read.count(),
+                &buckets,
+                None,
+            )?;
         }
         if let Some(histogram) = &recorder.body_latency() {
             let mut metric = encoder.encode_descriptor(

@@ -19,7 +19,7 @@ use crate::attempt::AttemptRecorder;
 use crate::export::{Sources, attempt_labels};
 use crate::hosts::{ATTEMPT_BOUNDS, UNSTATED};
 use crate::labels::{METHODS, OUTCOMES, STATUS_CLASSES};
-use crate::recorder::Recorder;
+use crate::recorder::{ATTEMPTS_BUCKETS, Recorder};
 
 static METADATA: Metadata<'static> = Metadata::new("seawall", metrics::Level::INFO, None);
 
@@ -77,9 +77,10 @@ impl Sink<'_> {
         bounds: &[f64],
         counts: &[u64],
     ) {
+        // The names carry their unit: durations end in `_seconds`, counts (attempts) have none.
         self.recorder.describe_histogram(
             name.to_owned().into(),
-            Some(Unit::Seconds),
+            name.ends_with("_seconds").then_some(Unit::Seconds),
             SharedString::const_str(help),
         );
         let key = key(name, labels);
@@ -203,6 +204,13 @@ fn publish_into(
         &[],
         &recorder.bounds,
         &recorder.queue_wait().counts,
+    );
+    sink.histogram(
+        "seawall_http_client_request_attempts",
+        "Attempts per logical request, the first included.",
+        &[],
+        &ATTEMPTS_BUCKETS.map(|bound| bound as f64),
+        &recorder.attempts().counts,
     );
     if let Some(body) = recorder.body_latency() {
         sink.histogram(

@@ -88,8 +88,15 @@ where
         );
         let recorder = in_flight.recorder();
         recorder.record(this.pending.method, status, outcome, in_flight.started);
-        if let Ok(response) = &result {
-            recorder.record_queue_wait(seawall_core::QueueWait::of(response));
+        match &result {
+            Ok(response) => recorder.record_response(
+                seawall_core::QueueWait::of(response),
+                seawall_core::Attempts::of(response),
+            ),
+            // An error that does not say took one attempt (no retry layer below).
+            Err(error) => {
+                recorder.record_attempts(this.classifier.error_attempts(error).unwrap_or(1));
+            }
         }
         // An error ends the request here (dropping `in_flight`); a response keeps it in
         // flight until its body is done.

@@ -56,6 +56,7 @@
 //! | `seawall_http_client_request_duration_seconds` | histogram per logical request, to the response headers | `http_request_method`, `http_response_status_class` |
 //! | `seawall_http_client_requests_total` | counter | `http_request_method`, `http_response_status_class`, `outcome` |
 //! | `seawall_http_client_queue_wait_seconds` | histogram: what a response's attempts waited in a rate limiter | — |
+//! | `seawall_http_client_request_attempts` | histogram of the attempts each logical request took, failed ones included (buckets [`ATTEMPTS_BUCKETS`]); read from [`seawall_core::Attempts`] on the response or the error's [`ClassifyError::attempts`](seawall_core::ClassifyError::attempts), one when neither says | — |
 //! | `seawall_http_client_requests_in_flight` | gauge: logical requests whose response body is not yet read or dropped | — |
 //! | `seawall_http_client_response_body_duration_seconds` | histogram, to the body's end (opt-in) | — |
 //!
@@ -130,10 +131,10 @@ pub use clock::LatencyClock;
 pub use future::ResponseFuture;
 pub use hosts::{DEFAULT_MAX_HOSTS, OTHER_HOST};
 pub use layer::{MetricsBuilder, MetricsLayer};
-pub use recorder::DEFAULT_BUCKETS;
+pub use recorder::{ATTEMPTS_BUCKETS, DEFAULT_BUCKETS};
 pub use report::{
-    BreakerKeyReport, BreakerSummary, HostReport, RateLimitSummary, RecentFailure, Report,
-    RetrySummary, WaitSummary,
+    AttemptsSummary, BreakerKeyReport, BreakerSummary, HostReport, RateLimitSummary, RecentFailure,
+    Report, RetrySummary, WaitSummary,
 };
 pub use service::Metrics;
 pub use snapshot::Snapshot;

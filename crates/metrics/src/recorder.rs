@@ -33,7 +33,10 @@ pub const DEFAULT_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// A histogram of durations: a count per bucket (the last is `+Inf`) and the sum.
+/// The bucket bounds of the attempts-per-request histogram.
+pub const ATTEMPTS_BUCKETS: [u64; 6] = [1, 2, 3, 4, 5, 10];
+
+/// A histogram of durations (or of counts): a count per bucket (the last is `+Inf`) and the sum.
 #[derive(Debug)]
 pub(crate) struct Histogram {
     counts: Box<[AtomicU64]>,
@@ -89,6 +92,16 @@ impl HistogramRead {
     pub(crate) fn sum_seconds(&self) -> f64 {
         self.sum_nanos as f64 / 1e9
     }
+
+    /// The sum of the recorded values, for a histogram of counts.
+    pub(crate) fn sum(&self) -> u64 {
+        self.sum_nanos
+    }
+
+    /// The values recorded.
+    pub(crate) fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 const METHOD_COUNT: usize = METHODS.len();
@@ -109,6 +122,8 @@ struct Shard {
     body_latency: Option<Histogram>,
     /// Time the request's attempts waited in a rate limiter, per response.
     queue_wait: Histogram,
+    /// Attempts per logical request that ended in a response or an error.
+    attempts: Histogram,
     /// Requests started less requests finished on this shard's threads (negative when a
     /// request finishes on another thread than it started on; the sum is what counts).
     in_flight: AtomicI64,
@@ -125,6 +140,7 @@ impl Shard {
                 .collect(),
             body_latency: body_latency.then(|| Histogram::new(buckets)),
             queue_wait: Histogram::new(buckets),
+            attempts: Histogram::new(ATTEMPTS_BUCKETS.len()),
             in_flight: AtomicI64::new(0),
         }
     }
@@ -298,11 +314,33 @@ impl Recorder {
         }
     }
 
-    /// Records what a response's attempts waited in a rate limiter (zero when they did not).
+    /// Records what a response's attempts waited in a rate limiter (zero when they did not)
+    /// and how many attempts it took.
     #[inline]
-    pub(crate) fn record_queue_wait(&self, wait: std::time::Duration) {
+    pub(crate) fn record_response(&self, wait: std::time::Duration, attempts: u32) {
         let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
-        self.shard().queue_wait.record(&self.bounds_nanos, nanos);
+        let shard = self.shard();
+        shard.queue_wait.record(&self.bounds_nanos, nanos);
+        shard
+            .attempts
+            .record(&ATTEMPTS_BUCKETS, u64::from(attempts));
+    }
+
+    /// Records how many attempts a request that ended in an error took.
+    #[inline]
+    pub(crate) fn record_attempts(&self, attempts: u32) {
+        self.shard()
+            .attempts
+            .record(&ATTEMPTS_BUCKETS, u64::from(attempts));
+    }
+
+    /// The attempts-per-request histogram.
+    pub(crate) fn attempts(&self) -> HistogramRead {
+        let mut read = HistogramRead::empty(ATTEMPTS_BUCKETS.len());
+        for shard in &self.shards {
+            shard.attempts.add_to(&mut read);
+        }
+        read
     }
 
     /// The queue-wait histogram.

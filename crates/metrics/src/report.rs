@@ -26,6 +26,8 @@ pub struct Report {
     pub requests: Snapshot,
     /// What the logical requests' attempts waited in a rate limiter, per response.
     pub queue_wait: WaitSummary,
+    /// Attempts per logical request that ended in a response or an error.
+    pub attempts: AttemptsSummary,
     /// The attempts by host (at most the layer's `max_hosts`, then `_OTHER`).
     pub hosts: Vec<HostReport>,
     /// The retry layer's figures.
@@ -49,6 +51,19 @@ pub struct WaitSummary {
     pub mean: Duration,
     /// 95th percentile wait, estimated from the histogram.
     pub p95: Duration,
+}
+
+/// Attempts per logical request.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AttemptsSummary {
+    /// Requests counted (every one that ended in a response or an error; cancelled ones are
+    /// not).
+    pub requests: u64,
+    /// Attempts they made, the first ones included.
+    pub attempts: u64,
+    /// Mean attempts per request (zero before the first).
+    pub mean: f64,
 }
 
 /// One host's attempts.
@@ -122,6 +137,8 @@ pub struct BreakerSummary {
     pub half_open: u64,
     /// Transitions, every breaker.
     pub transitions: u64,
+    /// Transitions to open, every breaker.
+    pub trips: u64,
     /// Calls refused while open, every breaker.
     pub rejected: u64,
     /// Per key (the breakers the layer reports by key).
@@ -138,6 +155,8 @@ pub struct BreakerKeyReport {
     pub state: String,
     /// Its transitions (every trip is one to `open`).
     pub transitions: u64,
+    /// Its trips: transitions to `open`.
+    pub trips: u64,
     /// Failures it recorded.
     pub failures: u64,
     /// Calls it refused.
@@ -226,6 +245,7 @@ fn visit(
                 ("state", Some("open")) => summary.open += count,
                 ("state", Some("half_open")) => summary.half_open += count,
                 ("transitions", _) => summary.transitions += count,
+                ("trips", _) => summary.trips += count,
                 ("rejected", _) => summary.rejected += count,
                 _ => {}
             }
@@ -245,6 +265,7 @@ fn visit(
         match (name, label(figure, "state"), label(figure, "outcome")) {
             ("state", Some(state), _) if value >= 1.0 => entry.state = state.to_owned(),
             ("transitions", _, _) => entry.transitions += count,
+            ("trips", _, _) => entry.trips += count,
             ("rejected", _, _) => entry.rejected += count,
             ("calls", _, Some("failure")) => entry.failures += count,
             _ => {}
@@ -289,6 +310,16 @@ impl Report {
             },
             p95: quantile(&recorder.bounds, &wait.counts, 0.95),
         };
+        let tries = recorder.attempts();
+        let attempts_summary = AttemptsSummary {
+            requests: tries.count(),
+            attempts: tries.sum(),
+            mean: if tries.count() == 0 {
+                0.0
+            } else {
+                tries.sum() as f64 / tries.count() as f64
+            },
+        };
         let mut hosts = Vec::new();
         attempts.hosts.for_each(|series| {
             let report = host_report(series);
@@ -312,6 +343,7 @@ impl Report {
         Self {
             requests: Snapshot::read(recorder),
             queue_wait,
+            attempts: attempts_summary,
             hosts,
             retry,
             rate_limit,
@@ -362,6 +394,11 @@ impl fmt::Display for Report {
             Short(self.queue_wait.mean),
             Short(self.queue_wait.p95)
         )?;
+        writeln!(
+            f,
+            "attempts    {:.2} per request ({} over {})",
+            self.attempts.mean, self.attempts.attempts, self.attempts.requests
+        )?;
         if let Some(retry) = &self.retry {
             write!(
                 f,
@@ -383,8 +420,12 @@ impl fmt::Display for Report {
         if let Some(breaker) = &self.circuit_breaker {
             writeln!(
                 f,
-                "breakers    {} open, {} half-open, {} transitions, {} rejected",
-                breaker.open, breaker.half_open, breaker.transitions, breaker.rejected
+                "breakers    {} open, {} half-open, {} trips, {} transitions, {} rejected",
+                breaker.open,
+                breaker.half_open,
+                breaker.trips,
+                breaker.transitions,
+                breaker.rejected
             )?;
         }
         if !self.hosts.is_empty() {
@@ -416,14 +457,35 @@ impl fmt::Display for Report {
         if let Some(breaker) = self.circuit_breaker.as_ref().filter(|b| !b.keys.is_empty()) {
             writeln!(
                 f,
-                "\n{:<32} {:>9} {:>11} {:>8} {:>8}",
-                "breaker", "state", "transitions", "failures", "rejected"
+                "\n{:<32} {:>9} {:>5} {:>11} {:>8} {:>8}",
+                "breaker", "state", "trips", "transitions", "failures", "rejected"
             )?;
             for key in &breaker.keys {
                 writeln!(
                     f,
-                    "{:<32} {:>9} {:>11} {:>8} {:>8}",
-                    key.key, key.state, key.transitions, key.failures, key.rejected
+                    "{:<32} {:>9} {:>5} {:>11} {:>8} {:>8}",
+                    key.key, key.state, key.trips, key.transitions, key.failures, key.rejected
+                )?;
+            }
+        }
+        if let Some(limit) = self.rate_limit.as_ref().filter(|l| !l.per_key.is_empty()) {
+            writeln!(
+                f,
+                "\n{:<32} {:>9} {:>11}",
+                "rate limit key", "tokens", "queue"
+            )?;
+            for (key, figures) in &limit.per_key {
+                let figure = |name: &str| {
+                    figures
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or_else(|| "-".to_owned(), |(_, value)| value.to_string())
+                };
+                writeln!(
+                    f,
+                    "{key:<32} {:>9} {:>11}",
+                    figure("tokens_available"),
+                    figure("queue_depth")
                 )?;
             }
         }

@@ -109,6 +109,8 @@ async fn a_recorder_installed_after_the_layers_receives_every_figure_described()
             ),
             "seawall_circuit_breaker_state key=http://api.test,state=open 1".to_owned(),
             "seawall_http_client_queue_wait_seconds  [0.005, 0.005, 0.005] [s]".to_owned(),
+            // One attempt each (no retry layer), a count without a unit.
+            "seawall_http_client_request_attempts  [1.0, 1.0, 1.0]".to_owned(),
             "seawall_http_client_request_duration_seconds http_request_method=POST,http_response_status_class=5xx [0.025, 0.025, 0.025] [s]".to_owned(),
             "seawall_http_client_requests_in_flight  0".to_owned(),
             "seawall_http_client_requests_total http_request_method=POST,http_response_status_class=5xx,outcome=server_error 3".to_owned(),

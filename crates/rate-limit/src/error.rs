@@ -186,6 +186,13 @@ impl<E: ClassifyError> ClassifyError for RateLimitError<E> {
             RateLimitError::Inner(error) => error.failure_kind(),
         }
     }
+
+    fn attempts(&self) -> Option<u32> {
+        match self {
+            RateLimitError::Rejected(_) => None,
+            RateLimitError::Inner(error) => error.attempts(),
+        }
+    }
 }
 
 #[cfg(test)]

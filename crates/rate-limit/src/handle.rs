@@ -70,9 +70,13 @@ where
 
 impl<K, St> seawall_core::FigureSource for RateLimitHandle<K, St>
 where
-    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    K: Clone + Eq + Hash + fmt::Debug + seawall_core::KeyLabel + Send + Sync + 'static,
     St: RateStore,
 {
+    /// The totals carry no `key` label. A keyed layer also reports, with a `key` label, the
+    /// queue depth and the tokens available of the keys with the most requests waiting (see
+    /// [`figure_top_keys`](crate::RateLimitBuilder::figure_top_keys)); tokens only when the
+    /// store can tell without a round trip.
     fn figures(&self, visit: &mut dyn FnMut(seawall_core::Figure<'_>)) {
         use seawall_core::figures::{counter, gauge};
         let s = self.stats();
@@ -121,12 +125,41 @@ where
             &[],
             s.withdrawn,
         ));
-        for (name, help, value) in [
-            (
+        // A key whose label is empty would repeat the totals' series: it counts in them only.
+        let keys: Vec<(String, crate::limiter::KeyFigures<K>)> = self
+            .limiter
+            .key_figures()
+            .into_iter()
+            .map(|figures| (figures.key.label(), figures))
+            .filter(|(label, _)| !label.is_empty())
+            .collect();
+        const QUEUE_DEPTH_HELP: &str =
+            "Requests waiting in the queue now; without a key, over every key.";
+        visit(gauge(
+            "seawall_rate_limit_queue_depth",
+            QUEUE_DEPTH_HELP,
+            &[],
+            s.queue_depth as f64,
+        ));
+        for (label, figures) in &keys {
+            visit(gauge(
                 "seawall_rate_limit_queue_depth",
-                "Requests waiting in the queue now.",
-                s.queue_depth,
-            ),
+                QUEUE_DEPTH_HELP,
+                &[("key", label)],
+                figures.queue_depth as f64,
+            ));
+        }
+        for (label, figures) in &keys {
+            if let Some(tokens) = figures.tokens_available {
+                visit(gauge(
+                    "seawall_rate_limit_tokens_available",
+                    "Tokens the key's quotas would admit now.",
+                    &[("key", label)],
+                    tokens as f64,
+                ));
+            }
+        }
+        for (name, help, value) in [
             (
                 "seawall_rate_limit_paused_keys",
                 "Keys paused by a server's Retry-After or RateLimit headers now.",

@@ -56,6 +56,7 @@ impl RateLimitLayer {
             settle: None,
             aging: None,
             adaptive: false,
+            figure_top_keys: DEFAULT_FIGURE_TOP_KEYS,
         }
     }
 }
@@ -75,6 +76,13 @@ impl<S, X: KeyExtractor + Clone, St: RateStore> Layer<S> for RateLimitLayer<X, S
     }
 }
 
+/// The keys a keyed layer reports figures for by default (see
+/// [`RateLimitBuilder::figure_top_keys`]).
+pub const DEFAULT_FIGURE_TOP_KEYS: usize = 10;
+
+/// The most keys [`RateLimitBuilder::figure_top_keys`] accepts.
+const MAX_FIGURE_TOP_KEYS: usize = 1_000;
+
 /// Configures a [`RateLimitLayer`]; `build` validates and names any bad field.
 pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     quotas: Vec<Quota>,
@@ -91,6 +99,7 @@ pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     settle: Option<Settle>,
     aging: Option<Duration>,
     adaptive: bool,
+    figure_top_keys: usize,
 }
 
 impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuilder<X, St> {
@@ -109,6 +118,7 @@ impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuild
             .field("settle", &self.settle)
             .field("aging", &self.aging)
             .field("adaptive", &self.adaptive)
+            .field("figure_top_keys", &self.figure_top_keys)
             .finish()
     }
 }
@@ -273,6 +283,16 @@ impl<X, St> RateLimitBuilder<X, St> {
         self
     }
 
+    /// In a keyed layer's figures (see [`FigureSource`](seawall_core::FigureSource) on the
+    /// handle), report the tokens available and the queue depth of at most the `n` keys
+    /// with the most requests waiting (then the fewest tokens left), beside the totals that
+    /// are always reported (0 to 1,000; default 10). Read at scrape time, never on the
+    /// request path; the series count stays bounded however many hosts are called.
+    pub fn figure_top_keys(mut self, n: usize) -> Self {
+        self.figure_top_keys = n;
+        self
+    }
+
     /// Keeps one limiter per upstream (scheme and authority).
     pub fn per_host(self) -> RateLimitBuilder<ByHost, St> {
         self.key_by(ByHost)
@@ -301,6 +321,7 @@ impl<X, St> RateLimitBuilder<X, St> {
             settle: self.settle,
             aging: self.aging,
             adaptive: self.adaptive,
+            figure_top_keys: self.figure_top_keys,
         }
     }
 
@@ -320,6 +341,7 @@ impl<X, St> RateLimitBuilder<X, St> {
             settle: self.settle,
             aging: self.aging,
             adaptive: self.adaptive,
+            figure_top_keys: self.figure_top_keys,
         }
     }
 }
@@ -434,6 +456,13 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
                 "a duration from 1 ms to 1 day",
             )?;
         }
+        check_range(
+            "figure_top_keys",
+            self.figure_top_keys,
+            0,
+            MAX_FIGURE_TOP_KEYS,
+            "an integer from 0 to 1,000",
+        )?;
         let key_limits = KeyLimits::new(self.key_limits.0, self.key_limits.1)?;
         let Some(store) = self.store else {
             return Err(ConfigError::new(
@@ -465,6 +494,7 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
                 settle: self.settle,
                 aging: self.aging,
                 adaptive: self.adaptive,
+                figure_top_keys: self.figure_top_keys,
             },
             self.mode,
             self.hints,

@@ -112,7 +112,7 @@ pub use error::{RateLimitError, Rejected};
 pub use extensions::{ActualCost, Cost, Priority};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
-pub use layer::{RateLimitBuilder, RateLimitLayer};
+pub use layer::{DEFAULT_FIGURE_TOP_KEYS, RateLimitBuilder, RateLimitLayer};
 pub use limiter::LimiterStats;
 pub use quota::{MAX_WINDOW_COUNT, Quota};
 pub use service::RateLimit;

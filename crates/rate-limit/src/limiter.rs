@@ -121,6 +121,18 @@ pub(crate) struct Options<K> {
     pub(crate) settle: Option<Settle>,
     pub(crate) aging: Option<Duration>,
     pub(crate) adaptive: bool,
+    /// How many keys the figures report one by one.
+    pub(crate) figure_top_keys: usize,
+}
+
+/// One key's figures, read at scrape time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyFigures<K> {
+    pub(crate) key: K,
+    /// What its quotas would admit now, when the store can tell without a round trip.
+    pub(crate) tokens_available: Option<u64>,
+    /// Its requests waiting now.
+    pub(crate) queue_depth: usize,
 }
 
 /// A request to settle once its answer came: its limiter and the cost it was admitted at.
@@ -189,6 +201,7 @@ pub(crate) struct Limiter<K, St: RateStore> {
     pub(crate) context: Arc<Context>,
     entries: Entries<K, St>,
     pub(crate) counters: Counters,
+    figure_top_keys: usize,
 }
 
 impl<K, St: RateStore> fmt::Debug for Limiter<K, St> {
@@ -457,6 +470,7 @@ where
             context,
             entries: Entries::Keyed(KeyedMap::new(key_limits)),
             counters: Counters::default(),
+            figure_top_keys: options.figure_top_keys,
         };
         if let Some((slot, tier)) = single {
             let entry = limiter.new_entry(slot, tier);
@@ -548,6 +562,41 @@ where
             paused_keys,
             keys,
         }
+    }
+
+    /// The keys the figures report one by one: at most `figure_top_keys` of a keyed
+    /// limiter's, those with the most requests waiting first, then those with the fewest
+    /// tokens left. Read at scrape time: one walk of the keys held.
+    pub(crate) fn key_figures(&self) -> Vec<KeyFigures<K>> {
+        let Entries::Keyed(map) = &self.entries else {
+            return Vec::new();
+        };
+        if self.figure_top_keys == 0 {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let mut all = Vec::with_capacity(map.len());
+        map.for_each(|key, entry| {
+            all.push(KeyFigures {
+                key: key.clone(),
+                tokens_available: self
+                    .store
+                    .available(&entry.slot, self.quotas_of(entry), now),
+                queue_depth: entry.depth(),
+            });
+        });
+        let most_pressed_first = |a: &KeyFigures<K>, b: &KeyFigures<K>| {
+            b.queue_depth
+                .cmp(&a.queue_depth)
+                .then_with(|| a.tokens_available.cmp(&b.tokens_available))
+        };
+        let shown = self.figure_top_keys.min(all.len());
+        if shown > 0 && shown < all.len() {
+            all.select_nth_unstable_by(shown - 1, most_pressed_first);
+        }
+        all.truncate(shown);
+        all.sort_by(most_pressed_first);
+        all
     }
 
     /// Settles `key`'s request admitted at `estimate` with its true cost `actual`.

@@ -82,6 +82,10 @@ impl<E: ClassifyError> ClassifyError for RetryError<E> {
     fn failure_kind(&self) -> FailureKind {
         self.source.failure_kind()
     }
+
+    fn attempts(&self) -> Option<u32> {
+        Some(self.attempts)
+    }
 }
 
 /// Added to a response's extensions when the layer retried the request, or gave up on it.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use seawall_core::{CallTime, Classify, HintPolicy, QueueWait, ServerHints};
+use seawall_core::{Attempts, CallTime, Classify, HintPolicy, QueueWait, ServerHints};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -202,8 +202,8 @@ fn with_earlier_waits<B, E>(
     result
 }
 
-/// The result handed back: responses as they are (with a [`RetryReport`] when the layer
-/// retried or gave up), errors wrapped with the attempts made and why the layer stopped.
+/// The result handed back: responses with their [`Attempts`] when resent (and a
+/// [`RetryReport`] when the layer retried or gave up), errors wrapped with the attempts made and why the layer stopped.
 fn finish<B, E>(
     result: Result<Response<B>, E>,
     attempts: u32,
@@ -212,6 +212,11 @@ fn finish<B, E>(
 ) -> Result<Response<B>, RetryError<E>> {
     match result {
         Ok(mut response) => {
+            // Only when resent: one attempt is what a response without it means, so the steady
+            // state allocates nothing.
+            if attempts > 1 {
+                response.extensions_mut().insert(Attempts(attempts));
+            }
             if attempts > 1 || stop.is_some_and(StopReason::gave_up) {
                 response.extensions_mut().insert(RetryReport {
                     attempts,

@@ -80,6 +80,12 @@ async fn obeys_retry_after_and_reports_the_retry() {
             hint: None
         })
     );
+    // What the metrics layer above reads, through seawall-core alone.
+    assert_eq!(seawall_core::Attempts::of(&response), 2);
+    assert_eq!(
+        response.extensions().get::<seawall_core::Attempts>(),
+        Some(&seawall_core::Attempts(2))
+    );
     assert_eq!(
         *seen.lock().unwrap(),
         [(1, Duration::from_secs(2), FailureKind::Throttled)]
@@ -100,6 +106,7 @@ async fn the_final_error_names_the_attempts_and_the_last_cause() {
     let error: RetryError<io::Error> = layer.layer(upstream).oneshot(get()).await.unwrap_err();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(error.attempts(), 3);
+    assert_eq!(seawall_core::ClassifyError::attempts(&error), Some(3));
     assert_eq!(error.stop_reason(), StopReason::AttemptsExhausted);
     assert_eq!(error.inner().kind(), io::ErrorKind::ConnectionReset);
     assert_eq!(
@@ -141,6 +148,9 @@ async fn assert_a_hint_past_the_deadline_returns_at_once(layer: &RetryLayer, hin
             hint: Some(Duration::from_secs(hint_secs)),
         })
     );
+    // One attempt is what a response without `Attempts` means: nothing is inserted for it.
+    assert_eq!(response.extensions().get::<seawall_core::Attempts>(), None);
+    assert_eq!(seawall_core::Attempts::of(&response), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -25,6 +25,10 @@ impl<T, E: ClassifyError> Classify<T, E> for ErrorClassifier {
             Err(error) => Outcome::Failure(classify_error(error)),
         }
     }
+
+    fn error_attempts(&self, error: &E) -> Option<u32> {
+        error.attempts()
+    }
 }
 
 /// Why one attempt of an operation run through the stack did not give a value.
@@ -74,6 +78,13 @@ impl<E: ClassifyError> ClassifyError for RunError<E> {
         match self {
             RunError::CircuitOpen(_) | RunError::RateLimited(_) => FailureKind::Rejected,
             RunError::Failed(error) => error.failure_kind(),
+        }
+    }
+
+    fn attempts(&self) -> Option<u32> {
+        match self {
+            RunError::CircuitOpen(_) | RunError::RateLimited(_) => None,
+            RunError::Failed(error) => error.attempts(),
         }
     }
 }
