@@ -12,21 +12,19 @@ mod capture;
 #[path = "support/exposition_check.rs"]
 mod exposition_check;
 
+#[path = "support/every_layer.rs"]
+mod every_layer;
+
+use every_layer::every_layer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use seawall_circuit_breaker::CircuitBreakerLayer;
 use seawall_examples::{Upstream, respond};
 use seawall_metrics::MetricsLayer;
 use seawall_rate_limit::RateLimitLayer;
-use seawall_retry::{ReplayBody, RetryLayer};
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 
 use capture::Capture;
 use exposition_check::{check_openmetrics, check_prometheus_text};
@@ -58,31 +56,13 @@ async fn the_full_stack_exposition_is_valid_openmetrics_and_prometheus_text() {
         .exemplars(|| Some(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736))
         .build()
         .expect("valid config");
-    let retry = RetryLayer::builder()
-        .fixed_backoff(Duration::from_millis(5))
-        .build()
-        .expect("valid config");
-    let breaker = CircuitBreakerLayer::builder()
-        .per_host()
-        .build()
-        .expect("valid config");
     // Per host, so that the limiter's per-key series are checked too.
     let limit = RateLimitLayer::builder()
         .per_second(100)
         .per_host()
         .build()
         .expect("valid config");
-    metrics.include(retry.handle());
-    metrics.include(breaker.handle());
-    metrics.include(limit.handle());
-    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
-    let stack = ServiceBuilder::new()
-        .layer(metrics.clone())
-        .layer(retry)
-        .layer(breaker)
-        .layer(limit)
-        .layer(metrics.attempts())
-        .service(client);
+    let stack = every_layer(&metrics, limit);
 
     for _ in 0..20 {
         let request = Request::get(upstream.url("/items"))

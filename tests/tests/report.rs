@@ -2,6 +2,10 @@
 //! over hyper-util's client against a real hyper server on 127.0.0.1, with exact values for
 //! a scripted run; and the same report's table.
 
+#[path = "support/every_layer.rs"]
+mod every_layer;
+
+use every_layer::every_layer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -43,29 +47,11 @@ async fn one_report_holds_every_layers_figures_with_exact_values() {
     .expect("upstream");
 
     let metrics = MetricsLayer::builder().build().expect("valid config");
-    let retry = RetryLayer::builder()
-        .fixed_backoff(Duration::from_millis(5))
-        .build()
-        .expect("valid config");
-    let breaker = CircuitBreakerLayer::builder()
-        .per_host()
-        .build()
-        .expect("valid config");
     let limit = RateLimitLayer::builder()
         .per_second(100)
         .build()
         .expect("valid config");
-    metrics.include(retry.handle());
-    metrics.include(breaker.handle());
-    metrics.include(limit.handle());
-    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
-    let stack = ServiceBuilder::new()
-        .layer(metrics.clone())
-        .layer(retry)
-        .layer(breaker)
-        .layer(limit)
-        .layer(metrics.attempts())
-        .service(client);
+    let stack = every_layer(&metrics, limit);
 
     for _ in 0..6 {
         let request = Request::get(upstream.url("/items"))
