@@ -17,18 +17,14 @@ use tower::Service;
 
 use crate::breaker::{Admission, Breaker, Verdict};
 use crate::error::{BreakerError, CircuitOpen};
+use crate::guard::BreakerGuard;
 
-/// Records a call's outcome when it finishes, or as ignored when it is dropped unfinished
-/// (a cancelled probe gives its permit back).
+/// Records a call's outcome through its classifier when it finishes, or as ignored when it
+/// is dropped unfinished (a cancelled probe gives its permit back): the breaker's guard, with
+/// the HTTP rules of judging a response.
 pub(crate) struct CallGuard<C, K: fmt::Debug> {
-    breaker: Arc<Breaker<K>>,
-    admission: Admission,
-    started: Option<Instant>,
+    guard: BreakerGuard<K>,
     classifier: C,
-    done: bool,
-    /// Set when a layer below held the call back: it asks the breaker again when the call's
-    /// turn comes, and a refusal then comes back as this breaker's own.
-    held: Option<Readmission>,
 }
 
 impl<C, K: fmt::Debug> CallGuard<C, K> {
@@ -39,12 +35,8 @@ impl<C, K: fmt::Debug> CallGuard<C, K> {
         classifier: C,
     ) -> Self {
         Self {
-            breaker,
-            admission,
-            started,
+            guard: BreakerGuard::new(breaker, admission, started),
             classifier,
-            done: false,
-            held: None,
         }
     }
 
@@ -53,40 +45,23 @@ impl<C, K: fmt::Debug> CallGuard<C, K> {
     where
         K: Send + Sync + 'static,
     {
-        held.bind(self.breaker.clone(), self.admission.ticket());
-        self.held = Some(held);
+        self.guard.hold(held);
     }
 
     /// The breaker's own refusal, if a layer below asked again and the breaker refused: the
     /// call is recorded as withdrawn (already counted as a refusal).
     fn withdrawn(&mut self) -> Option<CircuitOpen> {
-        let open = *self
-            .held
-            .as_ref()?
-            .refusal()?
-            .downcast_ref::<CircuitOpen>()?;
-        self.done = true;
-        self.breaker
-            .record(self.admission, Verdict::Withdrawn, None);
-        Some(open)
+        self.guard.withdrawn()
     }
 
     fn finish<B, E>(&mut self, result: &Result<Response<B>, E>)
     where
         C: Classify<Response<B>, E>,
     {
-        self.done = true;
-        let now = self.started.map(|_| Instant::now());
-        let slow = match (self.started, now, self.breaker.slow_threshold()) {
-            (Some(started), Some(now), Some(threshold)) => {
-                let waited = result.as_ref().map_or(Duration::ZERO, QueueWait::of);
-                now.saturating_duration_since(started)
-                    .saturating_sub(waited)
-                    > threshold
-            }
-            _ => false,
-        };
-        let config = self.breaker.config();
+        // Time waiting in a rate limiter below is not the upstream's slowness.
+        let waited = result.as_ref().map_or(Duration::ZERO, QueueWait::of);
+        let (now, slow) = self.guard.timing(waited);
+        let config = self.guard.config();
         let verdict = match self.classifier.classify(result) {
             Outcome::Success => Verdict::Success { slow },
             Outcome::Ignored | Outcome::Failure(FailureKind::Rejected) => Verdict::Ignored,
@@ -112,15 +87,7 @@ impl<C, K: fmt::Debug> CallGuard<C, K> {
                 }),
             },
         };
-        self.breaker.record(self.admission, verdict, now);
-    }
-}
-
-impl<C, K: fmt::Debug> Drop for CallGuard<C, K> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.breaker.record(self.admission, Verdict::Ignored, None);
-        }
+        self.guard.finish(verdict, now);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use seawall_core::admission::Readmission;
 use seawall_core::{Classify, FailureKind, Outcome};
@@ -63,17 +64,54 @@ where
         let breaker = self.breakers.breaker(key);
         let admission = breaker.try_acquire()?;
         let started = breaker.needs_time().then(Instant::now);
-        Ok(BreakerGuard {
+        Ok(BreakerGuard::new(breaker, admission, started))
+    }
+}
+
+impl<K: fmt::Debug> BreakerGuard<K> {
+    /// A guard on an admission of `breaker`'s, timed from `started` if the breaker times
+    /// calls.
+    pub(crate) fn new(
+        breaker: Arc<Breaker<K>>,
+        admission: Admission,
+        started: Option<Instant>,
+    ) -> Self {
+        Self {
             breaker,
             admission,
             started,
             done: false,
             held: None,
-        })
+        }
     }
-}
 
-impl<K: fmt::Debug> BreakerGuard<K> {
+    /// The breaker's settings.
+    pub(crate) fn config(&self) -> &crate::config::Config {
+        self.breaker.config()
+    }
+
+    /// The time now, read only if the breaker times calls, and whether the operation was
+    /// slow: longer than the slow-call threshold, without the `waited` part (time held back
+    /// below, which says nothing about the upstream).
+    pub(crate) fn timing(&self, waited: Duration) -> (Option<Instant>, bool) {
+        let now = self.started.map(|_| Instant::now());
+        let slow = match (self.started, now, self.breaker.slow_threshold()) {
+            (Some(started), Some(now), Some(threshold)) => {
+                now.saturating_duration_since(started)
+                    .saturating_sub(waited)
+                    > threshold
+            }
+            _ => false,
+        };
+        (now, slow)
+    }
+
+    /// Records the operation's `verdict`, read at `now`: the guard is finished.
+    pub(crate) fn finish(&mut self, verdict: Verdict, now: Option<Instant>) {
+        self.done = true;
+        self.breaker.record(self.admission, verdict, now);
+    }
+
     /// Binds a readmission that a layer below (a rate limiter's queue) asked for while it
     /// holds the operation back: when the operation's turn comes, the breaker is asked again
     /// and, if it opened meanwhile, the operation is refused before it takes a token.
@@ -109,14 +147,7 @@ impl<K: fmt::Debug> BreakerGuard<K> {
     /// is configured so (`throttled_is_failure`); a refusal by another layer
     /// ([`FailureKind::Rejected`]) and [`Outcome::Ignored`] say nothing about the upstream.
     pub fn record_outcome(mut self, outcome: Outcome) {
-        self.done = true;
-        let now = self.started.map(|_| Instant::now());
-        let slow = match (self.started, now, self.breaker.slow_threshold()) {
-            (Some(started), Some(now), Some(threshold)) => {
-                now.saturating_duration_since(started) > threshold
-            }
-            _ => false,
-        };
+        let (now, slow) = self.timing(Duration::ZERO);
         let verdict = match outcome {
             Outcome::Success => Verdict::Success { slow },
             Outcome::Ignored | Outcome::Failure(FailureKind::Rejected) => Verdict::Ignored,
@@ -130,7 +161,7 @@ impl<K: fmt::Debug> BreakerGuard<K> {
                 open_for: None,
             },
         };
-        self.breaker.record(self.admission, verdict, now);
+        self.finish(verdict, now);
     }
 }
 
