@@ -164,22 +164,11 @@ where
         let now = tokio::time::Instant::now();
         let entry = limiter.entry(key, now);
         let quotas = limiter.quotas_of(&entry);
-        let peek = |cost| limiter.store.peek(&entry.slot, quotas, cost, now);
-        let largest = quotas.iter().map(crate::Quota::burst_size).max()?;
         let smallest = quotas.iter().map(crate::Quota::burst_size).min()?;
-        let reset = peek(smallest)?;
-        // The most tokens admitted at once: a binary search over what a look would admit.
-        let (mut low, mut high) = (0, largest);
-        while low < high {
-            let mid = low + (high - low).div_ceil(2);
-            if peek(mid)?.is_zero() {
-                low = mid;
-            } else {
-                high = mid - 1;
-            }
-        }
+        let reset = limiter.store.peek(&entry.slot, quotas, smallest, now)?;
+        let available = limiter.store.available(&entry.slot, quotas, now)?;
         Some(QuotaState {
-            remaining: low,
+            remaining: u32::try_from(available).unwrap_or(u32::MAX),
             reset,
         })
     }
