@@ -11,7 +11,9 @@ use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use http::Request;
 use http_body_util::Full;
-use seawall_bench::{NoopUpstream, call_once, complete};
+use seawall_bench::{
+    CloneableRequest, NoopUpstream, call_once, clone_request, complete, tower_resilience_stack,
+};
 use tower::{Layer, Service};
 
 /// Times one request through `service`. Requests are built, and responses dropped, outside
@@ -217,17 +219,6 @@ fn post_1k() -> Request<Full<Bytes>> {
         .expect("a valid request")
 }
 
-/// A copy of a request with a cheaply cloned body: what a `tower::retry::Policy` must do.
-fn clone_request<B: Clone>(request: &Request<B>) -> Request<B> {
-    let mut copy = Request::new(request.body().clone());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    *copy.extensions_mut() = request.extensions().clone();
-    copy
-}
-
 /// tower's own retry, with a policy that clones the request and retries 5xx and errors up to
 /// twice, as a user of `tower::retry` writes it.
 #[derive(Clone)]
@@ -256,15 +247,6 @@ impl<B, E> tower::retry::Policy<Request<Full<Bytes>>, http::Response<B>, E> for 
 
     fn clone_request(&mut self, request: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
         Some(clone_request(request))
-    }
-}
-
-/// A request that is `Clone`, which tower-resilience's retry requires.
-struct CloneableRequest<B>(Request<B>);
-
-impl<B: Clone> Clone for CloneableRequest<B> {
-    fn clone(&self) -> Self {
-        CloneableRequest(clone_request(&self.0))
     }
 }
 
@@ -580,36 +562,8 @@ fn stack(c: &mut Criterion) {
     );
 
     // tower-resilience's rate limiter, circuit breaker and retry with the same settings, over
-    // the same per-attempt timeout (tower's), in the same order. Its retry needs a `Clone`
-    // request, so the request travels wrapped and is unwrapped in front of the upstream.
-    let retry = tower_resilience::retry::RetryLayer::<
-        CloneableRequest<http_body_util::Empty<Bytes>>,
-        http::Response<()>,
-        tower_resilience::circuitbreaker::CircuitBreakerError<
-            tower_resilience::ratelimiter::RateLimiterServiceError<tower::BoxError>,
-        >,
-    >::builder()
-    .max_attempts(3)
-    .exponential_backoff(Duration::from_secs(1))
-    .retry_on_response(|response: &http::Response<()>| response.status().is_server_error())
-    .build();
-    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .failure_rate_threshold(0.5)
-        .sliding_window_size(100)
-        .minimum_number_of_calls(20)
-        .wait_duration_in_open(Duration::from_secs(60))
-        .build()
-        .expect("valid config");
-    let limit = tower_resilience::ratelimiter::RateLimiterLayer::builder()
-        .limit_for_period(usize::MAX / 2)
-        .refresh_period(Duration::from_secs(1))
-        .build()
-        .expect("valid config");
-    let upstream =
-        tower::util::MapRequestLayer::new(|CloneableRequest(request)| request).layer(NoopUpstream);
-    let resilience = retry.layer(breaker.layer(
-        limit.layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(30)).layer(upstream)),
-    ));
+    // the same per-attempt timeout (tower's), in the same order.
+    let resilience = tower_resilience_stack(NoopUpstream).expect("valid config");
     bench_requests_dropped(&mut group, "tower_resilience_full", resilience, || {
         CloneableRequest(stack_request())
     });

@@ -1,13 +1,17 @@
-//! End to end over loopback: a hyper server and hyper-util's client, bare and wrapped in the
-//! standard stack (limits set far above the load), at concurrency 1 and 32.
+//! End to end over loopback: a hyper server and hyper-util's client, bare, wrapped in the
+//! standard stack (limits set far above the load), and wrapped in tower-resilience's retry,
+//! circuit breaker and rate limiter with the same settings, at concurrency 1 and 32.
 //!
 //! `cargo run --release -p seawall-bench --bin e2e -- --json`
 //!
 //! The last line is a JSON object with, per concurrency (`"c1"`, `"c32"`), `bare_rps`,
-//! `seawall_rps`, `ratio` (seawall over bare), `bare_p99_us` and `seawall_p99_us`. Each client
-//! runs six times for one second, in pairs whose order alternates (bare then seawall, seawall
-//! then bare, ...), so that a shared machine's drift falls on both alike, whichever way it
-//! goes; the figures are the sums over all runs.
+//! `seawall_rps`, `ratio` (seawall over bare), `tower_resilience_rps`,
+//! `tower_resilience_ratio` (tower-resilience over bare), and each client's p99 latency
+//! (`bare_p99_us`, `seawall_p99_us`, `tower_resilience_p99_us`). Each client runs six times
+//! for one second, in rounds whose order rotates (bare, seawall, tower-resilience; then
+//! seawall, tower-resilience, bare; ...), so that each client runs in each place of a round
+//! twice and a shared machine's drift falls on all alike, whichever way it goes; the figures
+//! are the sums over all runs.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -19,9 +23,10 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use seawall_bench::{CloneableRequest, tower_resilience_stack};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 /// How long each timed run lasts.
 const RUN: Duration = Duration::from_secs(1);
@@ -131,22 +136,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .rate_limit(|limit| limit.per_second(1_000_000_000).burst(1_000_000))
                 .build()?;
             let seawall_client = stack.hyper_client::<Empty<Bytes>>();
-            let (mut bare, mut guarded) = (Run::default(), Run::default());
+            let resilience_client = tower::util::MapRequestLayer::new(CloneableRequest)
+                .layer(tower_resilience_stack(bare_client.clone())?);
+            let (mut bare, mut guarded, mut resilience) =
+                (Run::default(), Run::default(), Run::default());
             for round in 0..RUNS {
-                if round % 2 == 0 {
-                    bare.add(drive(bare_client.clone(), &url, concurrency).await);
-                    guarded.add(drive(seawall_client.clone(), &url, concurrency).await);
-                } else {
-                    guarded.add(drive(seawall_client.clone(), &url, concurrency).await);
-                    bare.add(drive(bare_client.clone(), &url, concurrency).await);
+                for place in 0..3 {
+                    match (round + place) % 3 {
+                        0 => bare.add(drive(bare_client.clone(), &url, concurrency).await),
+                        1 => guarded.add(drive(seawall_client.clone(), &url, concurrency).await),
+                        _ => resilience
+                            .add(drive(resilience_client.clone(), &url, concurrency).await),
+                    }
                 }
             }
             let figures = json!({
                 "bare_rps": bare.rps().round() as u64,
                 "seawall_rps": guarded.rps().round() as u64,
                 "ratio": (guarded.rps() / bare.rps() * 1_000.0).round() / 1_000.0,
+                "tower_resilience_rps": resilience.rps().round() as u64,
+                "tower_resilience_ratio": (resilience.rps() / bare.rps() * 1_000.0).round() / 1_000.0,
                 "bare_p99_us": bare.p99_us(),
                 "seawall_p99_us": guarded.p99_us(),
+                "tower_resilience_p99_us": resilience.p99_us(),
             });
             if !json_only {
                 println!("concurrency {concurrency}: {figures}");
