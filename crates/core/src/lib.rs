@@ -36,9 +36,6 @@
 
 pub mod admission;
 pub mod classify;
-// The clock reading shared by the layers of one call: public so that seawall's layer crates
-// can reach it, hidden from the docs, and not covered by any stability promise.
-#[doc(hidden)]
 pub mod clock;
 mod counter;
 mod divisor;
@@ -54,6 +51,7 @@ mod structured;
 
 #[cfg(feature = "tower-http")]
 pub use classify::TowerHttpClassifier;
+pub use clock::Clock;
 pub use classify::{
     Classify, ClassifyError, FailureKind, HttpClassifier, Outcome, classify_error,
     classify_error_chain, classify_status,
