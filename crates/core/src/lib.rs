@@ -51,11 +51,11 @@ mod structured;
 
 #[cfg(feature = "tower-http")]
 pub use classify::TowerHttpClassifier;
-pub use clock::Clock;
 pub use classify::{
     Classify, ClassifyError, FailureKind, HttpClassifier, Outcome, classify_error,
     classify_error_chain, classify_status,
 };
+pub use clock::Clock;
 // Mechanics seawall's layer crates share on their hot paths: public only so that those crates
 // can reach them, hidden from the docs, and not covered by any stability promise.
 #[doc(hidden)]
