@@ -56,8 +56,11 @@ use tokio::time::Instant;
 ///   processors that report a constant or invariant TSC; elsewhere (other architectures, or a
 ///   virtual machine that hides the flag) it falls back to the operating system's monotonic
 ///   clock, the one tokio reads: correct, and no cheaper. A constant but not invariant TSC
-///   may drift across deep power states, and a counter does not count while the machine is
-///   suspended; a limiter then admits as if less time had passed (never more).
+///   may stop in deep power states, and no counter counts while the machine is suspended: a
+///   limiter then admits as if less time had passed than did.
+/// - **Rate.** The counter's rate is calibrated once, against the operating system's clock;
+///   the error is small (tens of parts per million have been reported), and a quota's pace
+///   is off by as much, either way.
 #[derive(Clone, Default)]
 pub struct Clock {
     source: Source,
