@@ -78,6 +78,21 @@ fn rate_limit(c: &mut Criterion) {
         api_request,
     );
 
+    // The same limiter on the processor's time-stamp counter (through `quanta`) instead of
+    // tokio's clock: the opt-in cheap clock, beside governor's, which reads the same counter.
+    let tsc = seawall_rate_limit::RateLimitLayer::builder()
+        .per_second(1_000_000_000)
+        .burst(1_000_000)
+        .clock(seawall_core::Clock::tsc())
+        .build()
+        .expect("valid config");
+    bench_requests(
+        &mut group,
+        "seawall_tsc",
+        tsc.layer(NoopUpstream),
+        api_request,
+    );
+
     let keyed = seawall_rate_limit::RateLimitLayer::builder()
         .per_second(1_000_000_000)
         .burst(1_000_000)

@@ -36,9 +36,6 @@
 
 pub mod admission;
 pub mod classify;
-// The clock reading shared by the layers of one call: public so that seawall's layer crates
-// can reach it, hidden from the docs, and not covered by any stability promise.
-#[doc(hidden)]
 pub mod clock;
 mod counter;
 mod divisor;
@@ -58,6 +55,7 @@ pub use classify::{
     Classify, ClassifyError, FailureKind, HttpClassifier, Outcome, classify_error,
     classify_error_chain, classify_status,
 };
+pub use clock::Clock;
 // Mechanics seawall's layer crates share on their hot paths: public only so that those crates
 // can reach them, hidden from the docs, and not covered by any stability promise.
 #[doc(hidden)]

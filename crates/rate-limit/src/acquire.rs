@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use seawall_core::{CallTime, KeyExtractor, QueueWait};
+use seawall_core::{KeyExtractor, QueueWait};
 use tower::Service;
 
 use crate::error::{RateLimitError, Rejected};
@@ -123,7 +123,7 @@ where
     /// # }
     /// ```
     pub fn acquire(&self, key: &X::Key, cost: u32) -> Acquire<X::Key, St> {
-        let (now, _call_time) = CallTime::enter();
+        let (now, _call_time) = self.limiter.call_time();
         let entry = self.limiter.entry(key, now);
         let mut service = RateLimit::new(Admit, self.extractor.clone(), Arc::clone(&self.limiter));
         // `Admit` is always ready; readying it first lets an admission at once take the
@@ -161,7 +161,7 @@ where
         X::Key: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
     {
         let limiter = &self.limiter;
-        let now = tokio::time::Instant::now();
+        let now = limiter.now();
         let entry = limiter.entry(key, now);
         let quotas = limiter.quotas_of(&entry);
         let smallest = quotas.iter().map(crate::Quota::burst_size).min()?;

@@ -106,7 +106,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
 impl<S, B, K, St: RateStore> Drop for Queued<S, B, K, St> {
     fn drop(&mut self) {
         if self.place.is_some() {
-            self.leave(Instant::now());
+            self.leave(self.limiter.now());
             self.limiter
                 .counters
                 .cancelled
@@ -135,10 +135,11 @@ pin_project! {
         St: RateStore,
     {
         Rejected { rejected: Option<Rejected> },
-        // Admitted; the service below is readied before it is called.
+        // Admitted; the service below is readied before it is called. Boxed, as is a
+        // waiting request's state: the request is large, and an admitted request whose
+        // service is ready (the steady state) would otherwise carry its room and copy it.
         Readying {
-            service: Option<S>,
-            request: Option<Request<B>>,
+            readying: Option<Box<(S, Request<B>)>>,
             entry: Arc<KeyEntry<St>>,
             waited: Option<Duration>,
             settling: Option<Settling<K, St>>,
@@ -151,10 +152,20 @@ pin_project! {
             settling: Option<Settling<K, St>>,
         },
         Queued {
-            #[pin]
-            sleep: Sleep,
-            queued: Queued<S, B, K, St>,
+            waiting: Pin<Box<Waiting<S, B, K, St>>>,
         },
+    }
+}
+
+pin_project! {
+    /// A waiting request and its own timer.
+    struct Waiting<S, B, K, St>
+    where
+        St: RateStore,
+    {
+        #[pin]
+        sleep: Sleep,
+        queued: Queued<S, B, K, St>,
     }
 }
 
@@ -205,8 +216,7 @@ where
     ) -> Self {
         Self {
             state: State::Readying {
-                service: Some(service),
-                request: Some(request),
+                readying: Some(Box::new((service, request))),
                 entry,
                 waited: None,
                 settling,
@@ -218,10 +228,13 @@ where
         // The waiter's own timer is the stalled-head fallback; the head's timer, in the
         // queue, wakes it at its slot.
         let fallback = later(slot, stall_grace(queued.limiter.interval));
+        let fallback = queued.entry.context.clock.timer_instant(fallback);
         Self {
             state: State::Queued {
-                sleep: sleep_until(fallback),
-                queued,
+                waiting: Box::pin(Waiting {
+                    sleep: sleep_until(fallback),
+                    queued,
+                }),
             },
         }
     }
@@ -247,27 +260,27 @@ where
                     };
                 }
                 StateProj::Readying {
-                    service,
-                    request,
+                    readying,
                     entry,
                     waited,
                     settling,
                 } => {
-                    let Some(ready_service) = service.as_mut() else {
+                    let Some(parts) = readying.as_mut() else {
                         return Poll::Pending;
                     };
-                    if let Err(error) = ready!(ready_service.poll_ready(cx)) {
-                        service.take();
+                    if let Err(error) = ready!(parts.0.poll_ready(cx)) {
+                        readying.take();
                         return Poll::Ready(Err(RateLimitError::Inner(error)));
                     }
-                    match (service.take(), request.take()) {
-                        (Some(mut service), Some(request)) => State::Called {
-                            future: service.call(request),
-                            entry: Arc::clone(entry),
-                            waited: *waited,
-                            settling: settling.take(),
-                        },
-                        _ => return Poll::Pending,
+                    let Some(parts) = readying.take() else {
+                        return Poll::Pending;
+                    };
+                    let (mut service, request) = *parts;
+                    State::Called {
+                        future: service.call(request),
+                        entry: Arc::clone(entry),
+                        waited: *waited,
+                        settling: settling.take(),
                     }
                 }
                 StateProj::Called {
@@ -288,10 +301,13 @@ where
                     }
                     return Poll::Ready(result.map_err(RateLimitError::Inner));
                 }
-                StateProj::Queued { sleep, queued } => match poll_queued(sleep, queued, cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(next) => next,
-                },
+                StateProj::Queued { waiting } => {
+                    let waiting = waiting.as_mut().project();
+                    match poll_queued(waiting.sleep, waiting.queued, cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(next) => next,
+                    }
+                }
             };
             state.set(next);
         }
@@ -318,7 +334,7 @@ where
     // A store's answer that came at once, for the next turn of the loop.
     let mut answered = None;
     loop {
-        let now = Instant::now();
+        let now = queued.limiter.now();
         let decision = match (answered.take(), queued.attempt.as_mut()) {
             (Some(decision), _) => Some(decision),
             (None, Some(attempt)) => {
@@ -428,6 +444,7 @@ where
                     }
                     None => deadline,
                 };
+                let deadline = queued.entry.context.clock.timer_instant(deadline);
                 if sleep.deadline() != deadline {
                     sleep.as_mut().reset(deadline);
                 }
@@ -454,13 +471,14 @@ where
         return Poll::Pending;
     };
     let since = queued.entry.context.instant(queued.since);
+    let deadline = queued.entry.context.clock.timer_instant(deadline);
     if sleep.deadline() != deadline {
         sleep.as_mut().reset(deadline);
     }
     ready!(sleep.as_mut().poll(cx));
     queued.attempt = None;
     queued.leave(now);
-    let waited = Instant::now().saturating_duration_since(since);
+    let waited = queued.limiter.now().saturating_duration_since(since);
     Poll::Ready(refuse(
         queued,
         Rejected::WaitTooLong {
@@ -489,8 +507,7 @@ where
     }
     match (queued.service.take(), queued.request.take()) {
         (Some(service), Some(request)) => State::Readying {
-            service: Some(service),
-            request: Some(request),
+            readying: Some(Box::new((service, request))),
             entry: Arc::clone(&queued.entry),
             waited: Some(waited),
             settling: queued.limiter.settling(queued.cost),

@@ -69,7 +69,19 @@ impl GcraCells {
     }
 
     /// Takes `cost` from every quota at `now`, or says when it could.
+    #[inline]
     pub fn try_take(&self, quotas: &[Quota], cost: u32, now: u64) -> Result<(), Refusal> {
+        // One GCRA quota, the most common set: one compare-and-swap, nothing to give back.
+        if let ([quota], Some(tat)) = (quotas, self.tats.first())
+            && !quota.is_window()
+        {
+            return take_one(quota, tat, cost, now);
+        }
+        self.try_take_all(quotas, cost, now)
+    }
+
+    /// [`try_take`](Self::try_take) for any set of quotas.
+    fn try_take_all(&self, quotas: &[Quota], cost: u32, now: u64) -> Result<(), Refusal> {
         if !has_window(quotas) {
             return self.take_gcra(quotas, cost, now);
         }
@@ -283,6 +295,7 @@ fn window_earliest(
     Ok(at)
 }
 
+#[inline]
 fn take_one(quota: &Quota, tat: &AtomicU64, cost: u32, now: u64) -> Result<(), Refusal> {
     if cost > quota.burst_size() {
         return Err(Refusal::Oversize);

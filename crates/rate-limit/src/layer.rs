@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_core::{ByHost, ConfigError, Global, HintPolicy, KeyExtractor, KeyLimits, check_range};
+use seawall_core::{
+    ByHost, Clock, ConfigError, Global, HintPolicy, KeyExtractor, KeyLimits, check_range,
+};
 use tower::Layer;
 
 use crate::limiter::{Limiter, Mode, OnWait, Options, Settle, TierOf, Tiers};
@@ -57,6 +59,7 @@ impl RateLimitLayer {
             aging: None,
             adaptive: false,
             figure_top_keys: DEFAULT_FIGURE_TOP_KEYS,
+            clock: Clock::default(),
         }
     }
 }
@@ -100,6 +103,7 @@ pub struct RateLimitBuilder<X = Global, St = InMemoryStore> {
     aging: Option<Duration>,
     adaptive: bool,
     figure_top_keys: usize,
+    clock: Clock,
 }
 
 impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuilder<X, St> {
@@ -119,6 +123,7 @@ impl<X: std::fmt::Debug, St: std::fmt::Debug> std::fmt::Debug for RateLimitBuild
             .field("aging", &self.aging)
             .field("adaptive", &self.adaptive)
             .field("figure_top_keys", &self.figure_top_keys)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -293,6 +298,23 @@ impl<X, St> RateLimitBuilder<X, St> {
         self
     }
 
+    /// Where the limiter reads the time: tokio's clock (the default), or the processor's
+    /// time-stamp counter with [`Clock::tsc`], which saves a request about 14 ns of its
+    /// reading (23 ns against 9.5 ns on the machine the benchmarks ran on) on the steady path.
+    ///
+    /// The counter does not follow tokio's paused time: a test on paused time must keep the
+    /// default, or its requests are admitted and queued by real time while its timers run on
+    /// paused time. Waiting requests still sleep on tokio's timer: each deadline the limiter
+    /// works out on the counter is handed to the timer as the same wait from tokio's reading,
+    /// so the two clocks' drift does not move a wake-up. Where `quanta` finds no usable
+    /// counter (not x86-64, or no constant TSC) it reads the operating system's clock: correct,
+    /// and no cheaper. With a store of another kind (a shared one) the store keeps its own
+    /// time; the in-process store reads the limiter's clock. See [`Clock`] for the details.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Keeps one limiter per upstream (scheme and authority).
     pub fn per_host(self) -> RateLimitBuilder<ByHost, St> {
         self.key_by(ByHost)
@@ -322,6 +344,7 @@ impl<X, St> RateLimitBuilder<X, St> {
             aging: self.aging,
             adaptive: self.adaptive,
             figure_top_keys: self.figure_top_keys,
+            clock: self.clock,
         }
     }
 
@@ -342,6 +365,7 @@ impl<X, St> RateLimitBuilder<X, St> {
             aging: self.aging,
             adaptive: self.adaptive,
             figure_top_keys: self.figure_top_keys,
+            clock: self.clock,
         }
     }
 }
@@ -394,7 +418,8 @@ impl<X: KeyExtractor> RateLimitBuilder<X, InMemoryStore> {
         let store = self
             .store
             .take()
-            .unwrap_or_else(|| InMemoryStore::new(quotas));
+            .unwrap_or_else(|| InMemoryStore::new(quotas))
+            .on_clock(self.clock.clone());
         self.store(store).build_with_store()
     }
 }
@@ -495,6 +520,7 @@ impl<X: KeyExtractor, St: RateStore> RateLimitBuilder<X, St> {
                 aging: self.aging,
                 adaptive: self.adaptive,
                 figure_top_keys: self.figure_top_keys,
+                clock: self.clock,
             },
             self.mode,
             self.hints,

@@ -54,7 +54,10 @@
 //! - **Per host** with [`per_host`] or any key, with bounded memory.
 //! - **Shared**: clones share one limiter; quota state can live in another [`RateStore`] (the
 //!   Redis store of `seawall-rate-limit-redis`).
-//! - **Time from tokio**, so tests run on paused time.
+//! - **Time from tokio**, so tests run on paused time; or, opted into with
+//!   [`clock`](RateLimitBuilder::clock)`(Clock::tsc())`, from the processor's time-stamp
+//!   counter, a cheaper reading that paused time does not move (see
+//!   [`Clock`](seawall_core::Clock)).
 //! - **Figures** ([`LimiterStats`]): admitted, waited, refused by reason, queue depth, paused
 //!   keys. A request that waited carries a [`QueueWait`](seawall_core::QueueWait) on its
 //!   response, so the breaker and metrics above can tell queueing from upstream latency.
@@ -85,7 +88,7 @@
 //! is woken once at its slot and `max_wait` is judged before it waits; and *give back* tokens,
 //! so that several quotas (10/s and 5,000/h) admit all together or not at all. governor can
 //! neither look ahead without taking nor refund, so [`gcra`] keeps the same algorithm in cells
-//! of its own that can, and reads tokio's clock so that tests run on paused time.
+//! of its own that can, and reads tokio's clock by default so that tests run on paused time.
 //!
 //! [`fail_fast`]: RateLimitBuilder::fail_fast
 //! [`per_host`]: RateLimitBuilder::per_host

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use seawall_core::{HintPolicy, KeyExtractor, KeyedMap, RequestHead, ThreadCounter};
+use seawall_core::{
+    CallTime, Clock, HintPolicy, KeyExtractor, KeyedMap, RequestHead, ThreadCounter,
+};
 use tokio::time::Instant;
 
 use crate::adaptive::AdaptiveRate;
@@ -123,6 +125,8 @@ pub(crate) struct Options<K> {
     pub(crate) adaptive: bool,
     /// How many keys the figures report one by one.
     pub(crate) figure_top_keys: usize,
+    /// Where the limiter reads the time.
+    pub(crate) clock: Clock,
 }
 
 /// One key's figures, read at scrape time.
@@ -215,6 +219,26 @@ impl<K, St: RateStore> fmt::Debug for Limiter<K, St> {
 }
 
 impl<K, St: RateStore> Limiter<K, St> {
+    /// The time now, on the limiter's clock.
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        self.context.now()
+    }
+
+    /// The time of a call, and the guard that shares it with the layers the call reaches
+    /// (held until they have been called): on tokio's clock the reading the call shares
+    /// ([`CallTime`]); on the counter a reading of the limiter's own, which it shares with
+    /// nobody, as the layers around it read tokio's clock.
+    #[inline]
+    pub(crate) fn call_time(&self) -> (Instant, Option<CallTime>) {
+        if self.context.clock.is_tokio() {
+            let (now, guard) = CallTime::enter();
+            (now, Some(guard))
+        } else {
+            (self.now(), None)
+        }
+    }
+
     /// The layer's own quotas: those of every key no tier claims.
     pub(crate) fn own_quotas(&self) -> &[Quota] {
         self.sets.first().map_or(&[], |set| set)
@@ -242,7 +266,7 @@ impl<K, St: RateStore> Limiter<K, St> {
         let delta = i64::from(actual) - i64::from(estimate);
         if delta != 0 {
             self.store
-                .settle(&entry.slot, self.quotas_of(entry), delta, Instant::now());
+                .settle(&entry.slot, self.quotas_of(entry), delta, self.now());
         }
     }
 
@@ -449,7 +473,8 @@ where
             .max()
             .unwrap_or(Duration::ZERO);
         let context = Arc::new(Context {
-            origin: Instant::now(),
+            origin: options.clock.now(),
+            clock: options.clock,
             hints,
             pauses: AtomicU64::new(0),
             aging: options.aging,
@@ -534,7 +559,7 @@ where
     pub(crate) fn stats(&self) -> LimiterStats {
         let c = &self.counters;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let now = Instant::now();
+        let now = self.now();
         let (mut queue_depth, mut paused_keys, mut keys) = (0, 0, 0);
         let mut add = |entry: &KeyEntry<St>| {
             queue_depth += entry.depth();
@@ -574,7 +599,7 @@ where
         if self.figure_top_keys == 0 {
             return Vec::new();
         }
-        let now = Instant::now();
+        let now = self.now();
         let mut all = Vec::with_capacity(map.len());
         map.for_each(|key, entry| {
             all.push(KeyFigures {
@@ -601,13 +626,13 @@ where
 
     /// Settles `key`'s request admitted at `estimate` with its true cost `actual`.
     pub(crate) fn settle_key(&self, key: &K, estimate: u32, actual: u32) {
-        let entry = self.entry(key, Instant::now());
+        let entry = self.entry(key, self.now());
         self.settle_entry(&entry, estimate, actual);
     }
 
     /// How many tokens `key`'s quotas would admit now.
     pub(crate) fn tokens_available(&self, key: &K) -> Option<u64> {
-        let now = Instant::now();
+        let now = self.now();
         let entry = self.entry(key, now);
         self.store
             .available(&entry.slot, self.quotas_of(&entry), now)
@@ -615,16 +640,16 @@ where
 
     /// `key`'s adaptive rate in force, in requests per second.
     pub(crate) fn current_rate(&self, key: &K) -> Option<f64> {
-        let entry = self.entry(key, Instant::now());
+        let entry = self.entry(key, self.now());
         entry
             .adaptive
             .as_ref()
-            .map(|adaptive| adaptive.rate(self.context.nanos(Instant::now())))
+            .map(|adaptive| adaptive.rate(self.context.nanos(self.now())))
     }
 
     /// Pauses `key` for `duration`, as a server's `Retry-After` would.
     pub(crate) fn pause_key(&self, key: K, duration: Duration) {
-        let now = Instant::now();
+        let now = self.now();
         let entry = self.entry(&key, now);
         entry.pause(self.nanos(later(now, duration)));
     }

@@ -16,15 +16,17 @@ use std::task::Waker;
 use std::time::Duration;
 
 use http::Response;
-use seawall_core::{HintPolicy, ServerHints};
+use seawall_core::{Clock, HintPolicy, ServerHints};
 use tokio::time::Instant;
 
 use crate::store::RateStore;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 
-/// What every key of one limiter shares: its clock origin and how it reads server hints.
+/// What every key of one limiter shares: its clock and origin, and how it reads server hints.
 #[derive(Debug)]
 pub(crate) struct Context {
+    /// Where the limiter reads the time; every instant it keeps is on this clock.
+    pub(crate) clock: Clock,
     pub(crate) origin: Instant,
     pub(crate) hints: Option<HintPolicy>,
     /// A counter, outside the wait queue's model.
@@ -36,6 +38,12 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// The time now, on the limiter's clock.
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     pub(crate) fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
@@ -157,18 +165,19 @@ struct HeadTimer(Option<(std::pin::Pin<Box<tokio::time::Sleep>>, tokio::runtime:
 
 #[cfg(not(seawall_loom))]
 impl HeadTimer {
-    /// Arms the timer to wake `waker` at `at`, by polling it with that waker: the waiter's own
-    /// task need not run.
-    fn arm(&mut self, at: Instant, waker: &Waker) -> Armed {
+    /// Arms the timer to wake `waker` at `at` (on `clock`), by polling it with that waker:
+    /// the waiter's own task need not run.
+    fn arm(&mut self, at: Instant, clock: &Clock, waker: &Waker) -> Armed {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Armed::NoRuntime;
         };
         // A deadline already past would still wait for the timer driver's next tick (up to a
         // millisecond): a hand-off running late must wake the next waiter now, or every late
         // hand-off would add a tick and the schedule would drift.
-        if at <= Instant::now() {
+        if at <= clock.now() {
             return Armed::Due;
         }
+        let at = clock.timer_instant(at);
         let timer = match &mut self.0 {
             // A timer belongs to the runtime that made it; one limiter may serve several, and
             // a timer of another (perhaps shut down) runtime must not be reset or polled.
@@ -206,7 +215,7 @@ struct HeadTimer(Option<Waker>);
 
 #[cfg(seawall_loom)]
 impl HeadTimer {
-    fn arm(&mut self, _at: Instant, waker: &Waker) -> Armed {
+    fn arm(&mut self, _at: Instant, _clock: &Clock, waker: &Waker) -> Armed {
         self.0 = Some(waker.clone());
         Armed::Yes
     }
@@ -277,7 +286,7 @@ impl<St: RateStore> KeyEntry<St> {
     pub(crate) fn observe<B>(&self, response: &Response<B>) {
         let throttled = self.observe_hints(response);
         if let Some(adaptive) = &self.adaptive {
-            adaptive.answered(throttled, self.context.nanos(Instant::now()));
+            adaptive.answered(throttled, self.context.nanos(self.context.now()));
         }
     }
 
@@ -296,7 +305,7 @@ impl<St: RateStore> KeyEntry<St> {
         let Some(pause) = hints.pause() else {
             return too_many || hints.quota_exhausted();
         };
-        let now = self.context.nanos(Instant::now());
+        let now = self.context.nanos(self.context.now());
         let pause_nanos = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
         self.pause(now.saturating_add(pause_nanos));
         self.context.pauses.fetch_add(1, Ordering::Relaxed);
@@ -425,7 +434,7 @@ impl<St: RateStore> KeyEntry<St> {
                 let due = later(base, interval.saturating_mul(tokens));
                 Turn::Sleep(Some(later(due, stall)))
             }
-            Some(slot) if is_head => match queue.head_timer.arm(slot, waker) {
+            Some(slot) if is_head => match queue.head_timer.arm(slot, &context.clock, waker) {
                 Armed::Yes => Turn::Sleep(Some(later(slot, stall))),
                 // The slot came as the timer was armed: look again at once.
                 Armed::Due => {
@@ -490,7 +499,7 @@ impl<St: RateStore> KeyEntry<St> {
         // no waker yet: its first poll finds it at the head and arms the timer itself, and
         // the departed head's waker must not stay registered meanwhile.
         match &next.waker {
-            Some(waker) => match queue.head_timer.arm(at, waker) {
+            Some(waker) => match queue.head_timer.arm(at, &self.context.clock, waker) {
                 Armed::Yes => {}
                 Armed::Due | Armed::NoRuntime => waker.wake_by_ref(),
             },
@@ -546,6 +555,7 @@ mod loom_tests {
 
     fn entry() -> Arc<KeyEntry<InMemoryStore>> {
         let context = Arc::new(Context {
+            clock: Clock::default(),
             origin: Instant::now(),
             hints: None,
             pauses: std::sync::atomic::AtomicU64::new(0),

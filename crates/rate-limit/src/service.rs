@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use seawall_core::admission::hold_back;
-use seawall_core::{CallTime, KeyExtractor, RequestHead};
+use seawall_core::{KeyExtractor, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -106,7 +106,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let limiter = &self.limiter;
         // Held until the layer below has been called, so it shares this call's reading.
-        let (now, _call_time) = CallTime::enter();
+        let (now, _call_time) = limiter.call_time();
         let entry = limiter.entry_for(&self.extractor, &RequestHead::of(&request), now);
         let cost = request
             .extensions()

@@ -129,6 +129,9 @@ pub trait RateStore: Send + Sync + 'static {
 /// The default store: GCRA cells in this process, lock-free.
 #[derive(Debug, Clone)]
 pub struct InMemoryStore {
+    /// The clock of the limiter it serves, which that limiter's layer sets when built: the
+    /// store reads it to tell an idle key.
+    clock: seawall_core::Clock,
     origin: Instant,
     quotas: usize,
 }
@@ -138,8 +141,18 @@ impl InMemoryStore {
     /// pause it).
     pub fn new(quotas: usize) -> Self {
         Self {
+            clock: seawall_core::Clock::default(),
             origin: Instant::now(),
             quotas,
+        }
+    }
+
+    /// The store on `clock`, timed from now on it.
+    pub(crate) fn on_clock(self, clock: seawall_core::Clock) -> Self {
+        Self {
+            origin: clock.now(),
+            clock,
+            ..self
         }
     }
 
@@ -205,7 +218,7 @@ impl RateStore for InMemoryStore {
     }
 
     fn is_idle(&self, slot: &GcraCells) -> bool {
-        slot.is_idle(self.nanos(Instant::now()))
+        slot.is_idle(self.nanos(self.clock.now()))
     }
 
     /// A store made for fewer quotas than the layer has would silently enforce only the

@@ -9,11 +9,17 @@
 //! Deposits and withdrawals are [`SlidingCount`]s: lock-free, no background task. Deposits,
 //! made by every request, are counted per thread, so a request writes only to its own
 //! thread's count.
+//!
+//! The budget's windows run on tokio's clock by default, from the reading the caller passes
+//! (the retry layer's call shares one with the layers it wraps). A budget built
+//! [`with_clock`](RetryBudget::with_clock)`(Clock::tsc())` reads the processor's time-stamp
+//! counter itself instead and ignores the readings it is given: for a caller that does not
+//! read tokio's clock anyway, and never on paused time (see [`Clock`]).
 
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use seawall_core::{ConfigError, SlidingCount, check_range};
+use seawall_core::{Clock, ConfigError, SlidingCount, check_range};
 use thread_local::ThreadLocal;
 use tokio::time::Instant;
 
@@ -106,6 +112,8 @@ pub struct RetryBudget {
     /// Where the windows start.
     origin: Instant,
     ttl: Duration,
+    /// tokio's (the readings given are used), or the counter (read instead of them).
+    clock: Clock,
 }
 
 impl std::fmt::Debug for RetryBudget {
@@ -116,15 +124,29 @@ impl std::fmt::Debug for RetryBudget {
             .field("deposit_units", &self.deposit_units)
             .field("reserve_units", &self.reserve_units)
             .field("ttl", &self.ttl)
-            .field("available", &self.available(Instant::now()))
+            .field("clock", &self.clock)
+            .field("available", &self.available(self.clock.now()))
             .finish()
     }
 }
 
 impl RetryBudget {
-    /// A budget with the given settings, its window starting now.
+    /// A budget with the given settings, its window starting now, on tokio's clock.
     pub fn new(config: BudgetConfig) -> Self {
         Self::starting_at(config, Instant::now())
+    }
+
+    /// A budget with the given settings on `clock`, its window starting now. On tokio's
+    /// clock (the default) it counts at the instants its callers pass; on the time-stamp
+    /// counter ([`Clock::tsc`]) it reads the counter for every deposit and withdrawal and
+    /// ignores them, which is cheaper only for a caller that has no reading of tokio's clock
+    /// to pass, and which paused time does not move (tests on paused time keep the default).
+    pub fn with_clock(config: BudgetConfig, clock: Clock) -> Self {
+        let origin = clock.now();
+        Self {
+            clock,
+            ..Self::starting_at(config, origin)
+        }
     }
 
     pub(crate) fn starting_at(config: BudgetConfig, origin: Instant) -> Self {
@@ -138,13 +160,25 @@ impl RetryBudget {
             withdrawals: SlidingCount::new(config.ttl, origin),
             origin,
             ttl: config.ttl,
+            clock: Clock::default(),
         }
     }
 
-    /// Records one logical request.
+    /// The instant to count at: `given` on tokio's clock, a reading of the counter on it.
+    #[inline]
+    fn at(&self, given: Instant) -> Instant {
+        if self.clock.is_tokio() {
+            given
+        } else {
+            self.clock.now()
+        }
+    }
+
+    /// Records one logical request made at `now` (ignored on the counter's clock).
     #[inline]
     pub fn deposit(&self, now: Instant) {
         if self.deposit_units > 0 {
+            let now = self.at(now);
             self.deposits
                 .get_or(|| CachePadded::new(SlidingCount::new(self.ttl, self.origin)))
                 .add_unshared(now, self.deposit_units);
@@ -156,6 +190,7 @@ impl RetryBudget {
     /// Two threads that find exactly one retry left may both take it, so under contention
     /// the budget can be overdrawn by one retry per racing thread; never by more.
     pub fn try_withdraw(&self, now: Instant) -> bool {
+        let now = self.at(now);
         if self.balance_units(now) < UNIT {
             return false;
         }
@@ -163,9 +198,9 @@ impl RetryBudget {
         true
     }
 
-    /// How many whole retries are available now.
+    /// How many whole retries are available at `now` (on the counter's clock, now).
     pub fn available(&self, now: Instant) -> u64 {
-        self.balance_units(now) / UNIT
+        self.balance_units(self.at(now)) / UNIT
     }
 
     fn balance_units(&self, now: Instant) -> u64 {
@@ -259,6 +294,30 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         budget.deposit(later);
         assert_eq!(budget.available(later), 1);
+    }
+
+    #[test]
+    fn a_budget_on_the_counter_counts_at_its_own_readings_not_at_those_it_is_given() {
+        let t0 = Instant::now();
+        let config = BudgetConfig::new(Duration::from_secs(10), 0, 100.0).expect("valid budget");
+        let budget = RetryBudget::with_clock(config, Clock::tsc());
+        // A reading an hour on would put the deposit outside the window of `t0` on tokio's
+        // clock; on the counter both are now.
+        budget.deposit(t0 + Duration::from_secs(3_600));
+        assert_eq!(budget.available(t0), 1);
+        assert!(budget.try_withdraw(t0 + Duration::from_secs(864_000)));
+        assert!(!budget.try_withdraw(t0));
+        assert_eq!(budget.available(t0 + Duration::from_secs(3_600)), 0);
+    }
+
+    #[test]
+    fn a_budget_on_tokios_clock_counts_at_the_readings_it_is_given() {
+        let t0 = Instant::now();
+        let config = BudgetConfig::new(Duration::from_secs(10), 0, 100.0).expect("valid budget");
+        let budget = RetryBudget::with_clock(config, Clock::tokio());
+        budget.deposit(t0 + Duration::from_secs(3_600));
+        assert_eq!(budget.available(t0 + Duration::from_secs(3_600)), 1);
+        assert_eq!(budget.available(t0 + Duration::from_secs(3_620)), 0);
     }
 
     #[test]

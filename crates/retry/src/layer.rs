@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::{
-    ConfigError, FailureKind, HintPolicy, HttpClassifier, Idempotency, check_range,
+    Clock, ConfigError, FailureKind, HintPolicy, HttpClassifier, Idempotency, check_range,
 };
 use tower::Layer;
 
@@ -56,6 +56,7 @@ impl RetryLayer {
             factor: 2.0,
             deadline: Some(DEFAULT_DEADLINE),
             budget: Some((Duration::from_secs(10), 10, 20.0)),
+            budget_clock: Clock::default(),
             retry_on: RetryOn::DEFAULT,
             idempotency: Idempotency::Standard,
             hints: Some(HintPolicy::default()),
@@ -97,6 +98,7 @@ pub struct RetryBuilder<C = HttpClassifier> {
     factor: f64,
     deadline: Option<Duration>,
     budget: Option<(Duration, u32, f64)>,
+    budget_clock: Clock,
     retry_on: RetryOn,
     idempotency: Idempotency,
     hints: Option<HintPolicy>,
@@ -195,6 +197,17 @@ impl<C> RetryBuilder<C> {
         self
     }
 
+    /// Where the budget reads the time: tokio's clock (the default), whose reading the layer
+    /// already shares with the layers it wraps, or the processor's time-stamp counter with
+    /// [`Clock::tsc`], which the budget then reads itself for each deposit and withdrawal
+    /// (about 9.5 ns a reading where tokio's costs 23 ns, on the machine the benchmarks ran
+    /// on). The counter does not follow tokio's paused time: tests on paused time keep the
+    /// default. See [`Clock`] for the trade-off.
+    pub fn budget_clock(mut self, clock: Clock) -> Self {
+        self.budget_clock = clock;
+        self
+    }
+
     /// Retries without a budget: every failing request is retried up to `max_attempts`,
     /// multiplying the load on a failing upstream. Prefer a budget.
     pub fn no_budget(mut self) -> Self {
@@ -272,6 +285,7 @@ impl<C> RetryBuilder<C> {
             factor: self.factor,
             deadline: self.deadline,
             budget: self.budget,
+            budget_clock: self.budget_clock,
             retry_on: self.retry_on,
             idempotency: self.idempotency,
             hints: self.hints,
@@ -310,11 +324,10 @@ impl<C> RetryBuilder<C> {
             "a size from 0 to 1 GiB",
         )?;
         let budget = match self.budget {
-            Some((ttl, min_per_sec, percent)) => Some(RetryBudget::new(BudgetConfig::new(
-                ttl,
-                min_per_sec,
-                percent,
-            )?)),
+            Some((ttl, min_per_sec, percent)) => Some(RetryBudget::with_clock(
+                BudgetConfig::new(ttl, min_per_sec, percent)?,
+                self.budget_clock,
+            )),
             None => None,
         };
         let policy = RetryPolicy {
