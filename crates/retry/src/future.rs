@@ -10,10 +10,11 @@ use seawall_core::{Attempts, CallTime, Classify, HintPolicy, QueueWait, ServerHi
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
+use crate::copy::RequestCopy;
 use crate::error::{RetryError, RetryReport};
 use crate::policy::{AttemptInfo, Decision, RetryState, StopReason};
 use crate::replay::ReplayBody;
-use crate::service::{Bound, copy_request};
+use crate::service::Bound;
 
 pin_project_lite::pin_project! {
     /// The future of a [`Retry`](crate::Retry) call: every attempt, and the waits between them.
@@ -26,8 +27,8 @@ pin_project_lite::pin_project! {
         // The service for retries, cloned when the first one is due: boxed, so that a
         // request that succeeds first time carries no room for it.
         service: Option<Box<S>>,
-        // A copy of the request kept for the next attempt, if there can be one.
-        next: Option<Request<ReplayBody<B>>>,
+        // The request kept for the attempts after the first, while one can still be made.
+        next: Option<RequestCopy<B>>,
         bound: Arc<Bound<S, C>>,
         attempts: u32,
         may_resend: bool,
@@ -53,7 +54,7 @@ where
 {
     pub(crate) fn new(
         future: S::Future,
-        next: Option<Request<ReplayBody<B>>>,
+        next: Option<RequestCopy<B>>,
         bound: Arc<Bound<S, C>>,
         may_resend: bool,
         started: Instant,
@@ -168,12 +169,14 @@ where
                         )));
                     }
                     // `decide` retries only when a copy is at hand (`replayable`).
-                    let Some(request) = this.next.take() else {
+                    let Some(copy) = this.next.as_ref() else {
                         unreachable!("a retry was decided without a copy of the request")
                     };
+                    let request = copy.request();
                     *this.attempts += 1;
-                    if *this.attempts < this.bound.shared.policy.max_attempts {
-                        *this.next = Some(copy_request(&request));
+                    if *this.attempts >= this.bound.shared.policy.max_attempts {
+                        // The last attempt: nothing is sent after it.
+                        *this.next = None;
                     }
                     // Later than the call this future came from: the layers below share a
                     // reading of their own.
