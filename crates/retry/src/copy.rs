@@ -23,13 +23,15 @@ pub(crate) struct RequestCopy<B> {
     method: Method,
     version: Version,
     scheme: Option<Scheme>,
-    /// The length of the URI's authority at the start of `text`, if it has one.
-    authority: Option<usize>,
-    /// The length of the URI's path and query in `text`, after the authority, if it has one.
-    path_and_query: Option<usize>,
-    /// The authority, the path and query, and then per header: the name's and the value's
-    /// lengths (native-endian `usize`s), whether the value is sensitive (one byte), the
-    /// name and the value. A map whose headers are elsewhere (`cloned_headers`) has none here.
+    /// Whether the URI has an authority, and a path and query.
+    has_authority: bool,
+    has_path_and_query: bool,
+    /// The lengths of the authority and of the path and query (native-endian `usize`s,
+    /// 0 for a part the URI lacks) and their text, then per header: the name's and the
+    /// value's lengths, whether the value is sensitive (one byte), the name and the value.
+    /// The lengths are kept here rather than beside the text, so that the copy, which every
+    /// request's future carries and moves, stays small. A map kept in `cloned_headers` has
+    /// no headers here.
     text: Vec<u8>,
     /// The header map itself, cloned, when a value holds a byte that `HeaderValue::from_bytes`
     /// refuses (only http's unchecked constructor can make one): such a value cannot be
@@ -49,7 +51,9 @@ impl<B> RequestCopy<B> {
         let authority = uri.authority().map(Authority::as_str);
         let path_and_query = uri.path_and_query().map(PathAndQuery::as_str);
         let headers = request.headers();
-        let mut length = authority.map_or(0, str::len) + path_and_query.map_or(0, str::len);
+        let authority_len = authority.map_or(0, str::len);
+        let path_and_query_len = path_and_query.map_or(0, str::len);
+        let mut length = 2 * LENGTH + authority_len + path_and_query_len;
         let mut rebuildable = true;
         for (name, value) in headers {
             length += 2 * LENGTH + 1 + name.as_str().len() + value.len();
@@ -58,6 +62,8 @@ impl<B> RequestCopy<B> {
             });
         }
         let mut text = Vec::with_capacity(length);
+        text.extend_from_slice(&authority_len.to_ne_bytes());
+        text.extend_from_slice(&path_and_query_len.to_ne_bytes());
         text.extend_from_slice(authority.unwrap_or_default().as_bytes());
         text.extend_from_slice(path_and_query.unwrap_or_default().as_bytes());
         let cloned_headers = if rebuildable {
@@ -77,8 +83,8 @@ impl<B> RequestCopy<B> {
             method: request.method().clone(),
             version: request.version(),
             scheme: uri.scheme().cloned(),
-            authority: authority.map(str::len),
-            path_and_query: path_and_query.map(str::len),
+            has_authority: authority.is_some(),
+            has_path_and_query: path_and_query.is_some(),
             text,
             cloned_headers,
             extensions: request.extensions().clone(),
@@ -103,17 +109,18 @@ impl<B> RequestCopy<B> {
     }
 
     fn uri(&self) -> Uri {
-        let authority_len = self.authority.unwrap_or(0);
-        let (authority, rest) = self.text.split_at(authority_len);
-        let path_and_query = &rest[..self.path_and_query.unwrap_or(0)];
+        let (authority_len, rest) = take_length(&self.text);
+        let (path_and_query_len, rest) = take_length(rest);
+        let (authority, rest) = rest.split_at(authority_len);
+        let path_and_query = &rest[..path_and_query_len];
         let mut parts = http::uri::Parts::default();
         parts.scheme = self.scheme.clone();
         // The text is what a valid authority and path and query gave as their own, which
         // parse back to the same parts, in the shape the URI had: none of this can fail.
-        parts.authority = self.authority.map(|_| {
+        parts.authority = self.has_authority.then(|| {
             Authority::try_from(authority).expect("an authority's own text parses as one")
         });
-        parts.path_and_query = self.path_and_query.map(|_| {
+        parts.path_and_query = self.has_path_and_query.then(|| {
             PathAndQuery::try_from(path_and_query).expect("a path's own text parses as one")
         });
         Uri::from_parts(parts).expect("a URI's own parts make a URI")
@@ -123,8 +130,9 @@ impl<B> RequestCopy<B> {
         if let Some(headers) = &self.cloned_headers {
             return HeaderMap::clone(headers);
         }
-        let start = self.authority.unwrap_or(0) + self.path_and_query.unwrap_or(0);
-        let mut text = &self.text[start..];
+        let (authority_len, rest) = take_length(&self.text);
+        let (path_and_query_len, rest) = take_length(rest);
+        let mut text = &rest[authority_len + path_and_query_len..];
         let mut headers = HeaderMap::new();
         while !text.is_empty() {
             let (name_len, rest) = take_length(text);
@@ -255,7 +263,11 @@ mod tests {
             .expect("a valid request")
             .map(|body| ReplayBody::new(body, 1024));
         let copy = RequestCopy::new(&request);
-        assert_eq!(copy.text, b"a/b");
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&1usize.to_ne_bytes());
+        expected.extend_from_slice(&2usize.to_ne_bytes());
+        expected.extend_from_slice(b"a/b");
+        assert_eq!(copy.text, expected);
         assert!(copy.request().headers().is_empty());
     }
 }
