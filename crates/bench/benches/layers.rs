@@ -590,7 +590,9 @@ fn stack(c: &mut Criterion) {
 /// clock and turns the reading into a number it can compare and swap; governor's
 /// `governor_direct` reads the time-stamp counter through `quanta` instead. Without tokio's
 /// `test-util` feature (as here) tokio's clock is std's, so `tokio_clock` and `std_clock`
-/// run the same code: the pair shows how far two runs of it drift.
+/// run the same code: the pair shows how far two runs of it drift. `request_clone` and
+/// `alloc_free_64` are the floor under the `retry` group's: what keeping a copy of its request
+/// costs when the request is cloned, and the one allocation seawall's copy takes instead.
 fn floor(c: &mut Criterion) {
     let runtime = runtime();
     let _context = runtime.enter();
@@ -625,6 +627,22 @@ fn floor(c: &mut Criterion) {
     let shared = std::sync::Arc::new(0u64);
     group.bench_function("arc_clone_drop", |b| {
         b.iter(|| drop(black_box(std::sync::Arc::clone(&shared))))
+    });
+    // The retry group's request cloned as a `tower::retry::Policy` clones it, and the clone
+    // dropped: the copy that any retry layer must keep while the first attempt is sent.
+    group.bench_function("request_clone", |b| {
+        b.iter_batched(
+            post_1k,
+            |request| {
+                drop(black_box(clone_request(black_box(&request))));
+                request
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // One small allocation and its release, which seawall's retry copy takes per request.
+    group.bench_function("alloc_free_64", |b| {
+        b.iter(|| drop(black_box(Vec::<u8>::with_capacity(black_box(64)))))
     });
     group.finish();
 }

@@ -10,10 +10,11 @@ use seawall_core::{Attempts, CallTime, Classify, HintPolicy, QueueWait, ServerHi
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
+use crate::copy::RequestCopy;
 use crate::error::{RetryError, RetryReport};
 use crate::policy::{AttemptInfo, Decision, RetryState, StopReason};
 use crate::replay::ReplayBody;
-use crate::service::{Bound, copy_request};
+use crate::service::Bound;
 
 pin_project_lite::pin_project! {
     /// The future of a [`Retry`](crate::Retry) call: every attempt, and the waits between them.
@@ -23,17 +24,24 @@ pin_project_lite::pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        // The service for retries, cloned when the first one is due: boxed, so that a
-        // request that succeeds first time carries no room for it.
-        service: Option<Box<S>>,
-        // A copy of the request kept for the next attempt, if there can be one.
-        next: Option<Request<ReplayBody<B>>>,
+        // The request kept for the attempts after the first, while one can still be made.
+        next: Option<RequestCopy<B>>,
         bound: Arc<Bound<S, C>>,
         attempts: u32,
         may_resend: bool,
         started: Instant,
-        retry: Option<RetryState>,
+        // Made when an attempt first fails.
+        retrying: Option<Box<Retrying<S>>>,
     }
+}
+
+/// What a request needs once an attempt of it has failed: boxed, so that a request that
+/// succeeds first time carries (and moves) no room for it.
+struct Retrying<S> {
+    /// The jitter state and the waits so far.
+    state: RetryState,
+    /// The service for retries, cloned when the first one is due.
+    service: Option<S>,
 }
 
 pin_project_lite::pin_project! {
@@ -53,20 +61,19 @@ where
 {
     pub(crate) fn new(
         future: S::Future,
-        next: Option<Request<ReplayBody<B>>>,
+        next: Option<RequestCopy<B>>,
         bound: Arc<Bound<S, C>>,
         may_resend: bool,
         started: Instant,
     ) -> Self {
         Self {
             state: State::Called { future },
-            service: None,
             next,
             bound,
             attempts: 1,
             may_resend,
             started,
-            retry: None,
+            retrying: None,
         }
     }
 }
@@ -98,7 +105,10 @@ where
                     let shared = &*this.bound.shared;
                     let outcome = shared.classifier.classify(&result);
                     if !outcome.is_failure() {
-                        let result = with_earlier_waits(result, this.retry.as_ref());
+                        let result = with_earlier_waits(
+                            result,
+                            this.retrying.as_ref().map(|retrying| &retrying.state),
+                        );
                         return Poll::Ready(finish(result, *this.attempts, None, None));
                     }
                     let now = Instant::now();
@@ -113,7 +123,15 @@ where
                         hint: server_hint(&result, shared.policy.hints.as_ref()),
                         elapsed: now.saturating_duration_since(*this.started),
                     };
-                    let state = this.retry.get_or_insert_with(|| shared.retry_state());
+                    let state = &mut this
+                        .retrying
+                        .get_or_insert_with(|| {
+                            Box::new(Retrying {
+                                state: shared.retry_state(),
+                                service: None,
+                            })
+                        })
+                        .state;
                     match shared
                         .policy
                         .decide(&attempt, state, shared.budget.as_ref(), now)
@@ -155,9 +173,10 @@ where
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
-                    let service = this
-                        .service
-                        .get_or_insert_with(|| Box::new(this.bound.service()));
+                    let Some(retrying) = this.retrying.as_mut() else {
+                        unreachable!("a retry was decided before an attempt failed")
+                    };
+                    let service = retrying.service.get_or_insert_with(|| this.bound.service());
                     if let Err(error) = ready!(service.poll_ready(cx)) {
                         this.bound.shared.stopped(StopReason::NotReady);
                         return Poll::Ready(Err(RetryError::new(
@@ -168,12 +187,14 @@ where
                         )));
                     }
                     // `decide` retries only when a copy is at hand (`replayable`).
-                    let Some(request) = this.next.take() else {
+                    let Some(copy) = this.next.as_ref() else {
                         unreachable!("a retry was decided without a copy of the request")
                     };
+                    let request = copy.request();
                     *this.attempts += 1;
-                    if *this.attempts < this.bound.shared.policy.max_attempts {
-                        *this.next = Some(copy_request(&request));
+                    if *this.attempts >= this.bound.shared.policy.max_attempts {
+                        // The last attempt: nothing is sent after it.
+                        *this.next = None;
                     }
                     // Later than the call this future came from: the layers below share a
                     // reading of their own.

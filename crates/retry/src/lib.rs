@@ -88,6 +88,7 @@
 
 mod backoff;
 mod budget;
+mod copy;
 mod error;
 mod future;
 mod layer;

@@ -92,47 +92,58 @@ where
     /// The body is polled once, with a waker that does nothing, to find out whether it is
     /// already complete; a body that is not is polled again, with a real waker, by whoever
     /// sends it, as the `Body` contract allows.
-    pub fn new(body: B, cap: usize) -> Self {
+    pub fn new(mut body: B, cap: usize) -> Self {
         if body.is_end_stream() {
             return Self::whole(Bytes::new());
         }
         let hint = body.size_hint();
+        // A body announced as larger than the cap is never buffered.
+        let overflowed = hint.lower() > cap as u64;
+        // Peeked before the shared state is made, which a complete body never needs.
+        let mut peeked = Peeked::Nothing;
+        if !overflowed {
+            let mut cx = Context::from_waker(Waker::noop());
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Pending => {}
+                Poll::Ready(None) => return Self::whole(Bytes::new()),
+                Poll::Ready(Some(Err(error))) => peeked = Peeked::Error(error.into()),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) => {
+                        let bytes = data.copy_to_bytes(data.remaining());
+                        if body.is_end_stream() {
+                            return Self::whole(bytes);
+                        }
+                        peeked = Peeked::Data(bytes);
+                    }
+                    Err(frame) => peeked = Peeked::Trailers(frame.into_trailers().ok()),
+                },
+            }
+        }
         let mut state = Streamed {
             body,
             chunks: Vec::new(),
             buffered: 0,
             cap,
             frames_read: 0,
-            // A body announced as larger than the cap is never buffered.
-            overflowed: hint.lower() > cap as u64,
+            overflowed,
             ended: false,
             trailers: None,
             failed: false,
             pending_error: None,
             peeked: None,
         };
-        if !state.overflowed {
-            let mut cx = Context::from_waker(Waker::noop());
-            match Pin::new(&mut state.body).poll_frame(&mut cx) {
-                Poll::Pending => {}
-                Poll::Ready(None) => return Self::whole(Bytes::new()),
-                Poll::Ready(Some(Err(error))) => state.pending_error = Some(error.into()),
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(mut data) => {
-                        let bytes = data.copy_to_bytes(data.remaining());
-                        if state.body.is_end_stream() {
-                            return Self::whole(bytes);
-                        }
-                        state.record(&bytes);
-                        if state.overflowed {
-                            state.peeked = Some(bytes);
-                        }
-                    }
-                    Err(frame) => {
-                        state.trailers = frame.into_trailers().ok();
-                        state.ended = true;
-                    }
-                },
+        match peeked {
+            Peeked::Nothing => {}
+            Peeked::Error(error) => state.pending_error = Some(error),
+            Peeked::Data(bytes) => {
+                state.record(&bytes);
+                if state.overflowed {
+                    state.peeked = Some(bytes);
+                }
+            }
+            Peeked::Trailers(trailers) => {
+                state.trailers = trailers;
+                state.ended = true;
             }
         }
         Self {
@@ -144,6 +155,14 @@ where
             },
         }
     }
+}
+
+/// What [`ReplayBody::new`] found when it polled a body once.
+enum Peeked {
+    Nothing,
+    Data(Bytes),
+    Trailers(Option<HeaderMap>),
+    Error(BoxError),
 }
 
 impl<B> ReplayBody<B> {

@@ -12,6 +12,7 @@ use seawall_core::{CallTime, Classify, FailureKind};
 use tower::Service;
 
 use crate::budget::RetryBudget;
+use crate::copy::RequestCopy;
 use crate::error::RetryError;
 use crate::future::ResponseFuture;
 use crate::policy::{RetryPolicy, RetryState, StopReason};
@@ -140,17 +141,6 @@ impl<S, C> Retry<S, C> {
     }
 }
 
-/// A copy of `request` for another attempt: same head, same extensions, a fresh body reader.
-pub(crate) fn copy_request<B>(request: &Request<ReplayBody<B>>) -> Request<ReplayBody<B>> {
-    let mut copy = Request::new(request.body().clone());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    *copy.extensions_mut() = request.extensions().clone();
-    copy
-}
-
 impl<S, C, B, ResBody> Service<Request<B>> for Retry<S, C>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
@@ -178,7 +168,7 @@ where
         }
         let may_resend = shared.policy.idempotency.allows(&request);
         let request = request.map(|body| ReplayBody::new(body, shared.policy.max_replay_bytes));
-        let next = (shared.policy.max_attempts > 1).then(|| copy_request(&request));
+        let next = (shared.policy.max_attempts > 1).then(|| RequestCopy::new(&request));
         let future = self.inner.call(request);
         ResponseFuture::new(future, next, Arc::clone(&self.bound), may_resend, now)
     }

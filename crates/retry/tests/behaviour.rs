@@ -541,6 +541,79 @@ async fn every_attempt_sends_the_same_body() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn every_attempt_sends_the_same_head() {
+    type Head = (
+        http::Method,
+        http::Uri,
+        http::Version,
+        Vec<(String, Vec<u8>, bool)>,
+    );
+    let heads: Arc<Mutex<Vec<Head>>> = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicU32::new(0));
+    let upstream = service_fn({
+        let (heads, calls) = (Arc::clone(&heads), Arc::clone(&calls));
+        move |req: Request<Body>| {
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(name, value)| {
+                    let bytes = value.as_bytes().to_vec();
+                    (name.to_string(), bytes, value.is_sensitive())
+                })
+                .collect();
+            let head = (
+                req.method().clone(),
+                req.uri().clone(),
+                req.version(),
+                headers,
+            );
+            heads.lock().unwrap().push(head);
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { Ok::<_, Infallible>(status(if n < 2 { 503 } else { 200 }, &[])) }
+        }
+    });
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let mut token = http::HeaderValue::from_static("Bearer t0k3n");
+    token.set_sensitive(true);
+    let request = Request::delete("https://user@api.test:8443/items/7?force=true&note=a%20b")
+        .version(http::Version::HTTP_2)
+        .header("accept", "application/json")
+        .header("x-trace", "first")
+        .header("authorization", token)
+        .header("x-trace", "second")
+        .header(
+            "x-opaque",
+            http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let expected = {
+        let headers = request.headers().iter();
+        let headers = headers
+            .map(|(name, value)| {
+                (
+                    name.to_string(),
+                    value.as_bytes().to_vec(),
+                    value.is_sensitive(),
+                )
+            })
+            .collect::<Vec<_>>();
+        (
+            request.method().clone(),
+            request.uri().clone(),
+            request.version(),
+            headers,
+        )
+    };
+    let response = layer.layer(upstream).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(*heads.lock().unwrap(), vec![expected; 3]);
+}
+
 #[test]
 fn every_invalid_setting_is_a_config_error_naming_its_field() {
     let cases: Vec<(&str, seawall_retry::RetryBuilder)> = vec![
