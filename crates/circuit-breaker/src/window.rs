@@ -196,7 +196,8 @@ pub(crate) struct CountWindow {
     /// the window is clean. One word, so a success reads both with one load.
     flagged: AtomicU64,
     /// Successes recorded while the window was clean, ever; each thread counts its own.
-    quiet: ThreadCounter,
+    /// Boxed: its table of threads is larger than the rest of the window.
+    quiet: Box<ThreadCounter>,
     /// How many of `quiet` have been folded into `next` (or discarded by a reset).
     folded: AtomicU64,
 }
@@ -210,7 +211,7 @@ impl CountWindow {
             next: AtomicU64::new(0),
             base: AtomicU64::new(0),
             flagged: AtomicU64::new(0),
-            quiet: ThreadCounter::default(),
+            quiet: Box::default(),
             folded: AtomicU64::new(0),
         }
     }
