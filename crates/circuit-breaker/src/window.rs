@@ -180,8 +180,10 @@ fn flag_units(bits: u8) -> u64 {
 /// A success that another thread is recording as the failure arrives (it saw the window
 /// clean, and has not yet added to its cell) may be missed by that fold: it is folded in by
 /// the next one (or discarded by a reset), so the rates that failure is judged by may count
-/// at most one call fewer per other thread recording at that instant. Nothing is lost from
-/// the lifetime count.
+/// at most one call fewer per other thread recording at that instant. Of two failures racing,
+/// the one that takes the earlier index may also miss the successes the other is folding;
+/// the one that takes the later index is judged on both failures and on every success
+/// folded before (see the loom models). Nothing is lost from the lifetime count.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
