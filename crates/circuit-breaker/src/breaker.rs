@@ -480,10 +480,13 @@ impl<K: fmt::Debug> Breaker<K> {
         }
     }
 
-    /// The hot path: a closed-state call succeeded, not slowly. In a count window a success
-    /// cannot raise a rate, so the rates are evaluated only when the calls since the last
-    /// reset reach the minimum (when a rate trip first becomes possible). In a time window
-    /// old successes expiring can raise the failure rate, so there it always evaluates.
+    /// The hot path: a closed-state call succeeded, not slowly. While the window holds no
+    /// failure and no slow call no rate can trip, and the success is counted without a write
+    /// to memory other threads share (see `CountWindow`). Otherwise, in a count window a
+    /// success cannot raise a rate, so the rates are evaluated only when the calls since the
+    /// last reset reach the minimum (when a rate trip first becomes possible); in a time
+    /// window old successes expiring can raise the failure rate, so there it evaluates on
+    /// every success.
     fn record_closed_success(&self, generation: u32, now: Option<Instant>) {
         let word = Word(self.word.load(Ordering::Acquire));
         if word.generation() != generation
@@ -497,17 +500,18 @@ impl<K: fmt::Debug> Breaker<K> {
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        let may_trip = self.window.record_success(now, self.config.minimum_calls);
-        if may_trip && word.state() == State::Closed {
-            self.trip_if_over(word, now);
+        if let Some(totals) = self.window.record_success(now, self.config.minimum_calls)
+            && word.state() == State::Closed
+        {
+            self.trip_if_over(word, now, totals);
         }
     }
 
-    /// Trips the closed breaker if its window's rates call for it. Out of line: a count
-    /// window gets here once per reset, a time window on every call.
+    /// Trips the closed breaker if the window's `totals` call for it. Out of line: a count
+    /// window gets here once per reset, a time window on the successes while it holds a
+    /// failure or a slow call.
     #[inline(never)]
-    fn trip_if_over(&self, word: Word, now: Option<Instant>) {
-        let totals = self.window.totals(now.unwrap_or_else(Instant::now));
+    fn trip_if_over(&self, word: Word, now: Option<Instant>, totals: WindowTotals) {
         if let Some(reason) = self.trip_reason(0, totals) {
             self.trip(word, now.unwrap_or_else(Instant::now), reason, None);
         }
@@ -807,6 +811,134 @@ mod loom_tests {
         let breaker = model_breaker(permits, successes);
         breaker.enter_open_elapsed();
         breaker
+    }
+
+    /// Explores the interleavings of `model` with at most three preemptions each: the
+    /// failure path takes enough steps that an unbounded search does not finish.
+    fn model_bounded(model: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(model);
+    }
+
+    /// A closed breaker that trips only on the failure rate: `percent` of a count window of
+    /// `size`, from `minimum` calls.
+    fn rate_breaker(size: u32, minimum: u32, percent: f64) -> Arc<Breaker<()>> {
+        let config = Config {
+            consecutive_failures: None,
+            failure_rate: Some(percent),
+            window: crate::config::Window::Count(size),
+            minimum_calls: minimum,
+            ..Config::default()
+        };
+        Arc::new(Breaker::new((), Arc::new(config), 1))
+    }
+
+    fn call(breaker: &Breaker<()>, verdict: Verdict) {
+        let admission = breaker.try_acquire().expect("closed");
+        breaker.record(admission, verdict, None);
+    }
+
+    const FAILED: Verdict = Verdict::Failure {
+        slow: false,
+        open_for: None,
+    };
+    const SUCCEEDED: Verdict = Verdict::Success { slow: false };
+
+    /// Each of `verdicts` recorded on a thread of its own (unless the breaker has opened by
+    /// then), the threads joined.
+    fn race(breaker: &Arc<Breaker<()>>, verdicts: &[Verdict]) {
+        let threads: Vec<_> = verdicts
+            .iter()
+            .map(|&verdict| {
+                let breaker = Arc::clone(breaker);
+                thread::spawn(move || {
+                    if let Ok(admission) = breaker.try_acquire() {
+                        breaker.record(admission, verdict, None);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    }
+
+    /// A success on the clean window's path (counted in its thread's cell) races a failure
+    /// on another thread. The successes recorded before both count in the failure's
+    /// judgment whatever the interleaving, so the breaker never trips (25 % or 33 %, under
+    /// 50 %); and once both are done, no success is lost or counted twice.
+    #[test]
+    fn loom_a_clean_window_success_racing_a_failure_is_never_lost() {
+        model_bounded(|| {
+            let breaker = rate_breaker(4, 2, 50.0);
+            call(&breaker, SUCCEEDED);
+            call(&breaker, SUCCEEDED);
+            race(&breaker, &[SUCCEEDED, FAILED]);
+            assert_eq!(breaker.state(), State::Closed);
+            assert_eq!(
+                breaker.window.totals(Instant::now()),
+                WindowTotals {
+                    calls: 4,
+                    failures: 1,
+                    slow: 0
+                }
+            );
+            assert_eq!(breaker.window.recorded(), 4);
+            assert_eq!(breaker.successes(), 3);
+        });
+    }
+
+    /// Two failures race to fold the clean window's success: whichever is judged with it
+    /// trips the breaker (1 of 2 calls failed, 50 %), exactly once.
+    #[test]
+    fn loom_failures_racing_to_fold_the_clean_window_trip_exactly_once() {
+        model_bounded(|| {
+            let breaker = rate_breaker(4, 2, 50.0);
+            call(&breaker, SUCCEEDED);
+            race(&breaker, &[FAILED, FAILED]);
+            assert_eq!(breaker.state(), State::Open);
+            assert_eq!(breaker.counters.trips.load(Ordering::SeqCst), 1);
+            assert_eq!(breaker.counters.transitions.load(Ordering::SeqCst), 1);
+            assert_eq!(breaker.successes(), 1);
+        });
+    }
+
+    /// A success that slides the window's last failure out (the window turns clean) races a
+    /// new failure (it turns dirty again): in every interleaving the window ends holding the
+    /// new failure and the successes, and the successes that follow stay on the ring until
+    /// that failure has slid out. (At most 2 of the 3 calls fail, under the 100 % rate.)
+    #[test]
+    fn loom_the_window_turning_clean_races_a_failure() {
+        model_bounded(|| {
+            let breaker = rate_breaker(3, 3, 100.0);
+            call(&breaker, FAILED);
+            call(&breaker, SUCCEEDED);
+            race(&breaker, &[SUCCEEDED, FAILED]);
+            let totals = |breaker: &Breaker<()>| breaker.window.totals(Instant::now());
+            let (calls, failures) = (3, 1);
+            assert_eq!(
+                totals(&breaker),
+                WindowTotals {
+                    calls,
+                    failures,
+                    slow: 0
+                }
+            );
+            for _ in 0..3 {
+                call(&breaker, SUCCEEDED);
+            }
+            assert_eq!(
+                totals(&breaker),
+                WindowTotals {
+                    calls,
+                    failures: 0,
+                    slow: 0
+                }
+            );
+            assert_eq!(breaker.state(), State::Closed);
+            assert_eq!(breaker.successes(), 5);
+        });
     }
 
     /// Two probes race the open-to-half-open transition and both fail: the trip's phase (when

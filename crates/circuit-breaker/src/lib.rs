@@ -56,8 +56,12 @@
 //! - **Per host** with [`per_host`](CircuitBreakerBuilder::per_host) or any key, with bounded
 //!   memory and bounded figures: the aggregate over every key, then the keys with the most
 //!   failures ([`figure_top_keys`](CircuitBreakerBuilder::figure_top_keys), default 10).
-//! - **Cheap**: the closed path is lock-free (a few atomic operations); a refusal is an `Err`
-//!   value that allocates nothing and carries when the breaker next admits.
+//! - **Cheap**: the closed path is lock-free (a few atomic operations). While a count window
+//!   holds no failure and no slow call, a success writes nothing other threads share: it is
+//!   counted in its thread's own cell, and the next failure folds those counts into the
+//!   window before it is judged (it may miss a success another thread is recording at that
+//!   very instant, which then counts toward the failure after). A refusal is an `Err` value
+//!   that allocates nothing and carries when the breaker next admits.
 //! - **Events**: every transition once, through `tracing` and
 //!   [`on_transition`](CircuitBreakerBuilder::on_transition) listeners.
 

@@ -6,7 +6,7 @@
 //! bucket per slice of time; the first call of a new slice expires the slices that fell out
 //! of the window (at most once per slice, so amortised O(1)).
 
-use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Ordering, ThreadCounter};
 use std::time::Duration;
 
 use seawall_core::Divisor;
@@ -20,6 +20,12 @@ pub(crate) struct Sample {
     pub(crate) failure: bool,
     pub(crate) slow: bool,
 }
+
+/// A plain success: neither failed nor slow.
+const SUCCESS: Sample = Sample {
+    failure: false,
+    slow: false,
+};
 
 impl Sample {
     const RECORDED: u8 = 1;
@@ -91,21 +97,27 @@ impl Window {
         }
     }
 
-    /// Records a plain success; the hot path, which reads no totals it does not need.
-    /// Returns whether the breaker must evaluate its rates: in a count window a success
-    /// cannot raise a rate, so only the one that brings the calls since the last reset up to
+    /// Records a plain success; the hot path. Returns the totals if the breaker must
+    /// evaluate its rates: only a window holding a failure or a slow call can trip (the
+    /// thresholds are above zero), and in a count window a success cannot raise a rate, so
+    /// there only the success that brings the calls since the last reset up to
     /// `minimum_calls` (making a trip possible for the first time) does; in a time window
-    /// old calls expiring can raise a rate, so every one does.
-    pub(crate) fn record_success(&self, now: Option<Instant>, minimum_calls: u32) -> bool {
-        const SUCCESS: Sample = Sample {
-            failure: false,
-            slow: false,
-        };
+    /// old calls expiring can raise a rate, so there every success in a window holding a
+    /// failure or a slow call does.
+    #[inline]
+    pub(crate) fn record_success(
+        &self,
+        now: Option<Instant>,
+        minimum_calls: u32,
+    ) -> Option<WindowTotals> {
         match self {
-            Window::Count(window) => window.record(SUCCESS) == u64::from(minimum_calls),
+            Window::Count(window) => {
+                let since_reset = window.record_success()?;
+                (since_reset == u64::from(minimum_calls)).then(|| window.totals())
+            }
             Window::Time(window) => {
-                window.record(SUCCESS, now.unwrap_or_else(Instant::now));
-                true
+                let totals = window.record(SUCCESS, now.unwrap_or_else(Instant::now));
+                (totals.failures > 0 || totals.slow > 0).then_some(totals)
             }
         }
     }
@@ -136,17 +148,60 @@ impl Window {
     }
 }
 
+/// Failures and slow calls are counted in one word, `failures:32 | slow:32`.
+const FAILURE_UNIT: u64 = 1 << 32;
+const SLOW_UNIT: u64 = 1;
+const SLOW_MASK: u64 = FAILURE_UNIT - 1;
+
+/// What an outcome adds to the word of failures and slow calls.
+fn flag_units(bits: u8) -> u64 {
+    (if bits & Sample::FAILURE != 0 {
+        FAILURE_UNIT
+    } else {
+        0
+    }) + if bits & Sample::SLOW != 0 {
+        SLOW_UNIT
+    } else {
+        0
+    }
+}
+
+/// The last `n` calls.
+///
+/// While the window holds no failure and no slow call (it is *clean*), a plain success is
+/// counted only in its thread's own cell of `quiet`: it reads the shared word of failures and
+/// slow calls and writes nothing another thread reads or writes. Which slots the clean
+/// window's successes took does not matter, since all of them are successes; what matters is
+/// how many there were. So the first failure or slow call after them *folds* them into the
+/// ring (advances it by their count, placing a success in each slot it passes) before it
+/// takes its own slot, and the window then slides one call at a time as before, until the
+/// last failure or slow call slides out and it is clean again.
+///
+/// A success that another thread is recording as the failure arrives (it saw the window
+/// clean, and has not yet added to its cell) may be missed by that fold: it is folded in by
+/// the next one (or discarded by a reset), so the rates that failure is judged by may count
+/// at most one call fewer per other thread recording at that instant. Of two failures racing,
+/// the one that takes the earlier index may also miss the successes the other is folding;
+/// the one that takes the later index is judged on both failures and on every success
+/// folded before (see the loom models). Nothing is lost from the lifetime count.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     /// The window's size, as a divisor that finds a call's slot without a division.
     slot_of: Divisor,
-    /// Calls ever recorded; the next call's slot is `next % len`.
+    /// Calls ever placed in the ring (the clean window's successes when they are folded);
+    /// the next call's slot is `next % len`.
     next: AtomicU64,
     /// `next` at the last reset: the window holds the calls since.
     base: AtomicU64,
-    failures: AtomicU32,
-    slow: AtomicU32,
+    /// The failed and the slow calls in the slots (`FAILURE_UNIT`, `SLOW_UNIT`); zero when
+    /// the window is clean. One word, so a success reads both with one load.
+    flagged: AtomicU64,
+    /// Successes recorded while the window was clean, ever; each thread counts its own.
+    /// Boxed: its table of threads is larger than the rest of the window.
+    quiet: Box<ThreadCounter>,
+    /// How many of `quiet` have been folded into `next` (or discarded by a reset).
+    folded: AtomicU64,
 }
 
 impl CountWindow {
@@ -157,79 +212,147 @@ impl CountWindow {
             slot_of: Divisor::new(u64::from(size)),
             next: AtomicU64::new(0),
             base: AtomicU64::new(0),
-            failures: AtomicU32::new(0),
-            slow: AtomicU32::new(0),
+            flagged: AtomicU64::new(0),
+            quiet: Box::default(),
+            folded: AtomicU64::new(0),
         }
     }
 
-    /// Records one call and returns the calls since the last reset, which keeps counting
-    /// once the window is full (the window's own count of calls is in its totals).
+    /// Records a plain success. Returns the calls since the last reset if the window is not
+    /// clean, `None` if it is (and the success was counted in the thread's own cell).
+    #[inline]
+    fn record_success(&self) -> Option<u64> {
+        if self.flagged.load(Ordering::Relaxed) == 0 {
+            self.quiet.add(1);
+            return None;
+        }
+        Some(self.record(SUCCESS))
+    }
+
+    /// Records one call in the ring and returns the calls since the last reset, which keeps
+    /// counting once the window is full (the window's own count of calls is in its totals).
     fn record(&self, sample: Sample) -> u64 {
-        let index = self.next.fetch_add(1, Ordering::Relaxed);
         let bits = sample.bits();
+        // Each call takes its index with release and acquire, so that the call that takes
+        // the later index is judged on the outcome of the one before it (its failure is
+        // counted before it takes its index) as well as on its own.
+        let index = if bits == SUCCESS.bits() {
+            let index = self.next.fetch_add(1, Ordering::AcqRel);
+            self.place(index, bits);
+            index
+        } else {
+            // Counted before anything else: from here on the window is not clean, so
+            // successes come through the ring and the clean window's ones can be folded in
+            // ahead of this call. Counted before it enters its slot, too, so that whoever
+            // swaps it out again (a later call or a reset) takes away a count already made:
+            // the totals never go below zero, where they would read as `u32::MAX`.
+            self.flagged.fetch_add(flag_units(bits), Ordering::Relaxed);
+            self.fold();
+            let index = self.next.fetch_add(1, Ordering::AcqRel);
+            self.swap_in(index, bits);
+            index
+        };
+        (index + 1).saturating_sub(self.base.load(Ordering::Relaxed))
+    }
+
+    /// Puts the outcome `bits` in the slot of call `index`.
+    fn place(&self, index: u64, bits: u8) {
         // The remainder is below the size, a u32, so it fits every usize this builds for.
         let slot = &self.slots[self.slot_of.remainder(index) as usize];
         // In the steady state the displaced outcome is the same as the new one; skipping the
-        // write then saves an atomic read-modify-write on the hot path. A writer racing for
-        // the same slot leaves its own outcome there, and the totals still match the slots,
-        // since every change goes through the swap below.
+        // write then saves an atomic read-modify-write. A writer racing for the same slot
+        // leaves its own outcome there, and the totals still match the slots, since every
+        // change goes through the swap below.
         if slot.load(Ordering::Acquire) != bits {
-            // Counted before it enters the slot, so that whoever swaps it out again (a later
-            // call or a reset) takes away a count already made: the totals never go below
-            // zero, where they would read as `u32::MAX`.
-            raise(&self.failures, bits, Sample::FAILURE);
-            raise(&self.slow, bits, Sample::SLOW);
-            let old = slot.swap(bits, Ordering::AcqRel);
-            lower(&self.failures, old, Sample::FAILURE);
-            lower(&self.slow, old, Sample::SLOW);
+            let units = flag_units(bits);
+            if units != 0 {
+                self.flagged.fetch_add(units, Ordering::Relaxed);
+            }
+            self.swap_in(index, bits);
         }
-        (index + 1).saturating_sub(self.base.load(Ordering::Relaxed))
+    }
+
+    /// Swaps `bits`, already counted, into the slot of call `index`, and takes away the
+    /// count of the outcome it displaces. The swap that stores an outcome releases its count,
+    /// so the swap that later takes it out sees it.
+    fn swap_in(&self, index: u64, bits: u8) {
+        let slot = &self.slots[self.slot_of.remainder(index) as usize];
+        let units = flag_units(slot.swap(bits, Ordering::AcqRel));
+        if units != 0 {
+            self.flagged.fetch_sub(units, Ordering::Relaxed);
+        }
+    }
+
+    /// Claims the quiet successes not yet folded: each is claimed by one caller only.
+    /// Returns how many.
+    fn claim_quiet(&self) -> u64 {
+        let quiet = self.quiet.total();
+        let folded = self.folded.fetch_max(quiet, Ordering::AcqRel);
+        quiet.saturating_sub(folded)
+    }
+
+    /// Places the clean window's successes in the ring, ahead of the call that follows.
+    fn fold(&self) {
+        let count = self.claim_quiet();
+        if count == 0 {
+            return;
+        }
+        let start = self.next.fetch_add(count, Ordering::AcqRel);
+        let end = start + count;
+        // Only the last `len` of them are still in the window.
+        let len = self.slots.len() as u64;
+        for index in start.max(end.saturating_sub(len))..end {
+            self.place(index, SUCCESS.bits());
+        }
     }
 
     fn totals(&self) -> WindowTotals {
         let len = self.slots.len() as u64;
+        // The quiet successes not folded yet are in the window too (they are the newest
+        // calls only if no failure came since, which would have folded them).
+        let quiet = self
+            .quiet
+            .total()
+            .saturating_sub(self.folded.load(Ordering::Acquire));
         let since_reset = self
             .next
             .load(Ordering::Relaxed)
-            .saturating_sub(self.base.load(Ordering::Relaxed));
+            .saturating_sub(self.base.load(Ordering::Relaxed))
+            .saturating_add(quiet);
         let calls = u32::try_from(since_reset.min(len)).unwrap_or(u32::MAX);
+        let flagged = self.flagged.load(Ordering::Relaxed);
         // Calls in flight through a reset can be counted on one side of it and their outcome
         // on the other; a rate never reads above 100 % for it.
         WindowTotals {
             calls,
-            failures: self.failures.load(Ordering::Relaxed).min(calls),
-            slow: self.slow.load(Ordering::Relaxed).min(calls),
+            failures: u32::try_from(flagged >> 32).unwrap_or(u32::MAX).min(calls),
+            slow: u32::try_from(flagged & SLOW_MASK)
+                .unwrap_or(u32::MAX)
+                .min(calls),
         }
     }
 
+    /// Calls ever recorded, across resets.
     fn recorded(&self) -> u64 {
-        self.next.load(Ordering::Relaxed)
+        // In this order a fold in between is missed rather than counted twice.
+        let next = self.next.load(Ordering::Relaxed);
+        let folded = self.folded.load(Ordering::Acquire);
+        next.saturating_add(self.quiet.total().saturating_sub(folded))
     }
 
     fn reset(&self) {
+        // The quiet successes so far leave the window with the rest: they are counted as
+        // placed, in no slot.
+        let discarded = self.claim_quiet();
+        self.next.fetch_add(discarded, Ordering::Relaxed);
         for slot in self.slots.iter() {
-            let old = slot.swap(0, Ordering::AcqRel);
-            lower(&self.failures, old, Sample::FAILURE);
-            lower(&self.slow, old, Sample::SLOW);
+            let units = flag_units(slot.swap(0, Ordering::AcqRel));
+            if units != 0 {
+                self.flagged.fetch_sub(units, Ordering::Relaxed);
+            }
         }
         self.base
             .store(self.next.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-}
-
-/// Counts `flag` of an outcome about to be swapped into a slot. The swap that stores the
-/// outcome releases this count, so the swap that later takes the outcome out sees it.
-fn raise(counter: &AtomicU32, new: u8, flag: u8) {
-    if new & flag != 0 {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Takes away the count of `flag` of an outcome just swapped out of a slot. Each stored
-/// value is swapped out exactly once, so at rest the totals equal the slots.
-fn lower(counter: &AtomicU32, old: u8, flag: u8) {
-    if old & flag != 0 {
-        counter.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -500,6 +623,106 @@ mod tests {
         );
         window.reset();
         assert_eq!(window.totals(), WindowTotals::default());
+    }
+
+    /// While the window holds no failure and no slow call, successes go to their threads'
+    /// cells and the ring stands still; the first failure folds them in ahead of itself, the
+    /// successes that follow take the ring until it has slid out, and then the window is
+    /// clean again. A slow success dirties it as a failure does; a reset discards the quiet
+    /// successes from the window, not from the lifetime count.
+    #[test]
+    fn a_clean_count_window_counts_successes_per_thread_until_a_failure_folds_them_in() {
+        let window = CountWindow::new(4);
+        let totals = |calls, failures, slow| WindowTotals {
+            calls,
+            failures,
+            slow,
+        };
+        for _ in 0..3 {
+            assert_eq!(window.record_success(), None);
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for _ in 0..2 {
+                    assert_eq!(window.record_success(), None);
+                }
+            });
+        });
+        assert_eq!(
+            window.next.load(Ordering::Relaxed),
+            0,
+            "the ring stood still"
+        );
+        assert_eq!(window.totals(), totals(4, 0, 0));
+        assert_eq!(window.recorded(), 5);
+
+        // The five successes are folded in first: the failure is the sixth call.
+        assert_eq!(window.record(FAIL), 6);
+        assert_eq!(window.totals(), totals(4, 1, 0));
+        for since_reset in 7..=9 {
+            assert_eq!(window.record_success(), Some(since_reset));
+            assert_eq!(window.totals(), totals(4, 1, 0));
+        }
+        // The fourth success after it slides it out.
+        assert_eq!(window.record_success(), Some(10));
+        assert_eq!(window.totals(), totals(4, 0, 0));
+        assert_eq!(window.record_success(), None);
+        assert_eq!(window.next.load(Ordering::Relaxed), 10);
+        assert_eq!(window.recorded(), 11);
+
+        const SLOW_OK: Sample = Sample {
+            failure: false,
+            slow: true,
+        };
+        assert_eq!(window.record(SLOW_OK), 12);
+        assert_eq!(window.totals(), totals(4, 0, 1));
+        assert_eq!(window.record_success(), Some(13));
+
+        assert_eq!(window.record_success(), Some(14));
+        assert_eq!(window.record_success(), Some(15));
+        assert_eq!(
+            window.record_success(),
+            Some(16),
+            "slides the slow call out"
+        );
+        assert_eq!(window.record_success(), None);
+        assert_eq!(window.totals(), totals(4, 0, 0));
+        window.reset();
+        assert_eq!(window.totals(), WindowTotals::default());
+        assert_eq!(window.recorded(), 17);
+        assert_eq!(
+            window.record(FAIL),
+            1,
+            "the discarded successes are not folded"
+        );
+    }
+
+    /// A fold of more successes than the window holds leaves exactly the window's size of
+    /// them, and takes out the failures they slide past.
+    #[test]
+    fn a_fold_longer_than_the_window_slides_every_older_outcome_out() {
+        let window = CountWindow::new(3);
+        window.record(FAIL);
+        window.record(OK);
+        window.record(OK);
+        window.record(OK);
+        assert_eq!(window.totals().failures, 0);
+        for _ in 0..5 {
+            assert_eq!(window.record_success(), None);
+        }
+        // An outcome the clean window did not count (as a writer racing for a slot can
+        // leave): the fold slides past it, and takes it out.
+        window.flagged.fetch_add(FAILURE_UNIT, Ordering::Relaxed);
+        window.slots[0].store(FAIL.bits(), Ordering::Relaxed);
+        assert_eq!(window.record(FAIL), 10);
+        assert_eq!(
+            window.totals(),
+            WindowTotals {
+                calls: 3,
+                failures: 1,
+                slow: 0
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]

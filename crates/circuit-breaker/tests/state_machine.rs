@@ -456,3 +456,121 @@ async fn time_window_forgets_old_failures() {
     assert_eq!((stats.window.calls, stats.window.failures), (4, 1));
     assert_eq!(stats.state, State::Closed);
 }
+
+/// Successes on two other threads while the window is clean (each counted in its own
+/// thread's cell), then failures here: every success counts toward the minimum and the rate,
+/// so the breaker trips at exactly the failure that makes half of the last 10 calls fail.
+#[tokio::test(start_paused = true)]
+async fn clean_window_successes_on_other_threads_count_toward_rate_and_minimum() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .no_consecutive_failures()
+        .failure_rate(50.0)
+        .count_window(10)
+        .minimum_calls(8)
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..3 {
+                    let guard = layer.guard(&()).unwrap();
+                    guard.record_outcome(seawall_core::Outcome::Success);
+                }
+            });
+        }
+    });
+    assert_eq!(handle.stats()[0].window.calls, 6);
+    assert_eq!(handle.stats()[0].successes, 6);
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    // (calls, failures) after each failure: 7 and 8 calls are under 50 %; the ninth call
+    // makes 3 of 9, the tenth 4 of 10; the eleventh slides a success out: 5 of 10.
+    let steps = [(7, 1), (8, 2), (9, 3), (10, 4)];
+    for (calls, failures) in steps {
+        assert_eq!(send(&service, Script::Status(500)).await.unwrap(), 500);
+        let stats = &handle.stats()[0];
+        assert_eq!(
+            (stats.window.calls, stats.window.failures),
+            (calls, failures)
+        );
+        assert_eq!(stats.state, State::Closed);
+    }
+    assert_eq!(send(&service, Script::Status(500)).await.unwrap(), 500);
+    assert_eq!(handle.state(&()), State::Open);
+    assert_eq!(
+        take(&events),
+        vec![(State::Closed, State::Open, Reason::FailureRate(50.0))]
+    );
+    let stats = &handle.stats()[0];
+    assert_eq!((stats.successes, stats.failures), (6, 5));
+}
+
+/// The minimum counts the clean window's successes from every thread: with 3 successes on
+/// other threads and a minimum of 4, the first failure is judged on 4 calls (25 %), and the
+/// second on 5 (40 %); at a 40 % threshold it trips there.
+#[tokio::test(start_paused = true)]
+async fn the_minimum_counts_clean_window_successes_from_every_thread() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .no_consecutive_failures()
+        .failure_rate(40.0)
+        .count_window(10)
+        .minimum_calls(4)
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    std::thread::scope(|scope| {
+        for successes in [1, 2] {
+            let layer = &layer;
+            scope.spawn(move || {
+                for _ in 0..successes {
+                    let guard = layer.guard(&()).unwrap();
+                    guard.record_outcome(seawall_core::Outcome::Success);
+                }
+            });
+        }
+    });
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    assert_eq!(send(&service, Script::Status(503)).await.unwrap(), 503);
+    assert_eq!(handle.state(&()), State::Closed, "1 of 4: 25 %");
+    assert_eq!(send(&service, Script::Status(503)).await.unwrap(), 503);
+    assert_eq!(
+        take(&events),
+        vec![(State::Closed, State::Open, Reason::FailureRate(40.0))]
+    );
+}
+
+/// A time window's success that expires older successes can raise the rate over the
+/// threshold: it is evaluated whenever the window holds a failure.
+#[tokio::test(start_paused = true)]
+async fn a_time_window_success_that_expires_older_successes_trips() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .no_consecutive_failures()
+        .failure_rate(50.0)
+        .time_window(secs(10), 10)
+        .minimum_calls(2)
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    for _ in 0..2 {
+        assert_eq!(send(&service, Script::Status(200)).await.unwrap(), 200);
+    }
+    advance(secs(5)).await;
+    assert_eq!(send(&service, Script::Status(500)).await.unwrap(), 500);
+    assert_eq!(handle.state(&()), State::Closed, "1 of 3: 33 %");
+    // At 10 s the two successes of second 0 leave the window: this success is judged with
+    // the failure, 1 of 2.
+    advance(secs(5)).await;
+    assert_eq!(send(&service, Script::Status(200)).await.unwrap(), 200);
+    assert_eq!(handle.state(&()), State::Open);
+    assert_eq!(
+        take(&events),
+        vec![(State::Closed, State::Open, Reason::FailureRate(50.0))]
+    );
+}
