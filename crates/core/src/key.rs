@@ -3,13 +3,12 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
 use http::{Extensions, HeaderMap, Method, Request, Uri, header};
 use tokio::time::Instant;
 
-use crate::keyed::KeyedMap;
+use crate::keyed::{KeyRef, KeyedMap};
 
 /// The parts of a request a key is taken from: everything but the body, so that one
 /// extractor serves every body type.
@@ -65,14 +64,14 @@ pub trait KeyExtractor {
     /// The default extracts the key and looks it up. An extractor that can compare a request
     /// with a stored key without building one overrides it, so that the steady state (a key
     /// already held) costs no allocation and no reference count: [`ByHost`] does.
-    fn entry<V>(
+    fn entry<V: Send + Sync + 'static>(
         &self,
         head: &RequestHead<'_>,
         map: &KeyedMap<Self::Key, V>,
         now: Instant,
         make: impl FnOnce(&Self::Key) -> V,
         keep: impl Fn(&V) -> bool,
-    ) -> Arc<V> {
+    ) -> KeyRef<V> {
         entry_by_key(self.extract(head), map, now, make, keep)
     }
 }
@@ -84,9 +83,10 @@ fn entry_by_key<K, V>(
     now: Instant,
     make: impl FnOnce(&K) -> V,
     keep: impl Fn(&V) -> bool,
-) -> Arc<V>
+) -> KeyRef<V>
 where
-    K: Clone + Eq + Hash,
+    K: Clone + Eq + Hash + Send + 'static,
+    V: Send + Sync + 'static,
 {
     map.get_or_insert_by(&key, || key.clone(), now, make, keep)
 }
@@ -252,14 +252,14 @@ impl KeyExtractor for ByHost {
         HostKey { scheme, authority }
     }
 
-    fn entry<V>(
+    fn entry<V: Send + Sync + 'static>(
         &self,
         head: &RequestHead<'_>,
         map: &KeyedMap<HostKey, V>,
         now: Instant,
         make: impl FnOnce(&HostKey) -> V,
         keep: impl Fn(&V) -> bool,
-    ) -> Arc<V> {
+    ) -> KeyRef<V> {
         match HostKeyView::of(head.uri) {
             Some(view) => map.get_or_insert_by(&view, || self.extract(head), now, make, keep),
             None => entry_by_key(self.extract(head), map, now, make, keep),

@@ -72,5 +72,5 @@ pub use figures::{Figure, FigureKind, FigureSource, KeyLabel};
 pub use hints::{HintPolicy, HintPolicyBuilder, ResetFormat, ServerHints};
 pub use idempotency::{IDEMPOTENCY_KEY, Idempotency, is_idempotent_method};
 pub use key::{ByHost, Global, HostKey, KeyExtractor, RequestHead};
-pub use keyed::{KeyLimits, KeyedMap};
+pub use keyed::{KeyLimits, KeyRef, KeyState, KeyedMap};
 pub use sliding::SlidingCount;

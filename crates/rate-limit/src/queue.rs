@@ -544,14 +544,14 @@ mod loom_tests {
         }
     }
 
-    fn entry() -> Arc<KeyEntry<InMemoryStore>> {
+    fn entry() -> KeyRef<KeyEntry<InMemoryStore>> {
         let context = Arc::new(Context {
             origin: Instant::now(),
             hints: None,
             pauses: std::sync::atomic::AtomicU64::new(0),
             aging: None,
         });
-        Arc::new(KeyEntry::new(crate::gcra::GcraCells::new(1), 0, context))
+        seawall_core::KeyState::detached(KeyEntry::new(crate::gcra::GcraCells::new(1), 0, context))
     }
 
     fn join(entry: &KeyEntry<InMemoryStore>, now: Instant) -> Place {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use seawall_core::admission::hold_back;
-use seawall_core::{CallTime, KeyExtractor, RequestHead};
+use seawall_core::{CallTime, KeyExtractor, KeyRef, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -126,7 +126,7 @@ where
     pub(crate) fn call_entry<ReqBody, ResBody>(
         &mut self,
         request: Request<ReqBody>,
-        entry: Arc<KeyEntry<St>>,
+        entry: KeyRef<KeyEntry<St>>,
         cost: u32,
         now: Instant,
     ) -> ResponseFuture<S, ReqBody, X::Key, St>
@@ -217,7 +217,7 @@ where
     fn queued<ReqBody>(
         &mut self,
         request: Request<ReqBody>,
-        entry: Arc<KeyEntry<St>>,
+        entry: KeyRef<KeyEntry<St>>,
         cost: u32,
         now: Instant,
         attempt: Option<St::Future>,
@@ -249,7 +249,7 @@ where
     fn wait_or_refuse<ReqBody>(
         &mut self,
         request: Request<ReqBody>,
-        entry: Arc<KeyEntry<St>>,
+        entry: KeyRef<KeyEntry<St>>,
         cost: u32,
         now: Instant,
         head_wait: Duration,
