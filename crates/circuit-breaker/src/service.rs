@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use seawall_core::admission::AdmissionScope;
-use seawall_core::{CallTime, Classify, KeyExtractor, KeyRef, KeyedMap, RequestHead};
+use seawall_core::{CallKey, CallTime, Classify, KeyExtractor, KeyRef, KeyedMap, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -209,6 +209,8 @@ where
         // Held until the layers below have been called, so that they share this reading. A
         // single breaker that times nothing reads no clock.
         let call_time = self.breakers.needs_clock().then(CallTime::enter);
+        // Held as long: the layers below keyed by host find the key this one finds.
+        let _call_key = CallKey::enter();
         let now = call_time.as_ref().map(|(now, _)| *now);
         match self.breakers.acquire(&self.extractor, &request, now) {
             Err(open) => ResponseFuture::rejected(open),

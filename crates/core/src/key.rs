@@ -8,6 +8,7 @@ use http::uri::{Authority, Scheme};
 use http::{Extensions, HeaderMap, Method, Request, Uri, header};
 use tokio::time::Instant;
 
+use crate::call_key;
 use crate::keyed::{KeyRef, KeyedMap};
 
 /// The parts of a request a key is taken from: everything but the body, so that one
@@ -260,10 +261,23 @@ impl KeyExtractor for ByHost {
         make: impl FnOnce(&HostKey) -> V,
         keep: impl Fn(&V) -> bool,
     ) -> KeyRef<V> {
-        match HostKeyView::of(head.uri) {
+        // An enclosing layer keyed by host found this request's key: this thread finds its
+        // own state for it by that key's number, without taking the authority apart.
+        let shared = call_key::shared(head.uri);
+        if let Some(via) = shared
+            && let Some(state) = map.cached_via(via, now)
+        {
+            return state;
+        }
+        let state = match HostKeyView::of(head.uri) {
             Some(view) => map.get_or_insert_by(&view, || self.extract(head), now, make, keep),
             None => entry_by_key(self.extract(head), map, now, make, keep),
+        };
+        match shared {
+            Some(via) => map.note_via(&state, via),
+            None => call_key::share(head.uri, state.serial()),
         }
+        state
     }
 }
 
@@ -378,6 +392,42 @@ mod tests {
         assert_eq!(made.get(), 5);
         assert_eq!(state_of("http://[::1]/"), "http://[::1]");
         assert_eq!(made.get(), 5);
+    }
+
+    /// Within one call, a layer keyed by host below another finds the state of the key the
+    /// outer layer found (by that key's number after the first time), for every host in
+    /// turn; a request with another URI met inside the same call gets its own key.
+    #[tokio::test(start_paused = true)]
+    async fn inner_layers_find_the_key_the_outer_layer_found() {
+        let outer = KeyedMap::new(crate::KeyLimits::default());
+        let inner = KeyedMap::new(crate::KeyLimits::default());
+        let state_of = |map: &KeyedMap<HostKey, String>, request: &Request<()>| {
+            let state = ByHost.entry(
+                &RequestHead::of(request),
+                map,
+                Instant::now(),
+                |key| key.to_string(),
+                |_| false,
+            );
+            (*state).clone()
+        };
+        let a = Request::get("http://A.example:80/x").body(()).expect("valid");
+        let b = Request::get("https://b.example/y").body(()).expect("valid");
+        for _ in 0..3 {
+            for (request, other, host) in [
+                (&a, &b, "http://A.example"),
+                (&b, &a, "https://b.example"),
+            ] {
+                let _scope = crate::CallKey::enter();
+                assert_eq!(state_of(&outer, request), host);
+                assert_eq!(state_of(&inner, request), host);
+                assert_ne!(state_of(&inner, other), host);
+                assert_eq!(state_of(&inner, request), host);
+            }
+        }
+        // Without a scope every lookup compares.
+        assert_eq!(state_of(&inner, &a), "http://A.example");
+        assert_eq!((outer.len(), inner.len()), (2, 2));
     }
 
     /// The fast path: a view hashes and compares as the key it stands for, for every spelling

@@ -82,6 +82,9 @@ const THREAD_CACHE: usize = 4;
 /// One key's state, shared by every thread.
 struct Shared<V> {
     value: V,
+    /// Stands for this key's state, in this map, for the life of the process (see
+    /// [`call_key`](crate::call_key)).
+    serial: u64,
     last_used_ms: AtomicU64,
     /// Set when the key leaves the map: a thread that still caches a handle on it asks the
     /// map again (and gets a fresh state) instead of using this one.
@@ -111,6 +114,7 @@ impl<V> KeyState<V> {
         Arc::new(Self {
             shared: Arc::new(Shared {
                 value,
+                serial: next_serial(),
                 last_used_ms: AtomicU64::new(0),
                 evicted: AtomicBool::new(false),
                 handles: Mutex::new(Vec::new()),
@@ -122,6 +126,12 @@ impl<V> KeyState<V> {
     /// may still hold it).
     pub fn is_evicted(&self) -> bool {
         self.shared.evicted.load(Ordering::Relaxed)
+    }
+
+    /// A number that stands for this key's state for the life of the process: another key's
+    /// state, or this key's after it left the map and came back, has another.
+    pub fn serial(&self) -> u64 {
+        self.shared.serial
     }
 
     /// Whether `self` and `other` are handles on the same key's state.
@@ -210,6 +220,15 @@ struct Cached<K, V> {
     handle: Weak<KeyState<V>>,
     /// When the key's last-use time is next due to be refreshed.
     touch_at: Instant,
+    /// The serial of the key an enclosing layer found when this thread last found this key
+    /// by comparing it (0: none), so that the next such call finds it by that number.
+    via: u64,
+}
+
+/// A fresh serial for a key's state (never 0).
+fn next_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The keys one thread used last, most recent first.
@@ -307,24 +326,55 @@ where
         let cell = self.threads.get_or_default();
         if let Ok(mut cache) = cell.try_borrow_mut()
             && let Some(cache) = cache.as_mut().and_then(|cache| cache.downcast_mut())
-            && let Some(handle) = self.cached(cache, query, now)
+            && let Some(handle) = self.cached(cache, |entry| query.equivalent(&entry.key), now)
         {
             return handle;
         }
         self.lookup(cell, query, to_key, now, make, keep)
     }
 
+    /// The calling thread's handle on the key that `via` stands for, when the thread found
+    /// that key lately under that number (see [`note_via`](Self::note_via)); `None` asks
+    /// the caller to look the key up as usual.
+    #[doc(hidden)]
+    #[inline]
+    pub fn cached_via(&self, via: u64, now: Instant) -> Option<KeyRef<V>> {
+        let cell = self.threads.get()?;
+        let mut cache = cell.try_borrow_mut().ok()?;
+        let cache = cache.as_mut()?.downcast_mut::<ThreadCache<K, V>>()?;
+        self.cached(cache, |entry| entry.via == via, now)
+    }
+
+    /// Says that `via` stands for the key of `handle`, a handle the calling thread just
+    /// looked up, so that [`cached_via`](Self::cached_via) finds it by that number.
+    #[doc(hidden)]
+    pub fn note_via(&self, handle: &KeyRef<V>, via: u64) {
+        let Some(cell) = self.threads.get() else {
+            return;
+        };
+        if let Ok(mut cache) = cell.try_borrow_mut()
+            && let Some(cache) = cache
+                .as_mut()
+                .and_then(|cache| cache.downcast_mut::<ThreadCache<K, V>>())
+            && let Some(entry) = cache
+                .entries
+                .iter_mut()
+                .find(|entry| std::ptr::eq(entry.handle.as_ptr(), Arc::as_ptr(handle)))
+        {
+            entry.via = via;
+        }
+    }
+
     /// The thread's handle on the key `query` stands for, if the thread used it lately and
     /// it is still in the map; the key's last-use time refreshed when due.
     #[inline]
-    fn cached<Q>(&self, cache: &mut ThreadCache<K, V>, query: &Q, now: Instant) -> Option<KeyRef<V>>
-    where
-        Q: papaya::Equivalent<K> + ?Sized,
-    {
-        let index = cache
-            .entries
-            .iter()
-            .position(|entry| query.equivalent(&entry.key))?;
+    fn cached(
+        &self,
+        cache: &mut ThreadCache<K, V>,
+        matches: impl Fn(&Cached<K, V>) -> bool,
+        now: Instant,
+    ) -> Option<KeyRef<V>> {
+        let index = cache.entries.iter().position(matches)?;
         let entry = &mut cache.entries[index];
         match entry.handle.upgrade() {
             Some(handle) if !handle.is_evicted() => {
@@ -376,6 +426,7 @@ where
                 let slot = map.get_or_insert_with(key.clone(), || Slot {
                     shared: Arc::new(Shared {
                         value: make(&key),
+                        serial: next_serial(),
                         last_used_ms: AtomicU64::new(now_ms),
                         evicted: AtomicBool::new(false),
                         handles: Mutex::new(Vec::new()),
@@ -402,6 +453,7 @@ where
                     key,
                     handle: Arc::downgrade(&handle),
                     touch_at: later(now, TOUCH_GRANULARITY),
+                    via: 0,
                 },
             );
         }

@@ -48,6 +48,8 @@ pub mod figures;
 pub mod hints;
 pub mod idempotency;
 pub mod key;
+#[doc(hidden)]
+pub mod call_key;
 pub mod keyed;
 pub mod sliding;
 mod structured;
@@ -60,6 +62,9 @@ pub use classify::{
 };
 // Mechanics seawall's layer crates share on their hot paths: public only so that those crates
 // can reach them, hidden from the docs, and not covered by any stability promise.
+#[doc(hidden)]
+#[doc(hidden)]
+pub use call_key::CallKey;
 #[doc(hidden)]
 pub use clock::CallTime;
 #[doc(hidden)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use seawall_core::admission::hold_back;
-use seawall_core::{CallTime, KeyExtractor, KeyRef, RequestHead};
+use seawall_core::{CallKey, CallTime, KeyExtractor, KeyRef, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -107,6 +107,8 @@ where
         let limiter = &self.limiter;
         // Held until the layer below has been called, so it shares this call's reading.
         let (now, _call_time) = CallTime::enter();
+        // Held as long: the layers below keyed by host find the key this one finds.
+        let _call_key = CallKey::enter();
         let entry = limiter.entry_for(&self.extractor, &RequestHead::of(&request), now);
         let cost = request
             .extensions()
