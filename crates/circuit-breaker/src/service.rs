@@ -209,8 +209,9 @@ where
         // Held until the layers below have been called, so that they share this reading. A
         // single breaker that times nothing reads no clock.
         let call_time = self.breakers.needs_clock().then(CallTime::enter);
-        // Held as long: the layers below keyed by host find the key this one finds.
-        let _call_key = CallKey::enter();
+        // Held as long: the layers below keyed by host find the key this one finds (a single
+        // breaker finds none, and leaves the scope to the layers below).
+        let _call_key = matches!(*self.breakers, Breakers::Keyed { .. }).then(CallKey::enter);
         let now = call_time.as_ref().map(|(now, _)| *now);
         match self.breakers.acquire(&self.extractor, &request, now) {
             Err(open) => ResponseFuture::rejected(open),

@@ -28,7 +28,10 @@ enum Scope {
     Open,
     /// The host key of the request whose authority is at `authority` was looked up: `serial`
     /// stands for it.
-    Found { authority: (usize, usize), serial: u64 },
+    Found {
+        authority: (usize, usize),
+        serial: u64,
+    },
 }
 
 thread_local! {
@@ -87,9 +90,7 @@ fn authority_of(uri: &Uri) -> Option<(usize, usize)> {
 #[inline]
 pub(crate) fn shared(uri: &Uri) -> Option<u64> {
     match CALL_KEY.get() {
-        Scope::Found { authority, serial } if Some(authority) == authority_of(uri) => {
-            Some(serial)
-        }
+        Scope::Found { authority, serial } if Some(authority) == authority_of(uri) => Some(serial),
         _ => None,
     }
 }

@@ -411,13 +411,14 @@ mod tests {
             );
             (*state).clone()
         };
-        let a = Request::get("http://A.example:80/x").body(()).expect("valid");
+        let a = Request::get("http://A.example:80/x")
+            .body(())
+            .expect("valid");
         let b = Request::get("https://b.example/y").body(()).expect("valid");
         for _ in 0..3 {
-            for (request, other, host) in [
-                (&a, &b, "http://A.example"),
-                (&b, &a, "https://b.example"),
-            ] {
+            for (request, other, host) in
+                [(&a, &b, "http://A.example"), (&b, &a, "https://b.example")]
+            {
                 let _scope = crate::CallKey::enter();
                 assert_eq!(state_of(&outer, request), host);
                 assert_eq!(state_of(&inner, request), host);

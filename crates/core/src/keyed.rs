@@ -244,6 +244,9 @@ impl<K, V> Default for ThreadCache<K, V> {
     }
 }
 
+/// A thread's `ThreadCache<K, V>`, made at its first miss.
+type ErasedCache = RefCell<Option<Box<dyn Any + Send>>>;
+
 /// A bounded concurrent map from keys to shared per-key state.
 ///
 /// Each thread keeps handles on the few keys it used last, so that the steady state of a
@@ -252,7 +255,8 @@ pub struct KeyedMap<K, V> {
     map: papaya::HashMap<K, Slot<V>, foldhash::fast::RandomState>,
     /// Each thread's cache, a `ThreadCache<K, V>` (its type erased, so that the map's own
     /// type needs no bounds beyond its methods').
-    threads: ThreadLocal<RefCell<Option<Box<dyn Any + Send>>>>,
+    /// Boxed: a `ThreadLocal` holds its buckets inline (about half a kilobyte).
+    threads: Box<ThreadLocal<ErasedCache>>,
     limits: KeyLimits,
     origin: Instant,
     last_sweep_ms: AtomicU64,
@@ -278,14 +282,13 @@ where
             map: papaya::HashMap::builder()
                 .hasher(foldhash::fast::RandomState::default())
                 .build(),
-            threads: ThreadLocal::new(),
+            threads: Box::new(ThreadLocal::new()),
             limits,
             origin: Instant::now(),
             last_sweep_ms: AtomicU64::new(0),
             sweeping: AtomicBool::new(false),
         }
     }
-
 }
 
 impl<K, V> KeyedMap<K, V>
@@ -399,7 +402,7 @@ where
     #[cold]
     fn lookup<Q>(
         &self,
-        cell: &RefCell<Option<Box<dyn Any + Send>>>,
+        cell: &ErasedCache,
         query: &Q,
         to_key: impl FnOnce() -> K,
         now: Instant,
@@ -459,7 +462,6 @@ where
         }
         handle
     }
-
 }
 
 impl<K, V> KeyedMap<K, V>
@@ -661,7 +663,10 @@ mod tests {
             scope
                 .spawn(|| {
                     let other = lookup(&map);
-                    assert!(!Arc::ptr_eq(&other, &first), "the other thread's own handle");
+                    assert!(
+                        !Arc::ptr_eq(&other, &first),
+                        "the other thread's own handle"
+                    );
                     assert!(other.same_state(&first));
                     other
                 })

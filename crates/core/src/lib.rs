@@ -39,6 +39,8 @@ pub mod classify;
 // The clock reading shared by the layers of one call: public so that seawall's layer crates
 // can reach it, hidden from the docs, and not covered by any stability promise.
 #[doc(hidden)]
+pub mod call_key;
+#[doc(hidden)]
 pub mod clock;
 mod counter;
 mod divisor;
@@ -48,8 +50,6 @@ pub mod figures;
 pub mod hints;
 pub mod idempotency;
 pub mod key;
-#[doc(hidden)]
-pub mod call_key;
 pub mod keyed;
 pub mod sliding;
 mod structured;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use seawall_core::{KeyRef, QueueWait};
 use seawall_core::admission::Readmission;
+use seawall_core::{KeyRef, QueueWait};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
