@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +10,7 @@ use http::{Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use seawall_core::admission::{AdmissionScope, Readmission};
 use seawall_core::hints::parse_retry_after;
-use seawall_core::{Classify, FailureKind, Outcome, QueueWait};
+use seawall_core::{Classify, FailureKind, KeyRef, Outcome, QueueWait};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -29,7 +28,7 @@ pub(crate) struct CallGuard<C, K: fmt::Debug> {
 
 impl<C, K: fmt::Debug> CallGuard<C, K> {
     pub(crate) fn new(
-        breaker: Arc<Breaker<K>>,
+        breaker: KeyRef<Breaker<K>>,
         admission: Admission,
         started: Option<Instant>,
         classifier: C,

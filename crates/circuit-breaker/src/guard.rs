@@ -2,11 +2,10 @@
 //! (an SDK call, a database query) by its `Result`.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::admission::Readmission;
-use seawall_core::{Classify, FailureKind, Outcome};
+use seawall_core::{Classify, FailureKind, KeyRef, Outcome};
 use tokio::time::Instant;
 
 use crate::breaker::{Admission, Breaker, Verdict};
@@ -19,7 +18,7 @@ use seawall_core::KeyExtractor;
 /// operation was cancelled) it counts as ignored, and a half-open probe gives its permit back.
 #[must_use = "a guard dropped at once records the operation as cancelled"]
 pub struct BreakerGuard<K: fmt::Debug> {
-    breaker: Arc<Breaker<K>>,
+    breaker: KeyRef<Breaker<K>>,
     admission: Admission,
     started: Option<Instant>,
     done: bool,
@@ -72,7 +71,7 @@ impl<K: fmt::Debug> BreakerGuard<K> {
     /// A guard on an admission of `breaker`'s, timed from `started` if the breaker times
     /// calls.
     pub(crate) fn new(
-        breaker: Arc<Breaker<K>>,
+        breaker: KeyRef<Breaker<K>>,
         admission: Admission,
         started: Option<Instant>,
     ) -> Self {

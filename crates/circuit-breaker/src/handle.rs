@@ -59,7 +59,7 @@ pub struct BreakerStats<K> {
     pub probe_permits_left: u32,
 }
 
-impl<K: fmt::Debug + Hash + Eq + Clone> CircuitBreakerHandle<K> {
+impl<K: fmt::Debug + Hash + Eq + Clone + Send + Sync + 'static> CircuitBreakerHandle<K> {
     pub(crate) fn new(breakers: Arc<Breakers<K>>) -> Self {
         Self { breakers }
     }
@@ -191,7 +191,7 @@ impl Series {
 
 impl<K> CircuitBreakerHandle<K>
 where
-    K: fmt::Debug + Hash + Eq + Clone + seawall_core::KeyLabel,
+    K: fmt::Debug + Hash + Eq + Clone + seawall_core::KeyLabel + Send + Sync + 'static,
 {
     /// The series to report: a single breaker's own; for a keyed layer the aggregate over
     /// every key, then the keys the configuration names, most failures first.
@@ -268,7 +268,7 @@ where
 
 impl<K> seawall_core::FigureSource for CircuitBreakerHandle<K>
 where
-    K: fmt::Debug + Hash + Eq + Clone + seawall_core::KeyLabel + Send + Sync,
+    K: fmt::Debug + Hash + Eq + Clone + seawall_core::KeyLabel + Send + Sync + 'static,
 {
     /// A single breaker's figures carry no `key` label. A keyed layer reports the aggregate
     /// over every key without a `key` label (its state gauge counts the breakers in each

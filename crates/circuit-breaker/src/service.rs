@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use seawall_core::admission::AdmissionScope;
-use seawall_core::{CallTime, Classify, KeyExtractor, KeyedMap, RequestHead};
+use seawall_core::{CallKey, CallTime, Classify, KeyExtractor, KeyRef, KeyedMap, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -19,7 +19,7 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// The breakers of one layer: a single one, or one per key.
 pub(crate) enum Breakers<K> {
-    Single(Arc<Breaker<K>>),
+    Single(KeyRef<Breaker<K>>),
     Keyed {
         map: KeyedMap<K, Breaker<K>>,
         config: Arc<Config>,
@@ -40,9 +40,9 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> fmt::Debug for Breakers<K> {
     }
 }
 
-impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
+impl<K: fmt::Debug + std::hash::Hash + Eq + Clone + Send + Sync + 'static> Breakers<K> {
     /// The breaker for `key`, created if new.
-    pub(crate) fn breaker(&self, key: &K) -> Arc<Breaker<K>> {
+    pub(crate) fn breaker(&self, key: &K) -> KeyRef<Breaker<K>> {
         self.keyed_breaker(|map, make, keep| {
             map.get_or_insert_by(key, || key.clone(), Instant::now(), make, keep)
         })
@@ -56,8 +56,8 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
             &KeyedMap<K, Breaker<K>>,
             &dyn Fn(&K) -> Breaker<K>,
             &dyn Fn(&Breaker<K>) -> bool,
-        ) -> Arc<Breaker<K>>,
-    ) -> Arc<Breaker<K>> {
+        ) -> KeyRef<Breaker<K>>,
+    ) -> KeyRef<Breaker<K>> {
         match self {
             Breakers::Single(breaker) => Arc::clone(breaker),
             Breakers::Keyed {
@@ -95,7 +95,7 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> Breakers<K> {
         extractor: &X,
         request: &Request<B>,
         now: Option<Instant>,
-    ) -> Result<(Arc<Breaker<K>>, Admission), CircuitOpen>
+    ) -> Result<(KeyRef<Breaker<K>>, Admission), CircuitOpen>
     where
         X: KeyExtractor<Key = K>,
     {
@@ -209,6 +209,9 @@ where
         // Held until the layers below have been called, so that they share this reading. A
         // single breaker that times nothing reads no clock.
         let call_time = self.breakers.needs_clock().then(CallTime::enter);
+        // Held as long: the layers below keyed by host find the key this one finds (a single
+        // breaker finds none, and leaves the scope to the layers below).
+        let _call_key = matches!(*self.breakers, Breakers::Keyed { .. }).then(CallKey::enter);
         let now = call_time.as_ref().map(|(now, _)| *now);
         match self.breakers.acquire(&self.extractor, &request, now) {
             Err(open) => ResponseFuture::rejected(open),

@@ -3,13 +3,13 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
 use http::{Extensions, HeaderMap, Method, Request, Uri, header};
 use tokio::time::Instant;
 
-use crate::keyed::KeyedMap;
+use crate::call_key;
+use crate::keyed::{KeyRef, KeyedMap};
 
 /// The parts of a request a key is taken from: everything but the body, so that one
 /// extractor serves every body type.
@@ -65,14 +65,14 @@ pub trait KeyExtractor {
     /// The default extracts the key and looks it up. An extractor that can compare a request
     /// with a stored key without building one overrides it, so that the steady state (a key
     /// already held) costs no allocation and no reference count: [`ByHost`] does.
-    fn entry<V>(
+    fn entry<V: Send + Sync + 'static>(
         &self,
         head: &RequestHead<'_>,
         map: &KeyedMap<Self::Key, V>,
         now: Instant,
         make: impl FnOnce(&Self::Key) -> V,
         keep: impl Fn(&V) -> bool,
-    ) -> Arc<V> {
+    ) -> KeyRef<V> {
         entry_by_key(self.extract(head), map, now, make, keep)
     }
 }
@@ -84,9 +84,10 @@ fn entry_by_key<K, V>(
     now: Instant,
     make: impl FnOnce(&K) -> V,
     keep: impl Fn(&V) -> bool,
-) -> Arc<V>
+) -> KeyRef<V>
 where
-    K: Clone + Eq + Hash,
+    K: Clone + Eq + Hash + Send + 'static,
+    V: Send + Sync + 'static,
 {
     map.get_or_insert_by(&key, || key.clone(), now, make, keep)
 }
@@ -252,18 +253,31 @@ impl KeyExtractor for ByHost {
         HostKey { scheme, authority }
     }
 
-    fn entry<V>(
+    fn entry<V: Send + Sync + 'static>(
         &self,
         head: &RequestHead<'_>,
         map: &KeyedMap<HostKey, V>,
         now: Instant,
         make: impl FnOnce(&HostKey) -> V,
         keep: impl Fn(&V) -> bool,
-    ) -> Arc<V> {
-        match HostKeyView::of(head.uri) {
+    ) -> KeyRef<V> {
+        // An enclosing layer keyed by host found this request's key: this thread finds its
+        // own state for it by that key's number, without taking the authority apart.
+        let shared = call_key::shared(head.uri);
+        if let Some(via) = shared
+            && let Some(state) = map.cached_via(via, now)
+        {
+            return state;
+        }
+        let state = match HostKeyView::of(head.uri) {
             Some(view) => map.get_or_insert_by(&view, || self.extract(head), now, make, keep),
             None => entry_by_key(self.extract(head), map, now, make, keep),
+        };
+        match shared {
+            Some(via) => map.note_via(&state, via),
+            None => call_key::share(head.uri, state.serial()),
         }
+        state
     }
 }
 
@@ -378,6 +392,43 @@ mod tests {
         assert_eq!(made.get(), 5);
         assert_eq!(state_of("http://[::1]/"), "http://[::1]");
         assert_eq!(made.get(), 5);
+    }
+
+    /// Within one call, a layer keyed by host below another finds the state of the key the
+    /// outer layer found (by that key's number after the first time), for every host in
+    /// turn; a request with another URI met inside the same call gets its own key.
+    #[tokio::test(start_paused = true)]
+    async fn inner_layers_find_the_key_the_outer_layer_found() {
+        let outer = KeyedMap::new(crate::KeyLimits::default());
+        let inner = KeyedMap::new(crate::KeyLimits::default());
+        let state_of = |map: &KeyedMap<HostKey, String>, request: &Request<()>| {
+            let state = ByHost.entry(
+                &RequestHead::of(request),
+                map,
+                Instant::now(),
+                |key| key.to_string(),
+                |_| false,
+            );
+            (*state).clone()
+        };
+        let a = Request::get("http://A.example:80/x")
+            .body(())
+            .expect("valid");
+        let b = Request::get("https://b.example/y").body(()).expect("valid");
+        for _ in 0..3 {
+            for (request, other, host) in
+                [(&a, &b, "http://A.example"), (&b, &a, "https://b.example")]
+            {
+                let _scope = crate::CallKey::enter();
+                assert_eq!(state_of(&outer, request), host);
+                assert_eq!(state_of(&inner, request), host);
+                assert_ne!(state_of(&inner, other), host);
+                assert_eq!(state_of(&inner, request), host);
+            }
+        }
+        // Without a scope every lookup compares.
+        assert_eq!(state_of(&inner, &a), "http://A.example");
+        assert_eq!((outer.len(), inner.len()), (2, 2));
     }
 
     /// The fast path: a view hashes and compares as the key it stands for, for every spelling

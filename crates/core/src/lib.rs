@@ -36,6 +36,10 @@
 
 pub mod admission;
 pub mod classify;
+// The key lookup shared by the layers of one call: public so that seawall's layer crates can
+// reach it, hidden from the docs, and not covered by any stability promise.
+#[doc(hidden)]
+pub mod call_key;
 pub mod clock;
 mod counter;
 mod divisor;
@@ -59,6 +63,8 @@ pub use clock::Clock;
 // Mechanics seawall's layer crates share on their hot paths: public only so that those crates
 // can reach them, hidden from the docs, and not covered by any stability promise.
 #[doc(hidden)]
+pub use call_key::CallKey;
+#[doc(hidden)]
 pub use clock::CallTime;
 #[doc(hidden)]
 pub use counter::ThreadCounter;
@@ -70,5 +76,5 @@ pub use figures::{Figure, FigureKind, FigureSource, KeyLabel};
 pub use hints::{HintPolicy, HintPolicyBuilder, ResetFormat, ServerHints};
 pub use idempotency::{IDEMPOTENCY_KEY, Idempotency, is_idempotent_method};
 pub use key::{ByHost, Global, HostKey, KeyExtractor, RequestHead};
-pub use keyed::{KeyLimits, KeyedMap};
+pub use keyed::{KeyLimits, KeyRef, KeyState, KeyedMap};
 pub use sliding::SlidingCount;

@@ -5,6 +5,7 @@
 //! authority it already carries, so recording allocates nothing once a host is known; the
 //! first request to a new host makes its entry, while the table has room.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -267,7 +268,13 @@ pub(crate) struct HostTable {
     maps: [HostMap; 3],
     /// The `_OTHER` entry, per scheme.
     others: [Arc<HostSeries>; 3],
+    /// Each thread's last host (scheme index, key, entry): a thread that sends to one host
+    /// after another finds its entry without the map's guard, hash and probe.
+    last: Box<thread_local::ThreadLocal<LastHost>>,
 }
+
+/// A thread's last host: its scheme index, its key in the map and its entry.
+type LastHost = RefCell<Option<(usize, Box<str>, Arc<HostSeries>)>>;
 
 impl HostTable {
     pub(crate) fn new(max_hosts: usize) -> Self {
@@ -278,6 +285,7 @@ impl HostTable {
             others: std::array::from_fn(|i| {
                 Arc::new(HostSeries::new(OTHER_HOST.into(), None, SCHEMES[i]))
             }),
+            last: Box::default(),
         }
     }
 
@@ -293,11 +301,26 @@ impl HostTable {
             Some((_, host)) => host,
             None => authority.as_str(),
         };
-        let map = &self.maps[index];
-        if let Some(series) = map.pin().get(key) {
+        let last = self.last.get_or_default();
+        if let Some((last_index, last_key, series)) = &*last.borrow()
+            && *last_index == index
+            && **last_key == *key
+        {
             return Arc::clone(series);
         }
-        self.insert(index, key, uri)
+        let map = &self.maps[index];
+        let series = match map.pin().get(key) {
+            Some(series) => Arc::clone(series),
+            None => self.insert(index, key, uri),
+        };
+        // Only a host's own entry is kept: a host sent to `_OTHER` while racing inserts held
+        // the last places may get one of its own later.
+        if !Arc::ptr_eq(&series, &self.others[index])
+            && let Ok(mut last) = last.try_borrow_mut()
+        {
+            *last = Some((index, key.into(), Arc::clone(&series)));
+        }
+        series
     }
 
     #[cold]
@@ -347,5 +370,43 @@ impl HostTable {
     /// Hosts with an entry of their own.
     pub(crate) fn hosts(&self) -> usize {
         self.maps.iter().map(|map| map.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread's last host is found again, and a host after it gets its own entry, whichever
+    /// came last; credentials never make another entry; a host beyond the bound is `_OTHER`
+    /// every time, not kept as the thread's last.
+    #[test]
+    fn each_request_finds_its_own_hosts_entry() {
+        let table = HostTable::new(2);
+        let uri = |text: &str| text.parse::<Uri>().expect("valid uri");
+        let a = uri("https://a.example/x");
+        let b = uri("https://b.example:8443/y");
+        let first_a = table.entry(&a);
+        for _ in 0..3 {
+            assert!(Arc::ptr_eq(&table.entry(&a), &first_a));
+            assert!(Arc::ptr_eq(&table.entry(&a), &first_a));
+            let series_b = table.entry(&b);
+            assert_eq!(
+                (&*series_b.address, series_b.port),
+                ("b.example", Some(8443))
+            );
+        }
+        let with_user = uri("https://user:secret@a.example/z");
+        assert!(Arc::ptr_eq(&table.entry(&with_user), &first_a));
+        assert!(!Arc::ptr_eq(
+            &table.entry(&uri("http://a.example/")),
+            &first_a
+        ));
+        let beyond = uri("https://c.example/");
+        for _ in 0..2 {
+            assert_eq!(&*table.entry(&beyond).address, OTHER_HOST);
+        }
+        assert!(Arc::ptr_eq(&table.entry(&a), &first_a));
+        assert_eq!(table.hosts(), 2);
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use seawall_core::QueueWait;
 use seawall_core::admission::Readmission;
+use seawall_core::{KeyRef, QueueWait};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
@@ -30,7 +30,7 @@ pub(crate) struct Queued<S, B, K, St: RateStore> {
     service: Option<S>,
     request: Option<Request<B>>,
     limiter: Arc<Limiter<K, St>>,
-    entry: Arc<KeyEntry<St>>,
+    entry: KeyRef<KeyEntry<St>>,
     cost: u32,
     /// When it was called, in nanoseconds from the limiter's origin (one word, not two).
     since: u64,
@@ -50,7 +50,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
         service: S,
         request: Request<B>,
         limiter: Arc<Limiter<K, St>>,
-        entry: Arc<KeyEntry<St>>,
+        entry: KeyRef<KeyEntry<St>>,
         cost: u32,
         since: Instant,
         attempt: Option<St::Future>,
@@ -140,14 +140,14 @@ pin_project! {
         // service is ready (the steady state) would otherwise carry its room and copy it.
         Readying {
             readying: Option<Box<(S, Request<B>)>>,
-            entry: Arc<KeyEntry<St>>,
+            entry: KeyRef<KeyEntry<St>>,
             waited: Option<Duration>,
             settling: Option<Settling<K, St>>,
         },
         Called {
             #[pin]
             future: S::Future,
-            entry: Arc<KeyEntry<St>>,
+            entry: KeyRef<KeyEntry<St>>,
             waited: Option<Duration>,
             settling: Option<Settling<K, St>>,
         },
@@ -195,7 +195,7 @@ where
 
     pub(crate) fn called(
         future: S::Future,
-        entry: Arc<KeyEntry<St>>,
+        entry: KeyRef<KeyEntry<St>>,
         settling: Option<Settling<K, St>>,
     ) -> Self {
         Self {
@@ -211,7 +211,7 @@ where
     pub(crate) fn readying(
         service: S,
         request: Request<B>,
-        entry: Arc<KeyEntry<St>>,
+        entry: KeyRef<KeyEntry<St>>,
         settling: Option<Settling<K, St>>,
     ) -> Self {
         Self {

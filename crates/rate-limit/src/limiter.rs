@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use seawall_core::{
-    CallTime, Clock, HintPolicy, KeyExtractor, KeyedMap, RequestHead, ThreadCounter,
+    CallTime, Clock, HintPolicy, KeyExtractor, KeyRef, KeyState, KeyedMap, RequestHead,
+    ThreadCounter,
 };
 use tokio::time::Instant;
 
@@ -101,7 +102,7 @@ impl Counters {
 }
 
 pub(crate) enum Entries<K, St: RateStore> {
-    Single(Arc<KeyEntry<St>>),
+    Single(KeyRef<KeyEntry<St>>),
     Keyed(KeyedMap<K, KeyEntry<St>>),
 }
 
@@ -499,7 +500,7 @@ where
         };
         if let Some((slot, tier)) = single {
             let entry = limiter.new_entry(slot, tier);
-            limiter.entries = Entries::Single(Arc::new(entry));
+            limiter.entries = Entries::Single(KeyState::detached(entry));
         }
         limiter
     }
@@ -510,7 +511,7 @@ where
         extractor: &X,
         head: &RequestHead<'_>,
         now: Instant,
-    ) -> Arc<KeyEntry<St>>
+    ) -> KeyRef<KeyEntry<St>>
     where
         X: KeyExtractor<Key = K>,
     {
@@ -520,7 +521,7 @@ where
     }
 
     /// The entry for `key` (ignored for a single-key limiter).
-    pub(crate) fn entry(&self, key: &K, now: Instant) -> Arc<KeyEntry<St>> {
+    pub(crate) fn entry(&self, key: &K, now: Instant) -> KeyRef<KeyEntry<St>> {
         self.keyed_entry(now, |map, make, keep| {
             map.get_or_insert_by(key, || key.clone(), now, make, keep)
         })
@@ -535,8 +536,8 @@ where
             &KeyedMap<K, KeyEntry<St>>,
             &dyn Fn(&K) -> KeyEntry<St>,
             &dyn Fn(&KeyEntry<St>) -> bool,
-        ) -> Arc<KeyEntry<St>>,
-    ) -> Arc<KeyEntry<St>> {
+        ) -> KeyRef<KeyEntry<St>>,
+    ) -> KeyRef<KeyEntry<St>> {
         match &self.entries {
             Entries::Single(entry) => Arc::clone(entry),
             Entries::Keyed(map) => lookup(

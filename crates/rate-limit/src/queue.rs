@@ -553,7 +553,7 @@ mod loom_tests {
         }
     }
 
-    fn entry() -> Arc<KeyEntry<InMemoryStore>> {
+    fn entry() -> KeyRef<KeyEntry<InMemoryStore>> {
         let context = Arc::new(Context {
             clock: Clock::default(),
             origin: Instant::now(),
@@ -561,7 +561,7 @@ mod loom_tests {
             pauses: std::sync::atomic::AtomicU64::new(0),
             aging: None,
         });
-        Arc::new(KeyEntry::new(crate::gcra::GcraCells::new(1), 0, context))
+        seawall_core::KeyState::detached(KeyEntry::new(crate::gcra::GcraCells::new(1), 0, context))
     }
 
     fn join(entry: &KeyEntry<InMemoryStore>, now: Instant) -> Place {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use seawall_core::admission::hold_back;
-use seawall_core::{KeyExtractor, RequestHead};
+use seawall_core::{CallKey, KeyExtractor, KeyRef, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -107,6 +107,8 @@ where
         let limiter = &self.limiter;
         // Held until the layer below has been called, so it shares this call's reading.
         let (now, _call_time) = limiter.call_time();
+        // Held as long: the layers below keyed by host find the key this one finds.
+        let _call_key = CallKey::enter();
         let entry = limiter.entry_for(&self.extractor, &RequestHead::of(&request), now);
         let cost = request
             .extensions()
@@ -126,7 +128,7 @@ where
     pub(crate) fn call_entry<ReqBody, ResBody>(
         &mut self,
         request: Request<ReqBody>,
-        entry: Arc<KeyEntry<St>>,
+        entry: KeyRef<KeyEntry<St>>,
         cost: u32,
         now: Instant,
     ) -> ResponseFuture<S, ReqBody, X::Key, St>
@@ -217,7 +219,7 @@ where
     fn queued<ReqBody>(
         &mut self,
         request: Request<ReqBody>,
-        entry: Arc<KeyEntry<St>>,
+        entry: KeyRef<KeyEntry<St>>,
         cost: u32,
         now: Instant,
         attempt: Option<St::Future>,
@@ -249,7 +251,7 @@ where
     fn wait_or_refuse<ReqBody>(
         &mut self,
         request: Request<ReqBody>,
-        entry: Arc<KeyEntry<St>>,
+        entry: KeyRef<KeyEntry<St>>,
         cost: u32,
         now: Instant,
         head_wait: Duration,
