@@ -135,9 +135,11 @@ pin_project! {
         St: RateStore,
     {
         Rejected { rejected: Option<Rejected> },
-        // Admitted; the service below is readied before it is called. Boxed, as is a
-        // waiting request's state: the request is large, and an admitted request whose
-        // service is ready (the steady state) would otherwise carry its room and copy it.
+        // Admitted; the service below is readied before it is called. Boxed: the request is
+        // large, and an admitted request whose service is ready (the steady state) would
+        // otherwise carry its room and copy it. A waiting request's state is not boxed: a
+        // waiter would then carry the box and this future's own room, past what a waiter
+        // may take (256 bytes beyond its request).
         Readying {
             readying: Option<Box<(S, Request<B>)>>,
             entry: KeyRef<KeyEntry<St>>,
@@ -152,20 +154,10 @@ pin_project! {
             settling: Option<Settling<K, St>>,
         },
         Queued {
-            waiting: Pin<Box<Waiting<S, B, K, St>>>,
+            #[pin]
+            sleep: Sleep,
+            queued: Queued<S, B, K, St>,
         },
-    }
-}
-
-pin_project! {
-    /// A waiting request and its own timer.
-    struct Waiting<S, B, K, St>
-    where
-        St: RateStore,
-    {
-        #[pin]
-        sleep: Sleep,
-        queued: Queued<S, B, K, St>,
     }
 }
 
@@ -231,10 +223,8 @@ where
         let fallback = queued.entry.context.clock.timer_instant(fallback);
         Self {
             state: State::Queued {
-                waiting: Box::pin(Waiting {
-                    sleep: sleep_until(fallback),
-                    queued,
-                }),
+                sleep: sleep_until(fallback),
+                queued,
             },
         }
     }
@@ -301,9 +291,8 @@ where
                     }
                     return Poll::Ready(result.map_err(RateLimitError::Inner));
                 }
-                StateProj::Queued { waiting } => {
-                    let waiting = waiting.as_mut().project();
-                    match poll_queued(waiting.sleep, waiting.queued, cx) {
+                StateProj::Queued { sleep, queued } => {
+                    match poll_queued(sleep, queued, cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(next) => next,
                     }
