@@ -10,8 +10,11 @@
 //!
 //! Only [`ByHost`](crate::ByHost) takes part: a layer keyed otherwise neither says nor reads
 //! a key here, so layers keyed differently never share. A scope is tied to the request's URI
-//! (the address and length of its authority): a layer between that sends on a request with
-//! another URI finds no key shared and looks its own up. A scope never outlives the
+//! (the address and length of its scheme's and its authority's text): a layer between that
+//! sends on a request with another URI, or the same authority under another scheme, finds
+//! no key shared and looks its own up. (A layer between that dropped the URI and built one
+//! whose authority, of the same length, landed at the same address during the call would
+//! be taken for the same request; the layers here never do.) A scope never outlives the
 //! outermost `call`, so a retry's next attempt looks its key up afresh.
 
 use std::cell::Cell;
@@ -26,12 +29,9 @@ enum Scope {
     Closed,
     /// A keyed layer's `call` is in progress, and no host key was looked up yet.
     Open,
-    /// The host key of the request whose authority is at `authority` was looked up: `serial`
-    /// stands for it.
-    Found {
-        authority: (usize, usize),
-        serial: u64,
-    },
+    /// The host key of the request whose scheme and authority are at `uri` was looked up:
+    /// `serial` stands for it.
+    Found { uri: UriText, serial: u64 },
 }
 
 thread_local! {
@@ -78,11 +78,16 @@ impl Drop for CallKey {
     }
 }
 
-/// Where `uri`'s authority is, to tell whether a later layer sees the same request.
+/// Where a URI's scheme and authority text are (address and length of each).
+type UriText = [(usize, usize); 2];
+
+/// Where `uri`'s scheme and authority are, to tell whether a later layer sees the same
+/// request.
 #[inline]
-fn authority_of(uri: &Uri) -> Option<(usize, usize)> {
+fn authority_of(uri: &Uri) -> Option<UriText> {
+    let place = |text: &str| (text.as_ptr() as usize, text.len());
     let authority = uri.authority()?.as_str();
-    Some((authority.as_ptr() as usize, authority.len()))
+    Some([uri.scheme_str().map_or((0, 0), place), place(authority)])
 }
 
 /// The serial of the host key an enclosing layer found for the request whose URI is `uri`,
@@ -90,7 +95,7 @@ fn authority_of(uri: &Uri) -> Option<(usize, usize)> {
 #[inline]
 pub(crate) fn shared(uri: &Uri) -> Option<u64> {
     match CALL_KEY.get() {
-        Scope::Found { authority, serial } if Some(authority) == authority_of(uri) => Some(serial),
+        Scope::Found { uri: text, serial } if Some(text) == authority_of(uri) => Some(serial),
         _ => None,
     }
 }
@@ -102,7 +107,10 @@ pub(crate) fn share(uri: &Uri, serial: u64) {
     if CALL_KEY.get() == Scope::Open
         && let Some(authority) = authority_of(uri)
     {
-        CALL_KEY.set(Scope::Found { authority, serial });
+        CALL_KEY.set(Scope::Found {
+            uri: authority,
+            serial,
+        });
     }
 }
 
@@ -123,6 +131,17 @@ mod tests {
         assert_eq!(shared(&uri), Some(7));
         // Another request (another URI, though it reads the same) shares nothing.
         assert_eq!(shared(&other), None);
+        // Nor does the same authority sent on under another scheme, as a layer that moves
+        // a request from http to https would.
+        let mut parts = uri.clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        let downgraded = Uri::from_parts(parts).expect("valid uri");
+        assert_eq!(
+            downgraded.authority().map(|a| a.as_str().as_ptr()),
+            uri.authority().map(|a| a.as_str().as_ptr()),
+            "the same authority text"
+        );
+        assert_eq!(shared(&downgraded), None);
         // An inner layer's guard neither opens nor closes the scope; a second key is not
         // said over the first.
         let inner = CallKey::enter();

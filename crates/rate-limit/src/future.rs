@@ -291,12 +291,10 @@ where
                     }
                     return Poll::Ready(result.map_err(RateLimitError::Inner));
                 }
-                StateProj::Queued { sleep, queued } => {
-                    match poll_queued(sleep, queued, cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(next) => next,
-                    }
-                }
+                StateProj::Queued { sleep, queued } => match poll_queued(sleep, queued, cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(next) => next,
+                },
             };
             state.set(next);
         }
