@@ -302,7 +302,22 @@ impl CountWindow {
         // Only the last `len` of them are still in the window.
         let len = self.slots.len() as u64;
         for index in start.max(end.saturating_sub(len))..end {
-            self.place(index, SUCCESS.bits());
+            self.fill(index);
+        }
+    }
+
+    /// Puts a folded success in the slot of call `index` unless the slot holds a failure or
+    /// a slow call. A fold that falls behind (its thread preempted) reaches slots that later
+    /// calls, with later indices, have written since: displacing their failures would erase
+    /// them, just as an outage begins. A failure from an earlier lap is left as well, so it
+    /// stays in the window one lap longer than it should: that errs towards tripping.
+    fn fill(&self, index: u64) {
+        let slot = &self.slots[self.slot_of.remainder(index) as usize];
+        let success = SUCCESS.bits();
+        let current = slot.load(Ordering::Acquire);
+        if current != success && flag_units(current) == 0 {
+            // Lost to a writer that got there first: its outcome is the newer one.
+            let _ = slot.compare_exchange(current, success, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
@@ -710,8 +725,9 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(window.record_success(), None);
         }
-        // An outcome the clean window did not count (as a writer racing for a slot can
-        // leave): the fold slides past it, and takes it out.
+        // A failure already in a slot the fold reaches (as a call racing ahead of a fold
+        // that fell behind leaves): the fold keeps it, and the call whose own slot it is
+        // takes it out.
         window.flagged.fetch_add(FAILURE_UNIT, Ordering::Relaxed);
         window.slots[0].store(FAIL.bits(), Ordering::Relaxed);
         assert_eq!(window.record(FAIL), 10);
@@ -720,6 +736,39 @@ mod tests {
             WindowTotals {
                 calls: 3,
                 failures: 1,
+                slow: 0
+            }
+        );
+    }
+
+    /// A failure's fold of the clean window's successes falls behind (its thread preempted)
+    /// while two later calls fail in the slots it has yet to fill: the fold must not erase
+    /// their failures, which come just as an outage begins.
+    #[test]
+    fn a_fold_that_falls_behind_keeps_the_failures_of_later_calls() {
+        let window = CountWindow::new(2);
+        for _ in 0..4 {
+            assert_eq!(window.record_success(), None);
+        }
+        // The first failure: counted, claims the four quiet successes and their indices...
+        window.flagged.fetch_add(FAILURE_UNIT, Ordering::Relaxed);
+        assert_eq!(window.claim_quiet(), 4);
+        let start = window.next.fetch_add(4, Ordering::AcqRel);
+        // ...and falls behind. Two later calls fail, in the slots of its last two indices.
+        window.record(FAIL);
+        window.record(FAIL);
+        // It catches up: fills its indices, then takes its own.
+        for index in start + 2..start + 4 {
+            window.fill(index);
+        }
+        let own = window.next.fetch_add(1, Ordering::AcqRel);
+        window.swap_in(own, FAIL.bits());
+        // The window of two holds the last two calls: the second later failure and its own.
+        assert_eq!(
+            window.totals(),
+            WindowTotals {
+                calls: 2,
+                failures: 2,
                 slow: 0
             }
         );

@@ -182,7 +182,13 @@ impl<V> Shared<V> {
         let handle = Arc::new(KeyState {
             shared: Arc::clone(self),
         });
-        handles.push((cache, Arc::clone(&handle)));
+        // A key evicted since the caller found it (its slot marks it before taking the
+        // lock, and takes the handles away under it) keeps no new handle: the handle would
+        // hold the state that holds it, and neither would ever be freed. The caller's
+        // request still gets one, which its thread's next lookup sees is evicted.
+        if !self.evicted.load(Ordering::Relaxed) {
+            handles.push((cache, Arc::clone(&handle)));
+        }
         handle
     }
 
