@@ -687,6 +687,23 @@ mod tests {
         assert_eq!(made.load(Ordering::Relaxed), 1, "one state made");
     }
 
+    /// A thread that found a key just before a sweep dropped it (the sweep's slot took the
+    /// key's handles away in between) gets a handle for its request, which is not kept: a
+    /// kept one would hold the state that holds it, and neither would ever be freed.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_evicted_after_its_lookup_keeps_no_new_handle() {
+        let map = KeyedMap::new(KeyLimits::new(100, Duration::from_secs(10)).unwrap());
+        let held = map.get_or_insert_with(&"a", Instant::now(), || 7, |_| false);
+        let shared = Arc::clone(&held.shared);
+        // What the slot's drop does when a sweep removes the key.
+        shared.evicted.store(true, Ordering::Relaxed);
+        shared.handles.lock().unwrap().clear();
+        let late = shared.handle_for(usize::MAX);
+        assert_eq!(**late, 7);
+        assert!(late.is_evicted());
+        assert_eq!(shared.handles.lock().unwrap().len(), 0, "no handle kept");
+    }
+
     /// A key dropped for idleness while a thread still caches a handle on it gets a fresh
     /// state on its next use, on that thread and on every other, all the same one.
     #[tokio::test(start_paused = true)]

@@ -538,6 +538,7 @@ mod loom_tests {
 
     use loom::sync::atomic::AtomicUsize;
     use loom::thread;
+    use seawall_core::KeyRef;
 
     use super::*;
     use crate::InMemoryStore;
