@@ -2,10 +2,19 @@
 //! AWS SDKs' adaptive retry mode. Until the server first throttles, the key goes at its
 //! quotas' pace and this gate is open. A throttling answer with no usable reset (a 429, or
 //! quota-exhausted headers, without `Retry-After` or a reset the pause could use) cuts the
-//! rate to `BETA` of the rate that was being achieved; each answer after it moves the rate
-//! along a cubic curve of the time since the cut, which climbs back, flattens as it nears
-//! that rate, reaching it `K` seconds after the cut, then probes beyond; never above the
-//! quotas' own rate nor above twice the measured rate.
+//! rate to a fraction of the rate that was being achieved; each answer after it moves the
+//! rate along a cubic curve of the time since the cut, which climbs back, flattens as it
+//! nears that rate, reaching it `K` seconds after the cut, then probes beyond; never above
+//! the quotas' own rate nor above twice the measured rate.
+//!
+//! How deep the cut goes depends on where the throttle finds the curve. Before it is back
+//! at its plateau, the server's limit is lower than the rate that last worked: the cut is
+//! the SDKs' (`BETA`, 0.7). Once it has passed the plateau and is probing beyond, the
+//! throttle says the probe went too far and the rate that last worked still holds: the cut
+//! is shallower (`PROBE_BETA`, 0.85). A fixed quota, the common case, is met by a probe every
+//! few seconds; with the SDKs' cut each of them would give up 30 % for seconds while the
+//! curve climbs back, a tenth of what the quota allows over a cycle. A limit that drops is
+//! still met by the deep cut from the next throttle on, which comes before the plateau.
 //!
 //! The rate is the curve's at the latest answer, as the SDKs work it out again at each
 //! answer: a rate worked out only now and then would climb in steps, each held below the
@@ -13,12 +22,24 @@
 //! atomics only: an answer is counted and its time kept, the measured rate is worked out
 //! again once per `BUCKET` by whichever answer ends it, and the curve changes only on a
 //! throttle.
+//!
+//! The gate is GCRA with a burst of one. A slot taken at most `LATE_WAKE_NANOS` (and half a
+//! request's interval) after it is charged from the slot, not from when it was taken: a
+//! waiter woken a little late (tokio's timer rounds up to the next millisecond, and the
+//! thread may be busy) does not push every later slot back, which would pile up into a
+//! slower rate than the one in force. A slot taken later than that, after a pause, is
+//! charged from when it was taken: a pause earns no burst.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// The multiplicative decrease: the rate after a throttle, as a fraction of the one before.
+/// The multiplicative decrease: the rate after a throttle that finds the curve below its
+/// plateau (or the first), as a fraction of the rate achieved.
 const BETA: f64 = 0.7;
+/// The decrease after a throttle that finds the curve past its plateau, probing beyond.
+const PROBE_BETA: f64 = 0.85;
+/// How late a waiter may take its slot and still be charged from the slot.
+const LATE_WAKE_NANOS: u64 = 2_000_000;
 /// The cubic's scale, in requests per second per second cubed.
 const SCALE: f64 = 0.4;
 /// The weight of the newest bucket in the measured rate.
@@ -39,6 +60,8 @@ pub(crate) struct AdaptiveRate {
     enabled: AtomicBool,
     /// The curve's plateau, the rate achieved at the last throttle (`f64` bits).
     plateau: AtomicU64,
+    /// The last throttle's decrease (`f64` bits): with the plateau, the curve's `K`.
+    decrease: AtomicU64,
     /// When the last throttle came (nanoseconds from the limiter's origin): the curve's start.
     throttled_at: AtomicU64,
     /// The measured rate of answers, smoothed, in requests per second (`f64` bits; 0 until
@@ -67,6 +90,7 @@ impl AdaptiveRate {
             max_rate,
             enabled: AtomicBool::new(false),
             plateau: AtomicU64::new(max_rate.to_bits()),
+            decrease: AtomicU64::new(BETA.to_bits()),
             throttled_at: AtomicU64::new(0),
             measured: AtomicU64::new(0f64.to_bits()),
             answered_at: AtomicU64::new(0),
@@ -85,21 +109,28 @@ impl AdaptiveRate {
         if !self.is_enabled() {
             return self.max_rate;
         }
-        // A throttle stores the curve's start before its plateau, and the plateau is read
-        // first: a reader that sees a throttle's plateau sees its start too. One racing the
-        // throttle may see the new start with the old plateau: a cut all the same, from the
-        // plateau before.
-        let plateau = f64::from_bits(self.plateau.load(Ordering::Acquire));
-        let since = self.throttled_at.load(Ordering::Relaxed);
-        let k = (plateau * (1.0 - BETA) / SCALE).cbrt();
-        let at = now.min(self.answered_at.load(Ordering::Relaxed));
-        let t = at.saturating_sub(since) as f64 / NANOS_PER_SEC - k;
+        let (plateau, t) = self.curve(now);
         let mut rate = SCALE * t * t * t + plateau;
         let measured = f64::from_bits(self.measured.load(Ordering::Relaxed));
         if measured > 0.0 {
             rate = rate.min(2.0 * measured);
         }
         rate.clamp(MIN_RATE.min(self.max_rate), self.max_rate)
+    }
+
+    /// The curve's plateau and where `now` is on it: seconds since the curve reached its
+    /// plateau (negative while it climbs back), read at the latest answer up to `now`.
+    fn curve(&self, now: u64) -> (f64, f64) {
+        // A throttle stores the curve's start and decrease before its plateau, and the
+        // plateau is read first: a reader that sees a throttle's plateau sees the rest too.
+        // One racing the throttle may see the new start with the old plateau: a cut all the
+        // same, from the plateau before.
+        let plateau = f64::from_bits(self.plateau.load(Ordering::Acquire));
+        let since = self.throttled_at.load(Ordering::Relaxed);
+        let decrease = f64::from_bits(self.decrease.load(Ordering::Relaxed));
+        let k = (plateau * (1.0 - decrease) / SCALE).cbrt();
+        let at = now.min(self.answered_at.load(Ordering::Relaxed));
+        (plateau, at.saturating_sub(since) as f64 / NANOS_PER_SEC - k)
     }
 
     /// The gate's pace at `now`, in nanoseconds a token.
@@ -122,11 +153,19 @@ impl AdaptiveRate {
         }
         let interval = self.interval_at(now);
         let increment = interval.saturating_mul(u64::from(cost));
+        let tolerance = LATE_WAKE_NANOS.min(interval / 2);
         loop {
             if current > now {
                 return Err(current);
             }
-            let next = now.saturating_add(increment);
+            // Charged from the slot when it is taken a little late; from `now` after a
+            // pause, which earns no credit.
+            let from = if now - current <= tolerance {
+                current
+            } else {
+                now
+            };
+            let next = from.saturating_add(increment);
             match self
                 .tat
                 .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
@@ -204,8 +243,14 @@ impl AdaptiveRate {
             .throttling
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Cut from the rate achieved (or, before any was measured, the one in force).
+        // Cut from the rate achieved (or, before any was measured, the one in force); the
+        // shallower cut when the curve was probing past its plateau.
         let in_force = self.rate(now);
+        let decrease = if self.is_enabled() && self.curve(now).1 >= 0.0 {
+            PROBE_BETA
+        } else {
+            BETA
+        };
         let measured = f64::from_bits(self.measured.load(Ordering::Relaxed));
         let achieved = if measured > 0.0 {
             measured.min(in_force)
@@ -213,6 +258,7 @@ impl AdaptiveRate {
             in_force
         };
         self.throttled_at.store(now, Ordering::Relaxed);
+        self.decrease.store(decrease.to_bits(), Ordering::Relaxed);
         self.plateau.store(achieved.to_bits(), Ordering::Release);
         self.enabled.store(true, Ordering::Release);
     }
@@ -226,8 +272,80 @@ mod tests {
 
     /// The curve from a plateau of `plateau`, `t` seconds after the throttle.
     fn curve(plateau: f64, t: f64) -> f64 {
-        let k = (plateau * (1.0 - BETA) / SCALE).cbrt();
+        curve_after(plateau, BETA, t)
+    }
+
+    /// The curve from a plateau of `plateau` after a cut to `decrease` of it.
+    fn curve_after(plateau: f64, decrease: f64, t: f64) -> f64 {
+        let k = (plateau * (1.0 - decrease) / SCALE).cbrt();
         plateau - SCALE * (k - t).powi(3)
+    }
+
+    #[test]
+    fn a_throttle_past_the_plateau_cuts_less_than_one_before_it() {
+        // A ceiling of 100 a second; throttled at 1 s after a second at 100 a second
+        // (measured 96): the first cut is the deep one.
+        let adaptive = AdaptiveRate::new(SEC / 100);
+        for i in 1..=100 {
+            adaptive.answered(false, i * SEC / 100);
+        }
+        adaptive.answered(true, SEC);
+        assert!((adaptive.rate(SEC) - 0.7 * 96.0).abs() < 1e-9);
+        // Answers every 10 ms until a second past `K`: the curve is probing beyond 96 when
+        // the next throttle comes, so the cut is to 0.85 of the rate achieved (the curve's,
+        // below the measured 100).
+        let k = (96.0f64 * 0.3 / 0.4).cbrt();
+        let probe = SEC + ((k + 1.0) * SEC as f64) as u64;
+        let mut at = SEC;
+        while at + SEC / 100 < probe {
+            at += SEC / 100;
+            adaptive.answered(false, at);
+        }
+        adaptive.answered(false, probe);
+        let in_force = adaptive.rate(probe);
+        assert!((in_force - curve(96.0, (probe - SEC) as f64 / 1e9)).abs() < 1e-9);
+        assert!(in_force > 96.0, "{in_force}");
+        adaptive.answered(true, probe);
+        let rate = adaptive.rate(probe);
+        assert!(
+            (rate - 0.85 * in_force).abs() < 1e-9,
+            "{rate} vs {in_force}"
+        );
+        // 100 ms later the curve is climbing back: a throttle now says the limit is lower
+        // than the rate that last worked, and the cut is the deep one again.
+        let climbing = probe + SEC / 10;
+        adaptive.answered(false, climbing);
+        let in_force = adaptive.rate(climbing);
+        assert!((in_force - curve_after(rate / 0.85, 0.85, 0.1)).abs() < 1e-9);
+        adaptive.answered(true, climbing);
+        let cut = adaptive.rate(climbing);
+        assert!((cut - 0.7 * in_force).abs() < 1e-9, "{cut} vs {in_force}");
+    }
+
+    #[test]
+    fn a_slot_taken_a_little_late_keeps_the_pace() {
+        let adaptive = AdaptiveRate::new(SEC / 100);
+        adaptive.answered(true, 0);
+        // 70 a second: a slot every 14,285,715 ns.
+        let interval = adaptive.interval_at(0);
+        assert_eq!(interval, 14_285_715);
+        assert_eq!(adaptive.try_take(1, 0), Ok(()));
+        // Taken 1.5 ms after its slot, the next is charged from the slot: no time is lost.
+        assert_eq!(adaptive.try_take(1, interval + 1_500_000), Ok(()));
+        assert_eq!(adaptive.try_take(1, 2 * interval), Ok(()));
+        assert_eq!(adaptive.try_take(1, 2 * interval), Err(3 * interval));
+        // Taken 2 ms late it still is; later than that, it is charged from when it came.
+        assert_eq!(adaptive.try_take(1, 3 * interval + 2_000_000), Ok(()));
+        assert_eq!(adaptive.try_take(1, 4 * interval), Ok(()));
+        assert_eq!(adaptive.try_take(1, 5 * interval + 2_000_001), Ok(()));
+        assert_eq!(
+            adaptive.try_take(1, 5 * interval + 2_000_001),
+            Err(6 * interval + 2_000_001)
+        );
+        // A pause earns no credit.
+        let later = 10 * SEC;
+        assert_eq!(adaptive.try_take(1, later), Ok(()));
+        assert_eq!(adaptive.try_take(1, later), Err(later + interval));
     }
 
     #[test]

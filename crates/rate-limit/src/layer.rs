@@ -221,7 +221,10 @@ impl<X, St> RateLimitBuilder<X, St> {
     /// was achieving; each answer after that moves it along a cubic curve of the time since
     /// the cut, back toward that rate, reached about `cbrt(0.75 × rate)` seconds later, then
     /// beyond; never above twice the rate of answers measured, nor above the slowest of the
-    /// key's quotas. Until the first such answer the quotas alone pace the key. A
+    /// key's quotas. A throttle that comes once the curve has passed that rate, probing
+    /// beyond, means the probe went too far but the rate that worked still holds: it cuts
+    /// to 0.85 only (the SDKs cut to 0.7 each time), so a fixed limit costs a few per cent
+    /// of its rate, not a tenth. Until the first such answer the quotas alone pace the key. A
     /// `Retry-After` or reset still pauses the key and does not cut its rate. The rate in
     /// force is [`RateLimitHandle::current_rate`](crate::RateLimitHandle::current_rate). It is
     /// this process's: with a shared store, each process adapts on its own.
