@@ -31,7 +31,10 @@ pub enum Refusal {
 pub struct GcraCells {
     tats: Box<[AtomicU64]>,
     /// One log per quota, made on a window quota's first use: a key with GCRA quotas alone
-    /// holds one empty word for them.
+    /// holds one empty word for them. A window quota is the one admission path under a lock
+    /// (the key's own, held for the expiry and one push): an exact log of admissions of any
+    /// cost, checked across every window of the key at once and refunded from its newest
+    /// end, does not fit in words one compare-and-swap can move. GCRA quotas take no lock.
     windows: OnceLock<Box<Mutex<Vec<WindowLog>>>>,
 }
 
