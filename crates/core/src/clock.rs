@@ -26,9 +26,10 @@
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Where a layer reads the time: tokio's clock (the default) or the processor's time-stamp
 /// counter (TSC), read through the [`quanta`](https://docs.rs/quanta) crate.
@@ -143,6 +144,36 @@ impl Clock {
         }
     }
 }
+
+impl Clock {
+    /// Points `timer` at `at`, a deadline on this clock ([`timer_instant`](Self::timer_instant)
+    /// converts it), unless it points there already. On tokio's clock "already" is exact. On
+    /// the counter each conversion reads two clocks, so the same deadline converts a few
+    /// nanoseconds apart from one poll to the next; a timer due at most 100 µs after the
+    /// converted deadline (a tenth of tokio's timer's resolution) is left as it is, instead of being
+    /// registered again at every poll. One due before it is always moved: left, it would fire
+    /// early, again and again.
+    pub fn reset_timer(&self, timer: Pin<&mut Sleep>, at: Instant) {
+        let at = self.timer_instant(at);
+        if !self.keeps(timer.deadline(), at) {
+            timer.reset(at);
+        }
+    }
+
+    /// Whether a timer due at `due` may stay so for `at` (both on tokio's clock).
+    fn keeps(&self, due: Instant, at: Instant) -> bool {
+        match self.source {
+            Source::Tokio => due == at,
+            Source::Counter(_) => due
+                .checked_duration_since(at)
+                .is_some_and(|late| late <= TIMER_SLACK),
+        }
+    }
+}
+
+/// How much later than asked a timer on the counter may stay due: below tokio's timer's own
+/// resolution (a millisecond, to which it rounds deadlines up).
+const TIMER_SLACK: Duration = Duration::from_micros(100);
 
 /// `at`, a deadline on a clock that reads `now`, as a deadline on a clock that reads
 /// `other_now` at the same moment: as far ahead of (or behind) `other_now` as `at` is of
@@ -304,6 +335,41 @@ mod tests {
         // A deadline the counter has passed is due on tokio's timer too.
         let passed = clock.now() - Duration::from_millis(5);
         assert!(clock.timer_instant(passed) <= Instant::now());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_counter_timer_is_moved_only_when_it_would_fire_early_or_well_late() {
+        let micros = Duration::from_micros;
+        let (clock, counter) = mock_counter();
+        let deadline = clock.now() + Duration::from_millis(300);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(clock.timer_instant(deadline)));
+        let first = timer.deadline();
+        // The counter runs 50 µs ahead of tokio's clock: the same deadline converts 50 µs
+        // earlier, and the timer, 50 µs late for it, is kept.
+        counter.increment(micros(50));
+        clock.reset_timer(timer.as_mut(), deadline);
+        assert_eq!(timer.deadline(), first);
+        // 200 µs ahead: moved.
+        counter.increment(micros(150));
+        clock.reset_timer(timer.as_mut(), deadline);
+        assert_eq!(timer.deadline(), first - micros(200));
+        // Tokio's clock moves 250 µs on its own: the deadline converts 50 µs after the
+        // timer, which would fire early, and is moved.
+        tokio::time::advance(micros(250)).await;
+        clock.reset_timer(timer.as_mut(), deadline);
+        assert_eq!(timer.deadline(), first + micros(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokios_clock_moves_a_timer_to_any_other_deadline() {
+        let clock = Clock::default();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+        clock.reset_timer(timer.as_mut(), deadline);
+        assert_eq!(timer.deadline(), deadline);
+        let later = deadline + Duration::from_nanos(1);
+        clock.reset_timer(timer.as_mut(), later);
+        assert_eq!(timer.deadline(), later);
     }
 
     #[tokio::test(start_paused = true)]

@@ -431,10 +431,11 @@ where
                     }
                     None => deadline,
                 };
-                let deadline = queued.entry.context.clock.timer_instant(deadline);
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
-                }
+                queued
+                    .entry
+                    .context
+                    .clock
+                    .reset_timer(sleep.as_mut(), deadline);
                 ready!(sleep.as_mut().poll(cx));
             }
         }
@@ -458,10 +459,11 @@ where
         return Poll::Pending;
     };
     let since = queued.entry.context.instant(queued.since);
-    let deadline = queued.entry.context.clock.timer_instant(deadline);
-    if sleep.deadline() != deadline {
-        sleep.as_mut().reset(deadline);
-    }
+    queued
+        .entry
+        .context
+        .clock
+        .reset_timer(sleep.as_mut(), deadline);
     ready!(sleep.as_mut().poll(cx));
     queued.attempt = None;
     queued.leave(now);

@@ -177,17 +177,15 @@ impl HeadTimer {
         if at <= clock.now() {
             return Armed::Due;
         }
-        let at = clock.timer_instant(at);
         let timer = match &mut self.0 {
             // A timer belongs to the runtime that made it; one limiter may serve several, and
             // a timer of another (perhaps shut down) runtime must not be reset or polled.
             Some((timer, id)) if *id == runtime.id() => {
-                if timer.deadline() != at {
-                    timer.as_mut().reset(at);
-                }
+                clock.reset_timer(timer.as_mut(), at);
                 timer
             }
             slot => {
+                let at = clock.timer_instant(at);
                 let made = (Box::pin(tokio::time::sleep_until(at)), runtime.id());
                 &mut slot.insert(made).0
             }
