@@ -8,10 +8,16 @@
 //! target ≥ 1.6), the same with a clone per request (`scaling_cloning_per_request`, the
 //! `oneshot` idiom), the same with each thread calling a host of its own
 //! (`scaling_host_per_thread`: no per-host state shared), and each layer's scaling alone beside
-//! the no-op upstream's (`scaling_by_layer`).
+//! the no-op upstream's (`scaling_by_layer`), with governor's keyed limiter in front of the
+//! same upstream as the peer's figure (`governor_keyed`): a limiter whose quota is exact keeps
+//! one word per host that every admission writes, so two threads on one host take turns
+//! with it whoever wrote the limiter.
 //! Each figure is the best of five runs, so that a neighbour's burst on a shared machine does
 //! not decide it.
 
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +26,55 @@ use http_body_util::Empty;
 use seawall_bench::NoopUpstream;
 use serde_json::json;
 use tower::{Layer, Service, ServiceExt};
+
+/// governor's keyed limiter (GCRA cells by host, in a concurrent map) in front of a service.
+#[derive(Clone)]
+struct GovernorLayer(Arc<governor::DefaultKeyedRateLimiter<http::uri::Authority>>);
+
+impl GovernorLayer {
+    /// A quota far above the load, as the other limiters here.
+    fn new() -> Self {
+        Self(Arc::new(governor::RateLimiter::keyed(
+            governor::Quota::per_second(NonZeroU32::MAX),
+        )))
+    }
+}
+
+impl<S> Layer<S> for GovernorLayer {
+    type Service = Governed<S>;
+
+    fn layer(&self, inner: S) -> Governed<S> {
+        Governed {
+            inner,
+            limiter: Arc::clone(&self.0),
+        }
+    }
+}
+
+/// A service behind [`GovernorLayer`]: each request is checked against its host's cell. The
+/// quota is never reached, so a refusal (none comes) is not acted on.
+#[derive(Clone)]
+struct Governed<S> {
+    inner: S,
+    limiter: Arc<governor::DefaultKeyedRateLimiter<http::uri::Authority>>,
+}
+
+impl<S: Service<Request<B>>, B> Service<Request<B>> for Governed<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> S::Future {
+        if let Some(authority) = request.uri().authority() {
+            let _ = std::hint::black_box(self.limiter.check_key(authority));
+        }
+        self.inner.call(request)
+    }
+}
 
 const PER_TASK: u64 = 400_000;
 const RUNS: usize = 5;
@@ -144,6 +199,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ("retry", best_of(&retry, OWN_CLONE).await?),
             ("circuit_breaker", best_of(&breaker, OWN_CLONE).await?),
             ("rate_limit", best_of(&limit, OWN_CLONE).await?),
+            (
+                "governor_keyed",
+                best_of(&GovernorLayer::new(), OWN_CLONE).await?,
+            ),
         ] {
             layers.insert(name.to_owned(), ratio(one, two));
         }
