@@ -7,11 +7,14 @@
 //! The last line is a JSON object with, per concurrency (`"c1"`, `"c32"`), `bare_rps`,
 //! `seawall_rps`, `ratio` (seawall over bare), `tower_resilience_rps`,
 //! `tower_resilience_ratio` (tower-resilience over bare), and each client's p99 latency
-//! (`bare_p99_us`, `seawall_p99_us`, `tower_resilience_p99_us`). Each client runs six times
-//! for one second, in rounds whose order rotates (bare, seawall, tower-resilience; then
-//! seawall, tower-resilience, bare; ...), so that each client runs in each place of a round
-//! twice and a shared machine's drift falls on all alike, whichever way it goes; the figures
-//! are the sums over all runs.
+//! (`bare_p99_us`, `seawall_p99_us`, `tower_resilience_p99_us`). Each client runs twelve
+//! times for half a second, in rounds whose order rotates (bare, seawall, tower-resilience;
+//! then seawall, tower-resilience, bare; ...), so that each client runs in each place of a
+//! round four times. The rates and latencies are over all runs; each ratio is the median over
+//! the rounds of the client's rate over the bare client's in the same round. A shared
+//! machine's speed drifts by several per cent from one second to the next, and a ratio of
+//! whole-run sums moved by as much between runs of the same code (0.93 – 1.07 for one
+//! client); the median of ratios taken a round apart leaves that drift out.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -29,9 +32,9 @@ use tokio::net::TcpListener;
 use tower::{Layer, Service, ServiceExt};
 
 /// How long each timed run lasts.
-const RUN: Duration = Duration::from_secs(1);
-/// How many runs each client makes, alternating with the other.
-const RUNS: usize = 6;
+const RUN: Duration = Duration::from_millis(500);
+/// How many runs each client makes, alternating with the others.
+const RUNS: usize = 12;
 /// Unmeasured requests before each run, to open connections and warm caches.
 const WARM_UP: usize = 2_000;
 
@@ -84,6 +87,16 @@ impl Run {
         let index =
             (self.latencies_us.len() * 99 / 100).min(self.latencies_us.len().saturating_sub(1));
         self.latencies_us.get(index).copied().unwrap_or(0)
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -140,22 +153,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .layer(tower_resilience_stack(bare_client.clone())?);
             let (mut bare, mut guarded, mut resilience) =
                 (Run::default(), Run::default(), Run::default());
+            // Each round's rate of seawall's and tower-resilience's clients over the bare one.
+            let (mut ratios, mut resilience_ratios) = (Vec::new(), Vec::new());
             for round in 0..RUNS {
+                let mut rates = [0f64; 3];
                 for place in 0..3 {
-                    match (round + place) % 3 {
-                        0 => bare.add(drive(bare_client.clone(), &url, concurrency).await),
-                        1 => guarded.add(drive(seawall_client.clone(), &url, concurrency).await),
-                        _ => resilience
-                            .add(drive(resilience_client.clone(), &url, concurrency).await),
+                    let client = (round + place) % 3;
+                    let run = match client {
+                        0 => drive(bare_client.clone(), &url, concurrency).await,
+                        1 => drive(seawall_client.clone(), &url, concurrency).await,
+                        _ => drive(resilience_client.clone(), &url, concurrency).await,
+                    };
+                    rates[client] = run.rps();
+                    match client {
+                        0 => bare.add(run),
+                        1 => guarded.add(run),
+                        _ => resilience.add(run),
                     }
                 }
+                ratios.push(rates[1] / rates[0]);
+                resilience_ratios.push(rates[2] / rates[0]);
             }
             let figures = json!({
                 "bare_rps": bare.rps().round() as u64,
                 "seawall_rps": guarded.rps().round() as u64,
-                "ratio": (guarded.rps() / bare.rps() * 1_000.0).round() / 1_000.0,
+                "ratio": (median(&mut ratios) * 1_000.0).round() / 1_000.0,
                 "tower_resilience_rps": resilience.rps().round() as u64,
-                "tower_resilience_ratio": (resilience.rps() / bare.rps() * 1_000.0).round() / 1_000.0,
+                "tower_resilience_ratio": (median(&mut resilience_ratios) * 1_000.0).round() / 1_000.0,
                 "bare_p99_us": bare.p99_us(),
                 "seawall_p99_us": guarded.p99_us(),
                 "tower_resilience_p99_us": resilience.p99_us(),
