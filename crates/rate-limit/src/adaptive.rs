@@ -12,9 +12,10 @@
 //! the SDKs' (`BETA`, 0.7). Once it has passed the plateau and is probing beyond, the
 //! throttle says the probe went too far and the rate that last worked still holds: the cut
 //! is shallower (`PROBE_BETA`, 0.85). A fixed quota, the common case, is met by a probe every
-//! few seconds; with the SDKs' cut each of them would give up 30 % for seconds while the
-//! curve climbs back, a tenth of what the quota allows over a cycle. A limit that drops is
-//! still met by the deep cut from the next throttle on, which comes before the plateau.
+//! few seconds; with the SDKs' cut each of them would give up 30 % of the rate for the
+//! seconds the curve takes to climb back, and the key would get about 0.88 of the quota
+//! (0.92 with the shallower cut and the gate's tolerance below). A limit that drops is still
+//! met by the deep cut from the next throttle on, which comes before the plateau.
 //!
 //! The rate is the curve's at the latest answer, as the SDKs work it out again at each
 //! answer: a rate worked out only now and then would climb in steps, each held below the
