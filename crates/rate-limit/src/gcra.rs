@@ -34,7 +34,9 @@ pub struct GcraCells {
     /// holds one empty word for them. A window quota is the one admission path under a lock
     /// (the key's own, held for the expiry and one push): an exact log of admissions of any
     /// cost, checked across every window of the key at once and refunded from its newest
-    /// end, does not fit in words one compare-and-swap can move. GCRA quotas take no lock.
+    /// end, does not fit in words one compare-and-swap can move; a lock-free ring would need
+    /// a slot per token made up front (8 MB a key for a million an hour), where this log
+    /// holds only what the window does. GCRA quotas take no lock.
     windows: OnceLock<Box<Mutex<Vec<WindowLog>>>>,
 }
 
