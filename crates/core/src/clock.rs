@@ -148,25 +148,25 @@ impl Clock {
 impl Clock {
     /// Points `timer` at `at`, a deadline on this clock ([`timer_instant`](Self::timer_instant)
     /// converts it), unless it points there already. On tokio's clock "already" is exact. On
-    /// the counter each conversion reads two clocks, so the same deadline converts a few
-    /// nanoseconds apart from one poll to the next; a timer due at most 100 µs after the
-    /// converted deadline (a tenth of tokio's timer's resolution) is left as it is, instead of being
-    /// registered again at every poll. One due before it is always moved: left, it would fire
-    /// early, again and again.
+    /// the counter each conversion reads two clocks, so the same deadline converts a little
+    /// apart from one poll to the next, either way: a timer is moved to 50 µs after the
+    /// converted deadline, and left as it is while it is due from the converted deadline to
+    /// 100 µs after it (a tenth of tokio's timer's resolution), instead of being registered
+    /// again at every poll. One due before the converted deadline is always moved: left, it
+    /// would fire early, again and again.
     pub fn reset_timer(&self, timer: Pin<&mut Sleep>, at: Instant) {
         let at = self.timer_instant(at);
-        if !self.keeps(timer.deadline(), at) {
-            timer.reset(at);
-        }
-    }
-
-    /// Whether a timer due at `due` may stay so for `at` (both on tokio's clock).
-    fn keeps(&self, due: Instant, at: Instant) -> bool {
+        let due = timer.deadline();
         match self.source {
-            Source::Tokio => due == at,
-            Source::Counter(_) => due
-                .checked_duration_since(at)
-                .is_some_and(|late| late <= TIMER_SLACK),
+            Source::Tokio if due != at => timer.reset(at),
+            Source::Counter(_)
+                if due
+                    .checked_duration_since(at)
+                    .is_none_or(|late| late > TIMER_SLACK) =>
+            {
+                timer.reset(later(at, TIMER_SLACK / 2));
+            }
+            _ => {}
         }
     }
 }
@@ -349,15 +349,21 @@ mod tests {
         counter.increment(micros(50));
         clock.reset_timer(timer.as_mut(), deadline);
         assert_eq!(timer.deadline(), first);
-        // 200 µs ahead: moved.
+        // 200 µs ahead: moved, to 50 µs after the converted deadline.
         counter.increment(micros(150));
         clock.reset_timer(timer.as_mut(), deadline);
-        assert_eq!(timer.deadline(), first - micros(200));
-        // Tokio's clock moves 250 µs on its own: the deadline converts 50 µs after the
-        // timer, which would fire early, and is moved.
-        tokio::time::advance(micros(250)).await;
+        assert_eq!(timer.deadline(), first - micros(150));
+        // From there the conversion may move 50 µs either way and the timer stays.
+        counter.increment(micros(50));
         clock.reset_timer(timer.as_mut(), deadline);
-        assert_eq!(timer.deadline(), first + micros(50));
+        tokio::time::advance(micros(100)).await;
+        clock.reset_timer(timer.as_mut(), deadline);
+        assert_eq!(timer.deadline(), first - micros(150));
+        // Tokio's clock moves another 100 µs on its own: the deadline converts 100 µs after
+        // the timer, which would fire early, and is moved to 50 µs after the conversion.
+        tokio::time::advance(micros(100)).await;
+        clock.reset_timer(timer.as_mut(), deadline);
+        assert_eq!(timer.deadline(), first);
     }
 
     #[tokio::test(start_paused = true)]

@@ -124,8 +124,9 @@ impl AdaptiveRate {
     fn curve(&self, now: u64) -> (f64, f64) {
         // A throttle stores the curve's start and decrease before its plateau, and the
         // plateau is read first: a reader that sees a throttle's plateau sees the rest too.
-        // One racing the throttle may see the new start with the old plateau: a cut all the
-        // same, from the plateau before.
+        // One racing the throttle may see some of its stores and not the others (the new
+        // start or decrease with the old plateau): for that one reading, a curve mixed from
+        // the two, which the next answer's reading puts right.
         let plateau = f64::from_bits(self.plateau.load(Ordering::Acquire));
         let since = self.throttled_at.load(Ordering::Relaxed);
         let decrease = f64::from_bits(self.decrease.load(Ordering::Relaxed));
@@ -245,13 +246,13 @@ impl AdaptiveRate {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Cut from the rate achieved (or, before any was measured, the one in force); the
-        // shallower cut when the curve was probing past its plateau.
+        // shallower cut only when the rate in force had passed the plateau, probing beyond
+        // it. Past `K` alone is not enough: a rate held below the curve (by twice the
+        // measured rate, or the quotas') has not been tried beyond the plateau.
         let in_force = self.rate(now);
-        let decrease = if self.is_enabled() && self.curve(now).1 >= 0.0 {
-            PROBE_BETA
-        } else {
-            BETA
-        };
+        let (plateau, since_plateau) = self.curve(now);
+        let probing = self.is_enabled() && since_plateau >= 0.0 && in_force >= plateau;
+        let decrease = if probing { PROBE_BETA } else { BETA };
         let measured = f64::from_bits(self.measured.load(Ordering::Relaxed));
         let achieved = if measured > 0.0 {
             measured.min(in_force)
@@ -321,6 +322,36 @@ mod tests {
         adaptive.answered(true, climbing);
         let cut = adaptive.rate(climbing);
         assert!((cut - 0.7 * in_force).abs() < 1e-9, "{cut} vs {in_force}");
+    }
+
+    #[test]
+    fn a_throttle_past_k_with_the_rate_held_below_the_plateau_cuts_deep() {
+        // Throttled at 1 s after a second at 100 a second: the plateau is 96.
+        let adaptive = AdaptiveRate::new(SEC / 100);
+        for i in 1..=100 {
+            adaptive.answered(false, i * SEC / 100);
+        }
+        adaptive.answered(true, SEC);
+        // Then an answer every 200 ms for 6 s, past `K` (4.16 s): the measured rate falls
+        // to about 5 a second, and twice that holds the rate far below the plateau.
+        let mut at = SEC;
+        for _ in 0..30 {
+            at += SEC / 5;
+            adaptive.answered(false, at);
+        }
+        let in_force = adaptive.rate(at);
+        let measured = f64::from_bits(adaptive.measured.load(Ordering::Relaxed));
+        assert!(
+            (in_force - 2.0 * measured).abs() < 1e-9,
+            "{in_force} vs {measured}"
+        );
+        assert!(in_force < 20.0, "{in_force}");
+        // The server's limit has dropped below that: the SDKs' deep cut, from the rate
+        // achieved, not the probe's.
+        adaptive.answered(true, at);
+        let measured = f64::from_bits(adaptive.measured.load(Ordering::Relaxed));
+        let rate = adaptive.rate(at);
+        assert!((rate - 0.7 * measured.min(in_force)).abs() < 1e-9, "{rate}");
     }
 
     #[test]

@@ -221,11 +221,13 @@ impl<X, St> RateLimitBuilder<X, St> {
     /// was achieving; each answer after that moves it along a cubic curve of the time since
     /// the cut, back toward that rate, reached about `cbrt(0.75 × rate)` seconds later, then
     /// beyond; never above twice the rate of answers measured, nor above the slowest of the
-    /// key's quotas. A throttle that comes once the curve has passed that rate, probing
-    /// beyond, means the probe went too far but the rate that worked still holds: it cuts
-    /// to 0.85 only (the SDKs cut to 0.7 each time): against a fixed limit with no burst the
-    /// key gets 0.92 of the limit where the SDKs' cut gets 0.88 (the `adaptive` bench). Until
-    /// the first such answer the quotas alone pace the key. A
+    /// key's quotas. A throttle that comes once the rate in force has passed that rate,
+    /// probing beyond, means the probe went too far but the rate that worked still holds: it
+    /// cuts to 0.85 only (the SDKs cut to 0.7 each time), and the curve is back about
+    /// `cbrt(0.375 × rate)` seconds later. With that, and a waiter woken up to 2 ms late
+    /// keeping its place in the pace, a key against a fixed limit with no burst gets 0.92 of
+    /// the limit where the SDKs' way gets 0.88 (the `adaptive` bench). Until the first such
+    /// answer the quotas alone pace the key. A
     /// `Retry-After` or reset still pauses the key and does not cut its rate. The rate in
     /// force is [`RateLimitHandle::current_rate`](crate::RateLimitHandle::current_rate). It is
     /// this process's: with a shared store, each process adapts on its own.

@@ -8,13 +8,14 @@
 //! `seawall_rps`, `ratio` (seawall over bare), `tower_resilience_rps`,
 //! `tower_resilience_ratio` (tower-resilience over bare), and each client's p99 latency
 //! (`bare_p99_us`, `seawall_p99_us`, `tower_resilience_p99_us`). Each client runs twelve
-//! times for half a second, in rounds whose order rotates (bare, seawall, tower-resilience;
-//! then seawall, tower-resilience, bare; ...), so that each client runs in each place of a
-//! round four times. The rates and latencies are over all runs; each ratio is the median over
-//! the rounds of the client's rate over the bare client's in the same round. A shared
-//! machine's speed drifts by several per cent from one second to the next, and a ratio of
-//! whole-run sums moved by as much between runs of the same code (0.93 – 1.07 for one
-//! client); the median of ratios taken a round apart leaves that drift out.
+//! times for half a second, in rounds that take the six orders of the three clients twice,
+//! so that each wrapped client runs as often just before the bare one as just after it, and
+//! as often two places before as two after. The rates and latencies are over all runs; each
+//! ratio is the median over the rounds of the client's rate over the bare client's in the
+//! same round. A shared machine's speed moves by several per cent from one second to the
+//! next, and a ratio of whole-run sums moved by as much between runs of the same code (0.93 –
+//! 1.07 for one client); a ratio taken within a round leaves out what moves slower than a
+//! round, and the orders' symmetry what moves steadily within one.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -33,8 +34,17 @@ use tower::{Layer, Service, ServiceExt};
 
 /// How long each timed run lasts.
 const RUN: Duration = Duration::from_millis(500);
-/// How many runs each client makes, alternating with the others.
+/// How many runs each client makes: each of `ORDERS` twice.
 const RUNS: usize = 12;
+/// The orders of a round's runs (0 bare, 1 seawall, 2 tower-resilience): all six.
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+];
 /// Unmeasured requests before each run, to open connections and warm caches.
 const WARM_UP: usize = 2_000;
 
@@ -157,8 +167,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (mut ratios, mut resilience_ratios) = (Vec::new(), Vec::new());
             for round in 0..RUNS {
                 let mut rates = [0f64; 3];
-                for place in 0..3 {
-                    let client = (round + place) % 3;
+                for client in ORDERS[round % ORDERS.len()] {
                     let run = match client {
                         0 => drive(bare_client.clone(), &url, concurrency).await,
                         1 => drive(seawall_client.clone(), &url, concurrency).await,
