@@ -159,8 +159,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .rate_limit(|limit| limit.per_second(1_000_000_000).burst(1_000_000))
                 .build()?;
             let seawall_client = stack.hyper_client::<Empty<Bytes>>();
-            let resilience_client = tower::util::MapRequestLayer::new(CloneableRequest)
-                .layer(tower_resilience_stack(bare_client.clone())?);
+            // Each client with a connection pool of its own, as seawall's must have (its
+            // requests' bodies are of another type): a pool shared with the bare client
+            // would come to each run warmed by the other's.
+            let resilience_client = tower::util::MapRequestLayer::new(CloneableRequest).layer(
+                tower_resilience_stack(
+                    Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>(),
+                )?,
+            );
             let (mut bare, mut guarded, mut resilience) =
                 (Run::default(), Run::default(), Run::default());
             // Each round's rate of seawall's and tower-resilience's clients over the bare one.
