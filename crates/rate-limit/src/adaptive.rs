@@ -277,6 +277,17 @@ mod tests {
         curve_after(plateau, BETA, t)
     }
 
+    /// A ceiling of 100 a second, answered at that rate for a second (measured 96 over its
+    /// two buckets), then throttled at 1 s.
+    fn throttled_at_one_second() -> AdaptiveRate {
+        let adaptive = AdaptiveRate::new(SEC / 100);
+        for i in 1..=100 {
+            adaptive.answered(false, i * SEC / 100);
+        }
+        adaptive.answered(true, SEC);
+        adaptive
+    }
+
     /// The curve from a plateau of `plateau` after a cut to `decrease` of it.
     fn curve_after(plateau: f64, decrease: f64, t: f64) -> f64 {
         let k = (plateau * (1.0 - decrease) / SCALE).cbrt();
@@ -287,11 +298,7 @@ mod tests {
     fn a_throttle_past_the_plateau_cuts_less_than_one_before_it() {
         // A ceiling of 100 a second; throttled at 1 s after a second at 100 a second
         // (measured 96): the first cut is the deep one.
-        let adaptive = AdaptiveRate::new(SEC / 100);
-        for i in 1..=100 {
-            adaptive.answered(false, i * SEC / 100);
-        }
-        adaptive.answered(true, SEC);
+        let adaptive = throttled_at_one_second();
         assert!((adaptive.rate(SEC) - 0.7 * 96.0).abs() < 1e-9);
         // Answers every 10 ms until a second past `K`: the curve is probing beyond 96 when
         // the next throttle comes, so the cut is to 0.85 of the rate achieved (the curve's,
@@ -327,11 +334,7 @@ mod tests {
     #[test]
     fn a_throttle_past_k_with_the_rate_held_below_the_plateau_cuts_deep() {
         // Throttled at 1 s after a second at 100 a second: the plateau is 96.
-        let adaptive = AdaptiveRate::new(SEC / 100);
-        for i in 1..=100 {
-            adaptive.answered(false, i * SEC / 100);
-        }
-        adaptive.answered(true, SEC);
+        let adaptive = throttled_at_one_second();
         // Then an answer every 200 ms for 6 s, past `K` (4.16 s): the measured rate falls
         // to about 5 a second, and twice that holds the rate far below the plateau.
         let mut at = SEC;
@@ -419,11 +422,7 @@ mod tests {
         // Throttled at 1 s after a second at 100 a second (measured 96). Between answers the
         // rate holds; each answer, whenever it comes, moves it to the curve's value at that
         // instant (not to a step worked out at the bucket's end).
-        let adaptive = AdaptiveRate::new(SEC / 100);
-        for i in 1..=100 {
-            adaptive.answered(false, i * SEC / 100);
-        }
-        adaptive.answered(true, SEC);
+        let adaptive = throttled_at_one_second();
         let cut = adaptive.rate(SEC + 400_000_000);
         assert!((cut - curve(96.0, 0.0)).abs() < 1e-9, "{cut}");
         for millis in [1, 250, 499] {
