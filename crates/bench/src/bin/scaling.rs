@@ -8,7 +8,8 @@
 //! target ≥ 1.6), the same with a clone per request (`scaling_cloning_per_request`, the
 //! `oneshot` idiom), the same with each thread calling a host of its own
 //! (`scaling_host_per_thread`: no per-host state shared), and each layer's scaling alone beside
-//! the no-op upstream's (`scaling_by_layer`), with governor's keyed limiter in front of the
+//! the no-op upstream's (`scaling_by_layer`; `attempt_metrics` is the per-attempt layer of
+//! the stack's metrics, keyed by host), with governor's keyed limiter in front of the
 //! same upstream as the peer's figure (`governor_keyed`): a limiter whose quota is exact keeps
 //! one word per host that every admission writes, so two threads on one host take turns
 //! with it whoever wrote the limiter.
@@ -196,6 +197,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 best_of(&tower::layer::util::Identity::new(), OWN_CLONE).await?,
             ),
             ("metrics", best_of(&metrics, OWN_CLONE).await?),
+            (
+                "attempt_metrics",
+                best_of(&metrics.attempts(), OWN_CLONE).await?,
+            ),
             ("retry", best_of(&retry, OWN_CLONE).await?),
             ("circuit_breaker", best_of(&breaker, OWN_CLONE).await?),
             ("rate_limit", best_of(&limit, OWN_CLONE).await?),
