@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use crate::clock::Clock;
 use crate::hosts::{
-    CANCELLED_SLOT, FIRST_ERROR_SLOT, HostSeries, HostTable, slot_error, status_slot,
+    CANCELLED_SLOT, FIRST_ERROR_SLOT, HostRef, HostSeries, HostTable, slot_error, status_slot,
 };
 use crate::labels::method_index;
 
@@ -22,11 +22,29 @@ use crate::labels::method_index;
 #[derive(Debug)]
 pub(crate) struct AttemptRecorder {
     pub(crate) hosts: HostTable,
+    pub(crate) shared: Arc<AttemptShared>,
+}
+
+/// What an attempt records with besides its host's entry. Every handle on a host holds it,
+/// so an attempt holds no reference to the recorder itself, which every thread would share.
+#[derive(Debug)]
+pub(crate) struct AttemptShared {
     pub(crate) clock: Clock,
     hints: HintPolicy,
     pub(crate) failures: FailureRing,
     /// Where an exemplar's trace id comes from, when exemplars are on.
     pub(crate) trace_id: Option<TraceIdFn>,
+}
+
+impl AttemptShared {
+    pub(crate) fn new(clock: Clock, trace_id: Option<TraceIdFn>) -> Self {
+        Self {
+            clock,
+            hints: HintPolicy::default(),
+            failures: FailureRing::new(),
+            trace_id,
+        }
+    }
 }
 
 /// Returns the trace id of the current span, if it has one (see
@@ -35,12 +53,10 @@ pub type TraceIdFn = fn() -> Option<u128>;
 
 impl AttemptRecorder {
     pub(crate) fn new(max_hosts: usize, clock: Clock, trace_id: Option<TraceIdFn>) -> Self {
+        let shared = Arc::new(AttemptShared::new(clock, trace_id));
         Self {
-            hosts: HostTable::new(max_hosts),
-            clock,
-            hints: HintPolicy::default(),
-            failures: FailureRing::new(),
-            trace_id,
+            hosts: HostTable::new(max_hosts, Arc::clone(&shared)),
+            shared,
         }
     }
 }
@@ -198,13 +214,12 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = method_index(request.method());
         let span = crate::trace::attempt_span(&request, method);
-        let series = self.recorder.hosts.entry(request.uri());
-        series.active.fetch_add(1, Ordering::Relaxed);
+        let host = self.recorder.hosts.entry(request.uri());
+        host.series.start();
         let pending = AttemptPending {
             method,
-            started: self.recorder.clock.now(),
-            series: Some(series),
-            recorder: Arc::clone(&self.recorder),
+            started: host.shared.clock.now(),
+            host: Some(host),
             span,
         };
         let inner = {
@@ -222,24 +237,24 @@ where
 /// What an attempt records even when its future is dropped.
 #[derive(Debug)]
 struct AttemptPending {
-    /// The host's series while the attempt is active.
-    series: Option<Arc<HostSeries>>,
-    recorder: Arc<AttemptRecorder>,
+    /// The thread's handle on the host's entry, while the attempt is active.
+    host: Option<Arc<HostRef>>,
     method: usize,
     started: u64,
     span: tracing::Span,
 }
 
 impl AttemptPending {
-    fn finish(&mut self, slot: usize) -> Option<Arc<HostSeries>> {
-        let series = self.series.take()?;
+    fn finish(&mut self, slot: usize) -> Option<Arc<HostRef>> {
+        let host = self.host.take()?;
+        let (series, shared) = (&host.series, &host.shared);
         if slot >= FIRST_ERROR_SLOT {
             crate::trace::record_end(&self.span, None, slot_error(slot));
         }
-        let elapsed = self.recorder.clock.now().saturating_sub(self.started);
+        let elapsed = shared.clock.now().saturating_sub(self.started);
         let histogram = series.record(slot, self.method, elapsed);
         // An exemplar only for an attempt a subscriber traces, inside its span.
-        if let Some(trace_id) = self.recorder.trace_id
+        if let Some(trace_id) = shared.trace_id
             && !self.span.is_disabled()
             && let Some(trace_id) = self.span.in_scope(trace_id)
         {
@@ -252,18 +267,18 @@ impl AttemptPending {
                 unix_millis,
             });
         }
-        series.active.fetch_sub(1, Ordering::Relaxed);
-        Some(series)
+        series.end();
+        Some(host)
     }
 }
 
 impl Drop for AttemptPending {
     fn drop(&mut self) {
         // Still active: the attempt was cancelled before its answer.
-        if let Some(series) = self.finish(CANCELLED_SLOT) {
-            self.recorder.failures.push(FailureRecord {
+        if let Some(host) = self.finish(CANCELLED_SLOT) {
+            host.shared.failures.push(FailureRecord {
                 at: std::time::SystemTime::now(),
-                host: series,
+                host: Arc::clone(&host.series),
                 kind: "cancelled",
                 status: None,
             });
@@ -305,10 +320,10 @@ where
                 FIRST_ERROR_SLOT + kind.index()
             }
         };
-        if let (Outcome::Failure(kind), Some(series)) = (outcome, &this.pending.series) {
-            this.pending.recorder.failures.push(FailureRecord {
+        if let (Outcome::Failure(kind), Some(host)) = (outcome, &this.pending.host) {
+            host.shared.failures.push(FailureRecord {
                 at: std::time::SystemTime::now(),
-                host: Arc::clone(series),
+                host: Arc::clone(&host.series),
                 kind: kind.as_str(),
                 status: result.as_ref().ok().map(|r| r.status().as_u16()),
             });
@@ -316,15 +331,17 @@ where
         if let Ok(response) = &result {
             crate::trace::record_end(&this.pending.span, Some(response.status()), "");
         }
-        if let (Some(series), Ok(response)) = (this.pending.finish(slot), &result)
+        if let (Some(host), Ok(response)) = (this.pending.finish(slot), &result)
             && states_quota(response)
         {
-            let hints = ServerHints::from_response(response, &this.pending.recorder.hints);
+            let hints = ServerHints::from_response(response, &host.shared.hints);
             if let Some(limit) = hints.limit {
-                series.quota_limit.store(limit, Ordering::Relaxed);
+                host.series.quota_limit.store(limit, Ordering::Relaxed);
             }
             if let Some(remaining) = hints.remaining {
-                series.quota_remaining.store(remaining, Ordering::Relaxed);
+                host.series
+                    .quota_remaining
+                    .store(remaining, Ordering::Relaxed);
             }
         }
         Poll::Ready(result)

@@ -185,7 +185,7 @@ pub(crate) fn host_labels(series: &HostSeries) -> Vec<(&'static str, String)> {
 
 /// Whether a host's entry has anything to show (an `_OTHER` entry may have nothing).
 pub(crate) fn used(series: &HostSeries) -> bool {
-    let mut any = series.active.load(Ordering::Relaxed) != 0;
+    let mut any = series.active() != 0;
     series.for_each(|_, _, _| any = true);
     any
 }
@@ -235,9 +235,7 @@ fn encode_attempts(
             if result.is_ok() && used(series) {
                 result = metric
                     .encode_family(&host_labels(series))
-                    .and_then(|mut family| {
-                        family.encode_gauge(&series.active.load(Ordering::Relaxed))
-                    });
+                    .and_then(|mut family| family.encode_gauge(&series.active()));
             }
         });
         result?;

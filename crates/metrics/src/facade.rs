@@ -143,7 +143,7 @@ fn publish_into(
             "http_client_active_requests",
             "HTTP client attempts sent and not yet answered.",
             &host,
-            series.active.load(Ordering::Relaxed) as f64,
+            series.active() as f64,
         );
         for (name, help, value) in [
             (

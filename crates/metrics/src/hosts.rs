@@ -12,6 +12,8 @@ use std::sync::{Arc, OnceLock};
 use http::Uri;
 use http::uri::Scheme;
 
+use crate::attempt::AttemptShared;
+
 /// The label value of the entry that stands for every host beyond the bound (the
 /// OpenTelemetry convention for a value cut off to bound cardinality).
 pub const OTHER_HOST: &str = "_OTHER";
@@ -40,11 +42,33 @@ const ATTEMPT_BOUNDS_NANOS: [u64; 14] = [
     10_000_000_000,
 ];
 
-/// A histogram with OpenTelemetry's advised bounds, shared by every thread.
+/// How many stripes a host's counts are split into: threads take them in turn, so that two
+/// threads sending to one host add on cache lines of their own.
+const STRIPES: usize = 4;
+
+/// The calling thread's stripe.
+#[inline]
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|stripe| *stripe)
+}
+
+/// One stripe of a histogram: its bucket counts and sum, on two cache lines of their own.
 #[derive(Debug, Default)]
-pub(crate) struct AttemptHistogram {
+#[repr(align(128))]
+struct HistogramStripe {
     counts: [AtomicU64; 15],
     sum_nanos: AtomicU64,
+}
+
+/// A histogram with OpenTelemetry's advised bounds. Each thread adds to its stripe; a
+/// reading adds the stripes up.
+#[derive(Debug, Default)]
+pub(crate) struct AttemptHistogram {
+    stripes: [HistogramStripe; STRIPES],
     /// The latest sample recorded with a trace id.
     pub(crate) exemplar: ExemplarSlot,
 }
@@ -122,15 +146,32 @@ impl AttemptHistogram {
             .iter()
             .position(|bound| nanos <= *bound)
             .unwrap_or(ATTEMPT_BOUNDS_NANOS.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let stripe = &self.stripes[stripe()];
+        stripe.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        stripe.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// Per-bucket counts (not cumulative; the last is `+Inf`) and the sum in seconds.
     pub(crate) fn read(&self) -> ([u64; 15], f64) {
-        let counts = std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed));
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        (counts, sum)
+        let mut counts = [0u64; 15];
+        let mut sum_nanos = 0u64;
+        for stripe in &self.stripes {
+            for (count, cell) in counts.iter_mut().zip(&stripe.counts) {
+                *count += cell.load(Ordering::Relaxed);
+            }
+            sum_nanos = sum_nanos.wrapping_add(stripe.sum_nanos.load(Ordering::Relaxed));
+        }
+        (counts, sum_nanos as f64 / 1e9)
+    }
+
+    /// Whether any sample was recorded.
+    fn has_samples(&self) -> bool {
+        self.stripes.iter().any(|stripe| {
+            stripe
+                .counts
+                .iter()
+                .any(|count| count.load(Ordering::Relaxed) > 0)
+        })
     }
 }
 
@@ -174,14 +215,21 @@ pub(crate) struct HostSeries {
     pub(crate) port: Option<u16>,
     /// `url.scheme`.
     pub(crate) scheme: &'static str,
-    /// Attempts sent and not yet answered (headers) or failed.
-    pub(crate) active: AtomicI64,
+    /// Attempts sent and not yet answered (headers) or failed, in stripes: an attempt adds
+    /// to its thread's when sent and takes from its thread's when done, so a stripe may go
+    /// below zero; their sum is the count.
+    active: [ActiveStripe; STRIPES],
     /// Histograms by status slot, then method; a slot's eight are made at its first use.
     slots: Box<[OnceLock<Box<MethodHistograms>>]>,
     /// The upstream's last stated quota and what was left of it (`u64::MAX`: never stated).
     pub(crate) quota_limit: AtomicU64,
     pub(crate) quota_remaining: AtomicU64,
 }
+
+/// One stripe of a host's active count, on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct ActiveStripe(AtomicI64);
 
 /// A quota figure the upstream never stated.
 pub(crate) const UNSTATED: u64 = u64::MAX;
@@ -192,11 +240,31 @@ impl HostSeries {
             address,
             port,
             scheme,
-            active: AtomicI64::new(0),
+            active: Default::default(),
             slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
             quota_limit: AtomicU64::new(UNSTATED),
             quota_remaining: AtomicU64::new(UNSTATED),
         }
+    }
+
+    /// Counts an attempt sent.
+    #[inline]
+    pub(crate) fn start(&self) {
+        self.active[stripe()].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an attempt done (answered, failed or cancelled).
+    #[inline]
+    pub(crate) fn end(&self) {
+        self.active[stripe()].0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Attempts sent and not yet done.
+    pub(crate) fn active(&self) -> i64 {
+        self.active
+            .iter()
+            .map(|stripe| stripe.0.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Records one attempt of `method` that ended in `slot` after `nanos`, the histogram it
@@ -233,11 +301,7 @@ impl HostSeries {
                 continue;
             };
             for (method, histogram) in histograms.iter().enumerate() {
-                if histogram
-                    .counts
-                    .iter()
-                    .any(|c| c.load(Ordering::Relaxed) > 0)
-                {
+                if histogram.has_samples() {
                     each(slot, method, histogram);
                 }
             }
@@ -268,33 +332,55 @@ pub(crate) struct HostTable {
     maps: [HostMap; 3],
     /// The `_OTHER` entry, per scheme.
     others: [Arc<HostSeries>; 3],
-    /// Each thread's last host (scheme index, key, entry): a thread that sends to one host
-    /// after another finds its entry without the map's guard, hash and probe.
+    /// Handles on the `_OTHER` entries, shared by every thread.
+    other_refs: [Arc<HostRef>; 3],
+    /// What an attempt records with besides its host's entry.
+    shared: Arc<AttemptShared>,
+    /// Each thread's last host (scheme index, key, the thread's handle on its entry): a
+    /// thread that sends to one host after another finds its entry without the map's guard,
+    /// hash and probe, and each attempt counts a reference to its thread's handle, not to
+    /// the entry every thread shares.
     last: Box<thread_local::ThreadLocal<LastHost>>,
 }
 
-/// A thread's last host: its scheme index, its key in the map and its entry.
-type LastHost = RefCell<Option<(usize, Box<str>, Arc<HostSeries>)>>;
+/// A thread's last host: its scheme index, its key in the map and the thread's handle.
+type LastHost = RefCell<Option<(usize, Box<str>, Arc<HostRef>)>>;
+
+/// A handle on a host's entry, with what an attempt records with besides: what an attempt
+/// holds while it is out.
+#[derive(Debug)]
+pub(crate) struct HostRef {
+    pub(crate) series: Arc<HostSeries>,
+    pub(crate) shared: Arc<AttemptShared>,
+}
 
 impl HostTable {
-    pub(crate) fn new(max_hosts: usize) -> Self {
+    pub(crate) fn new(max_hosts: usize, shared: Arc<AttemptShared>) -> Self {
+        let others: [Arc<HostSeries>; 3] =
+            std::array::from_fn(|i| Arc::new(HostSeries::new(OTHER_HOST.into(), None, SCHEMES[i])));
         Self {
             max_hosts,
             hosts: AtomicUsize::new(0),
             maps: std::array::from_fn(|_| HostMap::default()),
-            others: std::array::from_fn(|i| {
-                Arc::new(HostSeries::new(OTHER_HOST.into(), None, SCHEMES[i]))
+            other_refs: std::array::from_fn(|i| {
+                Arc::new(HostRef {
+                    series: Arc::clone(&others[i]),
+                    shared: Arc::clone(&shared),
+                })
             }),
+            others,
+            shared,
             last: Box::default(),
         }
     }
 
-    /// The entry of `uri`'s host: its own while the table has room, else `_OTHER`.
+    /// A handle on the entry of `uri`'s host: its own while the table has room, else
+    /// `_OTHER`.
     #[inline]
-    pub(crate) fn entry(&self, uri: &Uri) -> Arc<HostSeries> {
+    pub(crate) fn entry(&self, uri: &Uri) -> Arc<HostRef> {
         let index = scheme_index(uri.scheme());
         let Some(authority) = uri.authority() else {
-            return Arc::clone(&self.others[index]);
+            return Arc::clone(&self.other_refs[index]);
         };
         // Credentials never become a label.
         let key = match authority.as_str().rsplit_once('@') {
@@ -302,11 +388,11 @@ impl HostTable {
             None => authority.as_str(),
         };
         let last = self.last.get_or_default();
-        if let Some((last_index, last_key, series)) = &*last.borrow()
+        if let Some((last_index, last_key, host)) = &*last.borrow()
             && *last_index == index
             && **last_key == *key
         {
-            return Arc::clone(series);
+            return Arc::clone(host);
         }
         let map = &self.maps[index];
         let series = match map.pin().get(key) {
@@ -315,12 +401,17 @@ impl HostTable {
         };
         // Only a host's own entry is kept: a host sent to `_OTHER` while racing inserts held
         // the last places may get one of its own later.
-        if !Arc::ptr_eq(&series, &self.others[index])
-            && let Ok(mut last) = last.try_borrow_mut()
-        {
-            *last = Some((index, key.into(), Arc::clone(&series)));
+        if Arc::ptr_eq(&series, &self.others[index]) {
+            return Arc::clone(&self.other_refs[index]);
         }
-        series
+        let host = Arc::new(HostRef {
+            series,
+            shared: Arc::clone(&self.shared),
+        });
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = Some((index, key.into(), Arc::clone(&host)));
+        }
+        host
     }
 
     #[cold]
@@ -377,36 +468,106 @@ impl HostTable {
 mod tests {
     use super::*;
 
+    fn table(max_hosts: usize) -> HostTable {
+        let shared = Arc::new(AttemptShared::new(
+            crate::clock::Clock::new(Default::default()),
+            None,
+        ));
+        HostTable::new(max_hosts, shared)
+    }
+
     /// A thread's last host is found again, and a host after it gets its own entry, whichever
     /// came last; credentials never make another entry; a host beyond the bound is `_OTHER`
     /// every time, not kept as the thread's last.
     #[test]
     fn each_request_finds_its_own_hosts_entry() {
-        let table = HostTable::new(2);
+        let table = table(2);
         let uri = |text: &str| text.parse::<Uri>().expect("valid uri");
         let a = uri("https://a.example/x");
         let b = uri("https://b.example:8443/y");
-        let first_a = table.entry(&a);
+        let first_a = table.entry(&a).series.clone();
         for _ in 0..3 {
-            assert!(Arc::ptr_eq(&table.entry(&a), &first_a));
-            assert!(Arc::ptr_eq(&table.entry(&a), &first_a));
-            let series_b = table.entry(&b);
+            assert!(Arc::ptr_eq(&table.entry(&a).series, &first_a));
+            assert!(Arc::ptr_eq(&table.entry(&a).series, &first_a));
+            let series_b = table.entry(&b).series.clone();
             assert_eq!(
                 (&*series_b.address, series_b.port),
                 ("b.example", Some(8443))
             );
         }
         let with_user = uri("https://user:secret@a.example/z");
-        assert!(Arc::ptr_eq(&table.entry(&with_user), &first_a));
+        assert!(Arc::ptr_eq(&table.entry(&with_user).series, &first_a));
         assert!(!Arc::ptr_eq(
-            &table.entry(&uri("http://a.example/")),
+            &table.entry(&uri("http://a.example/")).series,
             &first_a
         ));
         let beyond = uri("https://c.example/");
         for _ in 0..2 {
-            assert_eq!(&*table.entry(&beyond).address, OTHER_HOST);
+            assert_eq!(&*table.entry(&beyond).series.address, OTHER_HOST);
         }
-        assert!(Arc::ptr_eq(&table.entry(&a), &first_a));
+        assert!(Arc::ptr_eq(&table.entry(&a).series, &first_a));
         assert_eq!(table.hosts(), 2);
+    }
+
+    /// Attempts to one host on one thread hold that thread's handle, not the entry's own
+    /// reference count; another thread gets a handle of its own on the same entry.
+    #[test]
+    fn a_thread_reuses_its_handle_and_another_thread_has_its_own() {
+        let table = table(4);
+        let a: Uri = "https://a.example/x".parse().expect("valid uri");
+        let first = table.entry(&a);
+        let again = table.entry(&a);
+        assert!(Arc::ptr_eq(&first, &again));
+        let entry_references = Arc::strong_count(&first.series);
+        for _ in 0..10 {
+            let _held = table.entry(&a);
+            assert_eq!(Arc::strong_count(&first.series), entry_references);
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let theirs = table.entry(&a);
+                assert!(!Arc::ptr_eq(&theirs, &first));
+                assert!(Arc::ptr_eq(&theirs.series, &first.series));
+            });
+        });
+    }
+
+    /// Counts made on several threads (each on its stripe, some ending on another thread
+    /// than they started on) add up exactly.
+    #[test]
+    fn striped_counts_add_up_across_threads() {
+        let series = HostSeries::new("a.example".into(), Some(443), "https");
+        std::thread::scope(|scope| {
+            for thread in 0..6u64 {
+                let series = &series;
+                scope.spawn(move || {
+                    for i in 0..1_000 {
+                        series.start();
+                        series.record(200 - 100, 0, (thread + 1) * 1_000_000 - i);
+                    }
+                });
+            }
+        });
+        assert_eq!(series.active(), 6_000);
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                let series = &series;
+                scope.spawn(move || (0..2_000).for_each(|_| series.end()));
+            }
+        });
+        assert_eq!(series.active(), 0);
+        let (counts, sum) = series.slots[100].get().expect("recorded")[0].read();
+        // Threads 0 – 4 recorded at most 5 ms (the first bucket), thread 5 just under 6 ms.
+        assert_eq!(counts.iter().sum::<u64>(), 6_000);
+        assert_eq!(counts[0], 5_000);
+        assert_eq!(counts[1], 1_000);
+        let expected: u64 = (0..6u64)
+            .map(|thread| {
+                (0..1_000)
+                    .map(|i| (thread + 1) * 1_000_000 - i)
+                    .sum::<u64>()
+            })
+            .sum();
+        assert!((sum - expected as f64 / 1e9).abs() < 1e-9, "{sum}");
     }
 }

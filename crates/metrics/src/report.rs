@@ -282,7 +282,7 @@ fn host_report(series: &HostSeries) -> HostReport {
         scheme: series.scheme,
         attempts,
         errors,
-        active: series.active.load(std::sync::atomic::Ordering::Relaxed),
+        active: series.active(),
         p95: quantile(&ATTEMPT_BOUNDS, &counts, 0.95),
         quota_limit: stated(
             series
@@ -330,6 +330,7 @@ impl Report {
         let (mut retry, mut rate_limit, mut circuit_breaker) = (None, None, None);
         read_sources(sources, &mut retry, &mut rate_limit, &mut circuit_breaker);
         let recent_failures = attempts
+            .shared
             .failures
             .read()
             .into_iter()
