@@ -215,11 +215,12 @@ where
         let method = method_index(request.method());
         let span = crate::trace::attempt_span(&request, method);
         let host = self.recorder.hosts.entry(request.uri());
-        host.series.start();
+        let stripe = host.series.start();
         let pending = AttemptPending {
             method,
             started: host.shared.clock.now(),
             host: Some(host),
+            stripe,
             span,
         };
         let inner = {
@@ -239,6 +240,8 @@ where
 struct AttemptPending {
     /// The thread's handle on the host's entry, while the attempt is active.
     host: Option<Arc<HostRef>>,
+    /// The stripe of the host's active count the attempt was counted on.
+    stripe: usize,
     method: usize,
     started: u64,
     span: tracing::Span,
@@ -267,7 +270,7 @@ impl AttemptPending {
                 unix_millis,
             });
         }
-        series.end();
+        series.end(self.stripe);
         Some(host)
     }
 }
@@ -335,13 +338,16 @@ where
             && states_quota(response)
         {
             let hints = ServerHints::from_response(response, &host.shared.hints);
-            if let Some(limit) = hints.limit {
-                host.series.quota_limit.store(limit, Ordering::Relaxed);
-            }
-            if let Some(remaining) = hints.remaining {
-                host.series
-                    .quota_remaining
-                    .store(remaining, Ordering::Relaxed);
+            // Stored only when they change: the host's entry is read by every attempt.
+            for (figure, stated) in [
+                (&host.series.quota_limit, hints.limit),
+                (&host.series.quota_remaining, hints.remaining),
+            ] {
+                if let Some(value) = stated
+                    && figure.load(Ordering::Relaxed) != value
+                {
+                    figure.store(value, Ordering::Relaxed);
+                }
             }
         }
         Poll::Ready(result)

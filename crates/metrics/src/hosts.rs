@@ -1,9 +1,11 @@
 //! Per-host figures, bounded: a table of at most `max_hosts` hosts, and an `_OTHER` entry
 //! for every host beyond.
 //!
-//! A request finds its host's entry with one lock-free map read (papaya) keyed by the
-//! authority it already carries, so recording allocates nothing once a host is known; the
-//! first request to a new host makes its entry, while the table has room.
+//! A request finds its host's entry among its thread's last four hosts, else with one
+//! lock-free map read (papaya) keyed by the authority it already carries; the first request
+//! to a new host makes its entry, while the table has room. A thread that sends to at most
+//! four hosts in turn allocates nothing once they are known; each host it takes into its
+//! four makes a handle and a copy of the key.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -216,8 +218,8 @@ pub(crate) struct HostSeries {
     /// `url.scheme`.
     pub(crate) scheme: &'static str,
     /// Attempts sent and not yet answered (headers) or failed, in stripes: an attempt adds
-    /// to its thread's when sent and takes from its thread's when done, so a stripe may go
-    /// below zero; their sum is the count.
+    /// to its thread's stripe when sent and takes from that stripe when done; the sum is the
+    /// count.
     active: [ActiveStripe; STRIPES],
     /// Histograms by status slot, then method; a slot's eight are made at its first use.
     slots: Box<[OnceLock<Box<MethodHistograms>>]>,
@@ -247,16 +249,20 @@ impl HostSeries {
         }
     }
 
-    /// Counts an attempt sent.
+    /// Counts an attempt sent, on the calling thread's stripe, which it returns: the attempt
+    /// is counted done on the same stripe, wherever it ends.
     #[inline]
-    pub(crate) fn start(&self) {
-        self.active[stripe()].0.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn start(&self) -> usize {
+        let stripe = stripe();
+        self.active[stripe].0.fetch_add(1, Ordering::Relaxed);
+        stripe
     }
 
-    /// Counts an attempt done (answered, failed or cancelled).
+    /// Counts an attempt done (answered, failed or cancelled) that [`start`](Self::start)
+    /// counted on `stripe`. No stripe goes below zero, so neither does a reading.
     #[inline]
-    pub(crate) fn end(&self) {
-        self.active[stripe()].0.fetch_sub(1, Ordering::Relaxed);
+    pub(crate) fn end(&self, stripe: usize) {
+        self.active[stripe].0.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Attempts sent and not yet done.
@@ -336,19 +342,24 @@ pub(crate) struct HostTable {
     other_refs: [Arc<HostRef>; 3],
     /// What an attempt records with besides its host's entry.
     shared: Arc<AttemptShared>,
-    /// Each thread's last host (scheme index, key, the thread's handle on its entry): a
-    /// thread that sends to one host after another finds its entry without the map's guard,
-    /// hash and probe, and each attempt counts a reference to its thread's handle, not to
-    /// the entry every thread shares.
+    /// Each thread's last hosts (scheme index, key, the thread's handle on its entry): a
+    /// thread that sends to a few hosts finds their entries without the map's guard, hash
+    /// and probe, and each attempt counts a reference to its thread's handle, not to the
+    /// entry every thread shares.
     last: Box<thread_local::ThreadLocal<LastHost>>,
 }
 
-/// A thread's last host: its scheme index, its key in the map and the thread's handle.
-type LastHost = RefCell<Option<(usize, Box<str>, Arc<HostRef>)>>;
+/// How many hosts each thread remembers.
+const REMEMBERED: usize = 4;
+
+/// A thread's last hosts (scheme index, key in the map, the thread's handle), and which
+/// place the next new one takes.
+type LastHost = RefCell<([Option<(usize, Box<str>, Arc<HostRef>)>; REMEMBERED], usize)>;
 
 /// A handle on a host's entry, with what an attempt records with besides: what an attempt
 /// holds while it is out.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct HostRef {
     pub(crate) series: Arc<HostSeries>,
     pub(crate) shared: Arc<AttemptShared>,
@@ -388,9 +399,12 @@ impl HostTable {
             None => authority.as_str(),
         };
         let last = self.last.get_or_default();
-        if let Some((last_index, last_key, host)) = &*last.borrow()
-            && *last_index == index
-            && **last_key == *key
+        if let Some((_, _, host)) = last
+            .borrow()
+            .0
+            .iter()
+            .flatten()
+            .find(|(last_index, last_key, _)| *last_index == index && **last_key == *key)
         {
             return Arc::clone(host);
         }
@@ -409,7 +423,9 @@ impl HostTable {
             shared: Arc::clone(&self.shared),
         });
         if let Ok(mut last) = last.try_borrow_mut() {
-            *last = Some((index, key.into(), Arc::clone(&host)));
+            let (remembered, next) = &mut *last;
+            remembered[*next] = Some((index, key.into(), Arc::clone(&host)));
+            *next = (*next + 1) % REMEMBERED;
         }
         host
     }
@@ -503,8 +519,21 @@ mod tests {
         ));
         let beyond = uri("https://c.example/");
         for _ in 0..2 {
-            assert_eq!(&*table.entry(&beyond).series.address, OTHER_HOST);
+            let other = table.entry(&beyond);
+            assert_eq!(&*other.series.address, OTHER_HOST);
+            assert!(Arc::ptr_eq(&other, &table.other_refs[1]));
         }
+        // `_OTHER` never takes a place among the thread's last hosts.
+        let remembered = table
+            .last
+            .get_or_default()
+            .borrow()
+            .0
+            .iter()
+            .flatten()
+            .count();
+        // a.example and b.example:8443; http's a.example was past the bound, `_OTHER` too.
+        assert_eq!(remembered, 2);
         assert!(Arc::ptr_eq(&table.entry(&a).series, &first_a));
         assert_eq!(table.hosts(), 2);
     }
@@ -513,7 +542,7 @@ mod tests {
     /// reference count; another thread gets a handle of its own on the same entry.
     #[test]
     fn a_thread_reuses_its_handle_and_another_thread_has_its_own() {
-        let table = table(4);
+        let table = table(8);
         let a: Uri = "https://a.example/x".parse().expect("valid uri");
         let first = table.entry(&a);
         let again = table.entry(&a);
@@ -523,6 +552,28 @@ mod tests {
             let _held = table.entry(&a);
             assert_eq!(Arc::strong_count(&first.series), entry_references);
         }
+        // Four hosts in turn keep their handles; a fifth takes the oldest one's place.
+        let hosts: Vec<Uri> = ["b", "c", "d"]
+            .iter()
+            .map(|host| {
+                format!("https://{host}.example/")
+                    .parse()
+                    .expect("valid uri")
+            })
+            .collect();
+        let handles: Vec<_> = hosts.iter().map(|uri| table.entry(uri)).collect();
+        for _ in 0..3 {
+            assert!(Arc::ptr_eq(&table.entry(&a), &first));
+            for (uri, handle) in hosts.iter().zip(&handles) {
+                assert!(Arc::ptr_eq(&table.entry(uri), handle));
+            }
+        }
+        let fifth: Uri = "https://e.example/".parse().expect("valid uri");
+        let _ = table.entry(&fifth);
+        assert!(
+            !Arc::ptr_eq(&table.entry(&a), &first),
+            "a.example was the oldest"
+        );
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 let theirs = table.entry(&a);
@@ -537,22 +588,39 @@ mod tests {
     #[test]
     fn striped_counts_add_up_across_threads() {
         let series = HostSeries::new("a.example".into(), Some(443), "https");
-        std::thread::scope(|scope| {
-            for thread in 0..6u64 {
-                let series = &series;
-                scope.spawn(move || {
-                    for i in 0..1_000 {
-                        series.start();
-                        series.record(200 - 100, 0, (thread + 1) * 1_000_000 - i);
-                    }
-                });
-            }
+        let stripes = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..6u64)
+                .map(|thread| {
+                    let series = &series;
+                    scope.spawn(move || {
+                        let mut stripes = Vec::new();
+                        for i in 0..1_000 {
+                            stripes.push(series.start());
+                            series.record(200 - 100, 0, (thread + 1) * 1_000_000 - i);
+                        }
+                        stripes
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|thread| thread.join().expect("no panic"))
+                .collect::<Vec<_>>()
         });
         assert_eq!(series.active(), 6_000);
+        // Six threads took at least two stripes.
+        assert!(stripes.iter().any(|&stripe| stripe != stripes[0]));
+        // Each attempt ends on another thread than it started on, on its own stripe: no
+        // stripe ever goes below zero.
         std::thread::scope(|scope| {
-            for _ in 0..3 {
+            for ends in stripes.chunks(2_000) {
                 let series = &series;
-                scope.spawn(move || (0..2_000).for_each(|_| series.end()));
+                scope.spawn(move || {
+                    for &stripe in ends {
+                        series.end(stripe);
+                        assert!(series.active[stripe].0.load(Ordering::Relaxed) >= 0);
+                    }
+                });
             }
         });
         assert_eq!(series.active(), 0);
