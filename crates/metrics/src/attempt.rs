@@ -22,7 +22,6 @@ use crate::labels::method_index;
 #[derive(Debug)]
 pub(crate) struct AttemptRecorder {
     pub(crate) hosts: HostTable,
-    pub(crate) shared: Arc<AttemptShared>,
 }
 
 /// What an attempt records with besides its host's entry. Every handle on a host holds it,
@@ -55,8 +54,7 @@ impl AttemptRecorder {
     pub(crate) fn new(max_hosts: usize, clock: Clock, trace_id: Option<TraceIdFn>) -> Self {
         let shared = Arc::new(AttemptShared::new(clock, trace_id));
         Self {
-            hosts: HostTable::new(max_hosts, Arc::clone(&shared)),
-            shared,
+            hosts: HostTable::new(max_hosts, shared),
         }
     }
 }

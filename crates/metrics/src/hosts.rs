@@ -336,9 +336,7 @@ pub(crate) struct HostTable {
     hosts: AtomicUsize,
     /// Keyed by the URI's authority without user information, one map per scheme.
     maps: [HostMap; 3],
-    /// The `_OTHER` entry, per scheme.
-    others: [Arc<HostSeries>; 3],
-    /// Handles on the `_OTHER` entries, shared by every thread.
+    /// Handles on the `_OTHER` entry of each scheme, shared by every thread.
     other_refs: [Arc<HostRef>; 3],
     /// What an attempt records with besides its host's entry.
     shared: Arc<AttemptShared>,
@@ -367,19 +365,16 @@ pub(crate) struct HostRef {
 
 impl HostTable {
     pub(crate) fn new(max_hosts: usize, shared: Arc<AttemptShared>) -> Self {
-        let others: [Arc<HostSeries>; 3] =
-            std::array::from_fn(|i| Arc::new(HostSeries::new(OTHER_HOST.into(), None, SCHEMES[i])));
         Self {
             max_hosts,
             hosts: AtomicUsize::new(0),
             maps: std::array::from_fn(|_| HostMap::default()),
             other_refs: std::array::from_fn(|i| {
                 Arc::new(HostRef {
-                    series: Arc::clone(&others[i]),
+                    series: Arc::new(HostSeries::new(OTHER_HOST.into(), None, SCHEMES[i])),
                     shared: Arc::clone(&shared),
                 })
             }),
-            others,
             shared,
             last: Box::default(),
         }
@@ -409,15 +404,15 @@ impl HostTable {
             return Arc::clone(host);
         }
         let map = &self.maps[index];
-        let series = match map.pin().get(key) {
-            Some(series) => Arc::clone(series),
+        let found = match map.pin().get(key) {
+            Some(series) => Some(Arc::clone(series)),
             None => self.insert(index, key, uri),
         };
         // Only a host's own entry is kept: a host sent to `_OTHER` while racing inserts held
         // the last places may get one of its own later.
-        if Arc::ptr_eq(&series, &self.others[index]) {
+        let Some(series) = found else {
             return Arc::clone(&self.other_refs[index]);
-        }
+        };
         let host = Arc::new(HostRef {
             series,
             shared: Arc::clone(&self.shared),
@@ -430,8 +425,9 @@ impl HostTable {
         host
     }
 
+    /// Makes the entry of a host new to the table, if it has room.
     #[cold]
-    fn insert(&self, index: usize, key: &str, uri: &Uri) -> Arc<HostSeries> {
+    fn insert(&self, index: usize, key: &str, uri: &Uri) -> Option<Arc<HostSeries>> {
         // Reserve a place before making the entry, so that racing threads cannot take the
         // table past its bound.
         let reserved = self
@@ -441,7 +437,7 @@ impl HostTable {
             })
             .is_ok();
         if !reserved {
-            return Arc::clone(&self.others[index]);
+            return None;
         }
         let port = uri.port_u16().or(match index {
             0 => Some(80),
@@ -456,7 +452,7 @@ impl HostTable {
             // Another thread made the entry first: give the place back.
             self.hosts.fetch_sub(1, Ordering::Relaxed);
         }
-        Arc::clone(kept)
+        Some(Arc::clone(kept))
     }
 
     /// Calls `each` for every entry, the `_OTHER` entries last.
@@ -469,9 +465,14 @@ impl HostTable {
                 each(series);
             }
         }
-        for other in &self.others {
-            each(other);
+        for other in &self.other_refs {
+            each(&other.series);
         }
+    }
+
+    /// What an attempt records with besides its host's entry.
+    pub(crate) fn shared(&self) -> &AttemptShared {
+        &self.shared
     }
 
     /// Hosts with an entry of their own.

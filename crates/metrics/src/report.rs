@@ -330,7 +330,8 @@ impl Report {
         let (mut retry, mut rate_limit, mut circuit_breaker) = (None, None, None);
         read_sources(sources, &mut retry, &mut rate_limit, &mut circuit_breaker);
         let recent_failures = attempts
-            .shared
+            .hosts
+            .shared()
             .failures
             .read()
             .into_iter()
