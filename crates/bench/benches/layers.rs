@@ -12,7 +12,8 @@ use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion
 use http::Request;
 use http_body_util::Full;
 use seawall_bench::{
-    CloneableRequest, NoopUpstream, call_once, clone_request, complete, tower_resilience_stack,
+    CloneableRequest, NoopUpstream, call_once, clone_request, complete, tower_resilience_breaker,
+    tower_resilience_stack,
 };
 use tower::{Layer, Service};
 
@@ -184,13 +185,7 @@ fn circuit_breaker(c: &mut Criterion) {
     open.handle().trip(&());
     bench_service(&mut group, "seawall_open_reject", open.layer(NoopUpstream));
 
-    let resilience = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .failure_rate_threshold(0.5)
-        .sliding_window_size(100)
-        .minimum_number_of_calls(20)
-        .wait_duration_in_open(Duration::from_secs(60))
-        .build()
-        .expect("valid config");
+    let resilience = tower_resilience_breaker().expect("valid config");
     bench_service(
         &mut group,
         "tower_resilience_closed",

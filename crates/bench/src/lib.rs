@@ -94,10 +94,23 @@ pub type TowerResilienceError = tower_resilience::circuitbreaker::CircuitBreaker
     tower_resilience::ratelimiter::RateLimiterServiceError<tower::BoxError>,
 >;
 
+/// tower-resilience's circuit breaker with the settings every breaker in the benchmarks
+/// has: open at 50 % failures of the last 100 calls, at least 20 calls, for 60 s.
+pub fn tower_resilience_breaker()
+-> Result<tower_resilience::circuitbreaker::CircuitBreakerLayer, String> {
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .minimum_number_of_calls(20)
+        .wait_duration_in_open(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|error| format!("tower-resilience's breaker: {error:?}"))
+}
+
 /// tower-resilience's retry, circuit breaker and rate limiter over tower's per-attempt
 /// timeout, with the standard stack's settings and in its order: 3 attempts with exponential
-/// backoff from 1 s, 5xx retried; the breaker open at 50 % failures of the last 100 calls, 20
-/// at least, for 60 s; a limit far above any load; a 30 s timeout. What a user of
+/// backoff from 1 s, 5xx retried; the breaker of [`tower_resilience_breaker`]; a limit far
+/// above any load; a 30 s timeout. What a user of
 /// tower-resilience builds in place of seawall's stack. Its retry needs a `Clone` request, so
 /// requests travel as [`CloneableRequest`] and are unwrapped in front of `upstream`.
 pub fn tower_resilience_stack<S, B, RB>(
@@ -131,13 +144,7 @@ where
     .exponential_backoff(Duration::from_secs(1))
     .retry_on_response(|response: &Response<RB>| response.status().is_server_error())
     .build();
-    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .failure_rate_threshold(0.5)
-        .sliding_window_size(100)
-        .minimum_number_of_calls(20)
-        .wait_duration_in_open(Duration::from_secs(60))
-        .build()
-        .map_err(|error| format!("tower-resilience's breaker: {error:?}"))?;
+    let breaker = tower_resilience_breaker()?;
     let limit = tower_resilience::ratelimiter::RateLimiterLayer::builder()
         .limit_for_period(usize::MAX / 2)
         .refresh_period(Duration::from_secs(1))

@@ -167,24 +167,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>(),
                 )?,
             );
-            let (mut bare, mut guarded, mut resilience) =
-                (Run::default(), Run::default(), Run::default());
+            // Every run of each client (as `ORDERS` numbers them), all rounds together.
+            let [mut bare, mut guarded, mut resilience] = [(); 3].map(|()| Run::default());
             // Each round's rate of seawall's and tower-resilience's clients over the bare one.
             let (mut ratios, mut resilience_ratios) = (Vec::new(), Vec::new());
             for round in 0..RUNS {
                 let mut rates = [0f64; 3];
                 for client in ORDERS[round % ORDERS.len()] {
-                    let run = match client {
-                        0 => drive(bare_client.clone(), &url, concurrency).await,
-                        1 => drive(seawall_client.clone(), &url, concurrency).await,
-                        _ => drive(resilience_client.clone(), &url, concurrency).await,
+                    let (run, total) = match client {
+                        0 => (drive(bare_client.clone(), &url, concurrency).await, &mut bare),
+                        1 => (drive(seawall_client.clone(), &url, concurrency).await, &mut guarded),
+                        _ => (
+                            drive(resilience_client.clone(), &url, concurrency).await,
+                            &mut resilience,
+                        ),
                     };
                     rates[client] = run.rps();
-                    match client {
-                        0 => bare.add(run),
-                        1 => guarded.add(run),
-                        _ => resilience.add(run),
-                    }
+                    total.add(run);
                 }
                 ratios.push(rates[1] / rates[0]);
                 resilience_ratios.push(rates[2] / rates[0]);
