@@ -7,28 +7,19 @@ use seawall_core::admission::Gate;
 use tokio::time::Instant;
 use tower::BoxError;
 
-use super::{Admission, Breaker, Word};
+use super::{ADMISSION_PROBE, ADMISSION_TRACKED, Admission, Breaker, Word};
 use crate::error::CircuitOpen;
 use crate::event::State;
 use crate::sync::Ordering;
 
-const PROBE: u64 = 1 << 32;
-const TRACKED: u64 = 1 << 33;
-
 impl Admission {
-    /// The admission packed into a [`Gate`] ticket.
+    /// The admission as a [`Gate`] ticket.
     pub(crate) fn ticket(self) -> u64 {
-        u64::from(self.generation)
-            | if self.probe { PROBE } else { 0 }
-            | if self.tracked { TRACKED } else { 0 }
+        self.0
     }
 
     fn from_ticket(ticket: u64) -> Self {
-        Admission {
-            generation: ticket as u32,
-            probe: ticket & PROBE != 0,
-            tracked: ticket & TRACKED != 0,
-        }
+        Admission(ticket & (u64::from(u32::MAX) | ADMISSION_PROBE | ADMISSION_TRACKED))
     }
 }
 
@@ -46,7 +37,7 @@ impl<K: fmt::Debug> Breaker<K> {
                 let deadline = self.half_open_deadline(generation);
                 let in_time =
                     deadline.is_some_and(|deadline| self.nanos(Instant::now()) < deadline);
-                if admission.probe && admission.generation == generation && in_time {
+                if admission.probe() && admission.generation() == generation && in_time {
                     return Ok(());
                 }
                 Err(self.reject(State::HalfOpen, self.half_open_retry_at(deadline)))
@@ -122,16 +113,8 @@ mod tests {
     #[test]
     fn a_ticket_carries_the_admission_whole() {
         for admission in [
-            Admission {
-                generation: u32::MAX,
-                probe: true,
-                tracked: false,
-            },
-            Admission {
-                generation: 7,
-                probe: false,
-                tracked: true,
-            },
+            Admission::new(u32::MAX, true, false),
+            Admission::new(7, false, true),
         ] {
             assert_eq!(Admission::from_ticket(admission.ticket()), admission);
         }
