@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use seawall_core::admission::{AdmissionScope, Readmission};
 use seawall_core::hints::parse_retry_after;
-use seawall_core::{Classify, FailureKind, KeyRef, Outcome, QueueWait};
+use seawall_core::{Classify, FailureKind, Held, Outcome, QueueWait};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -21,14 +21,14 @@ use crate::guard::BreakerGuard;
 /// Records a call's outcome through its classifier when it finishes, or as ignored when it
 /// is dropped unfinished (a cancelled probe gives its permit back): the breaker's guard, with
 /// the HTTP rules of judging a response.
-pub(crate) struct CallGuard<C, K: fmt::Debug> {
+pub(crate) struct CallGuard<C, K: fmt::Debug + Send + Sync + 'static> {
     guard: BreakerGuard<K>,
     classifier: C,
 }
 
-impl<C, K: fmt::Debug> CallGuard<C, K> {
+impl<C, K: fmt::Debug + Send + Sync + 'static> CallGuard<C, K> {
     pub(crate) fn new(
-        breaker: KeyRef<Breaker<K>>,
+        breaker: Held<Breaker<K>>,
         admission: Admission,
         started: Option<Instant>,
         classifier: C,
@@ -40,10 +40,7 @@ impl<C, K: fmt::Debug> CallGuard<C, K> {
     }
 
     /// Binds a readmission a layer below asked for while holding this call back.
-    pub(crate) fn hold(&mut self, held: Readmission)
-    where
-        K: Send + Sync + 'static,
-    {
+    pub(crate) fn hold(&mut self, held: Readmission) {
         self.guard.hold(held);
     }
 
@@ -96,6 +93,9 @@ pin_project! {
     where
         S: Service<Request<B>>,
         K: fmt::Debug,
+        K: Send,
+        K: Sync,
+        K: 'static,
     {
         #[pin]
         kind: Kind<S, B, C, K>,
@@ -108,6 +108,9 @@ pin_project! {
     where
         S: Service<Request<B>>,
         K: fmt::Debug,
+        K: Send,
+        K: Sync,
+        K: 'static,
     {
         Rejected { open: Option<CircuitOpen> },
         // Admitted while the service below was not ready: it is readied first (boxed, as
@@ -127,7 +130,7 @@ pin_project! {
 impl<S, B, C, K> ResponseFuture<S, B, C, K>
 where
     S: Service<Request<B>>,
-    K: fmt::Debug,
+    K: fmt::Debug + Send + Sync + 'static,
 {
     pub(crate) fn rejected(open: CircuitOpen) -> Self {
         tracing::debug!(
@@ -158,7 +161,7 @@ where
 impl<S, B, C, K> fmt::Debug for ResponseFuture<S, B, C, K>
 where
     S: Service<Request<B>>,
-    K: fmt::Debug,
+    K: fmt::Debug + Send + Sync + 'static,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()

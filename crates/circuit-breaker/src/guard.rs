@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use seawall_core::admission::Readmission;
-use seawall_core::{Classify, FailureKind, KeyRef, Outcome};
+use seawall_core::{Classify, FailureKind, Held, KeyRef, Outcome};
 use tokio::time::Instant;
 
 use crate::breaker::{Admission, Breaker, Verdict};
@@ -17,15 +17,15 @@ use seawall_core::KeyExtractor;
 /// through a classifier) or [`record_outcome`](Self::record_outcome); dropped unfinished (the
 /// operation was cancelled) it counts as ignored, and a half-open probe gives its permit back.
 #[must_use = "a guard dropped at once records the operation as cancelled"]
-pub struct BreakerGuard<K: fmt::Debug> {
-    breaker: KeyRef<Breaker<K>>,
+pub struct BreakerGuard<K: fmt::Debug + Send + Sync + 'static> {
+    breaker: Held<Breaker<K>>,
     admission: Admission,
     started: Option<Instant>,
     done: bool,
     held: Option<Readmission>,
 }
 
-impl<K: fmt::Debug> fmt::Debug for BreakerGuard<K> {
+impl<K: fmt::Debug + Send + Sync + 'static> fmt::Debug for BreakerGuard<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerGuard")
             .field("key", self.breaker.key())
@@ -63,15 +63,15 @@ where
         let breaker = self.breakers.breaker(key);
         let admission = breaker.try_acquire()?;
         let started = breaker.needs_time().then(Instant::now);
-        Ok(BreakerGuard::new(breaker, admission, started))
+        Ok(BreakerGuard::new(Held::keyed(breaker), admission, started))
     }
 }
 
-impl<K: fmt::Debug> BreakerGuard<K> {
+impl<K: fmt::Debug + Send + Sync + 'static> BreakerGuard<K> {
     /// A guard on an admission of `breaker`'s, timed from `started` if the breaker times
     /// calls.
     pub(crate) fn new(
-        breaker: KeyRef<Breaker<K>>,
+        breaker: Held<Breaker<K>>,
         admission: Admission,
         started: Option<Instant>,
     ) -> Self {
@@ -114,11 +114,8 @@ impl<K: fmt::Debug> BreakerGuard<K> {
     /// Binds a readmission that a layer below (a rate limiter's queue) asked for while it
     /// holds the operation back: when the operation's turn comes, the breaker is asked again
     /// and, if it opened meanwhile, the operation is refused before it takes a token.
-    pub fn hold(&mut self, held: Readmission)
-    where
-        K: Send + Sync + 'static,
-    {
-        held.bind(self.breaker.clone(), self.admission.ticket());
+    pub fn hold(&mut self, held: Readmission) {
+        held.bind(KeyRef::clone(&self.breaker), self.admission.ticket());
         self.held = Some(held);
     }
 
@@ -164,7 +161,7 @@ impl<K: fmt::Debug> BreakerGuard<K> {
     }
 }
 
-impl<K: fmt::Debug> Drop for BreakerGuard<K> {
+impl<K: fmt::Debug + Send + Sync + 'static> Drop for BreakerGuard<K> {
     fn drop(&mut self) {
         if !self.done {
             self.breaker.record(self.admission, Verdict::Ignored, None);

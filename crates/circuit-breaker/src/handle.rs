@@ -11,11 +11,11 @@ use crate::sync::Ordering;
 use crate::window::WindowTotals;
 
 /// Reads and changes the state of a layer's breakers. Cheap to clone.
-pub struct CircuitBreakerHandle<K> {
+pub struct CircuitBreakerHandle<K: Send + Sync + 'static> {
     breakers: Arc<Breakers<K>>,
 }
 
-impl<K> Clone for CircuitBreakerHandle<K> {
+impl<K: Send + Sync + 'static> Clone for CircuitBreakerHandle<K> {
     fn clone(&self) -> Self {
         Self {
             breakers: Arc::clone(&self.breakers),
@@ -23,7 +23,9 @@ impl<K> Clone for CircuitBreakerHandle<K> {
     }
 }
 
-impl<K: fmt::Debug + Hash + Eq + Clone> fmt::Debug for CircuitBreakerHandle<K> {
+impl<K: fmt::Debug + Hash + Eq + Clone + Send + Sync + 'static> fmt::Debug
+    for CircuitBreakerHandle<K>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerHandle")
             .field("breakers", &self.breakers)

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::{
-    ByHost, ConfigError, Global, HintPolicy, HttpClassifier, KeyExtractor, KeyLimits, KeyState,
-    KeyedMap,
+    ByHost, ConfigError, Global, HintPolicy, HttpClassifier, KeyExtractor, KeyLimits, KeyedMap,
+    SingleState,
 };
 use tower::Layer;
 
@@ -301,7 +301,7 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
         let config = Arc::new(config.validate()?);
         let seed = self.seed.unwrap_or_else(random_seed);
         let breakers = match self.extractor.single_key() {
-            Some(key) => Breakers::Single(KeyState::detached(Breaker::new(key, config, seed))),
+            Some(key) => Breakers::Single(SingleState::new(Breaker::new(key, config, seed))),
             None => Breakers::Keyed {
                 map: KeyedMap::new(config.key_limits),
                 config,

@@ -6,7 +6,9 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use seawall_core::admission::AdmissionScope;
-use seawall_core::{CallKey, CallTime, Classify, KeyExtractor, KeyRef, KeyedMap, RequestHead};
+use seawall_core::{
+    CallKey, CallTime, Classify, Held, KeyExtractor, KeyRef, KeyedMap, RequestHead, SingleState,
+};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -18,8 +20,8 @@ use crate::future::{CallGuard, ResponseFuture};
 use crate::sync::{AtomicU64, Ordering};
 
 /// The breakers of one layer: a single one, or one per key.
-pub(crate) enum Breakers<K> {
-    Single(KeyRef<Breaker<K>>),
+pub(crate) enum Breakers<K: Send + Sync + 'static> {
+    Single(SingleState<Breaker<K>>),
     Keyed {
         map: KeyedMap<K, Breaker<K>>,
         config: Arc<Config>,
@@ -31,7 +33,9 @@ pub(crate) enum Breakers<K> {
     },
 }
 
-impl<K: fmt::Debug + std::hash::Hash + Eq + Clone> fmt::Debug for Breakers<K> {
+impl<K: fmt::Debug + std::hash::Hash + Eq + Clone + Send + Sync + 'static> fmt::Debug
+    for Breakers<K>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Breakers::Single(breaker) => f.debug_tuple("Single").field(breaker).finish(),
@@ -59,7 +63,7 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone + Send + Sync + 'static> Break
         ) -> KeyRef<Breaker<K>>,
     ) -> KeyRef<Breaker<K>> {
         match self {
-            Breakers::Single(breaker) => Arc::clone(breaker),
+            Breakers::Single(breaker) => KeyRef::clone(breaker),
             Breakers::Keyed {
                 map,
                 config,
@@ -95,16 +99,16 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone + Send + Sync + 'static> Break
         extractor: &X,
         request: &Request<B>,
         now: Option<Instant>,
-    ) -> Result<(KeyRef<Breaker<K>>, Admission), CircuitOpen>
+    ) -> Result<(Held<Breaker<K>>, Admission), CircuitOpen>
     where
         X: KeyExtractor<Key = K>,
     {
         match self {
-            // The single breaker is checked before its Arc is cloned, so a refusal costs
+            // The single breaker is checked before a handle is taken, so a refusal costs
             // one atomic load.
             Breakers::Single(breaker) => {
                 let admission = breaker.try_acquire()?;
-                Ok((Arc::clone(breaker), admission))
+                Ok((breaker.hold(), admission))
             }
             Breakers::Keyed { .. } => {
                 let breaker = self.keyed_breaker(|map, make, keep| {
@@ -112,7 +116,7 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone + Send + Sync + 'static> Break
                     extractor.entry(&RequestHead::of(request), map, now, make, keep)
                 });
                 let admission = breaker.try_acquire()?;
-                Ok((breaker, admission))
+                Ok((Held::keyed(breaker), admission))
             }
         }
     }

@@ -89,6 +89,9 @@ struct Shared<V> {
     /// Set when the key leaves the map: a thread that still caches a handle on it asks the
     /// map again (and gets a fresh state) instead of using this one.
     evicted: AtomicBool,
+    /// For a layer's single state, the thread slot its spare handles go to (see
+    /// [`SingleState`](crate::SingleState)); `None` for a key's state.
+    spare_slot: Option<usize>,
     /// One handle per thread cache that used the key (cold: written when a thread first
     /// uses the key). The map's slot holds them strong, so that a handle's reference count
     /// less one is its in-flight requests; they are let go when the key leaves the map.
@@ -111,21 +114,38 @@ pub type KeyRef<V> = Arc<KeyState<V>>;
 impl<V> KeyState<V> {
     /// A state kept outside any map (a layer's single state when every request has one key).
     pub fn detached(value: V) -> KeyRef<V> {
+        Self::detached_in(value, None)
+    }
+
+    /// A state kept outside any map whose spare handles go to thread slot `spare_slot`.
+    pub(crate) fn detached_in(value: V, spare_slot: Option<usize>) -> KeyRef<V> {
         Arc::new(Self {
             shared: Arc::new(Shared {
                 value,
                 serial: next_serial(),
                 last_used_ms: AtomicU64::new(0),
                 evicted: AtomicBool::new(false),
+                spare_slot,
                 handles: Mutex::new(Vec::new()),
             }),
         })
     }
 
+    /// The thread slot this state's spare handles go to (`None`: they are not kept).
+    #[inline]
+    pub(crate) fn spare_slot(&self) -> Option<usize> {
+        self.shared.spare_slot
+    }
+
     /// Whether the key this state is for has left its map (a request that started before
-    /// may still hold it).
+    /// may still hold it), or, for a layer's single state, whether the layer let it go.
     pub fn is_evicted(&self) -> bool {
         self.shared.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Marks a single state as let go by its layer (see [`SingleState`](crate::SingleState)).
+    pub(crate) fn retire(&self) {
+        self.shared.evicted.store(true, Ordering::Relaxed);
     }
 
     /// A number that stands for this key's state for the life of the process: another key's
@@ -438,6 +458,7 @@ where
                         serial: next_serial(),
                         last_used_ms: AtomicU64::new(now_ms),
                         evicted: AtomicBool::new(false),
+                        spare_slot: None,
                         handles: Mutex::new(Vec::new()),
                     }),
                 });

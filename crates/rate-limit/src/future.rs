@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use seawall_core::admission::Readmission;
-use seawall_core::{KeyRef, QueueWait};
+use seawall_core::{Held, QueueWait};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
@@ -30,7 +30,7 @@ pub(crate) struct Queued<S, B, K, St: RateStore> {
     service: Option<S>,
     request: Option<Request<B>>,
     limiter: Arc<Limiter<K, St>>,
-    entry: KeyRef<KeyEntry<St>>,
+    entry: Held<KeyEntry<St>>,
     cost: u32,
     /// When it was called, in nanoseconds from the limiter's origin (one word, not two).
     since: u64,
@@ -50,7 +50,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
         service: S,
         request: Request<B>,
         limiter: Arc<Limiter<K, St>>,
-        entry: KeyRef<KeyEntry<St>>,
+        entry: Held<KeyEntry<St>>,
         cost: u32,
         since: Instant,
         attempt: Option<St::Future>,
@@ -142,14 +142,14 @@ pin_project! {
         // may take (256 bytes beyond its request).
         Readying {
             readying: Option<Box<(S, Request<B>)>>,
-            entry: KeyRef<KeyEntry<St>>,
+            entry: Held<KeyEntry<St>>,
             waited: Option<Duration>,
             settling: Option<Settling<K, St>>,
         },
         Called {
             #[pin]
             future: S::Future,
-            entry: KeyRef<KeyEntry<St>>,
+            entry: Held<KeyEntry<St>>,
             waited: Option<Duration>,
             settling: Option<Settling<K, St>>,
         },
@@ -187,7 +187,7 @@ where
 
     pub(crate) fn called(
         future: S::Future,
-        entry: KeyRef<KeyEntry<St>>,
+        entry: Held<KeyEntry<St>>,
         settling: Option<Settling<K, St>>,
     ) -> Self {
         Self {
@@ -203,7 +203,7 @@ where
     pub(crate) fn readying(
         service: S,
         request: Request<B>,
-        entry: KeyRef<KeyEntry<St>>,
+        entry: Held<KeyEntry<St>>,
         settling: Option<Settling<K, St>>,
     ) -> Self {
         Self {
@@ -268,7 +268,7 @@ where
                     let (mut service, request) = *parts;
                     State::Called {
                         future: service.call(request),
-                        entry: Arc::clone(entry),
+                        entry: entry.clone(),
                         waited: *waited,
                         settling: settling.take(),
                     }
@@ -497,7 +497,7 @@ where
     match (queued.service.take(), queued.request.take()) {
         (Some(service), Some(request)) => State::Readying {
             readying: Some(Box::new((service, request))),
-            entry: Arc::clone(&queued.entry),
+            entry: queued.entry.clone(),
             waited: Some(waited),
             settling: queued.limiter.settling(queued.cost),
         },

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use seawall_core::{
-    CallTime, Clock, HintPolicy, KeyExtractor, KeyRef, KeyState, KeyedMap, RequestHead,
+    CallTime, Clock, Held, HintPolicy, KeyExtractor, KeyRef, KeyedMap, RequestHead, SingleState,
     ThreadCounter,
 };
 use tokio::time::Instant;
@@ -102,7 +102,7 @@ impl Counters {
 }
 
 pub(crate) enum Entries<K, St: RateStore> {
-    Single(KeyRef<KeyEntry<St>>),
+    Single(SingleState<KeyEntry<St>>),
     Keyed(KeyedMap<K, KeyEntry<St>>),
 }
 
@@ -500,7 +500,7 @@ where
         };
         if let Some((slot, tier)) = single {
             let entry = limiter.new_entry(slot, tier);
-            limiter.entries = Entries::Single(KeyState::detached(entry));
+            limiter.entries = Entries::Single(SingleState::new(entry));
         }
         limiter
     }
@@ -511,7 +511,7 @@ where
         extractor: &X,
         head: &RequestHead<'_>,
         now: Instant,
-    ) -> KeyRef<KeyEntry<St>>
+    ) -> Held<KeyEntry<St>>
     where
         X: KeyExtractor<Key = K>,
     {
@@ -521,7 +521,7 @@ where
     }
 
     /// The entry for `key` (ignored for a single-key limiter).
-    pub(crate) fn entry(&self, key: &K, now: Instant) -> KeyRef<KeyEntry<St>> {
+    pub(crate) fn entry(&self, key: &K, now: Instant) -> Held<KeyEntry<St>> {
         self.keyed_entry(now, |map, make, keep| {
             map.get_or_insert_by(key, || key.clone(), now, make, keep)
         })
@@ -537,10 +537,10 @@ where
             &dyn Fn(&K) -> KeyEntry<St>,
             &dyn Fn(&KeyEntry<St>) -> bool,
         ) -> KeyRef<KeyEntry<St>>,
-    ) -> KeyRef<KeyEntry<St>> {
+    ) -> Held<KeyEntry<St>> {
         match &self.entries {
-            Entries::Single(entry) => Arc::clone(entry),
-            Entries::Keyed(map) => lookup(
+            Entries::Single(entry) => entry.hold(),
+            Entries::Keyed(map) => Held::keyed(lookup(
                 map,
                 &|key| self.new_entry(self.store.new_slot(key), self.tier_of(key)),
                 // Dropping a key whose quota has not refilled would hand it a fresh burst.
@@ -549,7 +549,7 @@ where
                         || entry.paused_until(now).is_some()
                         || !self.store.is_idle(&entry.slot)
                 },
-            ),
+            )),
         }
     }
 

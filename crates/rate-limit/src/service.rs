@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use seawall_core::admission::hold_back;
-use seawall_core::{CallKey, KeyExtractor, KeyRef, RequestHead};
+use seawall_core::{CallKey, Held, KeyExtractor, RequestHead};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -128,7 +128,7 @@ where
     pub(crate) fn call_entry<ReqBody, ResBody>(
         &mut self,
         request: Request<ReqBody>,
-        entry: KeyRef<KeyEntry<St>>,
+        entry: Held<KeyEntry<St>>,
         cost: u32,
         now: Instant,
     ) -> ResponseFuture<S, ReqBody, X::Key, St>
@@ -219,7 +219,7 @@ where
     fn queued<ReqBody>(
         &mut self,
         request: Request<ReqBody>,
-        entry: KeyRef<KeyEntry<St>>,
+        entry: Held<KeyEntry<St>>,
         cost: u32,
         now: Instant,
         attempt: Option<St::Future>,
@@ -251,7 +251,7 @@ where
     fn wait_or_refuse<ReqBody>(
         &mut self,
         request: Request<ReqBody>,
-        entry: KeyRef<KeyEntry<St>>,
+        entry: Held<KeyEntry<St>>,
         cost: u32,
         now: Instant,
         head_wait: Duration,
