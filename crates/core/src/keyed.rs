@@ -89,9 +89,6 @@ struct Shared<V> {
     /// Set when the key leaves the map: a thread that still caches a handle on it asks the
     /// map again (and gets a fresh state) instead of using this one.
     evicted: AtomicBool,
-    /// For a layer's single state, the thread slot its spare handles go to (see
-    /// [`SingleState`](crate::SingleState)); `None` for a key's state.
-    spare_slot: Option<usize>,
     /// One handle per thread cache that used the key (cold: written when a thread first
     /// uses the key). The map's slot holds them strong, so that a handle's reference count
     /// less one is its in-flight requests; they are let go when the key leaves the map.
@@ -106,6 +103,10 @@ struct Shared<V> {
 /// is what decides whether an idle key may be dropped.
 pub struct KeyState<V> {
     shared: Arc<Shared<V>>,
+    /// For a layer's single state, the thread slot its spare handles go to (see
+    /// [`SingleState`](crate::SingleState)); `None` for a key's. Kept in the handle, not
+    /// the shared state, so that dropping a key's handle reads no further than it.
+    spare_slot: Option<usize>,
 }
 
 /// A request's reference to its key's state, through its thread's handle.
@@ -120,12 +121,12 @@ impl<V> KeyState<V> {
     /// A state kept outside any map whose spare handles go to thread slot `spare_slot`.
     pub(crate) fn detached_in(value: V, spare_slot: Option<usize>) -> KeyRef<V> {
         Arc::new(Self {
+            spare_slot,
             shared: Arc::new(Shared {
                 value,
                 serial: next_serial(),
                 last_used_ms: AtomicU64::new(0),
                 evicted: AtomicBool::new(false),
-                spare_slot,
                 handles: Mutex::new(Vec::new()),
             }),
         })
@@ -134,7 +135,7 @@ impl<V> KeyState<V> {
     /// The thread slot this state's spare handles go to (`None`: they are not kept).
     #[inline]
     pub(crate) fn spare_slot(&self) -> Option<usize> {
-        self.shared.spare_slot
+        self.spare_slot
     }
 
     /// Whether the key this state is for has left its map (a request that started before
@@ -201,6 +202,7 @@ impl<V> Shared<V> {
         }
         let handle = Arc::new(KeyState {
             shared: Arc::clone(self),
+            spare_slot: None,
         });
         // A key evicted since the caller found it (its slot marks it before taking the
         // lock, and takes the handles away under it) keeps no new handle: the handle would
@@ -458,7 +460,6 @@ where
                         serial: next_serial(),
                         last_used_ms: AtomicU64::new(now_ms),
                         evicted: AtomicBool::new(false),
-                        spare_slot: None,
                         handles: Mutex::new(Vec::new()),
                     }),
                 });
