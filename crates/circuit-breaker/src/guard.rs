@@ -63,7 +63,7 @@ where
         let breaker = self.breakers.breaker(key);
         let admission = breaker.try_acquire()?;
         let started = breaker.needs_time().then(Instant::now);
-        Ok(BreakerGuard::new(Held::keyed(breaker), admission, started))
+        Ok(BreakerGuard::new(Held::new(breaker), admission, started))
     }
 }
 

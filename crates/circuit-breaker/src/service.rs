@@ -116,7 +116,7 @@ impl<K: fmt::Debug + std::hash::Hash + Eq + Clone + Send + Sync + 'static> Break
                     extractor.entry(&RequestHead::of(request), map, now, make, keep)
                 });
                 let admission = breaker.try_acquire()?;
-                Ok((Held::keyed(breaker), admission))
+                Ok((Held::new(breaker), admission))
             }
         }
     }

@@ -8,14 +8,16 @@
 //! When a layer has one state for every request ([`SingleState`]), a finished request's
 //! handle is put in a slot of its thread's, and the next request on that thread takes it from
 //! there instead of cloning: in the steady state no reference count changes. Each state has
-//! one of [`SLOTS`] slots per thread, so that the layers of one stack keep theirs apart (two
-//! states that share a slot take turns, and clone when the other one is there). Keyed states
-//! are not kept: their handles' counts are their in-flight requests, which decide when an
-//! idle key may go.
+//! one of [`SLOTS`] slots per thread, given out in turn as states are made, so that the few
+//! layers of one stack usually keep theirs apart (two states that share a slot take turns,
+//! and clone when the other one is there). Keyed states are not kept: their handles' counts
+//! are their in-flight requests, which decide when an idle key may go.
 //!
-//! When a layer's single state is dropped, a handle kept on it is let go the next time its
-//! thread takes a handle from any slot, or when the thread exits; until then it keeps the
-//! state's memory.
+//! When a layer's single state is dropped, the dropping thread lets go of its own spare at
+//! once; another thread's spare is let go the next time that thread takes or puts back a
+//! handle on any single state, or when it exits. Until then it keeps the state, and what the
+//! state holds (a breaker's transition listeners, say), alive; at thread exit the state is
+//! dropped among the thread's other thread-locals.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -46,29 +48,36 @@ impl<V: Send + Sync + 'static> Spare for KeyState<V> {
     }
 }
 
-type Slot = Cell<Option<Arc<dyn Spare>>>;
+/// One thread's spare handles.
+struct Spares {
+    slots: [Cell<Option<Arc<dyn Spare>>>; SLOTS],
+    /// The value of [`RETIREMENTS`] when this thread last let go of retired states' spares.
+    retirements_seen: Cell<u64>,
+}
 
 thread_local! {
-    static SPARES: [Slot; SLOTS] = const { [const { Cell::new(None) }; SLOTS] };
-    static RETIREMENTS_SEEN: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Lets go of the calling thread's spare handles on states dropped since it last looked.
-#[inline]
-fn sweep_if_due() {
-    let retirements = RETIREMENTS.load(Ordering::Acquire);
-    let _ = RETIREMENTS_SEEN.try_with(|seen| {
-        if seen.get() != retirements {
-            seen.set(retirements);
-            sweep();
+    static SPARES: Spares = const {
+        Spares {
+            slots: [const { Cell::new(None) }; SLOTS],
+            retirements_seen: Cell::new(0),
         }
-    });
+    };
 }
 
-#[cold]
-fn sweep() {
-    let _ = SPARES.try_with(|slots| {
-        for slot in slots {
+impl Spares {
+    /// Lets go of the spares on states dropped since this thread last looked.
+    #[inline]
+    fn sweep_if_due(&self) {
+        let retirements = RETIREMENTS.load(Ordering::Acquire);
+        if self.retirements_seen.get() != retirements {
+            self.retirements_seen.set(retirements);
+            self.sweep();
+        }
+    }
+
+    #[cold]
+    fn sweep(&self) {
+        for slot in &self.slots {
             let spare = slot.take();
             if let Some(spare) = spare
                 && !spare.is_retired()
@@ -76,7 +85,7 @@ fn sweep() {
                 slot.set(Some(spare));
             }
         }
-    });
+    }
 }
 
 /// A layer's state when every request has the same one: requests hold it through
@@ -88,7 +97,8 @@ pub struct SingleState<V: Send + Sync + 'static> {
 impl<V: Send + Sync + 'static> SingleState<V> {
     /// The single state holding `value`.
     pub fn new(value: V) -> Self {
-        let slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+        // Below `SLOTS`, which fits a byte.
+        let slot = (NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS) as u8;
         Self {
             handle: KeyState::detached_in(value, Some(slot)),
         }
@@ -97,12 +107,12 @@ impl<V: Send + Sync + 'static> SingleState<V> {
     /// A handle for a request: the calling thread's spare one when it has it, else a clone.
     #[inline]
     pub fn hold(&self) -> Held<V> {
-        sweep_if_due();
         let target = Arc::as_ptr(&self.handle);
-        let index = self.handle.spare_slot().unwrap_or_default();
+        let index = usize::from(self.handle.spare_slot().unwrap_or_default());
         let spare = SPARES
-            .try_with(|slots| {
-                let slot = &slots[index];
+            .try_with(|spares| {
+                spares.sweep_if_due();
+                let slot = &spares.slots[index];
                 let spare = slot.take()?;
                 if std::ptr::addr_eq(Arc::as_ptr(&spare), target) {
                     let spare: Arc<dyn Any + Send + Sync> = spare;
@@ -141,11 +151,13 @@ impl<V: Send + Sync + 'static> Drop for SingleState<V> {
         self.handle.retire();
         // Released after the mark, so that a thread that sees the new count sees the mark.
         RETIREMENTS.fetch_add(1, Ordering::Release);
+        // This thread's spare goes now; the others' at their threads' next use.
+        let _ = SPARES.try_with(Spares::sweep_if_due);
     }
 }
 
-/// A request's handle on its layer's state. One on a [`SingleState`] is put back in its
-/// thread's slot when dropped; one on a key's state is dropped as usual.
+/// A request's handle on its layer's state. One on a [`SingleState`]'s state is put back in
+/// its thread's slot when dropped; one on a key's state is dropped as usual.
 ///
 /// One word, so that it moves as one: built and copied on right after as a wider value, its
 /// pieces would cost a store-forwarding stall. The slot is the state's to say.
@@ -155,14 +167,15 @@ pub struct Held<V: Send + Sync + 'static> {
 }
 
 impl<V: Send + Sync + 'static> Held<V> {
-    /// Holds a keyed state's handle: dropped as usual, never kept for reuse.
-    pub fn keyed(handle: KeyRef<V>) -> Self {
+    /// Holds `handle`, as [`SingleState::hold`] would if it is a single state's (then it is
+    /// put back in its thread's slot when dropped); a key's handle is dropped as usual.
+    pub fn new(handle: KeyRef<V>) -> Self {
         Self {
             handle: Some(handle),
         }
     }
 
-    /// The handle (a clone of it is an ordinary reference, never kept for reuse).
+    /// The handle. A clone of it is an ordinary reference: dropped as usual.
     #[inline]
     pub fn handle(&self) -> &KeyRef<V> {
         match &self.handle {
@@ -209,8 +222,11 @@ impl<V: Send + Sync + 'static> Drop for Held<V> {
             return;
         }
         // A handle already in the slot (another state's, or a second spare of this one's
-        // when requests overlap) is dropped in its place.
-        let displaced = SPARES.try_with(|slots| slots[slot].replace(Some(handle)));
+        // when requests overlap) is dropped in its place, outside the thread-local.
+        let displaced = SPARES.try_with(|spares| {
+            spares.sweep_if_due();
+            spares.slots[usize::from(slot)].replace(Some(handle))
+        });
         drop(displaced);
     }
 }
@@ -241,16 +257,40 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_states_spare_handle_is_let_go_at_its_threads_next_take() {
+    fn a_dropped_states_spare_on_the_dropping_thread_is_let_go_at_once() {
         let state = SingleState::new(String::from("dropped"));
         drop(state.hold());
         let weak = Arc::downgrade(&*state);
+        // The spare and the state's own.
+        assert_eq!(weak.strong_count(), 2);
         drop(state);
-        // Only the thread's spare holds it now.
-        assert_eq!(weak.strong_count(), 1);
-        let other = SingleState::new(String::from("other"));
-        assert_eq!(***other.hold(), "other");
+        // Another thread's sweep at its next use is what lets it go there; on this thread,
+        // the drop itself did.
         assert_eq!(weak.strong_count(), 0);
+    }
+
+    #[test]
+    fn another_threads_spare_on_a_dropped_state_is_let_go_at_that_threads_next_use() {
+        let state = SingleState::new(String::from("dropped"));
+        let weak = Arc::downgrade(&*state);
+        let (park, parked) = std::sync::mpsc::channel();
+        let (go, went) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let held = state.hold();
+            scope.spawn(move || {
+                drop(held);
+                park.send(()).expect("the test waits");
+                went.recv().expect("the test says when");
+                // Any use of the thread's slots sweeps them: a state's own hold here.
+                let other = SingleState::new(String::from("other"));
+                let held = other.hold();
+                assert_eq!(weak.strong_count(), 0);
+                drop(held);
+            });
+            parked.recv().expect("the thread parks its spare");
+            drop(state);
+            go.send(()).expect("the thread waits");
+        });
     }
 
     #[test]
@@ -266,7 +306,7 @@ mod tests {
     #[test]
     fn a_keyed_handle_is_dropped_as_usual() {
         let handle = KeyState::detached(3u64);
-        drop(Held::keyed(Arc::clone(&handle)));
+        drop(Held::new(Arc::clone(&handle)));
         assert_eq!(Arc::strong_count(&handle), 1);
     }
 
@@ -278,10 +318,6 @@ mod tests {
                 let held = state.hold();
                 assert_eq!(***held, value);
             }
-        }
-        // Whatever the slots hold, no state has more than its own reference and one spare.
-        for state in &states {
-            assert!(Arc::strong_count(state) <= 2);
         }
     }
 

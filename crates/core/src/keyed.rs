@@ -106,7 +106,7 @@ pub struct KeyState<V> {
     /// For a layer's single state, the thread slot its spare handles go to (see
     /// [`SingleState`](crate::SingleState)); `None` for a key's. Kept in the handle, not
     /// the shared state, so that dropping a key's handle reads no further than it.
-    spare_slot: Option<usize>,
+    spare_slot: Option<u8>,
 }
 
 /// A request's reference to its key's state, through its thread's handle.
@@ -119,7 +119,7 @@ impl<V> KeyState<V> {
     }
 
     /// A state kept outside any map whose spare handles go to thread slot `spare_slot`.
-    pub(crate) fn detached_in(value: V, spare_slot: Option<usize>) -> KeyRef<V> {
+    pub(crate) fn detached_in(value: V, spare_slot: Option<u8>) -> KeyRef<V> {
         Arc::new(Self {
             spare_slot,
             shared: Arc::new(Shared {
@@ -134,7 +134,7 @@ impl<V> KeyState<V> {
 
     /// The thread slot this state's spare handles go to (`None`: they are not kept).
     #[inline]
-    pub(crate) fn spare_slot(&self) -> Option<usize> {
+    pub(crate) fn spare_slot(&self) -> Option<u8> {
         self.spare_slot
     }
 

@@ -540,7 +540,7 @@ where
     ) -> Held<KeyEntry<St>> {
         match &self.entries {
             Entries::Single(entry) => entry.hold(),
-            Entries::Keyed(map) => Held::keyed(lookup(
+            Entries::Keyed(map) => Held::new(lookup(
                 map,
                 &|key| self.new_entry(self.store.new_slot(key), self.tier_of(key)),
                 // Dropping a key whose quota has not refilled would hand it a fresh burst.
