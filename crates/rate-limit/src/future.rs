@@ -27,8 +27,11 @@ const UNTIL_TOLD: Duration = Duration::from_millis(250);
 /// A request waiting for its turn. Dropping it leaves the queue at once and, if it was at
 /// the head, hands the turn to the next waiter.
 pub(crate) struct Queued<S, B, K, St: RateStore> {
-    service: Option<S>,
-    request: Option<Request<B>>,
+    /// The service to ready and the request to send, boxed as the `Readying` state takes
+    /// them when the request is admitted: inline, the request would widen every response
+    /// future of this layer and of the layers above, which are moved whole, to save a
+    /// waiting request one allocation.
+    parts: Option<Box<(S, Request<B>)>>,
     limiter: Arc<Limiter<K, St>>,
     entry: Held<KeyEntry<St>>,
     cost: u32,
@@ -57,8 +60,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
     ) -> Self {
         let since = entry.context.nanos(since);
         Self {
-            service: Some(service),
-            request: Some(request),
+            parts: Some(Box::new((service, request))),
             limiter,
             entry,
             cost,
@@ -137,9 +139,10 @@ pin_project! {
         Rejected { rejected: Option<Rejected> },
         // Admitted; the service below is readied before it is called. Boxed: the request is
         // large, and an admitted request whose service is ready (the steady state) would
-        // otherwise carry its room and copy it. A waiting request's state is not boxed: a
-        // waiter would then carry the box and this future's own room, past what a waiter
-        // may take (256 bytes beyond its request).
+        // otherwise carry its room and copy it. A waiting request's state is not boxed
+        // beyond its service and request (see `Queued`): a waiter would then carry the box
+        // and this future's own room, past what a waiter may take (256 bytes beyond its
+        // request).
         Readying {
             readying: Option<Box<(S, Request<B>)>>,
             entry: Held<KeyEntry<St>>,
@@ -344,7 +347,7 @@ where
                     None => {
                         let joined = queued.limiter.join(
                             &queued.entry,
-                            queued.request.as_ref(),
+                            queued.parts.as_deref().map(|(_, request)| request),
                             queued.cost,
                             now,
                             wait,
@@ -494,15 +497,15 @@ where
             Ordering::Relaxed,
         );
     }
-    match (queued.service.take(), queued.request.take()) {
-        (Some(service), Some(request)) => State::Readying {
-            readying: Some(Box::new((service, request))),
+    match queued.parts.take() {
+        Some(parts) => State::Readying {
+            readying: Some(parts),
             entry: queued.entry.clone(),
             waited: Some(waited),
             settling: queued.limiter.settling(queued.cost),
         },
-        // Admission happens once per request; both are still here.
-        _ => State::Rejected { rejected: None },
+        // Admission happens once per request; the parts are still here.
+        None => State::Rejected { rejected: None },
     }
 }
 
