@@ -247,10 +247,11 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
 
     /// Calls `listener` once for every state transition of every breaker.
     ///
-    /// The listener lives as long as the breaker. A single breaker's requests reuse their
-    /// thread's spare handle on it (see `seawall_core::held`), so after the layer is dropped
-    /// a thread that ran its requests may keep the breaker, and the listener, until that
-    /// thread next uses a seawall layer or exits.
+    /// The listener lives as long as the breaker. A single (not keyed) breaker's requests
+    /// reuse their thread's spare handle on it (see `seawall_core::held`), so after the
+    /// layer is dropped another thread that ran its requests may keep the breaker, and the
+    /// listener, until that thread next takes or puts back a handle on a single breaker or
+    /// rate limiter, or exits.
     pub fn on_transition(
         mut self,
         listener: impl Fn(&Transition<'_>) + Send + Sync + 'static,

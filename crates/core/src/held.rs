@@ -29,6 +29,9 @@ use crate::keyed::{KeyRef, KeyState};
 /// How many slots each thread has for spare handles.
 pub const SLOTS: usize = 8;
 
+// A slot's index is kept in a byte.
+const _: () = assert!(SLOTS <= 256);
+
 /// How many single states have been dropped in the process: a thread whose slots last saw
 /// another number lets go of the handles they keep on dropped states.
 static RETIREMENTS: AtomicU64 = AtomicU64::new(0);
@@ -218,13 +221,18 @@ impl<V: Send + Sync + 'static> Drop for Held<V> {
         let Some(slot) = handle.spare_slot() else {
             return;
         };
-        if handle.is_evicted() {
-            return;
-        }
-        // A handle already in the slot (another state's, or a second spare of this one's
-        // when requests overlap) is dropped in its place, outside the thread-local.
-        let displaced = SPARES.try_with(|spares| {
+        let displaced = SPARES.try_with(|spares| -> Option<Arc<dyn Spare>> {
             spares.sweep_if_due();
+            // Asked after the sweep: a state retired before the count it saw is seen retired
+            // here, and one retired after it is swept at this thread's next use. Asked
+            // before, a retirement in between would be counted as seen with this handle
+            // not yet parked, and it would stay parked.
+            if handle.is_evicted() {
+                return Some(handle);
+            }
+            // A handle already in the slot (another state's, or a second spare of this
+            // one's when requests overlap) is dropped in its place, outside the
+            // thread-local.
             spares.slots[usize::from(slot)].replace(Some(handle))
         });
         drop(displaced);
@@ -273,12 +281,15 @@ mod tests {
     fn another_threads_spare_on_a_dropped_state_is_let_go_at_that_threads_next_use() {
         let state = SingleState::new(String::from("dropped"));
         let weak = Arc::downgrade(&*state);
+        let weak_here = weak.clone();
         let (park, parked) = std::sync::mpsc::channel();
         let (go, went) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|scope| {
             let held = state.hold();
             scope.spawn(move || {
                 drop(held);
+                // Parked here, besides the state's own.
+                assert_eq!(weak.strong_count(), 2);
                 park.send(()).expect("the test waits");
                 went.recv().expect("the test says when");
                 // Any use of the thread's slots sweeps them: a state's own hold here.
@@ -289,6 +300,8 @@ mod tests {
             });
             parked.recv().expect("the thread parks its spare");
             drop(state);
+            // The other thread's spare keeps it until that thread's next use.
+            assert_eq!(weak_here.strong_count(), 1);
             go.send(()).expect("the thread waits");
         });
     }
@@ -318,6 +331,10 @@ mod tests {
                 let held = state.hold();
                 assert_eq!(***held, value);
             }
+        }
+        // Whatever the slots hold, no state has more than its own reference and one spare.
+        for state in &states {
+            assert!(Arc::strong_count(state) <= 2);
         }
     }
 
