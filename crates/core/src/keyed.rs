@@ -113,7 +113,9 @@ pub struct KeyState<V> {
 pub type KeyRef<V> = Arc<KeyState<V>>;
 
 impl<V> KeyState<V> {
-    /// A state kept outside any map (a layer's single state when every request has one key).
+    /// A state kept outside any map, whose handles are dropped as usual. (A layer's single
+    /// state, when every request has one key, is a [`SingleState`](crate::SingleState),
+    /// whose handles are reused.)
     pub fn detached(value: V) -> KeyRef<V> {
         Self::detached_in(value, None)
     }
