@@ -216,7 +216,7 @@ where
         let stripe = host.series.start();
         let pending = AttemptPending {
             method,
-            started: host.shared.clock.now(),
+            started: host.shared.clock.attempt_start(),
             host: Some(host),
             stripe,
             span,
@@ -252,7 +252,7 @@ impl AttemptPending {
         if slot >= FIRST_ERROR_SLOT {
             crate::trace::record_end(&self.span, None, slot_error(slot));
         }
-        let elapsed = shared.clock.now().saturating_sub(self.started);
+        let elapsed = shared.clock.attempt_end().saturating_sub(self.started);
         let histogram = series.record(slot, self.method, elapsed);
         // An exemplar only for an attempt a subscriber traces, inside its span.
         if let Some(trace_id) = shared.trace_id

@@ -22,9 +22,9 @@ impl Drop for Pending {
     fn drop(&mut self) {
         // Still here: the request was cancelled before its response arrived.
         if let Some(in_flight) = &self.in_flight {
-            in_flight
-                .recorder()
-                .record(self.method, NO_STATUS, CANCELLED, in_flight.started);
+            let recorder = in_flight.recorder();
+            let ended = recorder.clock.now();
+            recorder.record(self.method, NO_STATUS, CANCELLED, in_flight.started, ended);
             crate::trace::record_end(&self.span, None, OUTCOMES[CANCELLED]);
         }
     }
@@ -69,11 +69,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        // An attempt that ends in this poll lends the request its end reading.
+        let listener =
+            (this.pending.in_flight.as_ref()).map(|f| f.recorder().clock.listen_for_end());
         let result = {
             let _entered = this.pending.span.enter();
             ready!(this.inner.poll(cx))
         };
-        let Some(in_flight) = this.pending.in_flight.take() else {
+        let (Some(in_flight), Some(listener)) = (this.pending.in_flight.take(), listener) else {
             // Polled again after completion: the inner future decides what that means.
             return Poll::Ready(result.map(|r| r.map(|b| MetricsBody::unmetered(b))));
         };
@@ -87,7 +90,14 @@ where
             OUTCOMES[outcome],
         );
         let recorder = in_flight.recorder();
-        recorder.record(this.pending.method, status, outcome, in_flight.started);
+        let ended = listener.end_or_now(&recorder.clock);
+        recorder.record(
+            this.pending.method,
+            status,
+            outcome,
+            in_flight.started,
+            ended,
+        );
         match &result {
             Ok(response) => recorder.record_response(
                 seawall_core::QueueWait::of(response),

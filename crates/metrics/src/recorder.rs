@@ -293,11 +293,17 @@ impl Recorder {
         shift(&self.shard().in_flight, -1);
     }
 
-    /// Records a request started at `started` (on the recorder's clock) whose headers
-    /// arrived, or that failed or was cancelled.
+    /// Records a request started at `started` and ended at `now` (on the recorder's clock)
+    /// whose headers arrived, or that failed or was cancelled.
     #[inline]
-    pub(crate) fn record(&self, method: usize, status: usize, outcome: usize, started: u64) {
-        let now = self.clock.now();
+    pub(crate) fn record(
+        &self,
+        method: usize,
+        status: usize,
+        outcome: usize,
+        started: u64,
+        now: u64,
+    ) {
         let elapsed = now.saturating_sub(started);
         self.minute.before_count(now, || self.total());
         let series = method * STATUS_COUNT + status;

@@ -62,6 +62,8 @@ where
         // What the layers below do in `call` (a first attempt, its events) is inside the span.
         let inner = {
             let _entered = span.enter();
+            // An attempt called inside this call starts when the request does.
+            let _lent = in_flight.recorder().clock.lend_start(in_flight.started);
             self.inner.call(request)
         };
         ResponseFuture::new(inner, in_flight, method, self.classifier.clone(), span)

@@ -287,3 +287,37 @@ fn the_bound_on_hosts_is_validated() {
     assert!(MetricsLayer::builder().max_hosts(10_001).build().is_err());
     assert!(MetricsLayer::builder().max_hosts(10_000).build().is_ok());
 }
+
+/// The number after `prefix` (a series' whole name and labels) in an exposition.
+fn sample(text: &str, prefix: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("missing `{prefix}` in\n{text}"));
+    line[prefix.len()..].trim().parse().unwrap()
+}
+
+/// On the counter clock (the default), a request whose only attempt is called in its `call`
+/// and answers in its first poll is timed by the attempt's two readings: the two latencies
+/// are the same number, not two readings apart.
+#[tokio::test]
+async fn a_request_and_its_only_attempt_share_their_readings() {
+    let metrics = MetricsLayer::builder().build().unwrap();
+    let answer_at_once =
+        service_fn(|_: Request<()>| async { Ok::<_, io::Error>(Response::new(String::new())) });
+    let client = metrics.layer(metrics.attempts().layer(answer_at_once));
+    let response = client.oneshot(get("http://a.test/ok")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+
+    let text = metrics.encode_prometheus_text();
+    let request = sample(
+        &text,
+        r#"seawall_http_client_request_duration_seconds_sum{http_request_method="GET",http_response_status_class="2xx"}"#,
+    );
+    let attempt = sample(
+        &text,
+        r#"http_client_request_duration_seconds_sum{http_request_method="GET",http_response_status_code="200",server_address="a.test",server_port="80",url_scheme="http"}"#,
+    );
+    assert_eq!(request, attempt);
+}
