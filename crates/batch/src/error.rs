@@ -26,6 +26,12 @@ pub enum BatchError {
     /// The first call was made outside a tokio runtime, where the batching task cannot be
     /// spawned.
     NoRuntime,
+    /// The service was called without waiting for `poll_ready` while `max_queued` items
+    /// were waiting to be sent.
+    QueueFull {
+        /// The bound on items waiting to be sent.
+        max_queued: usize,
+    },
 }
 
 impl fmt::Display for BatchError {
@@ -38,6 +44,13 @@ impl fmt::Display for BatchError {
             BatchError::Missing => "the batch's answer holds no result for this item",
             BatchError::Closed => "the batching task has stopped",
             BatchError::NoRuntime => "no tokio runtime to run the batching task on",
+            BatchError::QueueFull { max_queued } => {
+                return write!(
+                    f,
+                    "{max_queued} items already wait to be sent (call `poll_ready` to wait \
+                     for room)"
+                );
+            }
         })
     }
 }
@@ -47,7 +60,10 @@ impl Error for BatchError {
         match self {
             BatchError::Merge(error) | BatchError::Upstream(error) => Some(&**error),
             BatchError::Item(error) => Some(&**error),
-            BatchError::Missing | BatchError::Closed | BatchError::NoRuntime => None,
+            BatchError::Missing
+            | BatchError::Closed
+            | BatchError::NoRuntime
+            | BatchError::QueueFull { .. } => None,
         }
     }
 }

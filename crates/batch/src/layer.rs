@@ -17,6 +17,9 @@ pub const DEFAULT_MAX_SIZE: usize = 100;
 /// How long a batch stays open after its first item, as a [`BatchBuilder`] starts.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(10);
 
+/// The most items waiting to be sent, per service, that a [`BatchBuilder`] starts with.
+pub const DEFAULT_MAX_QUEUED: usize = 10_000;
+
 /// Merges requests arriving close together into one call to an API's batch endpoint.
 ///
 /// Each service it builds has its own batching task; every service it builds adds to one
@@ -42,6 +45,7 @@ impl<C> std::fmt::Debug for BatchLayer<C> {
         f.debug_struct("BatchLayer")
             .field("max_size", &self.window.max_size)
             .field("max_delay", &self.window.max_delay)
+            .field("max_queued", &self.window.max_queued)
             .finish_non_exhaustive()
     }
 }
@@ -55,6 +59,7 @@ impl<C: Batcher> BatchLayer<C> {
             batcher,
             max_size: DEFAULT_MAX_SIZE,
             max_delay: DEFAULT_MAX_DELAY,
+            max_queued: DEFAULT_MAX_QUEUED,
         }
     }
 }
@@ -73,6 +78,11 @@ impl<C> BatchLayer<C> {
     /// How long a batch stays open after its first item arrived.
     pub fn max_delay(&self) -> Duration {
         self.window.max_delay
+    }
+
+    /// The most items waiting to be sent, per service.
+    pub fn max_queued(&self) -> usize {
+        self.window.max_queued
     }
 }
 
@@ -94,6 +104,7 @@ pub struct BatchBuilder<C> {
     batcher: C,
     max_size: usize,
     max_delay: Duration,
+    max_queued: usize,
 }
 
 impl<C> std::fmt::Debug for BatchBuilder<C> {
@@ -101,6 +112,7 @@ impl<C> std::fmt::Debug for BatchBuilder<C> {
         f.debug_struct("BatchBuilder")
             .field("max_size", &self.max_size)
             .field("max_delay", &self.max_delay)
+            .field("max_queued", &self.max_queued)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +134,16 @@ impl<C: Batcher> BatchBuilder<C> {
         self
     }
 
+    /// The most items that may wait to be sent, per service (1 to 10,000,000; default
+    /// 10,000): items gathered or queued for a batch that the upstream has not taken yet,
+    /// as when the wrapped service is not ready. When that many wait, `poll_ready` waits
+    /// for room, as tower's `Buffer` does, so a stalled upstream slows its callers instead
+    /// of growing the queue without bound.
+    pub fn max_queued(mut self, max_queued: usize) -> Self {
+        self.max_queued = max_queued;
+        self
+    }
+
     /// Validates the configuration.
     pub fn build(self) -> Result<BatchLayer<C>, ConfigError> {
         let max_size = check_range(
@@ -138,11 +160,19 @@ impl<C: Batcher> BatchBuilder<C> {
             Duration::from_secs(60),
             "a duration from 1 µs to 60 s",
         )?;
+        let max_queued = check_range(
+            "max_queued",
+            self.max_queued,
+            1,
+            10_000_000,
+            "an integer from 1 to 10000000",
+        )?;
         Ok(BatchLayer {
             batcher: Arc::new(self.batcher),
             window: Window {
                 max_size,
                 max_delay,
+                max_queued,
             },
             counters: Arc::new(Counters::default()),
         })

@@ -55,8 +55,9 @@
 //!   be ready before each batch, and sends each batch in a task of its own, so the next
 //!   batch gathers meanwhile. When the last clone of the service is dropped, the task sends
 //!   the items it holds at once and ends: no call is left without an answer.
-//! - **Readiness**: the service is always ready; items queue (without bound) while the
-//!   wrapped service is not.
+//! - **Readiness**: at most `max_queued` items (10,000 by default) wait to be sent, per
+//!   service; while that many wait (the wrapped service is not ready, say), `poll_ready`
+//!   waits for a batch to be taken, as tower's `Buffer` does, so memory stays bounded.
 //! - **Figures**: [`BatchHandle::stats`] and, for metrics exporters,
 //!   [`FigureSource`](seawall_core::FigureSource): batches sent, items sent, items
 //!   discarded.
@@ -72,6 +73,8 @@ mod worker;
 pub use batcher::{Batcher, FnBatcher, batch_fn};
 pub use error::{BatchError, BoxError};
 pub use future::ResponseFuture;
-pub use layer::{BatchBuilder, BatchLayer, DEFAULT_MAX_DELAY, DEFAULT_MAX_SIZE};
+pub use layer::{
+    BatchBuilder, BatchLayer, DEFAULT_MAX_DELAY, DEFAULT_MAX_QUEUED, DEFAULT_MAX_SIZE,
+};
 pub use service::Batch;
 pub use stats::{BatchHandle, BatchStats};

@@ -1,8 +1,11 @@
 //! The [`Batch`] service.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tower::Service;
 
 use crate::batcher::Batcher;
@@ -13,16 +16,28 @@ use crate::worker::Worker;
 /// Merges the items it is called with into batches sent to the service it wraps; built by a
 /// [`BatchLayer`](crate::BatchLayer).
 ///
-/// Clones share one batching task, which owns the wrapped service. The task ends when the
-/// last clone is dropped, after sending the items it holds.
+/// Clones share one batching task, which owns the wrapped service, and one bound on the
+/// items waiting to be sent. The task ends when the last clone is dropped, after sending the
+/// items it holds.
 pub struct Batch<S, C: Batcher> {
     worker: Arc<Worker<S, C>>,
+    /// The place `poll_ready` found for this clone's next item.
+    place: Option<OwnedSemaphorePermit>,
+    /// Waiting for a place while the queue is full (boxed: made only then).
+    waiting: Option<WaitForPlace>,
 }
 
+/// A wait for a place among the items waiting to be sent.
+type WaitForPlace =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>;
+
 impl<S, C: Batcher> Clone for Batch<S, C> {
+    /// Another handle on the same task and queue, with no place of its own yet.
     fn clone(&self) -> Self {
         Self {
             worker: Arc::clone(&self.worker),
+            place: None,
+            waiting: None,
         }
     }
 }
@@ -37,6 +52,8 @@ impl<S, C: Batcher> Batch<S, C> {
     pub(crate) fn new(worker: Worker<S, C>) -> Self {
         Self {
             worker: Arc::new(worker),
+            place: None,
+            waiting: None,
         }
     }
 }
@@ -54,14 +71,48 @@ where
     type Error = BatchError;
     type Future = ResponseFuture<C::Output>;
 
-    /// Always ready: items queue for the batching task, which waits for the wrapped
-    /// service's readiness before each batch.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    /// Ready when the item can have a place among those waiting to be sent (the batching
+    /// task waits for the wrapped service's readiness before each batch); while
+    /// `max_queued` items wait, it waits for one of their batches to be taken.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.place.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let waiting = match &mut self.waiting {
+            Some(waiting) => waiting,
+            None => match Arc::clone(&self.worker.room).try_acquire_owned() {
+                Ok(place) => {
+                    self.place = Some(place);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(_) => self
+                    .waiting
+                    .insert(Box::pin(Arc::clone(&self.worker.room).acquire_owned())),
+            },
+        };
+        let place = ready!(waiting.as_mut().poll(cx));
+        self.waiting = None;
+        // The semaphore is never closed; were it, no item could be queued again.
+        let place = place.map_err(|_| BatchError::Closed)?;
+        self.place = Some(place);
         Poll::Ready(Ok(()))
     }
 
+    /// Queues `item` in the place `poll_ready` found. Called without one (against tower's
+    /// contract), it takes a free place, or fails with [`BatchError::QueueFull`].
     fn call(&mut self, item: C::Item) -> Self::Future {
-        match self.worker.submit(item) {
+        let place = match self.place.take() {
+            Some(place) => place,
+            None => match Arc::clone(&self.worker.room).try_acquire_owned() {
+                Ok(place) => place,
+                Err(_) => {
+                    return ResponseFuture::failed(BatchError::QueueFull {
+                        max_queued: self.worker.max_queued(),
+                    });
+                }
+            },
+        };
+        match self.worker.submit(item, place) {
             Ok(reply) => ResponseFuture::waiting(reply),
             Err(error) => ResponseFuture::failed(error),
         }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
@@ -16,6 +16,8 @@ pub(crate) struct Pending<C: Batcher> {
     item: C::Item,
     arrived: Instant,
     reply: oneshot::Sender<Result<C::Output, BatchError>>,
+    /// The item's place among those waiting to be sent, given back when its batch is.
+    place: OwnedSemaphorePermit,
 }
 
 pub(crate) type Reply<C> = oneshot::Receiver<Result<<C as Batcher>::Output, BatchError>>;
@@ -25,6 +27,7 @@ pub(crate) type Reply<C> = oneshot::Receiver<Result<<C as Batcher>::Output, Batc
 pub(crate) struct Window {
     pub(crate) max_size: usize,
     pub(crate) max_delay: Duration,
+    pub(crate) max_queued: usize,
 }
 
 /// What the clones of one service share: the queue to its batching task, which is spawned on
@@ -33,6 +36,9 @@ pub(crate) struct Worker<S, C: Batcher> {
     queue: OnceLock<mpsc::UnboundedSender<Pending<C>>>,
     /// Until the task is spawned: the service it will own. Locked once, by the first call.
     start: Mutex<Option<(S, Arc<C>)>>,
+    /// Places for the items waiting to be sent (`max_queued` of them): the channel needs no
+    /// bound of its own, as no item enters it without a place.
+    pub(crate) room: Arc<Semaphore>,
     window: Window,
     counters: Arc<Counters>,
 }
@@ -42,6 +48,7 @@ impl<S, C: Batcher> Worker<S, C> {
         Self {
             queue: OnceLock::new(),
             start: Mutex::new(Some((inner, batcher))),
+            room: Arc::new(Semaphore::new(window.max_queued)),
             window,
             counters,
         }
@@ -57,8 +64,17 @@ where
     C::Request: Send + 'static,
     C::Response: Send + 'static,
 {
-    /// Queues `item` for the next batch; the receiver gets its result.
-    pub(crate) fn submit(&self, item: C::Item) -> Result<Reply<C>, BatchError> {
+    /// The most items waiting to be sent.
+    pub(crate) fn max_queued(&self) -> usize {
+        self.window.max_queued
+    }
+
+    /// Queues `item`, which holds `place`, for the next batch; the receiver gets its result.
+    pub(crate) fn submit(
+        &self,
+        item: C::Item,
+        place: OwnedSemaphorePermit,
+    ) -> Result<Reply<C>, BatchError> {
         let arrived = Instant::now();
         let queue = match self.queue.get() {
             Some(queue) => queue,
@@ -74,6 +90,7 @@ where
                 item,
                 arrived,
                 reply,
+                place,
             })
             .map_err(|_| BatchError::Closed)?;
         Ok(result)
@@ -168,10 +185,15 @@ async fn send<S, C>(
     if batch.is_empty() {
         return;
     }
-    let (items, replies): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|pending| (pending.item, pending.reply))
-        .unzip();
+    let mut items = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    // The items keep their places until the upstream takes the batch (or it fails).
+    let mut places = Vec::with_capacity(batch.len());
+    for pending in batch {
+        items.push(pending.item);
+        replies.push(pending.reply);
+        places.push(pending.place);
+    }
     let request = match batcher.merge(&items) {
         Ok(request) => request,
         Err(error) => return fail(replies, BatchError::Merge, error),
@@ -180,6 +202,7 @@ async fn send<S, C>(
         Ok(ready) => ready.call(request),
         Err(error) => return fail(replies, BatchError::Upstream, error.into()),
     };
+    drop(places);
     counters.sent(items.len());
     let batcher = Arc::clone(batcher);
     tokio::spawn(async move {

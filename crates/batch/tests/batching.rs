@@ -289,6 +289,73 @@ async fn dropping_the_service_sends_what_is_waiting_at_once() {
     assert_eq!(seen(&calls), [(Duration::ZERO, vec![1, 2])]);
 }
 
+/// An upstream that takes one call at a time (tower's concurrency limit) and holds its first
+/// until the test lets it answer: the next batch waits for it, and with `max_queued` 2 the
+/// items waiting fill the queue, so a caller's `poll_ready` waits for room, and a call made
+/// without it is refused, until the upstream takes the waiting batch.
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_makes_callers_wait_for_room() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = Arc::clone(&gate);
+    let upstream = tower::limit::ConcurrencyLimit::new(
+        service_fn(move |ids: Vec<u32>| {
+            let gate = Arc::clone(&held);
+            async move {
+                gate.acquire().await.expect("never closed").forget();
+                Ok::<_, std::io::Error>(ids.iter().map(|id| id * 10).collect::<Vec<u32>>())
+            }
+        }),
+        1,
+    );
+    let layer = BatchLayer::builder(batch_fn(
+        |ids: &[u32]| Ok(ids.to_vec()),
+        |values: Vec<u32>, _ids: &[u32]| values.into_iter().map(Ok).collect(),
+    ))
+    .max_size(1)
+    .max_delay(MS)
+    .max_queued(2)
+    .build()
+    .expect("valid config");
+    assert_eq!(layer.max_queued(), 2);
+    let mut service = layer.layer(upstream);
+    let mut answers = JoinSet::new();
+    // 1 is sent (and gives its place back) and holds the upstream; 2 waits for the upstream
+    // in its batch, and 3 in the queue: two places, both taken.
+    for id in 1..=3u32 {
+        service.ready().await.expect("room");
+        let answer = service.call(id);
+        answers.spawn(async move { (id, answer.await) });
+        tokio::time::sleep(MS).await;
+    }
+    let mut other = service.clone();
+    let mut ready = std::pin::pin!(std::future::poll_fn(|cx| service.poll_ready(cx)));
+    assert!(futures::poll!(ready.as_mut()).is_pending());
+    let refused = other.call(4).await;
+    assert!(
+        matches!(refused, Err(BatchError::QueueFull { max_queued: 2 })),
+        "{refused:?}"
+    );
+    // The upstream answers 1 and takes 2's batch: its place is free.
+    gate.add_permits(1);
+    tokio::time::sleep(MS).await;
+    assert!(matches!(
+        futures::poll!(ready.as_mut()),
+        Poll::Ready(Ok(()))
+    ));
+    drop(other);
+    let answer = service.call(5);
+    answers.spawn(async move { (5, answer.await) });
+    gate.add_permits(3);
+    let mut answers: Vec<_> = answers
+        .join_all()
+        .await
+        .into_iter()
+        .map(|(id, answer)| (id, answer.expect("an answer")))
+        .collect();
+    answers.sort_unstable();
+    assert_eq!(answers, [(1, 10), (2, 20), (3, 30), (5, 50)]);
+}
+
 #[test]
 fn a_call_outside_a_runtime_fails_with_no_runtime() {
     let calls: Seen = Arc::default();
@@ -337,6 +404,14 @@ fn the_builder_names_the_field_it_refuses() {
             .expect_err("out of range");
         assert_eq!(err.field(), "max_delay");
         assert_eq!(err.expected(), "a duration from 1 µs to 60 s");
+    }
+    for queued in [0, 10_000_001] {
+        let err = BatchLayer::builder(batcher())
+            .max_queued(queued)
+            .build()
+            .expect_err("out of range");
+        assert_eq!(err.field(), "max_queued");
+        assert_eq!(err.expected(), "an integer from 1 to 10000000");
     }
     let layer = BatchLayer::builder(batcher())
         .max_size(1)
