@@ -8,6 +8,8 @@
 )]
 
 // The Redis store's own test support: a throwaway `redis-server` on a free port.
+#[path = "support/exposition_check.rs"]
+mod exposition_check;
 #[path = "../../crates/rate-limit-redis/tests/support/mod.rs"]
 mod redis_support;
 
@@ -219,6 +221,33 @@ async fn a_route_has_its_own_quota_and_the_rest_keep_theirs() {
     let search = limits.route("/search").unwrap().handle().stats();
     assert_eq!((search.admitted, search.rejected_limited), (2, 1));
     assert_eq!(stack.rate_limit().stats().admitted, 3);
+    // Both limiters are in the stack's one exposition, the route's labelled with its prefix,
+    // each family once.
+    let text = stack.metrics().encode();
+    for line in [
+        "seawall_rate_limit_admitted_total 3\n",
+        "seawall_rate_limit_admitted_total{route=\"/search\"} 2\n",
+        "seawall_rate_limit_rejected_total{route=\"/search\",reason=\"limited\"} 1\n",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert_eq!(
+        text.matches("# TYPE seawall_rate_limit_admitted counter")
+            .count(),
+        1,
+        "{text}"
+    );
+    if let Err(error) = exposition_check::check_openmetrics(&text) {
+        panic!("invalid OpenMetrics: {error}\n{text}");
+    }
+    let prometheus_text = stack.metrics().encode_prometheus_text();
+    if let Err(error) = exposition_check::check_prometheus_text(&prometheus_text) {
+        panic!("invalid Prometheus text: {error}\n{prometheus_text}");
+    }
+    // The report's totals are every limiter's.
+    let report = stack.report();
+    let limits = report.rate_limit.expect("the limiters' figures");
+    assert_eq!((limits.admitted, limits.rejected), (5, 1));
 }
 
 #[tokio::test]

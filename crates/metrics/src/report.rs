@@ -108,7 +108,8 @@ pub struct RetrySummary {
     pub budget_left: Option<u64>,
 }
 
-/// The rate limiter's figures.
+/// The rate limiters' figures: the totals of every limiter reported (a stack's own and its
+/// routes'), and the per-key figures of those without a `route` label (a stack's own).
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct RateLimitSummary {
@@ -223,6 +224,10 @@ fn visit(
     } else if let Some(name) = figure.name.strip_prefix("seawall_rate_limit_") {
         let limit = rate_limit.get_or_insert_with(Default::default);
         if let Some(key) = label(figure, "key") {
+            // A route's limiter's keys would be mixed with the stack's own under one key.
+            if label(figure, "route").is_some() {
+                return;
+            }
             match limit.per_key.iter_mut().find(|(k, _)| k == key) {
                 Some((_, figures)) => figures.push((name, value)),
                 None => limit.per_key.push((key.to_owned(), vec![(name, value)])),

@@ -709,9 +709,10 @@ where
         .build()?;
         let cache = apply(self.cache, CacheLayer::builder()).build()?;
         let coalesce = apply(self.coalesce, CoalesceLayer::builder()).build()?;
+        let rate_limit = RouteLimitLayer::new(limit, routes);
         metrics.include(retry.handle());
         metrics.include(breaker.handle());
-        metrics.include(limit.handle());
+        metrics.include(rate_limit.figures());
         metrics.include(cache.handle());
         metrics.include(coalesce.handle());
         Ok(Stack {
@@ -721,7 +722,7 @@ where
             metrics,
             retry,
             circuit_breaker: breaker,
-            rate_limit: RouteLimitLayer::new(limit, routes),
+            rate_limit,
             attempt_timeout,
         })
     }
