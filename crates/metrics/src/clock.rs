@@ -5,11 +5,14 @@
 //! request's reading, and a request that completes in the poll where its last attempt ended
 //! ends at that attempt's reading. That saves two of a request's four counter reads; the
 //! readings shared are at most the synchronous work of the layers in between apart from the
-//! ones they stand for. Every counter clock in the process counts from one origin, so that
-//! any two layers' readings compare. tokio's clock shares nothing (it is for tests, where
-//! each reading is what it is).
+//! ones they stand for: an attempt's latency takes in what the layers above it do in the
+//! request's `call` before calling it, and a request's leaves out what they do in the poll
+//! after its attempt answered. Every counter clock in the process counts from one origin, so
+//! that any two layers' readings compare. tokio's clock shares nothing (it is for tests,
+//! where each reading is what it is).
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use tokio::time::Instant;
@@ -41,7 +44,8 @@ pub enum LatencyClock {
     Tokio,
 }
 
-/// A [`LatencyClock`] ready to read, as nanoseconds since the recorder was made.
+/// A [`LatencyClock`] ready to read, as nanoseconds since its origin: the process's first
+/// counter reading on the counter, the clock's making on tokio's clock.
 #[derive(Debug)]
 pub(crate) enum Clock {
     Tsc { clock: quanta::Clock, origin: u64 },
@@ -62,7 +66,7 @@ impl Clock {
         }
     }
 
-    /// Nanoseconds since the recorder was made.
+    /// Nanoseconds since the clock's origin.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
         match self {
@@ -84,7 +88,10 @@ impl Clock {
     /// request's `call` of the layers below).
     #[inline]
     pub(crate) fn lend_start(&self, started: u64) -> LentStart {
-        LentStart(self.is_counter().then(|| CALL_START.replace(Some(started))))
+        LentStart {
+            previous: self.is_counter().then(|| CALL_START.replace(Some(started))),
+            _not_send: PhantomData,
+        }
     }
 
     /// An attempt's start: its request's, when the attempt is called inside the request's
@@ -111,32 +118,45 @@ impl Clock {
     /// request's future.
     #[inline]
     pub(crate) fn listen_for_end(&self) -> EndListener {
-        EndListener(self.is_counter().then(|| POLL_END.replace(Some(None))))
+        EndListener {
+            previous: self.is_counter().then(|| POLL_END.replace(Some(None))),
+            _not_send: PhantomData,
+        }
     }
 }
 
 /// What [`Clock::lend_start`] returns: gives the thread's previous lent start back on drop.
+/// Not `Send`: it lives in one `call`, never across an `.await`.
 #[must_use = "the start is lent only while this lives"]
-pub(crate) struct LentStart(Option<Option<u64>>);
+pub(crate) struct LentStart {
+    /// `Some` of the thread's lent start before, if this lent one.
+    previous: Option<Option<u64>>,
+    _not_send: PhantomData<*const ()>,
+}
 
 impl Drop for LentStart {
     #[inline]
     fn drop(&mut self) {
-        if let Some(previous) = self.0 {
+        if let Some(previous) = self.previous {
             CALL_START.set(previous);
         }
     }
 }
 
 /// What [`Clock::listen_for_end`] returns: gives the thread's previous listener back on drop.
+/// Not `Send`: it lives in one poll, never across an `.await`.
 #[must_use = "an attempt's end is heard only while this lives"]
-pub(crate) struct EndListener(Option<Option<Option<u64>>>);
+pub(crate) struct EndListener {
+    /// `Some` of the thread's listener before, if this one listens.
+    previous: Option<Option<Option<u64>>>,
+    _not_send: PhantomData<*const ()>,
+}
 
 impl EndListener {
     /// The end of the last attempt that ended since the listener was made; else now.
     #[inline]
     pub(crate) fn end_or_now(&self, clock: &Clock) -> u64 {
-        match self.0.and(POLL_END.get().flatten()) {
+        match self.previous.and(POLL_END.get().flatten()) {
             Some(end) => end,
             None => clock.now(),
         }
@@ -146,8 +166,14 @@ impl EndListener {
 impl Drop for EndListener {
     #[inline]
     fn drop(&mut self) {
-        if let Some(previous) = self.0 {
-            POLL_END.set(previous);
+        if let Some(previous) = self.previous {
+            // A listener around this one (a request whose poll reached this request's) also
+            // heard the end this one heard.
+            let heard = POLL_END.get().flatten();
+            POLL_END.set(match (previous, heard) {
+                (Some(_), Some(end)) => Some(Some(end)),
+                _ => previous,
+            });
         }
     }
 }
@@ -196,11 +222,26 @@ mod tests {
         drop(listener);
         // Outside a poll an attempt's end is lent to nobody, and a listener hears only what
         // ends after it was made.
-        let unheard = attempts.attempt_end();
+        attempts.attempt_end();
+        assert_eq!(POLL_END.get(), None);
         let listener = clock.listen_for_end();
-        assert!(listener.end_or_now(&clock) >= unheard);
         assert_eq!(POLL_END.get(), Some(None));
         drop(listener);
+        assert_eq!(POLL_END.get(), None);
+    }
+
+    #[test]
+    fn a_request_around_another_hears_the_end_the_inner_one_heard() {
+        let clock = Clock::new(LatencyClock::Tsc);
+        let outer = clock.listen_for_end();
+        let ended = {
+            let inner = clock.listen_for_end();
+            let ended = clock.attempt_end();
+            assert_eq!(inner.end_or_now(&clock), ended);
+            ended
+        };
+        assert_eq!(outer.end_or_now(&clock), ended);
+        drop(outer);
         assert_eq!(POLL_END.get(), None);
     }
 
