@@ -134,11 +134,15 @@ impl<C: Batcher> BatchBuilder<C> {
         self
     }
 
-    /// The most items that may wait to be sent, per service (1 to 10,000,000; default
-    /// 10,000): items gathered or queued for a batch that the upstream has not taken yet,
-    /// as when the wrapped service is not ready. When that many wait, `poll_ready` waits
+    /// The most items that may wait to be sent, per service (from `max_size` to 10,000,000;
+    /// default 10,000): items gathered or queued for a batch that the upstream has not taken
+    /// yet, as when the wrapped service is not ready. When that many wait, `poll_ready` waits
     /// for room, as tower's `Buffer` does, so a stalled upstream slows its callers instead
     /// of growing the queue without bound.
+    ///
+    /// As with tower's `Buffer`, a place is held from the `poll_ready` that found it: by a
+    /// clone that has not called yet, and by an item whose caller went away until the task
+    /// gathers it and leaves it out. Batches the upstream has taken hold no place.
     pub fn max_queued(mut self, max_queued: usize) -> Self {
         self.max_queued = max_queued;
         self
@@ -167,6 +171,15 @@ impl<C: Batcher> BatchBuilder<C> {
             10_000_000,
             "an integer from 1 to 10000000",
         )?;
+        // Fewer places than a batch holds: no batch could fill, and every one would wait out
+        // `max_delay`.
+        if max_queued < max_size {
+            return Err(ConfigError::new(
+                "max_queued",
+                max_queued,
+                "at least `max_size`",
+            ));
+        }
         Ok(BatchLayer {
             batcher: Arc::new(self.batcher),
             window: Window {

@@ -413,6 +413,13 @@ fn the_builder_names_the_field_it_refuses() {
         assert_eq!(err.field(), "max_queued");
         assert_eq!(err.expected(), "an integer from 1 to 10000000");
     }
+    let err = BatchLayer::builder(batcher())
+        .max_size(50)
+        .max_queued(49)
+        .build()
+        .expect_err("fewer places than a batch");
+    assert_eq!(err.field(), "max_queued");
+    assert_eq!(err.expected(), "at least `max_size`");
     let layer = BatchLayer::builder(batcher())
         .max_size(1)
         .max_delay(Duration::from_secs(60))
