@@ -397,29 +397,30 @@ fn the_builder_names_the_field_it_refuses() {
         .build()
         .expect_err("too many");
     assert_eq!(err.field(), "max_size");
-    for delay in [Duration::ZERO, Duration::from_secs(61)] {
-        let err = BatchLayer::builder(batcher())
-            .max_delay(delay)
-            .build()
-            .expect_err("out of range");
-        assert_eq!(err.field(), "max_delay");
-        assert_eq!(err.expected(), "a duration from 1 µs to 60 s");
+    let delay = ("max_delay", "a duration from 1 µs to 60 s");
+    let queued = ("max_queued", "an integer from 1 to 10000000");
+    for (builder, refused) in [
+        (
+            BatchLayer::builder(batcher()).max_delay(Duration::ZERO),
+            delay,
+        ),
+        (
+            BatchLayer::builder(batcher()).max_delay(Duration::from_secs(61)),
+            delay,
+        ),
+        (BatchLayer::builder(batcher()).max_queued(0), queued),
+        (
+            BatchLayer::builder(batcher()).max_queued(10_000_001),
+            queued,
+        ),
+        (
+            BatchLayer::builder(batcher()).max_size(50).max_queued(49),
+            ("max_queued", "at least `max_size`"),
+        ),
+    ] {
+        let err = builder.build().expect_err("out of range");
+        assert_eq!((err.field(), err.expected()), refused);
     }
-    for queued in [0, 10_000_001] {
-        let err = BatchLayer::builder(batcher())
-            .max_queued(queued)
-            .build()
-            .expect_err("out of range");
-        assert_eq!(err.field(), "max_queued");
-        assert_eq!(err.expected(), "an integer from 1 to 10000000");
-    }
-    let err = BatchLayer::builder(batcher())
-        .max_size(50)
-        .max_queued(49)
-        .build()
-        .expect_err("fewer places than a batch");
-    assert_eq!(err.field(), "max_queued");
-    assert_eq!(err.expected(), "at least `max_size`");
     let layer = BatchLayer::builder(batcher())
         .max_size(1)
         .max_delay(Duration::from_secs(60))
