@@ -31,7 +31,8 @@ pub struct Figure<'a> {
 
 /// Something that reports figures: a layer's handle.
 pub trait FigureSource: Send + Sync {
-    /// Calls `visit` once for every value. Values of one name are given one after another.
+    /// Calls `visit` once for every value. Values of one name may come in any order; an
+    /// exposition brings them together.
     fn figures(&self, visit: &mut dyn FnMut(Figure<'_>));
 }
 

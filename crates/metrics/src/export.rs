@@ -309,6 +309,16 @@ fn encode_source(
             value: figure.value,
         })
     });
+    // An exposition gives each name's values together: a source that gives a name again later
+    // (one whose figures come from several layers) has them brought together, in the order
+    // its names first came.
+    let mut names: Vec<&'static str> = Vec::new();
+    for figure in &figures {
+        if !names.contains(&figure.name) {
+            names.push(figure.name);
+        }
+    }
+    figures.sort_by_cached_key(|figure| names.iter().position(|name| *name == figure.name));
     for group in figures.chunk_by(|a, b| a.name == b.name) {
         let first = &group[0];
         let kind = match first.kind {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use seawall_core::{Figure, FigureKind, FigureSource, KeyExtractor, KeyLabel};
+use seawall_core::{Figure, FigureSource, KeyExtractor, KeyLabel};
 use seawall_rate_limit::{RateLimit, RateLimitError, RateLimitHandle, RateLimitLayer, RateStore};
 use tower::{Layer, Service};
 
@@ -100,20 +100,10 @@ impl<K: KeyExtractor, St: RateStore> RouteLimitLayer<K, St> {
 }
 
 /// The figures of a stack's rate limiters: the default limiter's as they are, then each
-/// route's with a `route` label (its prefix), the values of each name given together, as an
-/// exposition needs them.
+/// route's with a `route` label (its prefix).
 pub(crate) struct RouteFigures<Key, St: RateStore> {
     default: RateLimitHandle<Key, St>,
     routes: Vec<(Arc<str>, RateLimitHandle<Key, St>)>,
-}
-
-/// One figure of one limiter, kept until every limiter's are in.
-struct OwnedFigure {
-    name: &'static str,
-    help: &'static str,
-    kind: FigureKind,
-    labels: Vec<(&'static str, String)>,
-    value: f64,
 }
 
 impl<Key, St> FigureSource for RouteFigures<Key, St>
@@ -122,52 +112,17 @@ where
     St: RateStore,
 {
     fn figures(&self, visit: &mut dyn FnMut(Figure<'_>)) {
-        if self.routes.is_empty() {
-            return self.default.figures(visit);
-        }
-        let mut figures = Vec::new();
-        let mut names: Vec<&'static str> = Vec::new();
-        let limiters = std::iter::once((None, &self.default)).chain(
-            self.routes
-                .iter()
-                .map(|(prefix, handle)| (Some(prefix), handle)),
-        );
-        for (route, handle) in limiters {
+        self.default.figures(visit);
+        for (prefix, handle) in &self.routes {
             handle.figures(&mut |figure| {
-                if !names.contains(&figure.name) {
-                    names.push(figure.name);
-                }
-                let route = route.map(|prefix| ("route", prefix.to_string()));
-                let labels = route.into_iter().chain(
-                    figure
-                        .labels
-                        .iter()
-                        .map(|(label, value)| (*label, (*value).to_owned())),
-                );
-                figures.push(OwnedFigure {
-                    name: figure.name,
-                    help: figure.help,
-                    kind: figure.kind,
-                    labels: labels.collect(),
-                    value: figure.value,
-                });
-            });
-        }
-        for name in names {
-            for figure in figures.iter().filter(|figure| figure.name == name) {
-                let labels: Vec<(&'static str, &str)> = figure
-                    .labels
-                    .iter()
-                    .map(|(label, value)| (*label, value.as_str()))
+                let labels: Vec<(&'static str, &str)> = std::iter::once(("route", &**prefix))
+                    .chain(figure.labels.iter().copied())
                     .collect();
                 visit(Figure {
-                    name,
-                    help: figure.help,
-                    kind: figure.kind,
                     labels: &labels,
-                    value: figure.value,
+                    ..figure
                 });
-            }
+            });
         }
     }
 }
