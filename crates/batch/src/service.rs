@@ -1,17 +1,15 @@
 //! The [`Batch`] service.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tower::Service;
 
 use crate::batcher::Batcher;
 use crate::error::{BatchError, BoxError};
 use crate::future::ResponseFuture;
-use crate::worker::Worker;
+use crate::worker::{WaitForPlace, Worker};
 
 /// Merges the items it is called with into batches sent to the service it wraps; built by a
 /// [`BatchLayer`](crate::BatchLayer).
@@ -26,10 +24,6 @@ pub struct Batch<S, C: Batcher> {
     /// Waiting for a place while the queue is full (boxed: made only then).
     waiting: Option<WaitForPlace>,
 }
-
-/// A wait for a place among the items waiting to be sent.
-type WaitForPlace =
-    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>;
 
 impl<S, C: Batcher> Clone for Batch<S, C> {
     /// Another handle on the same task and queue, with no place of its own yet.
@@ -80,14 +74,12 @@ where
         }
         let waiting = match &mut self.waiting {
             Some(waiting) => waiting,
-            None => match Arc::clone(&self.worker.room).try_acquire_owned() {
-                Ok(place) => {
+            None => match self.worker.try_place() {
+                Some(place) => {
                     self.place = Some(place);
                     return Poll::Ready(Ok(()));
                 }
-                Err(_) => self
-                    .waiting
-                    .insert(Box::pin(Arc::clone(&self.worker.room).acquire_owned())),
+                None => self.waiting.insert(self.worker.wait_for_place()),
             },
         };
         let place = ready!(waiting.as_mut().poll(cx));
@@ -101,16 +93,10 @@ where
     /// Queues `item` in the place `poll_ready` found. Called without one (against tower's
     /// contract), it takes a free place, or fails with [`BatchError::QueueFull`].
     fn call(&mut self, item: C::Item) -> Self::Future {
-        let place = match self.place.take() {
-            Some(place) => place,
-            None => match Arc::clone(&self.worker.room).try_acquire_owned() {
-                Ok(place) => place,
-                Err(_) => {
-                    return ResponseFuture::failed(BatchError::QueueFull {
-                        max_queued: self.worker.max_queued(),
-                    });
-                }
-            },
+        let Some(place) = self.place.take().or_else(|| self.worker.try_place()) else {
+            return ResponseFuture::failed(BatchError::QueueFull {
+                max_queued: self.worker.max_queued(),
+            });
         };
         match self.worker.submit(item, place) {
             Ok(reply) => ResponseFuture::waiting(reply),

@@ -1,9 +1,11 @@
 //! The task that gathers items into batches and sends them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
@@ -22,6 +24,10 @@ pub(crate) struct Pending<C: Batcher> {
 
 pub(crate) type Reply<C> = oneshot::Receiver<Result<<C as Batcher>::Output, BatchError>>;
 
+/// A wait for a place among the items waiting to be sent.
+pub(crate) type WaitForPlace =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>;
+
 /// The layer's settings, as the task needs them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
@@ -38,7 +44,7 @@ pub(crate) struct Worker<S, C: Batcher> {
     start: Mutex<Option<(S, Arc<C>)>>,
     /// Places for the items waiting to be sent (`max_queued` of them): the channel needs no
     /// bound of its own, as no item enters it without a place.
-    pub(crate) room: Arc<Semaphore>,
+    room: Arc<Semaphore>,
     window: Window,
     counters: Arc<Counters>,
 }
@@ -67,6 +73,16 @@ where
     /// The most items waiting to be sent.
     pub(crate) fn max_queued(&self) -> usize {
         self.window.max_queued
+    }
+
+    /// A place for an item, if one is free now.
+    pub(crate) fn try_place(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.room).try_acquire_owned().ok()
+    }
+
+    /// A wait for the next place that comes free.
+    pub(crate) fn wait_for_place(&self) -> WaitForPlace {
+        Box::pin(Arc::clone(&self.room).acquire_owned())
     }
 
     /// Queues `item`, which holds `place`, for the next batch; the receiver gets its result.
