@@ -12,10 +12,11 @@
 //! a key here, so layers keyed differently never share. A scope is tied to the request's URI
 //! (the address and length of its scheme's and its authority's text): a layer between that
 //! sends on a request with another URI, or the same authority under another scheme, finds
-//! no key shared and looks its own up. (A layer between that dropped the URI and built one
-//! whose authority, of the same length, landed at the same address during the call would
-//! be taken for the same request; the layers here never do.) A scope never outlives the
-//! outermost `call`, so a retry's next attempt looks its key up afresh.
+//! no key shared and looks its own up. A layer between that dropped the URI and built one of
+//! the same length where the old one's text was would pass that test, so a layer that takes
+//! a shared key also compares it with the authority (a comparison of the text, without the
+//! hashing and the search) and looks its own up when they differ. A scope never outlives
+//! the outermost `call`, so a retry's next attempt looks its key up afresh.
 
 use std::cell::Cell;
 use std::marker::PhantomData;

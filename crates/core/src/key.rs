@@ -207,6 +207,18 @@ fn hash_host<H: Hasher>(authority: Option<&str>, state: &mut H) {
 }
 
 impl HostKey {
+    /// Whether `uri` is for this key's host: a comparison of the text as the key keeps it,
+    /// and, for another spelling of it (a default port, capitals), of the text without the
+    /// default port, ignoring case. User information, which keys drop, reads as another key.
+    #[inline]
+    fn is_of(&self, uri: &Uri) -> bool {
+        use papaya::Equivalent;
+        let authority = uri.authority().map(Authority::as_str);
+        (self.authority.as_ref().map(Authority::as_str) == authority
+            && self.scheme.as_ref() == uri.scheme())
+            || HostKeyView::of(uri).is_some_and(|view| view.equivalent(self))
+    }
+
     /// The scheme, if the request had one.
     pub fn scheme(&self) -> Option<&Scheme> {
         self.scheme.as_ref()
@@ -262,10 +274,14 @@ impl KeyExtractor for ByHost {
         keep: impl Fn(&V) -> bool,
     ) -> KeyRef<V> {
         // An enclosing layer keyed by host found this request's key: this thread finds its
-        // own state for it by that key's number, without taking the authority apart.
+        // own state for it by that key's number, without hashing the authority or searching.
+        // The key found is compared with the authority before it is used: the scope knows
+        // the request by where its URI's text is, and a layer between that built a URI for
+        // another host of the same length where the old one was freed must not get the old
+        // host's state.
         let shared = call_key::shared(head.uri);
         if let Some(via) = shared
-            && let Some(state) = map.cached_via(via, now)
+            && let Some(state) = map.cached_via(via, |key| key.is_of(head.uri), now)
         {
             return state;
         }
@@ -431,6 +447,52 @@ mod tests {
         assert_eq!((outer.len(), inner.len()), (2, 2));
     }
 
+    /// A layer between the outer and the inner keyed layer (as a user's failover layer
+    /// might) drops the request's URI and builds one for another host, of the same length,
+    /// in the very bytes the old one's text had: the inner layer gets the new host's state,
+    /// not the one the outer layer found.
+    #[tokio::test(start_paused = true)]
+    async fn a_uri_rebuilt_where_the_old_one_was_gets_its_own_host_key() {
+        let outer = KeyedMap::new(crate::KeyLimits::default());
+        let inner = KeyedMap::new(crate::KeyLimits::default());
+        let state_of = |map: &KeyedMap<HostKey, String>, uri: &Uri| {
+            let request = Request::get(uri.clone()).body(()).expect("valid");
+            let state = ByHost.entry(
+                &RequestHead::of(&request),
+                map,
+                Instant::now(),
+                |key| key.to_string(),
+                |_| false,
+            );
+            (*state).clone()
+        };
+        // The inner layer learns the number the outer layer's key for api-a goes by. (The
+        // keys keep the text of the URI they were made from.)
+        let earlier: Uri = "http://api-a.example/x".parse().expect("valid uri");
+        for _ in 0..2 {
+            let _scope = crate::CallKey::enter();
+            assert_eq!(state_of(&outer, &earlier), "http://api-a.example");
+            assert_eq!(state_of(&inner, &earlier), "http://api-a.example");
+        }
+        let text = bytes::Bytes::from(b"http://api-a.example/x".to_vec());
+        let first = Uri::from_maybe_shared(text.clone()).expect("valid uri");
+        let where_it_was = first.authority().map(|a| a.as_str().as_ptr());
+        let _scope = crate::CallKey::enter();
+        assert_eq!(state_of(&outer, &first), "http://api-a.example");
+        // The layer between: the old URI goes, and the new one is written in its place.
+        drop(first);
+        let mut buffer = text.try_into_mut().expect("the only reference left");
+        buffer[7..12].copy_from_slice(b"api-b");
+        let second = Uri::from_maybe_shared(buffer.freeze()).expect("valid uri");
+        assert_eq!(
+            second.authority().map(|a| a.as_str().as_ptr()),
+            where_it_was,
+            "the new authority's text is where the old one's was"
+        );
+        assert_eq!(state_of(&inner, &second), "http://api-b.example");
+        assert_eq!(inner.len(), 2);
+    }
+
     /// The fast path: a view hashes and compares as the key it stands for, for every spelling
     /// of that key, and not as another host's key.
     #[test]
@@ -447,6 +509,7 @@ mod tests {
             let uri: Uri = spelling.parse().expect("valid uri");
             let view = HostKeyView::of(&uri).expect("an absolute URI");
             assert!(view.equivalent(&canonical), "{spelling}");
+            assert!(canonical.is_of(&uri), "{spelling}");
             assert_eq!(
                 hasher.hash_one(&view),
                 hasher.hash_one(&canonical),
@@ -462,6 +525,8 @@ mod tests {
             let view = HostKeyView::of(&uri).expect("an absolute URI");
             assert!(!view.equivalent(&canonical), "{other}");
             assert!(view.equivalent(&key(other)), "{other}");
+            assert!(!canonical.is_of(&uri), "{other}");
+            assert!(key(other).is_of(&uri), "{other}");
             assert_eq!(
                 hasher.hash_one(&view),
                 hasher.hash_one(key(other)),
@@ -474,6 +539,7 @@ mod tests {
         let view = HostKeyView::of(&with_user).expect("an absolute URI");
         assert!(!view.equivalent(&canonical));
         assert!(!view.equivalent(&key("http://user@a.example/")));
+        assert!(!canonical.is_of(&with_user));
         let relative: Uri = "/path".parse().expect("valid uri");
         assert!(HostKeyView::of(&relative).is_none());
     }

@@ -367,15 +367,21 @@ where
     }
 
     /// The calling thread's handle on the key that `via` stands for, when the thread found
-    /// that key lately under that number (see [`note_via`](Self::note_via)); `None` asks
-    /// the caller to look the key up as usual.
+    /// that key lately under that number (see [`note_via`](Self::note_via)) and `is_key`
+    /// says it is the key the caller means; `None` asks the caller to look the key up as
+    /// usual.
     #[doc(hidden)]
     #[inline]
-    pub fn cached_via(&self, via: u64, now: Instant) -> Option<KeyRef<V>> {
+    pub fn cached_via(
+        &self,
+        via: u64,
+        is_key: impl Fn(&K) -> bool,
+        now: Instant,
+    ) -> Option<KeyRef<V>> {
         let cell = self.threads.get()?;
         let mut cache = cell.try_borrow_mut().ok()?;
         let cache = cache.as_mut()?.downcast_mut::<ThreadCache<K, V>>()?;
-        self.cached(cache, |entry| entry.via == via, now)
+        self.cached(cache, |entry| entry.via == via && is_key(&entry.key), now)
     }
 
     /// Says that `via` stands for the key of `handle`, a handle the calling thread just
