@@ -14,8 +14,9 @@
 //! sends on a request with another URI, or the same authority under another scheme, finds
 //! no key shared and looks its own up. A layer between that dropped the URI and built one of
 //! the same length where the old one's text was would pass that test, so a layer that takes
-//! a shared key also compares it with the authority (a comparison of the text, without the
-//! hashing and the search) and looks its own up when they differ. A scope never outlives
+//! a shared key also compares it with the authority (a comparison of the text with that one
+//! key's, rather than taking the authority apart and comparing it with every key the thread
+//! used lately) and looks its own up when they differ. A scope never outlives
 //! the outermost `call`, so a retry's next attempt looks its key up afresh.
 
 use std::cell::Cell;

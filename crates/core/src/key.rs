@@ -207,9 +207,11 @@ fn hash_host<H: Hasher>(authority: Option<&str>, state: &mut H) {
 }
 
 impl HostKey {
-    /// Whether `uri` is for this key's host: a comparison of the text as the key keeps it,
-    /// and, for another spelling of it (a default port, capitals), of the text without the
-    /// default port, ignoring case. User information, which keys drop, reads as another key.
+    /// Whether `uri`, an absolute URI, is for this key's host (a relative one's host is in its
+    /// `Host` header, which this does not read): a comparison of the text as the key keeps
+    /// it, and, for another spelling of it (a default port, capitals), of the text without
+    /// the default port, ignoring case. User information, which keys drop, and a default
+    /// port spelled with leading zeros read as another key's: the caller looks the key up.
     #[inline]
     fn is_of(&self, uri: &Uri) -> bool {
         use papaya::Equivalent;
@@ -274,11 +276,11 @@ impl KeyExtractor for ByHost {
         keep: impl Fn(&V) -> bool,
     ) -> KeyRef<V> {
         // An enclosing layer keyed by host found this request's key: this thread finds its
-        // own state for it by that key's number, without hashing the authority or searching.
-        // The key found is compared with the authority before it is used: the scope knows
-        // the request by where its URI's text is, and a layer between that built a URI for
-        // another host of the same length where the old one was freed must not get the old
-        // host's state.
+        // own state for it by that key's number, without taking the authority apart or
+        // comparing it with the thread's other keys. The key found is compared with the
+        // authority before it is used: the scope knows the request by where its URI's text
+        // is, and a layer between that built a URI for another host of the same length where
+        // the old one was freed must not get the old host's state.
         let shared = call_key::shared(head.uri);
         if let Some(via) = shared
             && let Some(state) = map.cached_via(via, |key| key.is_of(head.uri), now)
@@ -489,8 +491,30 @@ mod tests {
             where_it_was,
             "the new authority's text is where the old one's was"
         );
+        assert!(
+            call_key::shared(&second).is_some(),
+            "the scope takes the new URI for the old one"
+        );
         assert_eq!(state_of(&inner, &second), "http://api-b.example");
+        drop(_scope);
         assert_eq!(inner.len(), 2);
+        // Afterwards each host gets its own state, and from the second call on the inner
+        // layer finds it by the outer key's number, without a lookup.
+        for round in 0..2 {
+            for (uri, host) in [
+                (&earlier, "http://api-a.example"),
+                (&second, "http://api-b.example"),
+            ] {
+                let _scope = crate::CallKey::enter();
+                assert_eq!(state_of(&outer, uri), host);
+                let via = call_key::shared(uri).expect("the outer layer said its key");
+                let found = inner.cached_via(via, |key| key.is_of(uri), Instant::now());
+                if round == 1 {
+                    assert_eq!(found.map(|state| (*state).clone()).as_deref(), Some(host));
+                }
+                assert_eq!(state_of(&inner, uri), host);
+            }
+        }
     }
 
     /// The fast path: a view hashes and compares as the key it stands for, for every spelling

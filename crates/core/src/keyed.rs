@@ -251,7 +251,9 @@ struct Cached<K, V> {
     /// When the key's last-use time is next due to be refreshed.
     touch_at: Instant,
     /// The serial of the key an enclosing layer found when this thread last found this key
-    /// by comparing it (0: none), so that the next such call finds it by that number.
+    /// by comparing it (0: none), so that the next such call finds it by that number. A hint,
+    /// which [`KeyedMap::cached_via`]'s caller checks: an enclosing layer's key for another
+    /// host, when a layer between sent the request to this one.
     via: u64,
 }
 
@@ -384,8 +386,10 @@ where
         self.cached(cache, |entry| entry.via == via && is_key(&entry.key), now)
     }
 
-    /// Says that `via` stands for the key of `handle`, a handle the calling thread just
-    /// looked up, so that [`cached_via`](Self::cached_via) finds it by that number.
+    /// Notes `via`, the serial of the key an enclosing layer found, on `handle`, a handle the
+    /// calling thread just looked up, so that [`cached_via`](Self::cached_via) finds it by
+    /// that number (after its caller's check: `via` may be another host's key, when a layer
+    /// between sent the request elsewhere).
     #[doc(hidden)]
     pub fn note_via(&self, handle: &KeyRef<V>, via: u64) {
         let Some(cell) = self.threads.get() else {

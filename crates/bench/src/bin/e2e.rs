@@ -1,7 +1,7 @@
 //! End to end over loopback: a hyper server and hyper-util's client, bare, wrapped in the
 //! standard stack (limits set far above the load), and wrapped in tower-resilience's retry,
 //! circuit breaker and rate limiter with the same settings, at concurrency 1 and 32.
-//! The requests are made from a task on the runtime's two workers, as an application's are.
+//! The requests are made from a task on the runtime's workers, as an application's are.
 //!
 //! `cargo run --release -p seawall-bench --bin e2e -- --json`
 //!
