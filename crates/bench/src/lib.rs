@@ -54,6 +54,31 @@ where
     complete(service.call(request))
 }
 
+/// Where criterion keeps a group's results: `criterion/<group>` under the workspace's target
+/// directory (or `CARGO_TARGET_DIR`).
+pub fn criterion_group_dir(group: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target")
+        })
+        .join("criterion")
+        .join(group)
+}
+
+/// The `median` estimate of `group`/`id` that criterion saved in its last run (the point
+/// estimate and its confidence interval, in nanoseconds), if it saved one.
+pub fn criterion_median(group: &str, id: &str) -> Option<serde_json::Value> {
+    let path = criterion_group_dir(group)
+        .join(id)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()?
+        .get("median")
+        .cloned()
+}
+
 /// Whether a bin was asked for its JSON summary only (`--json`).
 pub fn json_only() -> bool {
     std::env::args().any(|arg| arg == "--json")

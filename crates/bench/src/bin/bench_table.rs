@@ -3,19 +3,13 @@
 //! `cargo run -p seawall-bench --bin bench_table -- <group> [id ...]`, after
 //! `cargo bench -p seawall-bench --bench layers -- <group>`.
 
-use std::path::PathBuf;
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(group) = args.next() else {
         eprintln!("usage: bench_table <group> [id ...]");
         std::process::exit(2);
     };
-    let root = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-        .join("criterion")
-        .join(&group);
+    let root = seawall_bench::criterion_group_dir(&group);
     let mut ids: Vec<String> = args.collect();
     if ids.is_empty() {
         let mut found: Vec<String> = std::fs::read_dir(&root)
@@ -32,12 +26,7 @@ fn main() {
     println!("| id | median | 95 % CI of the median |");
     println!("|---|---:|---|");
     for id in ids {
-        let path = root.join(&id).join("new/estimates.json");
-        let Some(median) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|json| json.get("median").cloned())
-        else {
+        let Some(median) = seawall_bench::criterion_median(&group, &id) else {
             println!("| {id} | (no result) | |");
             continue;
         };
