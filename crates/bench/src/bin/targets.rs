@@ -131,73 +131,66 @@ fn main() {
 mod tests {
     use super::*;
 
-    fn medians(values: &[(&str, &str, f64)]) -> impl Fn(&str, &str) -> Option<f64> {
-        let values: Vec<(String, String, f64)> = values
-            .iter()
-            .map(|(group, id, ns)| (group.to_string(), id.to_string(), *ns))
-            .collect();
-        move |group, id| {
-            values
-                .iter()
-                .find(|(g, i, _)| g == group && i == id)
-                .map(|(_, _, ns)| *ns)
+    /// A run in which `target`'s group has these medians for its `baseline`, its id and its
+    /// peer's id, and nothing else.
+    fn run_of(
+        target: Target,
+        baseline: f64,
+        id: f64,
+        peer: f64,
+    ) -> impl Fn(&str, &str) -> Option<f64> {
+        let (Peer::Overhead(peer_id) | Peer::Median(peer_id)) = target.peer;
+        move |group, name| match name {
+            _ if group != target.group => None,
+            "baseline" => Some(baseline),
+            _ if name == target.id => Some(id),
+            _ if name == peer_id => Some(peer),
+            _ => None,
         }
     }
 
     #[test]
-    fn an_overhead_is_held_to_a_multiple_of_the_peers_overhead() {
-        let stack = TARGETS[0];
-        let run = medians(&[
-            ("stack", "baseline", 100.0),
-            ("stack", "seawall_full", 500.0),
-            ("stack", "tower_resilience_full", 1_100.0),
-        ]);
-        let checked = stack.check(run).expect("every median is there");
-        assert_eq!(
-            checked,
-            Checked {
-                overhead: 400.0,
-                peer: 1_000.0,
-                factor: 0.4
-            }
-        );
-        assert_eq!(checked.ratio(), 0.4);
-        assert!(checked.holds(), "an overhead equal to its allowance holds");
-        let slower = medians(&[
-            ("stack", "baseline", 100.0),
-            ("stack", "seawall_full", 501.0),
-            ("stack", "tower_resilience_full", 1_100.0),
-        ]);
-        assert!(!stack.check(slower).expect("every median is there").holds());
-    }
-
-    #[test]
-    fn the_limiters_allowance_is_a_multiple_of_governors_whole_median() {
-        let limiter = TARGETS[1];
-        let run = medians(&[
-            ("rate_limit", "baseline", 70.0),
-            ("rate_limit", "seawall_tsc", 130.0),
-            ("rate_limit", "governor_direct", 28.0),
-        ]);
-        let checked = limiter.check(run).expect("every median is there");
-        assert_eq!(
-            checked,
-            Checked {
-                overhead: 60.0,
-                peer: 28.0,
-                factor: 2.5
-            }
-        );
-        assert!(checked.holds(), "60 ns against 2.5 × 28 ns = 70 ns");
+    fn each_target_holds_its_overhead_to_a_multiple_of_its_peers_figure() {
+        // The target, its three medians, then the overhead, the peer's figure and the verdict.
+        let cases = [
+            // Exactly at the allowance (0.4 × (1,100 − 100)) holds; a nanosecond more fails.
+            (TARGETS[0], [100.0, 500.0, 1_100.0], 400.0, 1_000.0, true),
+            (TARGETS[0], [100.0, 501.0, 1_100.0], 401.0, 1_000.0, false),
+            // governor's whole median, not its overhead: 60 ns against 2.5 × 28 ns.
+            (TARGETS[1], [70.0, 130.0, 28.0], 60.0, 28.0, true),
+            (TARGETS[1], [70.0, 141.0, 28.0], 71.0, 28.0, false),
+            (TARGETS[2], [300.0, 450.0, 550.0], 150.0, 250.0, true),
+            (TARGETS[3], [30.0, 61.0, 330.0], 31.0, 300.0, false),
+        ];
+        for (target, [baseline, id, peer], overhead, peer_figure, holds) in cases {
+            let checked = target
+                .check(run_of(target, baseline, id, peer))
+                .expect("every median is there");
+            let name = target.describe();
+            assert_eq!(
+                checked,
+                Checked {
+                    overhead,
+                    peer: peer_figure,
+                    factor: target.factor
+                },
+                "{name}"
+            );
+            assert_eq!(checked.ratio(), overhead / peer_figure, "{name}");
+            assert_eq!(checked.holds(), holds, "{name}");
+        }
     }
 
     #[test]
     fn a_missing_median_gives_no_verdict() {
         let breaker = TARGETS[3];
-        let run = medians(&[
-            ("circuit_breaker", "baseline", 30.0),
-            ("circuit_breaker", "seawall_closed", 58.0),
-        ]);
-        assert_eq!(breaker.check(run), None);
+        let run = run_of(breaker, 30.0, 58.0, 330.0);
+        let without_peer = |group: &str, id: &str| {
+            (id != "tower_resilience_closed")
+                .then(|| run(group, id))
+                .flatten()
+        };
+        assert!(breaker.check(&run).is_some());
+        assert_eq!(breaker.check(without_peer), None);
     }
 }
