@@ -79,6 +79,14 @@ pub fn criterion_median(group: &str, id: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
+/// When criterion saved the estimates of `group`/`id` it last measured, if it saved any.
+pub fn criterion_saved_at(group: &str, id: &str) -> Option<std::time::SystemTime> {
+    let path = criterion_group_dir(group)
+        .join(id)
+        .join("new/estimates.json");
+    std::fs::metadata(path).ok()?.modified().ok()
+}
+
 /// Whether a bin was asked for its JSON summary only (`--json`).
 pub fn json_only() -> bool {
     std::env::args().any(|arg| arg == "--json")

@@ -78,6 +78,8 @@ async fn serve() -> std::io::Result<String> {
 #[derive(Default)]
 struct Run {
     completed: u64,
+    /// Requests that ended in an error (or whose body failed) at any time in the run.
+    failed: u64,
     elapsed: Duration,
     latencies_us: Vec<u64>,
 }
@@ -85,6 +87,7 @@ struct Run {
 impl Run {
     fn add(&mut self, other: Run) {
         self.completed += other.completed;
+        self.failed += other.failed;
         self.elapsed += other.elapsed;
         self.latencies_us.extend(other.latencies_us);
     }
@@ -126,23 +129,29 @@ where
         .map(|_| {
             let (client, url) = (client.clone(), url.to_owned());
             tokio::spawn(async move {
-                let mut latencies_us = Vec::new();
+                let (mut latencies_us, mut failed) = (Vec::new(), 0);
                 while Instant::now() < end {
                     let Ok(request) = Request::get(url.as_str()).body(Empty::new()) else {
+                        failed += 1;
                         break;
                     };
                     let sent = Instant::now();
-                    let Ok(response) = client.clone().oneshot(request).await else {
-                        continue;
+                    // The error goes at once: it need not be `Send` to be held across a poll.
+                    let read = match client.clone().oneshot(request).await.ok() {
+                        Some(response) => response.into_body().collect().await.is_ok(),
+                        None => false,
                     };
-                    let read = response.into_body().collect().await;
                     let answered = Instant::now();
-                    if read.is_ok() && (counted_from..end).contains(&answered) {
+                    if !read {
+                        failed += 1;
+                        // An error that comes at once would otherwise hold the worker.
+                        tokio::task::yield_now().await;
+                    } else if (counted_from..end).contains(&answered) {
                         let latency = answered.duration_since(sent).as_micros();
                         latencies_us.push(u64::try_from(latency).unwrap_or(u64::MAX));
                     }
                 }
-                latencies_us
+                (latencies_us, failed)
             })
         })
         .collect();
@@ -151,10 +160,15 @@ where
         ..Run::default()
     };
     for task in tasks {
-        // A task that panicked answered nothing more.
-        if let Ok(latencies_us) = task.await {
-            run.completed += latencies_us.len() as u64;
-            run.latencies_us.extend(latencies_us);
+        match task.await {
+            Ok((latencies_us, failed)) => {
+                run.completed += latencies_us.len() as u64;
+                run.failed += failed;
+                run.latencies_us.extend(latencies_us);
+            }
+            // A task's answers are lost with it: the run would read slow, so it stops here.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => run.failed += 1,
         }
     }
     run
@@ -232,9 +246,19 @@ async fn measure(json_only: bool) -> Result<serde_json::Value, BoxError> {
         if !json_only {
             println!("concurrency {concurrency}: {figures}");
         }
-        // Every request got its answer: the stack refused nothing and nothing failed.
+        // Every request of every client got its answer: a rate of failures would not be one
+        // of the client's cost. The stack's own figures say the same of its requests, all of
+        // them ended.
+        let failed = [&bare, &guarded, &resilience].map(|run| run.failed);
+        if failed != [0; 3] {
+            return Err(format!(
+                "requests failed at concurrency {concurrency} (bare, seawall, \
+                 tower-resilience): {failed:?}"
+            )
+            .into());
+        }
         let snapshot = stack.metrics().snapshot();
-        if snapshot.success_rate < 1.0 {
+        if snapshot.success_rate < 1.0 || snapshot.in_flight != 0 {
             return Err(format!("the stack lost requests: {snapshot:?}").into());
         }
         summary.insert(format!("c{concurrency}"), figures);
