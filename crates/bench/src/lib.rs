@@ -66,13 +66,18 @@ pub fn criterion_group_dir(group: &str) -> std::path::PathBuf {
         .join(group)
 }
 
+/// The file in which criterion keeps the estimates of `group`/`id` from the last run that
+/// measured it.
+pub fn criterion_estimates_path(group: &str, id: &str) -> std::path::PathBuf {
+    criterion_group_dir(group)
+        .join(id)
+        .join("new/estimates.json")
+}
+
 /// The `median` estimate of `group`/`id` that criterion saved in its last run (the point
 /// estimate and its confidence interval, in nanoseconds), if it saved one.
 pub fn criterion_median(group: &str, id: &str) -> Option<serde_json::Value> {
-    let path = criterion_group_dir(group)
-        .join(id)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = std::fs::read_to_string(criterion_estimates_path(group, id)).ok()?;
     serde_json::from_str::<serde_json::Value>(&text)
         .ok()?
         .get("median")
@@ -81,10 +86,10 @@ pub fn criterion_median(group: &str, id: &str) -> Option<serde_json::Value> {
 
 /// When criterion saved the estimates of `group`/`id` it last measured, if it saved any.
 pub fn criterion_saved_at(group: &str, id: &str) -> Option<std::time::SystemTime> {
-    let path = criterion_group_dir(group)
-        .join(id)
-        .join("new/estimates.json");
-    std::fs::metadata(path).ok()?.modified().ok()
+    std::fs::metadata(criterion_estimates_path(group, id))
+        .ok()?
+        .modified()
+        .ok()
 }
 
 /// Whether a bin was asked for its JSON summary only (`--json`).

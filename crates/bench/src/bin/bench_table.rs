@@ -15,8 +15,8 @@ fn main() {
         let mut found: Vec<String> = std::fs::read_dir(&root)
             .map(|dir| {
                 dir.filter_map(|entry| entry.ok())
-                    .filter(|entry| entry.path().join("new/estimates.json").exists())
                     .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|id| seawall_bench::criterion_estimates_path(&group, id).exists())
                     .collect()
             })
             .unwrap_or_default();
