@@ -148,7 +148,8 @@ impl HintPolicyBuilder {
 /// All delays are relative to when the response arrived.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServerHints {
-    /// The response was 429, or 503 (with or without `Retry-After`).
+    /// The response was 429, or 503 with a usable `Retry-After`. A plain 503 is an
+    /// upstream that is down, not a quota: the breaker's business, not the limiter's.
     pub throttled: bool,
     /// `Retry-After`, bounded.
     pub retry_after: Option<Duration>,
@@ -186,12 +187,13 @@ impl ServerHints {
         let now = single_value(headers, &header::DATE)
             .and_then(|date| httpdate::parse_http_date(date).ok())
             .unwrap_or(now);
+        let retry_after = single_value(headers, &header::RETRY_AFTER)
+            .and_then(|value| parse_retry_after(value, now))
+            .and_then(|delay| policy.bound(delay, "retry-after"));
         let mut hints = ServerHints {
             throttled: status == StatusCode::TOO_MANY_REQUESTS
-                || status == StatusCode::SERVICE_UNAVAILABLE,
-            retry_after: single_value(headers, &header::RETRY_AFTER)
-                .and_then(|value| parse_retry_after(value, now))
-                .and_then(|delay| policy.bound(delay, "retry-after")),
+                || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some()),
+            retry_after,
             ..ServerHints::default()
         };
         if !hints.read_ietf(headers, policy) {

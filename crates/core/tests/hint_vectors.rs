@@ -601,7 +601,14 @@ fn vectors() -> Vec<Vector> {
         ),
         // Bare statuses.
         v("429 with no hints", 429, &[], THROTTLED),
-        v("503 with no hints", 503, &[], THROTTLED),
+        // A 503 is throttling only with a `Retry-After` (the breaker's business otherwise).
+        v("503 with no hints", 503, &[], PLAIN),
+        v(
+            "503 with an unusable retry-after",
+            503,
+            &[("retry-after", "soon")],
+            PLAIN,
+        ),
         v(
             "429 with only a reset",
             429,
@@ -685,6 +692,23 @@ fn pause_and_retry_delay_decisions() {
         (200, &[], None, None),
         (500, &[("retry-after", "3")], None, secs(3)),
         (429, &[], None, None),
+        // A plain 503 with quota left is an outage, not a quota: no pause, no wait for the
+        // reset (an hour away, say); with the quota spent the reset still holds.
+        (
+            503,
+            &[
+                ("x-ratelimit-remaining", "4999"),
+                ("x-ratelimit-reset", "60"),
+            ],
+            None,
+            None,
+        ),
+        (
+            503,
+            &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "9")],
+            secs(9),
+            secs(9),
+        ),
     ];
     for (status, headers, pause, retry) in table {
         let hints = parse(*status, headers);
