@@ -16,6 +16,7 @@ use seawall_core::{KeyExtractor, QueueWait};
 use tower::Service;
 
 use crate::error::{RateLimitError, Rejected};
+use crate::extensions::Cost;
 use crate::future::ResponseFuture;
 use crate::layer::RateLimitLayer;
 use crate::service::RateLimit;
@@ -101,9 +102,10 @@ where
     St: RateStore,
     St::Future: Unpin,
 {
-    /// Waits for `key`'s turn to spend `cost` tokens, in the same queue as the requests of
-    /// this layer's services (first come, first served; the same `max_waiting`, `max_wait`
-    /// and fail-fast rules; the same figures). A single-key limiter ignores `key`.
+    /// Waits for `key`'s turn to spend `cost` tokens (0 counts as 1), in the same queue as
+    /// the requests of this layer's services (first come, first served; the same
+    /// `max_waiting`, `max_wait` and fail-fast rules; the same figures). A single-key limiter
+    /// ignores `key`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -130,7 +132,8 @@ where
         // direct path.
         let _ = service.poll_ready(&mut Context::from_waker(Waker::noop()));
         Acquire {
-            inner: service.call_entry(Request::new(()), entry, cost, now),
+            // A cost of 0 takes one token, as the `Cost` extension's does.
+            inner: service.call_entry(Request::new(()), entry, Cost(cost).tokens(), now),
         }
     }
 }

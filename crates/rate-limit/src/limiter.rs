@@ -253,6 +253,13 @@ impl<K, St: RateStore> Limiter<K, St> {
             .map_or(&[], |set| set)
     }
 
+    /// Whether `cost` is over the burst of one of `entry`'s quotas, so that no wait admits it.
+    pub(crate) fn oversize(&self, entry: &KeyEntry<St>, cost: u32) -> bool {
+        self.quotas_of(entry)
+            .iter()
+            .any(|quota| cost > quota.burst_size())
+    }
+
     /// What a request admitted at `cost` needs to be settled after its answer, if this
     /// limiter settles costs.
     pub(crate) fn settling(self: &Arc<Self>, cost: u32) -> Option<Settling<K, St>> {

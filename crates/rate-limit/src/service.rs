@@ -259,6 +259,12 @@ where
     where
         S: Service<Request<ReqBody>> + Clone,
     {
+        // Only an empty store's answer says "oversize" on the direct path; a request that
+        // would wait is checked here, so that one no quota can ever admit is refused at once
+        // rather than at the head of the queue (or with a wait that a caller would obey).
+        if self.limiter.oversize(&entry, cost) {
+            return self.refuse(Rejected::Oversize { cost });
+        }
         match self
             .limiter
             .join(&entry, Some(&request), cost, now, head_wait)

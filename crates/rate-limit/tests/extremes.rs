@@ -1,5 +1,6 @@
 //! Configurations and requests at the edges: quotas whose schedule would overflow, a store
-//! made for fewer quotas than the layer has, and a request that says it costs nothing.
+//! made for fewer quotas than the layer has, a request that says it costs nothing, and one
+//! that costs more than any wait can free.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +11,8 @@ use std::future::ready;
 use std::time::Duration;
 
 use http::{Request, Response};
-use seawall_rate_limit::{Cost, InMemoryStore, Quota, RateLimitLayer};
+use futures::FutureExt;
+use seawall_rate_limit::{Cost, InMemoryStore, Quota, RateLimitError, RateLimitLayer, Rejected};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -111,4 +113,105 @@ async fn a_cost_of_zero_counts_as_one() {
     );
     assert_eq!(Cost(0).tokens(), 1);
     assert_eq!(Cost(5).tokens(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_acquire_of_zero_tokens_takes_one() {
+    let start = Instant::now();
+    let layer = RateLimitLayer::builder().per_second(1).build().unwrap();
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        let _permit = layer.acquire(&(), 0).await.unwrap();
+        taken.push(start.elapsed());
+    }
+    assert_eq!(
+        taken,
+        [
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(2)
+        ]
+    );
+}
+
+/// A request of `cost` tokens.
+fn costing(cost: u32) -> Request<()> {
+    let mut request = Request::new(());
+    request.extensions_mut().insert(Cost(cost));
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cost_over_the_burst_is_refused_at_once_while_others_wait() {
+    // Ten a second with a burst of one: a cost of two can never be admitted.
+    let layer = RateLimitLayer::builder()
+        .per_second(10)
+        .burst(1)
+        .build()
+        .unwrap();
+    let mut service = layer.layer(service_fn(|_: Request<()>| {
+        ready(Ok::<_, std::io::Error>(Response::new(())))
+    }));
+    // The first takes the token; the second waits its turn (100 ms).
+    let first = service.ready().await.unwrap().call(Request::new(()));
+    let mut second = Box::pin(service.ready().await.unwrap().call(Request::new(())));
+    first.await.unwrap();
+    assert!(second.as_mut().now_or_never().is_none(), "the second waits");
+    let oversize = service
+        .ready()
+        .await
+        .unwrap()
+        .call(costing(2))
+        .now_or_never()
+        .expect("refused without waiting");
+    assert!(
+        matches!(
+            oversize,
+            Err(RateLimitError::Rejected(Rejected::Oversize { cost: 2 }))
+        ),
+        "{oversize:?}"
+    );
+    // It took no place in the queue: the second is admitted on time.
+    let start = Instant::now();
+    second.await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    let stats = layer.handle().stats();
+    assert_eq!((stats.rejected_oversize, stats.queue_depth), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cost_over_a_window_is_refused_at_once_not_with_a_wait() {
+    // Ten a minute, all at once: a cost of twenty would be promised a wait a caller obeys.
+    let layer = RateLimitLayer::builder()
+        .per_minute(10)
+        .burst(10)
+        .build()
+        .unwrap();
+    let mut service = layer.layer(service_fn(|_: Request<()>| {
+        ready(Ok::<_, std::io::Error>(Response::new(())))
+    }));
+    for _ in 0..10 {
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+    }
+    let waiting = service.ready().await.unwrap().call(Request::new(()));
+    let refused = service
+        .ready()
+        .await
+        .unwrap()
+        .call(costing(20))
+        .now_or_never()
+        .expect("refused without waiting");
+    match refused {
+        Err(RateLimitError::Rejected(rejected @ Rejected::Oversize { cost: 20 })) => {
+            assert_eq!(rejected.retry_after(), None, "no wait admits it");
+        }
+        other => panic!("expected Oversize, got {other:?}"),
+    }
+    drop(waiting);
 }
