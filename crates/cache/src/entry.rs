@@ -148,10 +148,46 @@ fn has_directive(headers: &HeaderMap, wanted: &str) -> bool {
     directives(headers).any(|(name, _)| name == wanted)
 }
 
+/// The largest number of seconds the cache reasons with: RFC 9111 (section 1.2.2) has a
+/// larger delta-seconds value, or a calculation that overflows, count as 2^31 seconds. A
+/// server's `max-age`, `stale-if-error` or `Age` of 20 digits is therefore about 68 years,
+/// not an overflow.
+const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// `time + delta`, the delta at most [`MAX_DELTA_SECONDS`].
+fn later(time: SystemTime, delta: Duration) -> SystemTime {
+    let delta = delta.min(Duration::from_secs(MAX_DELTA_SECONDS));
+    // 68 years past any clock this runs on is representable; were it not, the answer is
+    // simply not kept past `time`.
+    time.checked_add(delta).unwrap_or(time)
+}
+
+/// A delta-seconds value: digits only, clamped to [`MAX_DELTA_SECONDS`] however many.
+fn delta_seconds(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.parse().unwrap_or(u64::MAX).min(MAX_DELTA_SECONDS))
+}
+
 fn directive_seconds(headers: &HeaderMap, wanted: &str) -> Option<u64> {
     directives(headers)
         .find(|(name, _)| name == wanted)
-        .and_then(|(_, value)| value?.parse().ok())
+        .and_then(|(_, value)| delta_seconds(value?))
+}
+
+/// Clamps the answer's `Age` to [`MAX_DELTA_SECONDS`], before the policy reads it (it adds
+/// the time the answer was kept to it, which overflows for an age near `u64::MAX`).
+fn clamp_age(headers: &mut HeaderMap) {
+    let clamped = headers
+        .get(header::AGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(delta_seconds)
+        .filter(|&age| age == MAX_DELTA_SECONDS);
+    if let Some(age) = clamped {
+        headers.insert(header::AGE, HeaderValue::from(age));
+    }
 }
 
 /// Whether an answer says nothing about its freshness, so that a configured TTL applies.
@@ -247,6 +283,7 @@ impl CachedResponse {
         for name in NOT_STORED {
             headers.remove(name);
         }
+        clamp_age(&mut headers);
         let names = vary_names(&headers);
         let policy_request = request.policy_request(names.iter().flatten(), config);
         let ttl = if without_freshness(&headers) {
@@ -272,7 +309,7 @@ impl CachedResponse {
         if !policy.is_storable() {
             return None;
         }
-        let fresh_until = now + policy.time_to_live(now);
+        let fresh_until = later(now, policy.time_to_live(now));
         let allowance = match directive_seconds(&headers, "stale-if-error") {
             Some(seconds) => Duration::from_secs(seconds),
             None if has_directive(&headers, "must-revalidate")
@@ -282,9 +319,9 @@ impl CachedResponse {
             }
             None => config.stale_if_error,
         };
-        let stale_until = fresh_until + allowance;
+        let stale_until = later(fresh_until, allowance);
         let keep_until = if has_validator(&headers) {
-            stale_until.max(fresh_until + config.revalidation_window)
+            stale_until.max(later(fresh_until, config.revalidation_window))
         } else {
             stale_until
         };
@@ -307,7 +344,7 @@ impl CachedResponse {
             headers
                 .get(header::AGE)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
+                .and_then(delta_seconds)
                 .unwrap_or(0),
         );
         Some(CachedResponse {
@@ -458,7 +495,7 @@ impl CachedResponse {
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         *headers = self.headers.clone();
-        let age = self.age_base + since(now, self.stored_at);
+        let age = self.age_base.saturating_add(since(now, self.stored_at));
         headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
         if let Some(name) = status_header {
             headers.insert(name.clone(), HeaderValue::from_static(status.as_str()));

@@ -277,9 +277,16 @@ where
                 remove(&shared, &key).await;
                 return Ok(answer.respond(now, CacheStatus::Revalidated, status_header));
             }
-            // The 304 is about another version than the stored one: the stored one is
-            // no longer worth keeping, and the caller gets what the upstream said.
-            None => remove(&shared, &key).await,
+            // The 304 names another version (a strong `ETag` the stored answer does not
+            // have) yet says the validators the cache sent still hold. The caller, who sent
+            // no condition of its own, must not get a bodiless 304: it gets the stored
+            // answer, which those validators identify, and the entry, which the 304 may not
+            // refresh, is dropped so that the next request fetches the upstream's version.
+            None => {
+                shared.stats.revalidations.add(1);
+                remove(&shared, &key).await;
+                return Ok(entry.respond(now, CacheStatus::Revalidated, status_header));
+            }
         }
     }
     shared.stats.misses.add(1);

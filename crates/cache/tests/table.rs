@@ -317,6 +317,82 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
+            name: "a 304 naming another version: the caller gets the stored answer, never a \
+                   bare 304, and the next request fetches the new one",
+            config: same,
+            script: vec![
+                ok(
+                    &[
+                        ("cache-control", "max-age=10"),
+                        ("last-modified", &date(-3600)),
+                    ],
+                    "v1",
+                ),
+                not_modified(&[("cache-control", "max-age=10"), ("etag", "\"v2\"")]),
+                ok(&[("cache-control", "max-age=10"), ("etag", "\"v2\"")], "v2"),
+            ],
+            steps: vec![
+                get(0, expect(Miss, 200, "v1"), 1),
+                get(20, expect(Revalidated, 200, "v1"), 2).saw("if-modified-since", date(-3600)),
+                get(21, expect(Miss, 200, "v2"), 3),
+                get(22, expect(Hit, 200, "v2"), 3).age(1),
+            ],
+        },
+        Row {
+            name: "a max-age of twenty digits counts as 2^31 seconds, not an overflow",
+            config: same,
+            script: vec![ok(
+                &[("cache-control", "max-age=10000000000000000000")],
+                "v1",
+            )],
+            steps: vec![
+                get(0, expect(Miss, 200, "v1"), 1),
+                get(1_000_000, expect(Hit, 200, "v1"), 1).age(1_000_000),
+            ],
+        },
+        Row {
+            name: "a stale-if-error of twenty digits keeps the answer for a failure, without \
+                   an overflow",
+            config: same,
+            script: vec![
+                ok(
+                    &[(
+                        "cache-control",
+                        "max-age=60, stale-if-error=10000000000000000000",
+                    )],
+                    "v1",
+                ),
+                answer(503, &[], "down"),
+            ],
+            steps: vec![
+                get(0, expect(Miss, 200, "v1"), 1),
+                get(1_000_000, expect(Stale, 200, "v1"), 2).age(1_000_000),
+            ],
+        },
+        Row {
+            name: "an Age of u64::MAX counts as 2^31 seconds, with or without the request's \
+                   own directives",
+            config: same,
+            script: vec![
+                ok(
+                    &[
+                        ("cache-control", "max-age=60, stale-if-error=600"),
+                        ("age", "18446744073709551615"),
+                    ],
+                    "v1",
+                ),
+                answer(503, &[], "down"),
+                answer(503, &[], "down"),
+            ],
+            steps: vec![
+                get(0, expect(Miss, 200, "v1"), 1),
+                get(5, expect(Stale, 200, "v1"), 2).age(2_147_483_653),
+                get(6, expect(Stale, 200, "v1"), 3)
+                    .header("cache-control", "max-age=30")
+                    .age(2_147_483_654),
+            ],
+        },
+        Row {
             name: "a 200 to a revalidation replaces the entry",
             config: same,
             script: vec![
