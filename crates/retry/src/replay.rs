@@ -97,27 +97,28 @@ where
             return Self::whole(Bytes::new());
         }
         let hint = body.size_hint();
-        // A body announced as larger than the cap is never buffered.
+        // A body announced as larger than the cap is never buffered, unless it turns out to
+        // be complete already (a large `Full`): that one is in memory anyway, and is kept
+        // whole at no cost, as the cap bounds only what streaming would add.
         let overflowed = hint.lower() > cap as u64;
-        // Peeked before the shared state is made, which a complete body never needs.
+        // Peeked before the shared state is made, which a complete body never needs. A body
+        // that is not complete keeps its first frame for the first reader.
         let mut peeked = Peeked::Nothing;
-        if !overflowed {
-            let mut cx = Context::from_waker(Waker::noop());
-            match Pin::new(&mut body).poll_frame(&mut cx) {
-                Poll::Pending => {}
-                Poll::Ready(None) => return Self::whole(Bytes::new()),
-                Poll::Ready(Some(Err(error))) => peeked = Peeked::Error(error.into()),
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(mut data) => {
-                        let bytes = data.copy_to_bytes(data.remaining());
-                        if body.is_end_stream() {
-                            return Self::whole(bytes);
-                        }
-                        peeked = Peeked::Data(bytes);
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Pending => {}
+            Poll::Ready(None) => return Self::whole(Bytes::new()),
+            Poll::Ready(Some(Err(error))) => peeked = Peeked::Error(error.into()),
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    let bytes = data.copy_to_bytes(data.remaining());
+                    if body.is_end_stream() {
+                        return Self::whole(bytes);
                     }
-                    Err(frame) => peeked = Peeked::Trailers(frame.into_trailers().ok()),
-                },
-            }
+                    peeked = Peeked::Data(bytes);
+                }
+                Err(frame) => peeked = Peeked::Trailers(frame.into_trailers().ok()),
+            },
         }
         let mut state = Streamed {
             body,

@@ -542,6 +542,36 @@ async fn every_attempt_sends_the_same_body() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_complete_body_over_the_replay_cap_is_retried_whole() {
+    // A 100 KiB document in memory, over the default 64 KiB cap, which bounds only what a
+    // streamed body would have to keep.
+    let document = Bytes::from(vec![b'x'; 100 * 1024]);
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicU32::new(0));
+    let upstream = service_fn({
+        let (bodies, calls) = (Arc::clone(&bodies), Arc::clone(&calls));
+        move |req: Request<Body>| {
+            let (bodies, n) = (Arc::clone(&bodies), calls.fetch_add(1, Ordering::SeqCst));
+            async move {
+                let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                bodies.lock().unwrap().push(bytes);
+                Ok::<_, Infallible>(status(if n < 1 { 503 } else { 200 }, &[]))
+            }
+        }
+    });
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let request = Request::put("http://api.test/doc")
+        .body(Full::new(document.clone()))
+        .unwrap();
+    let response = layer.layer(upstream).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(*bodies.lock().unwrap(), vec![document; 2]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn every_attempt_sends_the_same_head() {
     type Head = (
         http::Method,

@@ -105,10 +105,53 @@ async fn a_body_that_outgrows_the_cap_is_sent_whole_once_and_never_replayed() {
 }
 
 #[tokio::test]
-async fn a_body_announced_larger_than_the_cap_is_not_buffered() {
+async fn a_complete_body_larger_than_the_cap_is_still_whole() {
+    // The cap bounds what streaming would keep; a body already in memory costs nothing more.
     let body = ReplayBody::new(Full::new(Bytes::from(vec![7u8; 100])), 10);
-    assert!(!body.is_replayable());
+    assert!(body.is_whole() && body.is_replayable());
     assert_eq!(body.size_hint().exact(), Some(100));
+    let copy = body.clone();
+    assert_eq!(read_all(body).await.unwrap().0, vec![7u8; 100]);
+    assert_eq!(read_all(copy).await.unwrap().0, vec![7u8; 100]);
+}
+
+/// A streamed body that announces its length, as one read from a file of known size does.
+struct Announced<B> {
+    inner: B,
+    length: u64,
+}
+
+impl<B: Body + Unpin> Body for Announced<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.length)
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_body_announced_larger_than_the_cap_is_not_buffered() {
+    let (tx, stream) = channel_body();
+    let body = ReplayBody::new(
+        Announced {
+            inner: stream,
+            length: 100,
+        },
+        10,
+    );
+    assert!(!body.is_whole() && !body.is_replayable());
+    assert_eq!(body.size_hint().exact(), Some(100));
+    tx.unbounded_send(data(&[7u8; 60])).unwrap();
+    tx.unbounded_send(data(&[7u8; 40])).unwrap();
+    drop(tx);
     assert_eq!(read_all(body).await.unwrap().0, vec![7u8; 100]);
 }
 
