@@ -10,8 +10,8 @@
 use std::future::ready;
 use std::time::Duration;
 
-use http::{Request, Response};
 use futures::FutureExt;
+use http::{Request, Response};
 use seawall_rate_limit::{Cost, InMemoryStore, Quota, RateLimitError, RateLimitLayer, Rejected};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
