@@ -28,12 +28,12 @@ pub struct CoalesceLayer {
 }
 
 impl CoalesceLayer {
-    /// Starts a configuration with the defaults: requests differing in `Authorization`
-    /// never share a call, and answers with bodies up to [`DEFAULT_MAX_BODY_BYTES`] are
-    /// shared.
+    /// Starts a configuration with the defaults: requests differing in `Authorization` or
+    /// `Cookie` (as the HTTP cache's key) never share a call, and answers with bodies up to
+    /// [`DEFAULT_MAX_BODY_BYTES`] are shared.
     pub fn builder() -> CoalesceBuilder {
         CoalesceBuilder {
-            vary: vec![http::header::AUTHORIZATION],
+            vary: vec![http::header::AUTHORIZATION, http::header::COOKIE],
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -79,9 +79,9 @@ pub struct CoalesceBuilder {
 
 impl CoalesceBuilder {
     /// The request headers whose values two requests must share, besides method and URI, to
-    /// share a call: like a response's `Vary`. Replaces the default (`Authorization`). Name
-    /// every header the upstream answers differently by (`Accept`, `Accept-Language`, a
-    /// tenant header, `Cookie`): requests that differ in a header not named here share the
+    /// share a call: like a response's `Vary`. Replaces the default (`Authorization`,
+    /// `Cookie`). Name every header the upstream answers differently by (`Accept`,
+    /// `Accept-Language`, a tenant header), and keep the default's: requests that differ in a header not named here share the
     /// first one's answer. At most [`MAX_VARY_HEADERS`] names (field `vary`).
     pub fn vary(mut self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         self.vary = headers.into_iter().collect();
@@ -137,7 +137,10 @@ mod tests {
         let layer = CoalesceLayer::builder()
             .build()
             .expect("defaults are valid");
-        assert_eq!(layer.vary_headers(), &[http::header::AUTHORIZATION]);
+        assert_eq!(
+            layer.vary_headers(),
+            &[http::header::AUTHORIZATION, http::header::COOKIE]
+        );
         assert_eq!(layer.max_body_bytes(), DEFAULT_MAX_BODY_BYTES);
 
         let err = CoalesceLayer::builder()

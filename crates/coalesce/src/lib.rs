@@ -51,8 +51,8 @@
 //! - **Which requests**: requests with an idempotent method (GET, HEAD, OPTIONS, TRACE, PUT,
 //!   DELETE; seawall-core's rules) and no body. Others pass through untouched.
 //! - **Identical**: same method, same URI, and the same values of the headers
-//!   [`vary`](CoalesceBuilder::vary) names (default `Authorization`, so that two users never
-//!   share an answer). Name every header the upstream's answers depend on.
+//!   [`vary`](CoalesceBuilder::vary) names (default `Authorization` and `Cookie`, so that
+//!   two users never share an answer). Name every header the upstream's answers depend on.
 //! - **What followers get**: the leader's status, version, headers and body (and trailers).
 //!   The body is buffered as [`Bytes`](bytes::Bytes) once and shared, when its declared size
 //!   is at most [`max_body_bytes`](CoalesceBuilder::max_body_bytes); an answer that may be

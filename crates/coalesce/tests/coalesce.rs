@@ -109,34 +109,23 @@ async fn a_thousand_identical_gets_make_one_upstream_call() {
     assert_eq!(client.in_flight(), 0);
 }
 
-#[tokio::test]
-async fn different_authorization_makes_separate_calls() {
+/// Two users, `a` and `b`, telling themselves apart by `header` with the default settings:
+/// each user's requests share a call, the two users never do.
+async fn users_told_apart_by(header: &'static str, a: &'static str, b: &'static str) {
     let (upstream, calls) = counting_server("per user").await;
     let layer = CoalesceLayer::builder().build().expect("valid config");
     let mut client = layer.layer(http_client());
     let url = upstream.url("/me");
     let with_auth = |token: &str| {
         Request::get(&url)
-            .header("authorization", token)
+            .header(header, token)
             .body(Empty::new())
             .expect("a valid request")
     };
 
-    let a1 = client
-        .ready()
-        .await
-        .expect("ready")
-        .call(with_auth("Bearer a"));
-    let b = client
-        .ready()
-        .await
-        .expect("ready")
-        .call(with_auth("Bearer b"));
-    let a2 = client
-        .ready()
-        .await
-        .expect("ready")
-        .call(with_auth("Bearer a"));
+    let a1 = client.ready().await.expect("ready").call(with_auth(a));
+    let b = client.ready().await.expect("ready").call(with_auth(b));
+    let a2 = client.ready().await.expect("ready").call(with_auth(a));
     let (a1, b, a2) = tokio::join!(a1, b, a2);
     let (a1, b, a2) = (a1.expect("a1"), b.expect("b"), a2.expect("a2"));
 
@@ -146,6 +135,18 @@ async fn different_authorization_makes_separate_calls() {
     assert_ne!(a1.headers()["x-call"], b.headers()["x-call"]);
     let stats = layer.handle().stats();
     assert_eq!((stats.leaders, stats.coalesced), (2, 1));
+}
+
+#[tokio::test]
+async fn different_authorization_makes_separate_calls() {
+    users_told_apart_by("authorization", "Bearer a", "Bearer b").await;
+}
+
+#[tokio::test]
+async fn different_cookies_make_separate_calls() {
+    // Signed in with a session cookie: one user's answer (its `Set-Cookie` too) must never
+    // reach another.
+    users_told_apart_by("cookie", "session=a", "session=b").await;
 }
 
 #[tokio::test]
