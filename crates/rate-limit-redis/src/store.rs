@@ -321,6 +321,10 @@ fn micros(nanos: u128) -> String {
     format!("{}.{:03}", nanos / 1_000, nanos % 1_000)
 }
 
+/// The shortest interval between admissions the script keeps exactly enough (16 µs, 62,500
+/// a second): see [`RedisStore`]'s `check_quotas`.
+const MIN_INTERVAL_NANOS: u64 = 16_000;
+
 /// The shortest time leased tokens stay spendable.
 const MIN_LEASE_LIFETIME: Duration = Duration::from_secs(1);
 
@@ -739,6 +743,24 @@ impl RateStore for RedisStore {
                 }
             }
         });
+    }
+
+    /// The script keeps time in microseconds since 1970 as Lua numbers (doubles), which
+    /// hold steps of a quarter of a microsecond there: an interval is off by up to an eighth
+    /// of a microsecond per admission. Under [`MIN_INTERVAL_NANOS`] that error passes 1 %
+    /// (at ten million a second the schedule would not move at all), so such a rate is
+    /// refused rather than enforced wrongly; one key on one Redis node serves far fewer.
+    fn check_quotas(&self, quotas: &[Quota]) -> Result<(), seawall_core::ConfigError> {
+        for quota in quotas {
+            if !quota.is_window() && quota.interval_nanos() < MIN_INTERVAL_NANOS {
+                return Err(seawall_core::ConfigError::new(
+                    "rate",
+                    quota,
+                    "at most 62,500 requests a second per key in the Redis store",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn is_idle(&self, slot: &RedisSlot) -> bool {

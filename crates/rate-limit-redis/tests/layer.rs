@@ -157,3 +157,39 @@ async fn a_fail_closed_outage_reaches_the_caller_as_store_unavailable() {
     );
     assert_eq!(handle.stats().rejected_store_unavailable, 1);
 }
+
+#[tokio::test]
+async fn a_rate_the_script_cannot_keep_exactly_is_refused_naming_the_rate() {
+    let Some(server) = server() else { return };
+    let store = RedisStore::builder(&server.url()).connect().await.unwrap();
+    // The script's clock holds quarter-microsecond steps: 62,500 a second (16 µs apart) is
+    // kept within 1 %; ten million a second would never move the schedule.
+    assert!(
+        RateLimitLayer::builder()
+            .per_second(62_500)
+            .store(store.clone())
+            .build_with_store()
+            .is_ok()
+    );
+    for rate in [62_501, 10_000_000] {
+        let error = RateLimitLayer::builder()
+            .per_second(rate)
+            .store(store.clone())
+            .build_with_store()
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(error.field(), "rate", "{error}");
+    }
+    // A tier's quotas are held to it too.
+    let error = RateLimitLayer::builder()
+        .per_second(10)
+        .tier(
+            "fast",
+            [seawall_rate_limit::Quota::per_second(1_000_000).unwrap()],
+        )
+        .store(store)
+        .build_with_store()
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(error.field(), "rate");
+}
