@@ -141,7 +141,13 @@ impl fmt::Display for BridgeError {
 impl std::error::Error for BridgeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BridgeError::Chain(error) => Some(error),
+            // reqwest-middleware's error is transparent over what it wraps: its own `source`
+            // skips that error and gives the one beneath, so the chain starts at the wrapped
+            // error itself (a middleware's `io::Error` that timed out, say).
+            BridgeError::Chain(reqwest_middleware::Error::Middleware(error)) => {
+                Some(error.as_ref())
+            }
+            BridgeError::Chain(reqwest_middleware::Error::Reqwest(error)) => Some(error),
             BridgeError::TimedOut(error) => Some(error),
             BridgeError::OutsideMiddleware | BridgeError::Abandoned => None,
         }
@@ -152,7 +158,9 @@ impl ClassifyError for BridgeError {
     fn failure_kind(&self) -> FailureKind {
         match self {
             BridgeError::Chain(reqwest_middleware::Error::Reqwest(error)) => reqwest_kind(error),
-            BridgeError::Chain(error) => classify_error_chain(error),
+            BridgeError::Chain(reqwest_middleware::Error::Middleware(error)) => {
+                classify_error_chain(error.as_ref())
+            }
             BridgeError::TimedOut(_) => FailureKind::Timeout,
             BridgeError::OutsideMiddleware | BridgeError::Abandoned => FailureKind::Other,
         }

@@ -387,3 +387,48 @@ async fn a_stack_keyed_by_tenant_is_shared_by_the_middleware_and_tower_clients()
         (2, 2, 2)
     );
 }
+
+/// A middleware after seawall's whose first call fails as a timed-out connection would (as a
+/// proxy or a signing middleware that gives up reports it).
+#[derive(Clone, Default)]
+struct TimesOutOnce(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Middleware for TimesOutOnce {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(reqwest_middleware::Error::middleware(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer in time",
+            )));
+        }
+        next.run(request, extensions).await
+    }
+}
+
+#[tokio::test]
+async fn a_later_middleware_s_timeout_is_classified_and_retried() {
+    let (server, _arrivals) = upstream(|_| (200, &[])).await;
+    let stack = seawall::stack()
+        .retry(|retry| {
+            retry
+                .fixed_backoff(Duration::from_millis(1))
+                .jitter(Jitter::None)
+        })
+        .build()
+        .unwrap();
+    let calls = TimesOutOnce::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(SeawallMiddleware::new(&stack))
+        .with(calls.clone())
+        .build();
+    let response = client.get(server.url("/items")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls.0.load(Ordering::SeqCst), 2);
+    assert_eq!(stack.retry().stats().retries_for(FailureKind::Timeout), 1);
+}
