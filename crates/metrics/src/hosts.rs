@@ -406,7 +406,7 @@ impl HostTable {
         let map = &self.maps[index];
         let found = match map.pin().get(key) {
             Some(series) => Some(Arc::clone(series)),
-            None => self.insert(index, key, uri),
+            None => self.find_or_insert(index, key, uri),
         };
         // Only a host's own entry is kept: a host sent to `_OTHER` while racing inserts held
         // the last places may get one of its own later.
@@ -425,9 +425,39 @@ impl HostTable {
         host
     }
 
-    /// Makes the entry of a host new to the table, if it has room.
+    /// The entry of a host whose authority's text is not a key of the table: the entry of
+    /// the same host spelled as the table spells it (lower case, without the scheme's default
+    /// port), or a new one if the table has room. Two spellings of one host (`api.test` and
+    /// `API.test:80`) would otherwise be two series with the same labels.
     #[cold]
-    fn insert(&self, index: usize, key: &str, uri: &Uri) -> Option<Arc<HostSeries>> {
+    fn find_or_insert(&self, index: usize, key: &str, uri: &Uri) -> Option<Arc<HostSeries>> {
+        let host = uri.host().unwrap_or(key).to_ascii_lowercase();
+        let default_port = match index {
+            0 => Some(80),
+            1 => Some(443),
+            _ => None,
+        };
+        let explicit_port = uri.port_u16().filter(|&port| Some(port) != default_port);
+        let canonical = match explicit_port {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        if canonical != key
+            && let Some(series) = self.maps[index].pin().get(canonical.as_str())
+        {
+            return Some(Arc::clone(series));
+        }
+        self.insert(index, &canonical, host, explicit_port.or(default_port))
+    }
+
+    /// Makes the entry of a host new to the table under its `key`, if it has room.
+    fn insert(
+        &self,
+        index: usize,
+        key: &str,
+        host: String,
+        port: Option<u16>,
+    ) -> Option<Arc<HostSeries>> {
         // Reserve a place before making the entry, so that racing threads cannot take the
         // table past its bound.
         let reserved = self
@@ -439,12 +469,6 @@ impl HostTable {
         if !reserved {
             return None;
         }
-        let port = uri.port_u16().or(match index {
-            0 => Some(80),
-            1 => Some(443),
-            _ => None,
-        });
-        let host = uri.host().unwrap_or(key);
         let series = Arc::new(HostSeries::new(host.into(), port, SCHEMES[index]));
         let map = self.maps[index].pin();
         let kept = map.get_or_insert(key.into(), Arc::clone(&series));

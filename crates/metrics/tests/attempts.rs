@@ -321,3 +321,40 @@ async fn a_request_and_its_only_attempt_share_their_readings() {
     );
     assert_eq!(request, attempt);
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_host_spelled_three_ways_is_one_series() {
+    let metrics = MetricsLayer::builder().build().unwrap();
+    let mut attempts = metrics
+        .attempts()
+        .layer(upstream(Arc::new(AtomicU32::new(0))));
+    // As a user's code or a redirect spells it: the default port written out, capitals.
+    for url in [
+        "http://api.test/ok/0",
+        "http://api.test:80/ok/0",
+        "http://API.test/ok/0",
+        "http://api.test:8080/ok/0",
+    ] {
+        attempts
+            .ready()
+            .await
+            .unwrap()
+            .call(get(url))
+            .await
+            .unwrap();
+    }
+    let text = metrics.encode();
+    let mut counts: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("http_client_request_duration_seconds_count"))
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        [
+            r#"http_client_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",server_address="api.test",server_port="80",url_scheme="http"} 3"#,
+            r#"http_client_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",server_address="api.test",server_port="8080",url_scheme="http"} 1"#,
+        ],
+        "{text}"
+    );
+}
