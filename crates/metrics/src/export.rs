@@ -146,9 +146,7 @@ impl Collector for Exporter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        for source in sources {
-            encode_source(&*source, &mut encoder)?;
-        }
+        encode_sources(&sources, &mut encoder)?;
         Ok(())
     }
 }
@@ -291,27 +289,30 @@ struct Owned {
     value: f64,
 }
 
-fn encode_source(
-    source: &dyn FigureSource,
+fn encode_sources(
+    sources: &[Arc<dyn FigureSource>],
     encoder: &mut DescriptorEncoder<'_>,
 ) -> Result<(), std::fmt::Error> {
     let mut figures = Vec::new();
-    source.figures(&mut |figure| {
-        figures.push(Owned {
-            name: figure.name,
-            help: figure.help,
-            kind: figure.kind,
-            labels: figure
-                .labels
-                .iter()
-                .map(|(key, value)| (*key, (*value).to_owned()))
-                .collect(),
-            value: figure.value,
-        })
-    });
-    // An exposition gives each name's values together: a source that gives a name again later
-    // (one whose figures come from several layers) has them brought together, in the order
-    // its names first came.
+    for source in sources {
+        source.figures(&mut |figure| {
+            figures.push(Owned {
+                name: figure.name,
+                help: figure.help,
+                kind: figure.kind,
+                labels: figure
+                    .labels
+                    .iter()
+                    .map(|(key, value)| (*key, (*value).to_owned()))
+                    .collect(),
+                value: figure.value,
+            })
+        });
+    }
+    // An exposition gives each name's values together, under one `TYPE` line: a name given
+    // again later (by a source whose figures come from several layers, or by a second
+    // source of the same kind, two breakers' handles, say) has its values brought together,
+    // in the order the names first came.
     let mut names: Vec<&'static str> = Vec::new();
     for figure in &figures {
         if !names.contains(&figure.name) {

@@ -294,3 +294,51 @@ async fn a_body_that_outlives_the_layer_and_its_services_is_still_recorded() {
         "{after}"
     );
 }
+
+/// A breaker's handle, as one of two upstreams' breakers reports itself.
+struct Breaker(&'static str);
+
+impl seawall_core::FigureSource for Breaker {
+    fn figures(&self, visit: &mut dyn FnMut(seawall_core::Figure<'_>)) {
+        visit(seawall_core::figures::gauge(
+            "seawall_circuit_breaker_state",
+            "Breaker state.",
+            &[("key", self.0)],
+            0.0,
+        ));
+        visit(seawall_core::figures::counter(
+            "seawall_circuit_breaker_rejected",
+            "Calls refused.",
+            &[("key", self.0)],
+            3,
+        ));
+    }
+}
+
+#[test]
+fn two_sources_of_one_kind_give_each_name_one_family() {
+    let metrics = MetricsLayer::builder().build().unwrap();
+    metrics.include(Breaker("http://a.test"));
+    metrics.include(Breaker("http://b.test"));
+    let text = metrics.encode();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("seawall_circuit_breaker_"))
+        .collect();
+    // One `HELP` and one `TYPE` per name, its series together (a second `TYPE` line is
+    // refused by Prometheus' parser).
+    assert_eq!(
+        lines,
+        [
+            "# HELP seawall_circuit_breaker_state Breaker state.",
+            "# TYPE seawall_circuit_breaker_state gauge",
+            r#"seawall_circuit_breaker_state{key="http://a.test"} 0.0"#,
+            r#"seawall_circuit_breaker_state{key="http://b.test"} 0.0"#,
+            "# HELP seawall_circuit_breaker_rejected Calls refused.",
+            "# TYPE seawall_circuit_breaker_rejected counter",
+            r#"seawall_circuit_breaker_rejected_total{key="http://a.test"} 3"#,
+            r#"seawall_circuit_breaker_rejected_total{key="http://b.test"} 3"#,
+        ],
+        "{text}"
+    );
+}
