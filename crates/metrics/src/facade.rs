@@ -233,14 +233,14 @@ fn publish_into(
                 .map(|(k, v)| (*k, (*v).to_owned()))
                 .collect();
             match figure.kind {
-                FigureKind::Counter if figure.value.fract() == 0.0 => sink.counter(
+                FigureKind::Counter if !figure.name.ends_with("_seconds") => sink.counter(
                     &format!("{}_total", figure.name),
                     figure.help,
                     &labels,
                     figure.value as u64,
                 ),
                 // The facade's counters are whole: a counter of seconds (the limiter's total
-                // wait) goes as a gauge.
+                // wait) always goes as a gauge, whole or not, so that it keeps one name.
                 FigureKind::Counter | FigureKind::Gauge => {
                     sink.gauge(figure.name, figure.help, &labels, figure.value)
                 }

@@ -127,3 +127,33 @@ async fn a_recorder_installed_after_the_layers_receives_every_figure_described()
     assert!(again.contains(&"seawall_http_client_requests_total http_request_method=POST,http_response_status_class=5xx,outcome=server_error 4".to_owned()), "{again:#?}");
     assert!(again.contains(&"seawall_http_client_request_duration_seconds http_request_method=POST,http_response_status_class=5xx [0.025] [s]".to_owned()), "{again:#?}");
 }
+
+/// A limiter that has not waited yet: its counter of seconds is a whole zero.
+struct NeverWaited;
+
+impl FigureSource for NeverWaited {
+    fn figures(&self, visit: &mut dyn FnMut(Figure<'_>)) {
+        visit(Figure {
+            name: "seawall_rate_limit_wait_seconds",
+            help: "Time waited, in total.",
+            kind: seawall_core::FigureKind::Counter,
+            labels: &[],
+            value: 0.0,
+        });
+    }
+}
+
+#[test]
+fn a_counter_of_seconds_keeps_one_name_whole_or_not() {
+    let layer = MetricsLayer::builder().build().unwrap();
+    layer.include(NeverWaited);
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || layer.publish_to_facade());
+    let seen = seen(&snapshotter);
+    let wait: Vec<&String> = seen
+        .iter()
+        .filter(|line| line.starts_with("seawall_rate_limit_wait"))
+        .collect();
+    assert_eq!(wait, ["seawall_rate_limit_wait_seconds  0"], "{seen:#?}");
+}
