@@ -180,6 +180,9 @@ impl AttemptHistogram {
 /// Status codes 100 to 599 each have a slot; then one for a code outside that range, one per
 /// failure kind of an attempt that ended without a response, and one for a cancelled attempt.
 pub(crate) const STATUS_SLOTS: usize = 500;
+/// The most status codes one host's figures keep apart; codes past them are counted as odd
+/// ones (`_OTHER`), so that a server cannot make a host's series without bound.
+pub(crate) const MAX_STATUS_CODES: usize = 32;
 pub(crate) const ODD_STATUS_SLOT: usize = STATUS_SLOTS;
 pub(crate) const FIRST_ERROR_SLOT: usize = STATUS_SLOTS + 1;
 pub(crate) const CANCELLED_SLOT: usize = FIRST_ERROR_SLOT + seawall_core::FailureKind::ALL.len();
@@ -223,6 +226,8 @@ pub(crate) struct HostSeries {
     active: [ActiveStripe; STRIPES],
     /// Histograms by status slot, then method; a slot's eight are made at its first use.
     slots: Box<[OnceLock<Box<MethodHistograms>>]>,
+    /// Status-code slots made, at most [`MAX_STATUS_CODES`].
+    status_codes: AtomicUsize,
     /// The upstream's last stated quota and what was left of it (`u64::MAX`: never stated).
     pub(crate) quota_limit: AtomicU64,
     pub(crate) quota_remaining: AtomicU64,
@@ -244,6 +249,7 @@ impl HostSeries {
             scheme,
             active: Default::default(),
             slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+            status_codes: AtomicUsize::new(0),
             quota_limit: AtomicU64::new(UNSTATED),
             quota_remaining: AtomicU64::new(UNSTATED),
         }
@@ -277,9 +283,42 @@ impl HostSeries {
     /// went into returned (for an exemplar).
     #[inline]
     pub(crate) fn record(&self, slot: usize, method: usize, nanos: u64) -> &AttemptHistogram {
-        let histograms = self.slots[slot].get_or_init(Default::default);
+        let histograms = match self.slots[slot].get() {
+            Some(histograms) => histograms,
+            None => self.first_of(slot),
+        };
         histograms[method].record(nanos);
         &histograms[method]
+    }
+
+    /// The histograms of a slot used for the first time: its own while the host has used
+    /// fewer than [`MAX_STATUS_CODES`] status codes, else the one for odd codes. A server
+    /// that answers with every code from 100 to 599 would otherwise make 500 slots a host
+    /// (about 2.6 MB, and 4,000 series a scrape).
+    #[cold]
+    fn first_of(&self, slot: usize) -> &MethodHistograms {
+        if slot >= STATUS_SLOTS {
+            return self.slots[slot].get_or_init(Default::default);
+        }
+        let reserved = self
+            .status_codes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_STATUS_CODES).then_some(n + 1)
+            })
+            .is_ok();
+        if !reserved {
+            return self.slots[ODD_STATUS_SLOT].get_or_init(Default::default);
+        }
+        let mut made = false;
+        let histograms = self.slots[slot].get_or_init(|| {
+            made = true;
+            Default::default()
+        });
+        if !made {
+            // Another thread made this slot first, and counted it.
+            self.status_codes.fetch_sub(1, Ordering::Relaxed);
+        }
+        histograms
     }
 
     /// Attempts recorded, those with an `error_type` (a 4xx or 5xx answer, or none), and the

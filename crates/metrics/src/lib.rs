@@ -66,8 +66,9 @@
 //! code of a 4xx or 5xx answer, else the failure kind of an attempt without one (`timeout`,
 //! `connect`, ..., `cancelled`). Per-host series are kept for at most
 //! [`max_hosts`](MetricsBuilder::max_hosts) hosts (default [`DEFAULT_MAX_HOSTS`]); attempts to
-//! any other host are recorded under `server_address="_OTHER"`. User information in a URL
-//! never becomes a label. Durations carry an OpenMetrics `# UNIT` line. With
+//! any other host are recorded under `server_address="_OTHER"`, and one host keeps at most 32
+//! status codes apart (a later code is `http_response_status_code="_OTHER"`). User
+//! information in a URL never becomes a label. Durations carry an OpenMetrics `# UNIT` line. With
 //! [`MetricsBuilder::exemplars`], a traced attempt leaves an OpenMetrics exemplar with its
 //! trace id on its bucket of `http_client_request_duration_seconds`.
 //!

@@ -358,3 +358,32 @@ async fn one_host_spelled_three_ways_is_one_series() {
         "{text}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_answering_every_status_code_keeps_a_bounded_number_of_series() {
+    let metrics = MetricsLayer::builder().build().unwrap();
+    // A server that answers with the code the path names, as a hostile or broken one might.
+    let mut attempts = metrics
+        .attempts()
+        .layer(service_fn(|request: Request<()>| async move {
+            let code: u16 = request.uri().path()[1..].parse().unwrap();
+            Ok::<_, io::Error>(Response::builder().status(code).body(()).unwrap())
+        }));
+    for code in 200..=599 {
+        let request = get(&format!("http://api.test/{code}"));
+        attempts.ready().await.unwrap().call(request).await.unwrap();
+    }
+    let text = metrics.encode();
+    let counts: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("http_client_request_duration_seconds_count"))
+        .collect();
+    // The first 32 codes have a series each; the other 368 are counted as `_OTHER`.
+    assert_eq!(counts.len(), 33, "{text}");
+    assert!(counts.contains(
+        &r#"http_client_request_duration_seconds_count{http_request_method="GET",http_response_status_code="231",server_address="api.test",server_port="80",url_scheme="http"} 1"#
+    ));
+    assert!(counts.contains(
+        &r#"http_client_request_duration_seconds_count{http_request_method="GET",http_response_status_code="_OTHER",error_type="_OTHER",server_address="api.test",server_port="80",url_scheme="http"} 368"#
+    ), "{text}");
+}
