@@ -11,19 +11,27 @@
 //! Whatever needs Redis goes through [`Connection::invoke`] (a Lua script on its keys, routed
 //! by its first key on a Cluster): the rate-limit store does, and so can any other part that
 //! keeps state in Redis (a response cache, window quotas), with the same URLs, timeouts and
-//! failure handling; a plain command would be one more method of the same shape. Each call is bounded by the caller; an error or a timeout concerns
+//! failure handling; a plain command would be one more method of the same shape. Each call is
+//! bounded by the caller's timeout; an error or a timeout concerns
 //! that call's key only, which on a Cluster lets the caller put only that key into its failure
 //! policy.
+//!
+//! A call that times out drops the connection it went on, and the next call makes a new one.
+//! The redis crate remakes a connection only after an error it reads as a broken link, and a
+//! timeout is not one: a connection that went silent (a NAT or load balancer that dropped its
+//! flow, a host gone without a reset) would otherwise stay in use, every call timing out,
+//! until the kernel gave up on it (about 15 minutes on Linux), and fail-closed would refuse
+//! every request meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, RedisResult, ScriptInvocation};
+use redis::{FromRedisValue, RedisError, RedisResult, ScriptInvocation};
 use seawall_core::ConfigError;
-use tokio::sync::OnceCell;
 
 use crate::builder::{RedisStoreBuilder, redacted};
 
@@ -35,15 +43,31 @@ pub(crate) const URL_EXPECTED: &str =
 #[derive(Clone)]
 pub(crate) enum Connection {
     /// One node.
-    Node(ConnectionManager),
+    Node(Arc<Node>),
     /// A Redis Cluster.
     Cluster(Arc<Cluster>),
 }
 
-/// A Redis Cluster's client and, once made, its connection.
+/// One node's client and its connection manager, replaced after a timeout.
+pub(crate) struct Node {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    manager: ArcSwap<ConnectionManager>,
+}
+
+/// A Redis Cluster's client and, once made, its connection (dropped after a timeout).
 pub(crate) struct Cluster {
     client: ClusterClient,
-    connection: OnceCell<ClusterConnection>,
+    connection: ArcSwapOption<ClusterConnection>,
+}
+
+/// Why a call through a [`Connection`] failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// Redis answered with an error, or the link broke.
+    Redis(RedisError),
+    /// No answer within the timeout; the connection was dropped.
+    Timeout,
 }
 
 impl Connection {
@@ -62,27 +86,76 @@ impl Connection {
     }
 
     /// Runs `invocation` (`EVALSHA`, loading the script again when Redis answers
-    /// `NOSCRIPT`), on the node serving its keys.
+    /// `NOSCRIPT`), on the node serving its keys, within `timeout`; a call that times out
+    /// drops the connection it used (see the module's docs).
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
-    ) -> RedisResult<T> {
+        timeout: Duration,
+    ) -> Result<T, CallError> {
         match self {
-            Self::Node(manager) => invocation.invoke_async(&mut manager.clone()).await,
+            Self::Node(node) => {
+                let used = node.manager.load_full();
+                let mut manager = (*used).clone();
+                let call = invocation.invoke_async(&mut manager);
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(answer) => answer.map_err(CallError::Redis),
+                    Err(_) => {
+                        node.replace(&used);
+                        Err(CallError::Timeout)
+                    }
+                }
+            }
             Self::Cluster(cluster) => {
-                let mut connection = cluster.connection().await?.clone();
-                invocation.invoke_async(&mut connection).await
+                let call = async {
+                    let used = cluster.connection().await?;
+                    let answer = invocation.invoke_async(&mut (*used).clone()).await;
+                    Ok::<_, RedisError>((answer, used))
+                };
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok((answer, _))) => answer.map_err(CallError::Redis),
+                    Ok(Err(error)) => Err(CallError::Redis(error)),
+                    Err(_) => {
+                        // Dropped even if the time went on making it: a cluster connection
+                        // that cannot be made in time is no better kept.
+                        cluster.connection.store(None);
+                        Err(CallError::Timeout)
+                    }
+                }
             }
         }
     }
 }
 
+impl Node {
+    /// Puts a new connection manager in place of `used`, unless a call that timed out at
+    /// the same time already did. It connects on its first call.
+    fn replace(&self, used: &Arc<ConnectionManager>) {
+        let Ok(fresh) =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        else {
+            return;
+        };
+        self.manager.compare_and_swap(used, Arc::new(fresh));
+        tracing::debug!("a Redis call timed out; its connection is dropped and a new one made");
+    }
+}
+
 impl Cluster {
-    /// The cluster connection, made now if it has not been yet.
-    async fn connection(&self) -> RedisResult<&ClusterConnection> {
-        self.connection
-            .get_or_try_init(|| self.client.get_async_connection())
-            .await
+    /// The cluster connection, made now if it has not been yet (or was dropped).
+    async fn connection(&self) -> RedisResult<Arc<ClusterConnection>> {
+        if let Some(connection) = self.connection.load_full() {
+            return Ok(connection);
+        }
+        let made = Arc::new(self.client.get_async_connection().await?);
+        // Two calls that found none both made one; the first stored is kept.
+        let kept = self
+            .connection
+            .compare_and_swap(&None::<Arc<ClusterConnection>>, Some(Arc::clone(&made)));
+        Ok(match &*kept {
+            Some(earlier) => Arc::clone(earlier),
+            None => made,
+        })
     }
 }
 
@@ -97,9 +170,14 @@ fn open_node(config: &RedisStoreBuilder) -> Result<Connection, ConfigError> {
         .set_number_of_retries(2)
         .set_min_delay(Duration::from_millis(10))
         .set_max_delay(config.recheck_after);
-    let manager = ConnectionManager::new_lazy_with_config(client, connection_config)
-        .map_err(|_| url_error())?;
-    Ok(Connection::Node(manager))
+    let manager =
+        ConnectionManager::new_lazy_with_config(client.clone(), connection_config.clone())
+            .map_err(|_| url_error())?;
+    Ok(Connection::Node(Arc::new(Node {
+        client,
+        config: connection_config,
+        manager: ArcSwap::from_pointee(manager),
+    })))
 }
 
 fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connection, ConfigError> {
@@ -142,7 +220,7 @@ fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connecti
         .map_err(|_| ConfigError::new("nodes", shown(), URL_EXPECTED))?;
     Ok(Connection::Cluster(Arc::new(Cluster {
         client,
-        connection: OnceCell::new(),
+        connection: ArcSwapOption::empty(),
     })))
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::batch::{self, Answer, Queue, Waiting};
 use crate::builder::{Clock, FailurePolicy, RedisStoreBuilder};
-use crate::connection::Connection;
+use crate::connection::{CallError, Connection};
 use crate::lease::LeasePool;
 use crate::stats::Counters;
 
@@ -442,10 +442,12 @@ impl Inner {
                 .arg(micros(interval))
                 .arg(micros(interval * u128::from(quota.burst_size())));
         }
-        let call = self.connection.invoke::<Vec<u64>>(&invocation);
-        let answer = tokio::time::timeout(self.timeout, call).await;
+        let answer = self
+            .connection
+            .invoke::<Vec<u64>>(&invocation, self.timeout)
+            .await;
         let error = match answer {
-            Ok(Ok(answers)) if answers.len() == 2 * batch.len() => {
+            Ok(answers) if answers.len() == 2 * batch.len() => {
                 self.answered(slot);
                 self.counters.answered.fetch_add(1, Ordering::Relaxed);
                 for (waiting, answer) in batch.drain(..).zip(answers.chunks_exact(2)) {
@@ -454,7 +456,7 @@ impl Inner {
                 }
                 return;
             }
-            Ok(Ok(answers)) => {
+            Ok(answers) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 StoreError::new(format!(
                     "Redis answered {} numbers for {} admissions",
@@ -462,11 +464,11 @@ impl Inner {
                     batch.len()
                 ))
             }
-            Ok(Err(error)) => {
+            Err(CallError::Redis(error)) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 StoreError::new(format!("Redis: {error}"))
             }
-            Err(_) => {
+            Err(CallError::Timeout) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 StoreError::new(format!("Redis did not answer within {:?}", self.timeout))
             }
@@ -730,14 +732,17 @@ impl RateStore for RedisStore {
                         .arg(0);
                 }
             }
-            let call = inner.connection.invoke::<i64>(&invocation);
-            match tokio::time::timeout(inner.timeout, call).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
+            match inner
+                .connection
+                .invoke::<i64>(&invocation, inner.timeout)
+                .await
+            {
+                Ok(_) => {}
+                Err(CallError::Redis(error)) => {
                     inner.counters.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%error, "a settled cost was not recorded in Redis");
                 }
-                Err(_) => {
+                Err(CallError::Timeout) => {
                     inner.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("a settled cost was not recorded in Redis in time");
                 }
