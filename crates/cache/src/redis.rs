@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_cache_semantics::CachePolicy;
@@ -24,8 +25,36 @@ use crate::store::{CacheStore, StoreError, StoreFuture};
 /// on are kept as digests when they are credentials.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Arc<Connection>,
     prefix: Arc<str>,
+}
+
+/// The client and its connection manager, replaced after a command times out: the redis
+/// crate remakes a connection only after an error it reads as a broken link, and a timeout
+/// is not one, so a connection gone silent (a dropped NAT flow, a host gone without a reset)
+/// would cost every lookup its timeout until the kernel gave up on it, about 15 minutes.
+struct Connection {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    manager: ArcSwap<ConnectionManager>,
+}
+
+impl Connection {
+    /// Runs `command`, dropping the connection it used if it timed out.
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> redis::RedisResult<T> {
+        let used = self.manager.load_full();
+        let mut manager = (*used).clone();
+        let answer = command.query_async(&mut manager).await;
+        if let Err(error) = &answer
+            && error.is_timeout()
+            && let Ok(fresh) =
+                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        {
+            // A command that timed out at the same time may have replaced it already.
+            self.manager.compare_and_swap(&used, Arc::new(fresh));
+        }
+        answer
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -67,10 +96,14 @@ impl RedisStore {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(|_| url_error())?;
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|_| url_error())?;
         Ok(RedisStore {
-            connection,
+            connection: Arc::new(Connection {
+                client,
+                config,
+                manager: ArcSwap::from_pointee(manager),
+            }),
             prefix: prefix.into(),
         })
     }
@@ -83,13 +116,10 @@ impl RedisStore {
 
 impl CacheStore for RedisStore {
     fn get(&self, key: &CacheKey) -> StoreFuture<Result<Option<Arc<CachedResponse>>, StoreError>> {
-        let mut connection = self.connection.clone();
+        let connection = Arc::clone(&self.connection);
         let key = self.redis_key(key);
         StoreFuture::pending(async move {
-            let value: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(&key)
-                .query_async(&mut connection)
-                .await?;
+            let value: Option<Vec<u8>> = connection.query(redis::cmd("GET").arg(&key)).await?;
             match value {
                 None => Ok(None),
                 Some(value) => Ok(Some(Arc::new(decode(Bytes::from(value))?))),
@@ -102,32 +132,31 @@ impl CacheStore for RedisStore {
         key: CacheKey,
         entry: Arc<CachedResponse>,
     ) -> StoreFuture<Result<(), StoreError>> {
-        let mut connection = self.connection.clone();
+        let connection = Arc::clone(&self.connection);
         let key = self.redis_key(&key);
         StoreFuture::pending(async move {
             let keep_ms = u64::try_from(entry.keep_for().as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1);
             let value = encode(&entry)?;
-            let () = redis::cmd("SET")
-                .arg(&key)
-                .arg(value)
-                .arg("PX")
-                .arg(keep_ms)
-                .query_async(&mut connection)
+            let () = connection
+                .query(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(keep_ms),
+                )
                 .await?;
             Ok(())
         })
     }
 
     fn remove(&self, key: &CacheKey) -> StoreFuture<Result<(), StoreError>> {
-        let mut connection = self.connection.clone();
+        let connection = Arc::clone(&self.connection);
         let key = self.redis_key(key);
         StoreFuture::pending(async move {
-            let _removed: u64 = redis::cmd("DEL")
-                .arg(&key)
-                .query_async(&mut connection)
-                .await?;
+            let _removed: u64 = connection.query(redis::cmd("DEL").arg(&key)).await?;
             Ok(())
         })
     }

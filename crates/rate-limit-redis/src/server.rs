@@ -1,10 +1,13 @@
 //! A throwaway `redis-server` on a free loopback port, for tests, examples and benchmarks
-//! that must not touch a shared instance, and a throwaway Redis Cluster made of them.
+//! that must not touch a shared instance, a throwaway Redis Cluster made of them, and a proxy
+//! that makes a connection to one go silent.
 
-use std::io::{self, BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` child process that keeps nothing on disk; killed when dropped.
@@ -512,4 +515,87 @@ fn master_of(port: u16, key: &str) -> io::Result<u16> {
         .find(|(start, end, _)| (*start..=*end).contains(&slot))
         .map(|(_, _, master)| master)
         .ok_or_else(|| io::Error::other(format!("no master serves slot {slot}")))
+}
+
+/// A TCP proxy on a free loopback port in front of a server, which can go silent on the
+/// connections it holds (reading what they send and passing nothing on, both ends open), as
+/// a NAT or a load balancer that dropped their flows would, while it still forwards the
+/// connections made after. For tests of what a client does with a connection gone silent.
+#[derive(Debug)]
+pub struct SilencingProxy {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    generation: Arc<AtomicUsize>,
+}
+
+impl SilencingProxy {
+    /// Starts forwarding to `server`; its threads live as long as the process.
+    pub fn start(server: &RedisServer) -> io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let url = format!("redis://{}/", listener.local_addr()?);
+        let upstream = ("127.0.0.1", server.port());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let generation = Arc::new(AtomicUsize::new(0));
+        let (counted, current) = (Arc::clone(&accepted), Arc::clone(&generation));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let (Ok(client), Ok(redis)) = (client, TcpStream::connect(upstream)) else {
+                    continue;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let born = current.load(Ordering::SeqCst);
+                let pairs = [
+                    (client.try_clone(), redis.try_clone()),
+                    (redis.try_clone(), client.try_clone()),
+                ];
+                for pair in pairs {
+                    let (Ok(from), Ok(to)) = pair else { continue };
+                    let current = Arc::clone(&current);
+                    std::thread::spawn(move || {
+                        forward(from, to, || current.load(Ordering::SeqCst) != born)
+                    });
+                }
+            }
+        });
+        Ok(Self {
+            url,
+            accepted,
+            generation,
+        })
+    }
+
+    /// `redis://127.0.0.1:<port>/` of the proxy.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Every connection held now goes silent, for good.
+    pub fn silence(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes from `from` to `to` until `silenced`, then keeps both open and idle.
+fn forward(mut from: TcpStream, mut to: TcpStream, silenced: impl Fn() -> bool) {
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if silenced() {
+            // Read, so that the sender's kernel sees its bytes taken, and never passed on.
+            loop {
+                std::thread::park();
+            }
+        }
+        if to.write_all(&buffer[..n]).is_err() {
+            return;
+        }
+    }
 }

@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use seawall_rate_limit::{Decision, Quota, RateStore, StoreError};
-use seawall_rate_limit_redis::server::RedisServer;
+use seawall_rate_limit_redis::server::{RedisServer, SilencingProxy};
 use seawall_rate_limit_redis::{FailurePolicy, RedisSlot, RedisStore};
 use support::{connection, hung_server, quota, server, until};
 use tokio::time::Instant;
@@ -358,92 +358,11 @@ async fn a_node_killed_and_restarted_mid_run_resumes_with_the_same_store() {
     );
 }
 
-/// A TCP proxy in front of `server` that can go silent on the connections it holds, as a NAT
-/// or a load balancer that dropped their flows would, while it still forwards new ones.
-struct SilencingProxy {
-    url: String,
-    /// Connections accepted so far.
-    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Connections accepted before the latest `silence` go silent.
-    generation: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl SilencingProxy {
-    async fn start(server: &RedisServer) -> Self {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap();
-        let url = format!("redis://{}/", listener.local_addr().unwrap());
-        let upstream = format!("127.0.0.1:{}", server.port());
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let generation = Arc::new(AtomicUsize::new(0));
-        let (counted, current) = (Arc::clone(&accepted), Arc::clone(&generation));
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                let born = current.load(Ordering::SeqCst);
-                let redis = tokio::net::TcpStream::connect(&upstream).await.unwrap();
-                let (client_read, client_write) = client.into_split();
-                let (redis_read, redis_write) = redis.into_split();
-                for (from, to) in [(client_read, redis_write), (redis_read, client_write)] {
-                    let current = Arc::clone(&current);
-                    tokio::spawn(forward(from, to, move || {
-                        current.load(Ordering::SeqCst) != born
-                    }));
-                }
-            }
-        });
-        Self {
-            url,
-            accepted,
-            generation,
-        }
-    }
-
-    /// Every connection held now stops passing bytes, and stays open.
-    fn silence(&self) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-/// Copies bytes from `from` to `to` until `silenced`, then holds both ends open.
-async fn forward(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    silenced: impl Fn() -> bool,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buffer = [0u8; 4096];
-    loop {
-        let Ok(n) = from.read(&mut buffer).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        if silenced() {
-            // Read (so the sender's kernel sees its bytes taken) and never passed on; both
-            // ends stay open.
-            std::future::pending::<()>().await;
-        }
-        if to.write_all(&buffer[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_connection_gone_silent_is_dropped_after_a_timeout_and_admission_resumes() {
     let Some(server) = server() else { return };
-    let proxy = SilencingProxy::start(&server).await;
-    let store = RedisStore::builder(&proxy.url)
+    let proxy = SilencingProxy::start(&server).unwrap();
+    let store = RedisStore::builder(proxy.url())
         .timeout(Duration::from_millis(50))
         .failure_policy(FailurePolicy::FailClosed)
         .recheck_after(RECHECK)
