@@ -11,7 +11,8 @@ use seawall_core::{FigureKind, FigureSource};
 
 use crate::attempt::AttemptRecorder;
 use crate::hosts::{
-    ATTEMPT_BOUNDS, HostSeries, ODD_STATUS_SLOT, OTHER_HOST, STATUS_SLOTS, UNSTATED, slot_error,
+    ATTEMPT_BOUNDS, HostSeries, ODD_STATUS_SLOT, OTHER_HOST, OTHER_SUCCESS_SLOT, STATUS_SLOTS,
+    UNSTATED, slot_error, slot_is_error,
 };
 use crate::labels::{METHODS, OUTCOMES, STATUS_CLASSES};
 use crate::recorder::{ATTEMPTS_BUCKETS, HistogramRead, Recorder};
@@ -161,7 +162,7 @@ pub(crate) fn attempt_labels(
     if let Some(code) = slot_status(slot) {
         labels.push(("http_response_status_code", code.clone()));
         // OpenTelemetry: an error status is its own error type.
-        if slot >= 300 {
+        if slot_is_error(slot) {
             labels.push(("error_type", code));
         }
     } else {
@@ -275,7 +276,7 @@ fn encode_attempts(
 fn slot_status(slot: usize) -> Option<String> {
     match slot {
         0..STATUS_SLOTS => Some((slot + 100).to_string()),
-        ODD_STATUS_SLOT => Some(OTHER_HOST.to_owned()),
+        ODD_STATUS_SLOT | OTHER_SUCCESS_SLOT => Some(OTHER_HOST.to_owned()),
         _ => None,
     }
 }

@@ -186,7 +186,15 @@ pub(crate) const MAX_STATUS_CODES: usize = 32;
 pub(crate) const ODD_STATUS_SLOT: usize = STATUS_SLOTS;
 pub(crate) const FIRST_ERROR_SLOT: usize = STATUS_SLOTS + 1;
 pub(crate) const CANCELLED_SLOT: usize = FIRST_ERROR_SLOT + seawall_core::FailureKind::ALL.len();
-const SLOTS: usize = CANCELLED_SLOT + 1;
+/// Codes below 400 past a host's [`MAX_STATUS_CODES`]: `_OTHER`, without an `error_type`
+/// (codes from 400 on past them go to [`ODD_STATUS_SLOT`], an error).
+pub(crate) const OTHER_SUCCESS_SLOT: usize = CANCELLED_SLOT + 1;
+const SLOTS: usize = OTHER_SUCCESS_SLOT + 1;
+
+/// Whether a slot's attempts failed: a 4xx or 5xx code, an odd code, or no response.
+pub(crate) fn slot_is_error(slot: usize) -> bool {
+    slot >= 300 && slot != OTHER_SUCCESS_SLOT
+}
 
 /// The `error_type` of an error slot: the failure kind, or `cancelled`.
 pub(crate) fn slot_error(slot: usize) -> &'static str {
@@ -292,9 +300,10 @@ impl HostSeries {
     }
 
     /// The histograms of a slot used for the first time: its own while the host has used
-    /// fewer than [`MAX_STATUS_CODES`] status codes, else the one for odd codes. A server
-    /// that answers with every code from 100 to 599 would otherwise make 500 slots a host
-    /// (about 2.6 MB, and 4,000 series a scrape).
+    /// fewer than [`MAX_STATUS_CODES`] status codes, else an `_OTHER` one (an error from 400
+    /// on, as odd codes are; a success below). A server that answers with every code from
+    /// 100 to 599 would otherwise make 500 slots a host (about 2.6 MB, and 4,000 series a
+    /// scrape).
     #[cold]
     fn first_of(&self, slot: usize) -> &MethodHistograms {
         if slot >= STATUS_SLOTS {
@@ -307,7 +316,12 @@ impl HostSeries {
             })
             .is_ok();
         if !reserved {
-            return self.slots[ODD_STATUS_SLOT].get_or_init(Default::default);
+            let other = if slot_is_error(slot) {
+                ODD_STATUS_SLOT
+            } else {
+                OTHER_SUCCESS_SLOT
+            };
+            return self.slots[other].get_or_init(Default::default);
         }
         let mut made = false;
         let histograms = self.slots[slot].get_or_init(|| {
@@ -329,7 +343,7 @@ impl HostSeries {
             let (counts, _) = histogram.read();
             let n: u64 = counts.iter().sum();
             attempts += n;
-            if slot >= 300 {
+            if slot_is_error(slot) {
                 errors += n;
             }
             for (total, count) in merged.iter_mut().zip(counts) {
@@ -470,23 +484,39 @@ impl HostTable {
     /// `API.test:80`) would otherwise be two series with the same labels.
     #[cold]
     fn find_or_insert(&self, index: usize, key: &str, uri: &Uri) -> Option<Arc<HostSeries>> {
-        let host = uri.host().unwrap_or(key).to_ascii_lowercase();
+        let host = uri.host().unwrap_or(key);
         let default_port = match index {
             0 => Some(80),
             1 => Some(443),
             _ => None,
         };
         let explicit_port = uri.port_u16().filter(|&port| Some(port) != default_port);
+        let port = explicit_port.or(default_port);
+        // Spelled as the table spells it (the common case, and every request to a host past
+        // the bound): no second lookup, and nothing allocated before a place is found.
+        let after_host = key.strip_prefix(host);
+        let canonical_port = match explicit_port {
+            None => after_host == Some(""),
+            Some(port) => after_host
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|digits| {
+                    !digits.starts_with('0')
+                        && digits.bytes().all(|byte| byte.is_ascii_digit())
+                        && digits.parse() == Ok(port)
+                }),
+        };
+        if canonical_port && !host.bytes().any(|byte| byte.is_ascii_uppercase()) {
+            return self.insert(index, key, host, port);
+        }
+        let host = host.to_ascii_lowercase();
         let canonical = match explicit_port {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
         };
-        if canonical != key
-            && let Some(series) = self.maps[index].pin().get(canonical.as_str())
-        {
+        if let Some(series) = self.maps[index].pin().get(canonical.as_str()) {
             return Some(Arc::clone(series));
         }
-        self.insert(index, &canonical, host, explicit_port.or(default_port))
+        self.insert(index, &canonical, &host, port)
     }
 
     /// Makes the entry of a host new to the table under its `key`, if it has room.
@@ -494,7 +524,7 @@ impl HostTable {
         &self,
         index: usize,
         key: &str,
-        host: String,
+        host: &str,
         port: Option<u16>,
     ) -> Option<Arc<HostSeries>> {
         // Reserve a place before making the entry, so that racing threads cannot take the

@@ -16,7 +16,8 @@
 //! that call's key only, which on a Cluster lets the caller put only that key into its failure
 //! policy.
 //!
-//! A call that times out drops the connection it went on, and the next call makes a new one.
+//! On one node, a call that times out drops the connection it went on, and the next call
+//! makes a new one.
 //! The redis crate remakes a connection only after an error it reads as a broken link, and a
 //! timeout is not one: a connection that went silent (a NAT or load balancer that dropped its
 //! flow, a host gone without a reset) would otherwise stay in use, every call timing out,
@@ -26,12 +27,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, RedisError, RedisResult, ScriptInvocation};
 use seawall_core::ConfigError;
+use tokio::sync::OnceCell;
 
 use crate::builder::{RedisStoreBuilder, redacted};
 
@@ -55,10 +57,10 @@ pub(crate) struct Node {
     manager: ArcSwap<ConnectionManager>,
 }
 
-/// A Redis Cluster's client and, once made, its connection (dropped after a timeout).
+/// A Redis Cluster's client and, once made, its connection.
 pub(crate) struct Cluster {
     client: ClusterClient,
-    connection: ArcSwapOption<ClusterConnection>,
+    connection: OnceCell<ClusterConnection>,
 }
 
 /// Why a call through a [`Connection`] failed.
@@ -66,7 +68,7 @@ pub(crate) struct Cluster {
 pub(crate) enum CallError {
     /// Redis answered with an error, or the link broke.
     Redis(RedisError),
-    /// No answer within the timeout; the connection was dropped.
+    /// No answer within the timeout (on one node, the connection was dropped).
     Timeout,
 }
 
@@ -86,8 +88,8 @@ impl Connection {
     }
 
     /// Runs `invocation` (`EVALSHA`, loading the script again when Redis answers
-    /// `NOSCRIPT`), on the node serving its keys, within `timeout`; a call that times out
-    /// drops the connection it used (see the module's docs).
+    /// `NOSCRIPT`), on the node serving its keys, within `timeout`; on one node, a call that
+    /// times out drops the connection it used (see the module's docs).
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
@@ -99,28 +101,27 @@ impl Connection {
                 let mut manager = (*used).clone();
                 let call = invocation.invoke_async(&mut manager);
                 match tokio::time::timeout(timeout, call).await {
-                    Ok(answer) => answer.map_err(CallError::Redis),
-                    Err(_) => {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(error)) if !error.is_timeout() => Err(CallError::Redis(error)),
+                    // The redis crate's own response timeout, of the same length, usually
+                    // fires in the same tick as this one, and first.
+                    Ok(Err(_)) | Err(_) => {
                         node.replace(&used);
                         Err(CallError::Timeout)
                     }
                 }
             }
             Self::Cluster(cluster) => {
+                // The cluster client keeps a connection per node; a timeout on one node's is
+                // left to it, so that keys on the other masters are not disturbed.
                 let call = async {
-                    let used = cluster.connection().await?;
-                    let answer = invocation.invoke_async(&mut (*used).clone()).await;
-                    Ok::<_, RedisError>((answer, used))
+                    let mut connection = cluster.connection().await?.clone();
+                    invocation.invoke_async(&mut connection).await
                 };
                 match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok((answer, _))) => answer.map_err(CallError::Redis),
-                    Ok(Err(error)) => Err(CallError::Redis(error)),
-                    Err(_) => {
-                        // Dropped even if the time went on making it: a cluster connection
-                        // that cannot be made in time is no better kept.
-                        cluster.connection.store(None);
-                        Err(CallError::Timeout)
-                    }
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(error)) if !error.is_timeout() => Err(CallError::Redis(error)),
+                    Ok(Err(_)) | Err(_) => Err(CallError::Timeout),
                 }
             }
         }
@@ -142,20 +143,11 @@ impl Node {
 }
 
 impl Cluster {
-    /// The cluster connection, made now if it has not been yet (or was dropped).
-    async fn connection(&self) -> RedisResult<Arc<ClusterConnection>> {
-        if let Some(connection) = self.connection.load_full() {
-            return Ok(connection);
-        }
-        let made = Arc::new(self.client.get_async_connection().await?);
-        // Two calls that found none both made one; the first stored is kept.
-        let kept = self
-            .connection
-            .compare_and_swap(&None::<Arc<ClusterConnection>>, Some(Arc::clone(&made)));
-        Ok(match &*kept {
-            Some(earlier) => Arc::clone(earlier),
-            None => made,
-        })
+    /// The cluster connection, made now if it has not been yet.
+    async fn connection(&self) -> RedisResult<&ClusterConnection> {
+        self.connection
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
     }
 }
 
@@ -220,7 +212,7 @@ fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connecti
         .map_err(|_| ConfigError::new("nodes", shown(), URL_EXPECTED))?;
     Ok(Connection::Cluster(Arc::new(Cluster {
         client,
-        connection: ArcSwapOption::empty(),
+        connection: OnceCell::new(),
     })))
 }
 
