@@ -68,7 +68,8 @@ fn layer(url: &str, timeout: Duration) -> CacheLayer<RedisStore> {
 
 #[tokio::test]
 async fn two_layers_on_one_redis_share_an_answer() {
-    let server = RedisServer::start().unwrap();
+    let server =
+        RedisServer::start().expect("redis-server on the PATH (Debian's redis-server package)");
     let calls = Arc::new(AtomicUsize::new(0));
     // Two processes, each with its own layer and connection.
     let first = layer(&server.url(), Duration::from_secs(1));
@@ -87,7 +88,8 @@ async fn two_layers_on_one_redis_share_an_answer() {
 
 #[tokio::test]
 async fn a_connection_gone_silent_costs_one_timeout_then_a_new_one_is_made() {
-    let server = RedisServer::start().unwrap();
+    let server =
+        RedisServer::start().expect("redis-server on the PATH (Debian's redis-server package)");
     let proxy = SilencingProxy::start(&server).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let cache = layer(proxy.url(), Duration::from_millis(100));

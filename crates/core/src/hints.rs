@@ -148,8 +148,11 @@ impl HintPolicyBuilder {
 /// All delays are relative to when the response arrived.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServerHints {
-    /// The response was 429, or 503 with a usable `Retry-After`. A plain 503 is an
-    /// upstream that is down, not a quota: the breaker's business, not the limiter's.
+    /// The response was 429, or 503 with a `Retry-After` (as [`classify_status`] says
+    /// throttled). A plain 503 is an upstream that is down, not a quota: the breaker's
+    /// business, not the limiter's.
+    ///
+    /// [`classify_status`]: crate::classify_status
     pub throttled: bool,
     /// `Retry-After`, bounded.
     pub retry_after: Option<Duration>,
@@ -192,7 +195,8 @@ impl ServerHints {
             .and_then(|delay| policy.bound(delay, "retry-after"));
         let mut hints = ServerHints {
             throttled: status == StatusCode::TOO_MANY_REQUESTS
-                || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some()),
+                || (status == StatusCode::SERVICE_UNAVAILABLE
+                    && headers.contains_key(header::RETRY_AFTER)),
             retry_after,
             ..ServerHints::default()
         };

@@ -601,13 +601,14 @@ fn vectors() -> Vec<Vector> {
         ),
         // Bare statuses.
         v("429 with no hints", 429, &[], THROTTLED),
-        // A 503 is throttling only with a `Retry-After` (the breaker's business otherwise).
+        // A 503 is throttling only with a `Retry-After`, usable or not, as the classifier
+        // says (the breaker's business otherwise).
         v("503 with no hints", 503, &[], PLAIN),
         v(
             "503 with an unusable retry-after",
             503,
             &[("retry-after", "soon")],
-            PLAIN,
+            THROTTLED,
         ),
         v(
             "429 with only a reset",
