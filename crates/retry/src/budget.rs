@@ -198,6 +198,16 @@ impl RetryBudget {
         true
     }
 
+    /// Gives back a retry taken for an attempt that was never sent: a deposit of one whole
+    /// retry at `now`, which leaves the window a little after the withdrawal it makes up for
+    /// (by the backoff it was taken for).
+    pub(crate) fn refund(&self, now: Instant) {
+        let now = self.at(now);
+        self.deposits
+            .get_or(|| CachePadded::new(SlidingCount::new(self.ttl, self.origin)))
+            .add_unshared(now, UNIT);
+    }
+
     /// How many whole retries are available at `now` (on the counter's clock, now).
     pub fn available(&self, now: Instant) -> u64 {
         self.balance_units(self.at(now)) / UNIT

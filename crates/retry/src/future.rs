@@ -14,7 +14,7 @@ use crate::copy::RequestCopy;
 use crate::error::{RetryError, RetryReport};
 use crate::policy::{AttemptInfo, Decision, RetryState, StopReason};
 use crate::replay::ReplayBody;
-use crate::service::Bound;
+use crate::service::{Bound, Shared};
 
 pin_project_lite::pin_project! {
     /// The future of a [`Retry`](crate::Retry) call: every attempt, and the waits between them.
@@ -31,17 +31,33 @@ pin_project_lite::pin_project! {
         may_resend: bool,
         started: Instant,
         // Made when an attempt first fails.
-        retrying: Option<Box<Retrying<S>>>,
+        retrying: Option<Box<Retrying<S, C>>>,
     }
 }
 
 /// What a request needs once an attempt of it has failed: boxed, so that a request that
 /// succeeds first time carries (and moves) no room for it.
-struct Retrying<S> {
+struct Retrying<S, C> {
     /// The jitter state and the waits so far.
     state: RetryState,
     /// The service for retries, cloned when the first one is due.
     service: Option<S>,
+    /// The layer's budget, when a retry taken from it is not sent yet.
+    unsent: Option<Arc<Shared<C>>>,
+}
+
+impl<S, C> Drop for Retrying<S, C> {
+    /// A request dropped during its backoff (a caller's timeout, say) gives back the retry
+    /// it took from the budget: a retry never sent must not starve other callers of theirs.
+    fn drop(&mut self) {
+        if let Some(budget) = self
+            .unsent
+            .as_ref()
+            .and_then(|shared| shared.budget.as_ref())
+        {
+            budget.refund(Instant::now());
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -123,15 +139,14 @@ where
                         hint: server_hint(&result, shared.policy.hints.as_ref()),
                         elapsed: now.saturating_duration_since(*this.started),
                     };
-                    let state = &mut this
-                        .retrying
-                        .get_or_insert_with(|| {
-                            Box::new(Retrying {
-                                state: shared.retry_state(),
-                                service: None,
-                            })
+                    let retrying = this.retrying.get_or_insert_with(|| {
+                        Box::new(Retrying {
+                            state: shared.retry_state(),
+                            service: None,
+                            unsent: None,
                         })
-                        .state;
+                    });
+                    let (state, unsent) = (&mut retrying.state, &mut retrying.unsent);
                     match shared
                         .policy
                         .decide(&attempt, state, shared.budget.as_ref(), now)
@@ -146,6 +161,9 @@ where
                             return Poll::Ready(finish(result, *this.attempts, Some(reason), hint));
                         }
                         Decision::Retry { delay, reason } => {
+                            if shared.budget.is_some() {
+                                *unsent = Some(Arc::clone(&this.bound.shared));
+                            }
                             shared.counters.retry(reason);
                             tracing::debug!(
                                 attempt = *this.attempts,
@@ -199,6 +217,8 @@ where
                     // Later than the call this future came from: the layers below share a
                     // reading of their own.
                     let (_, _call_time) = CallTime::enter_fresh();
+                    // Sent: the retry taken from the budget is spent.
+                    retrying.unsent = None;
                     let future = service.call(request);
                     this.state.set(State::Called { future });
                 }

@@ -474,10 +474,29 @@ async fn a_request_cancelled_during_its_backoff_sends_nothing_more() {
         "waiting out the backoff"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The default budget: a floor of 100 retries over 10 s, and 0.2 for the request; the
+    // retry decided took one.
+    assert_eq!(layer.handle().budget_available(), Some(99));
     drop(future);
-    tokio::time::advance(Duration::from_secs(10)).await;
+    // Never sent, so given back: a caller's timeout during backoffs must not drain the
+    // budget other callers' retries need.
+    assert_eq!(layer.handle().budget_available(), Some(100));
+    tokio::time::advance(Duration::from_secs(5)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(layer.handle().stats().total_retries(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_sent_keeps_its_budget_withdrawal() {
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let (upstream, calls) = scripted(vec![Ok(status(502, &[])), Ok(status(200, &[]))]);
+    let response = layer.layer(upstream).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(layer.handle().budget_available(), Some(99));
 }
 
 #[tokio::test(start_paused = true)]
