@@ -18,6 +18,33 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// An upstream that answers every request at once.
+fn answering() -> impl Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = std::io::Error,
+    Future = std::future::Ready<Result<Response<()>, std::io::Error>>,
+> + Clone {
+    service_fn(|_: Request<()>| ready(Ok(Response::new(()))))
+}
+
+/// Sends `n` requests of one token through `service`, one after another.
+async fn send<S>(service: &mut S, n: usize)
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..n {
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+    }
+}
+
 #[test]
 fn a_burst_whose_span_would_overflow_is_refused_naming_the_burst() {
     // One a day with a burst of a million: a schedule 2,700 years ahead of the clock.
@@ -73,18 +100,8 @@ async fn a_store_made_for_two_quotas_enforces_both() {
         .store(InMemoryStore::new(2))
         .build()
         .unwrap();
-    let mut service = layer.layer(service_fn(|_: Request<()>| {
-        ready(Ok::<_, std::io::Error>(Response::new(())))
-    }));
-    for _ in 0..3 {
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
-    }
+    let mut service = layer.layer(answering());
+    send(&mut service, 3).await;
     // The third waited for the per-minute quota, not the per-second one.
     assert_eq!(start.elapsed(), Duration::from_secs(30));
 }
@@ -93,9 +110,7 @@ async fn a_store_made_for_two_quotas_enforces_both() {
 async fn a_cost_of_zero_counts_as_one() {
     let start = Instant::now();
     let layer = RateLimitLayer::builder().per_second(1).build().unwrap();
-    let mut service = layer.layer(service_fn(|_: Request<()>| {
-        ready(Ok::<_, std::io::Error>(Response::new(())))
-    }));
+    let mut service = layer.layer(answering());
     let mut sent = Vec::new();
     for _ in 0..3 {
         let mut request = Request::new(());
@@ -149,9 +164,7 @@ async fn a_cost_over_the_burst_is_refused_at_once_while_others_wait() {
         .burst(1)
         .build()
         .unwrap();
-    let mut service = layer.layer(service_fn(|_: Request<()>| {
-        ready(Ok::<_, std::io::Error>(Response::new(())))
-    }));
+    let mut service = layer.layer(answering());
     // The first takes the token; the second waits its turn (100 ms).
     let first = service.ready().await.unwrap().call(Request::new(()));
     let mut second = Box::pin(service.ready().await.unwrap().call(Request::new(())));
@@ -187,18 +200,8 @@ async fn a_cost_over_a_window_is_refused_at_once_not_with_a_wait() {
         .burst(10)
         .build()
         .unwrap();
-    let mut service = layer.layer(service_fn(|_: Request<()>| {
-        ready(Ok::<_, std::io::Error>(Response::new(())))
-    }));
-    for _ in 0..10 {
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
-    }
+    let mut service = layer.layer(answering());
+    send(&mut service, 10).await;
     let waiting = service.ready().await.unwrap().call(Request::new(()));
     let refused = service
         .ready()

@@ -82,6 +82,14 @@ impl Middleware for CountAttempts {
     }
 }
 
+/// The standard stack, its retries after a fixed backoff without jitter.
+fn retrying_every(backoff: Duration) -> seawall::Stack {
+    seawall::stack()
+        .retry(move |retry| retry.fixed_backoff(backoff).jitter(Jitter::None))
+        .build()
+        .unwrap()
+}
+
 fn client(stack: &seawall::Stack, attempts: &CountAttempts) -> ClientWithMiddleware {
     ClientBuilder::new(reqwest::Client::new())
         .with(SeawallMiddleware::new(stack))
@@ -283,14 +291,7 @@ async fn a_post_with_an_idempotency_key_is_resent_with_the_same_body() {
 async fn a_reqwest_timeout_is_a_timeout_the_stack_retries() {
     let start = Instant::now();
     let (server, calls) = slow_first_answer().await;
-    let stack = seawall::stack()
-        .retry(|retry| {
-            retry
-                .fixed_backoff(Duration::from_millis(100))
-                .jitter(Jitter::None)
-        })
-        .build()
-        .unwrap();
+    let stack = retrying_every(Duration::from_millis(100));
     let client = ClientBuilder::new(
         reqwest::Client::builder()
             .timeout(Duration::from_millis(200))
@@ -414,14 +415,7 @@ impl Middleware for TimesOutOnce {
 #[tokio::test]
 async fn a_later_middleware_s_timeout_is_classified_and_retried() {
     let (server, _arrivals) = upstream(|_| (200, &[])).await;
-    let stack = seawall::stack()
-        .retry(|retry| {
-            retry
-                .fixed_backoff(Duration::from_millis(1))
-                .jitter(Jitter::None)
-        })
-        .build()
-        .unwrap();
+    let stack = retrying_every(Duration::from_millis(1));
     let calls = TimesOutOnce::default();
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(SeawallMiddleware::new(&stack))

@@ -531,8 +531,9 @@ async fn post_is_sent_once_unless_it_carries_an_idempotency_key() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_attempt_sends_the_same_body() {
+/// PUTs `document` through a retry layer to an upstream that answers 503 `failures` times,
+/// then 200: the final status, and the body each attempt sent.
+async fn bodies_sent(document: Bytes, failures: u32) -> (StatusCode, Vec<Bytes>) {
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let calls = Arc::new(AtomicU32::new(0));
     let upstream = service_fn({
@@ -540,23 +541,39 @@ async fn every_attempt_sends_the_same_body() {
         move |req: Request<Body>| {
             let (bodies, n) = (Arc::clone(&bodies), calls.fetch_add(1, Ordering::SeqCst));
             async move {
-                let bytes = req.into_body().collect().await.unwrap().to_bytes();
-                bodies.lock().unwrap().push(bytes);
-                Ok::<_, Infallible>(status(if n < 2 { 503 } else { 200 }, &[]))
+                let bytes = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("a complete body")
+                    .to_bytes();
+                bodies.lock().expect("not poisoned").push(bytes);
+                Ok::<_, Infallible>(status(if n < failures { 503 } else { 200 }, &[]))
             }
         }
     });
     let layer = RetryLayer::builder()
         .fixed_backoff(Duration::from_millis(1))
         .build()
-        .unwrap();
+        .expect("valid settings");
     let request = Request::put("http://api.test/doc")
-        .body(Full::new(Bytes::from_static(b"the document")))
-        .unwrap();
-    layer.layer(upstream).oneshot(request).await.unwrap();
+        .body(Full::new(document))
+        .expect("a valid request");
+    let response = layer
+        .layer(upstream)
+        .oneshot(request)
+        .await
+        .expect("an answer");
+    let sent = bodies.lock().expect("not poisoned").clone();
+    (response.status(), sent)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_sends_the_same_body() {
+    let document = Bytes::from_static(b"the document");
     assert_eq!(
-        *bodies.lock().unwrap(),
-        vec![Bytes::from_static(b"the document"); 3]
+        bodies_sent(document.clone(), 2).await,
+        (StatusCode::OK, vec![document; 3])
     );
 }
 
@@ -565,29 +582,10 @@ async fn a_complete_body_over_the_replay_cap_is_retried_whole() {
     // A 100 KiB document in memory, over the default 64 KiB cap, which bounds only what a
     // streamed body would have to keep.
     let document = Bytes::from(vec![b'x'; 100 * 1024]);
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let calls = Arc::new(AtomicU32::new(0));
-    let upstream = service_fn({
-        let (bodies, calls) = (Arc::clone(&bodies), Arc::clone(&calls));
-        move |req: Request<Body>| {
-            let (bodies, n) = (Arc::clone(&bodies), calls.fetch_add(1, Ordering::SeqCst));
-            async move {
-                let bytes = req.into_body().collect().await.unwrap().to_bytes();
-                bodies.lock().unwrap().push(bytes);
-                Ok::<_, Infallible>(status(if n < 1 { 503 } else { 200 }, &[]))
-            }
-        }
-    });
-    let layer = RetryLayer::builder()
-        .fixed_backoff(Duration::from_millis(1))
-        .build()
-        .unwrap();
-    let request = Request::put("http://api.test/doc")
-        .body(Full::new(document.clone()))
-        .unwrap();
-    let response = layer.layer(upstream).oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(*bodies.lock().unwrap(), vec![document; 2]);
+    assert_eq!(
+        bodies_sent(document.clone(), 1).await,
+        (StatusCode::OK, vec![document; 2])
+    );
 }
 
 #[tokio::test(start_paused = true)]

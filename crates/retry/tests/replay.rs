@@ -137,28 +137,15 @@ impl<B: Body + Unpin> Body for Announced<B> {
     }
 }
 
-#[tokio::test]
-async fn a_streamed_body_announced_larger_than_the_cap_with_a_chunk_ready_is_not_buffered() {
-    // Its first chunk is there when the request is made, so the peek takes it; more is to
-    // come, so the body is not whole, and the first reader still gets that chunk.
+/// A streamed body announced at 100 bytes, over a cap of 10, whose first 60 bytes are there
+/// when the request is made if `chunk_ready` (the peek takes them) or come after: either way
+/// it is not whole and not kept, and its first reader gets all of it.
+async fn announced_over_the_cap(chunk_ready: bool) {
     let (tx, stream) = channel_body();
-    tx.unbounded_send(data(&[7u8; 60])).unwrap();
-    let body = ReplayBody::new(
-        Announced {
-            inner: stream,
-            length: 100,
-        },
-        10,
-    );
-    assert!(!body.is_whole() && !body.is_replayable());
-    tx.unbounded_send(data(&[7u8; 40])).unwrap();
-    drop(tx);
-    assert_eq!(read_all(body).await.unwrap().0, vec![7u8; 100]);
-}
-
-#[tokio::test]
-async fn a_streamed_body_announced_larger_than_the_cap_is_not_buffered() {
-    let (tx, stream) = channel_body();
+    if chunk_ready {
+        tx.unbounded_send(data(&[7u8; 60]))
+            .expect("the body is read");
+    }
     let body = ReplayBody::new(
         Announced {
             inner: stream,
@@ -168,10 +155,27 @@ async fn a_streamed_body_announced_larger_than_the_cap_is_not_buffered() {
     );
     assert!(!body.is_whole() && !body.is_replayable());
     assert_eq!(body.size_hint().exact(), Some(100));
-    tx.unbounded_send(data(&[7u8; 60])).unwrap();
-    tx.unbounded_send(data(&[7u8; 40])).unwrap();
+    if !chunk_ready {
+        tx.unbounded_send(data(&[7u8; 60]))
+            .expect("the body is read");
+    }
+    tx.unbounded_send(data(&[7u8; 40]))
+        .expect("the body is read");
     drop(tx);
-    assert_eq!(read_all(body).await.unwrap().0, vec![7u8; 100]);
+    assert_eq!(
+        read_all(body).await.expect("the body is read").0,
+        vec![7u8; 100]
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_body_announced_larger_than_the_cap_is_not_buffered() {
+    announced_over_the_cap(false).await;
+}
+
+#[tokio::test]
+async fn a_streamed_body_announced_larger_than_the_cap_with_a_chunk_ready_is_not_buffered() {
+    announced_over_the_cap(true).await;
 }
 
 #[tokio::test]
