@@ -144,7 +144,7 @@ async fn announced_over_the_cap(chunk_ready: bool) {
     let (tx, stream) = channel_body();
     if chunk_ready {
         tx.unbounded_send(data(&[7u8; 60]))
-            .expect("the body is read");
+            .expect("the body is still open");
     }
     let body = ReplayBody::new(
         Announced {
@@ -157,10 +157,10 @@ async fn announced_over_the_cap(chunk_ready: bool) {
     assert_eq!(body.size_hint().exact(), Some(100));
     if !chunk_ready {
         tx.unbounded_send(data(&[7u8; 60]))
-            .expect("the body is read");
+            .expect("the body is still open");
     }
     tx.unbounded_send(data(&[7u8; 40]))
-        .expect("the body is read");
+        .expect("the body is still open");
     drop(tx);
     assert_eq!(
         read_all(body).await.expect("the body is read").0,
