@@ -752,7 +752,7 @@ impl RateStore for RedisStore {
 
     /// The script keeps time in microseconds since 1970 as Lua numbers (doubles), which
     /// hold steps of a quarter of a microsecond there: an interval is off by up to an eighth
-    /// of a microsecond per admission. Under [`MIN_INTERVAL_NANOS`] that error passes 1 %
+    /// of a microsecond per admission. Under 16 µs between admissions that error passes 1 %
     /// (at ten million a second the schedule would not move at all), so such a rate is
     /// refused rather than enforced wrongly; one key on one Redis node serves far fewer.
     fn check_quotas(&self, quotas: &[Quota]) -> Result<(), seawall_core::ConfigError> {
