@@ -51,7 +51,9 @@ where
 
     /// Settles a request of `key` admitted at `estimate` tokens whose true cost, `actual`,
     /// is known only now (say, once a streamed answer has been read): the difference is
-    /// taken from the key's quotas (the next admissions wait for it) or given back.
+    /// taken from the key's quotas (the next admissions wait for it, for as long as
+    /// [`settle_costs`](crate::RateLimitBuilder::settle_costs) allows at most) or given
+    /// back.
     pub fn settle(&self, key: K, estimate: u32, actual: u32) {
         self.limiter.settle_key(&key, estimate, actual);
     }

@@ -208,7 +208,8 @@ impl<X, St> RateLimitBuilder<X, St> {
     /// known only then): the response's [`ActualCost`](crate::ActualCost), else the number
     /// in the `header` given (if any), replaces the request's [`Cost`](crate::Cost); the
     /// difference is taken from its key's quotas (the next admissions wait for it, beyond the
-    /// burst if need be) or given back. A response with neither keeps its estimate; a cost
+    /// burst if need be, but never longer than the hint policy's `max_delay` or one full
+    /// refill of the quota, whichever is longer: an absurd figure is clamped) or given back. A response with neither keeps its estimate; a cost
     /// known later still is settled with [`RateLimitHandle::settle`](crate::RateLimitHandle::settle).
     pub fn settle_costs(mut self, header: Option<http::HeaderName>) -> Self {
         self.settle = Some(Settle { header });

@@ -253,6 +253,30 @@ impl<K, St: RateStore> Limiter<K, St> {
             .map_or(&[], |set| set)
     }
 
+    /// The most tokens a settlement may take beyond a request's estimate: as many as hold a
+    /// key's rate quota (the one that allows most) for the longer of one full refill and the
+    /// hint policy's `max_delay` (5 minutes by default), as a server's `Retry-After` may. A
+    /// larger figure (a server's header of four billion tokens, say) would hold the key for
+    /// years. A window quota is held for its window at most whatever the figure, and a key
+    /// with window quotas only takes the figure as it is.
+    fn largest_debit(&self, entry: &KeyEntry<St>) -> u32 {
+        let hold = self
+            .context
+            .hints
+            .as_ref()
+            .map_or_else(|| HintPolicy::default().max_delay(), HintPolicy::max_delay);
+        let hold_nanos = u64::try_from(hold.as_nanos()).unwrap_or(u64::MAX);
+        self.quotas_of(entry)
+            .iter()
+            .filter(|quota| !quota.is_window())
+            .map(|quota| {
+                let held = quota.tolerance_nanos().max(hold_nanos);
+                held / quota.interval_nanos().max(1)
+            })
+            .max()
+            .map_or(u32::MAX, |tokens| u32::try_from(tokens).unwrap_or(u32::MAX))
+    }
+
     /// Whether `cost` is over the burst of one of `entry`'s quotas, so that no wait admits it.
     pub(crate) fn oversize(&self, entry: &KeyEntry<St>, cost: u32) -> bool {
         self.quotas_of(entry)
@@ -271,6 +295,7 @@ impl<K, St: RateStore> Limiter<K, St> {
 
     /// Settles `entry`'s request admitted at `estimate` with its true cost `actual`.
     pub(crate) fn settle_entry(&self, entry: &KeyEntry<St>, estimate: u32, actual: u32) {
+        let actual = actual.min(estimate.saturating_add(self.largest_debit(entry)));
         let delta = i64::from(actual) - i64::from(estimate);
         if delta != 0 {
             self.store

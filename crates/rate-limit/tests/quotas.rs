@@ -347,6 +347,27 @@ async fn a_request_that_cost_more_than_its_estimate_is_debited() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_absurd_settled_cost_holds_the_key_five_minutes_at_most() {
+    // The server says a request took four billion tokens: at 100 a second that would hold
+    // the key for 490 days. A settlement takes at most what holds it for the hint policy's
+    // `max_delay` (5 minutes), as a `Retry-After` may: 30,000 tokens here.
+    let layer = RateLimitLayer::builder()
+        .per_second(100)
+        .burst(100)
+        .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
+        .wait(10, Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let mut service = layer.layer(token_counting_upstream());
+    service.call(costing(1, u32::MAX)).await.unwrap();
+    let started = Instant::now();
+    service.call(costing(1, 1)).await.unwrap();
+    // The schedule moved 10 ms for the request and 300 s for the settlement; the next one
+    // goes once it is within the burst's second of it.
+    assert_eq!(started.elapsed(), ms(299_020));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_that_cost_less_than_its_estimate_is_refunded() {
     let layer = token_budget();
     let handle = layer.handle();
