@@ -15,8 +15,8 @@ use crate::entry::{CachedResponse, Vary};
 use crate::key::CacheKey;
 use crate::store::{CacheStore, StoreError, StoreFuture};
 
-/// A store in Redis: each entry is one string value (the answer's head and freshness as
-/// JSON, then the body) under `prefix` + the key's hex digest, set to expire when the entry
+/// A store in Redis: each entry is one string value (the answer's head and freshness in a
+/// binary form, then the body) under `prefix` + the key's hex digest, set to expire when the entry
 /// may be forgotten, so that every process sharing the server shares the answers.
 ///
 /// A Redis failure or timeout is a miss (or an answer not stored), counted in
@@ -163,7 +163,7 @@ impl CacheStore for RedisStore {
 }
 
 /// The layout's version, first byte of every value; a value of another version is a miss.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Head {
@@ -188,7 +188,10 @@ fn time(millis: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(millis)
 }
 
-/// `VERSION`, the head's length (4 bytes, little-endian), the head as JSON, the body.
+/// `VERSION`, the head's length (4 bytes, little-endian), the head in postcard's binary form,
+/// the body. A binary form, because the policy's copies of the headers keep their bytes only
+/// in one: in JSON a value that is not UTF-8 was dropped, and a request weighed by the
+/// policy (one with its own `Cache-Control`) then missed the entry it varied on.
 fn encode(entry: &CachedResponse) -> Result<Vec<u8>, StoreError> {
     let head = Head {
         status: entry.status.as_u16(),
@@ -218,7 +221,7 @@ fn encode(entry: &CachedResponse) -> Result<Vec<u8>, StoreError> {
             ),
         },
     };
-    let head = serde_json::to_vec(&head)?;
+    let head = postcard::to_stdvec(&head)?;
     let length = u32::try_from(head.len())?;
     let mut value = Vec::with_capacity(5 + head.len() + entry.body.len());
     value.push(VERSION);
@@ -239,7 +242,7 @@ fn decode(value: Bytes) -> Result<CachedResponse, StoreError> {
         .checked_add(u32::from_le_bytes(length) as usize)
         .filter(|end| *end <= value.len())
         .ok_or_else(malformed)?;
-    let head: Head = serde_json::from_slice(&value[5..end])?;
+    let head: Head = postcard::from_bytes(&value[5..end])?;
     let mut headers = HeaderMap::with_capacity(head.headers.len());
     for (name, value) in head.headers {
         headers.append(

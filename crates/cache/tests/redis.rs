@@ -112,3 +112,51 @@ async fn a_connection_gone_silent_costs_one_timeout_then_a_new_one_is_made() {
     assert_eq!(proxy.accepted(), 2);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn an_answer_varying_on_a_header_that_is_not_utf8_is_found_again() {
+    let server =
+        RedisServer::start().expect("redis-server on the PATH (Debian's redis-server package)");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache = layer(&server.url(), Duration::from_secs(1));
+    // An upstream whose answers vary on `x-variant`, which a caller sends as Latin-1 bytes.
+    let upstream = service_fn({
+        let calls = Arc::clone(&calls);
+        move |_request: Request<Empty<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header("cache-control", "max-age=60")
+                        .header("vary", "x-variant")
+                        .body(Full::new(Bytes::from_static(b"caf\xc3\xa9")))
+                        .unwrap(),
+                )
+            }
+        }
+    });
+    let variant = http::HeaderValue::from_bytes(b"caf\xe9").unwrap();
+    let request = |own_directives: bool| {
+        let mut builder = Request::get("http://api.test/menu").header("x-variant", variant.clone());
+        if own_directives {
+            // The request's own directives have the stored policy weigh it, varied header
+            // and all.
+            builder = builder.header("cache-control", "max-age=60");
+        }
+        builder.body(Empty::new()).unwrap()
+    };
+    let mut statuses = Vec::new();
+    for own_directives in [false, false, true] {
+        let response = cache
+            .layer(upstream.clone())
+            .oneshot(request(own_directives))
+            .await
+            .unwrap();
+        statuses.push(*response.extensions().get::<CacheStatus>().unwrap());
+    }
+    assert_eq!(
+        statuses,
+        [CacheStatus::Miss, CacheStatus::Hit, CacheStatus::Hit]
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
