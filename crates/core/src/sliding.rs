@@ -78,6 +78,21 @@ impl<const N: usize> SlidingCount<N> {
         slot.store(Self::added(current, epoch, amount), Ordering::Relaxed);
     }
 
+    /// Takes back `amount` added at `at`, if the slot that counted it still does: once the
+    /// ring has turned past `at`, what was added then has left the window by itself.
+    pub fn take_back(&self, at: Instant, amount: u64) {
+        let (slot, epoch) = self.slot_at(at);
+        let tag = (epoch & EPOCH_MASK) << COUNT_BITS;
+        let mut current = slot.load(Ordering::Relaxed);
+        while current & !COUNT_MASK == tag {
+            let next = tag | (current & COUNT_MASK).saturating_sub(amount);
+            match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
     /// The slot that counts what happens at `now`, and `now`'s epoch.
     #[inline]
     fn slot_at(&self, now: Instant) -> (&AtomicU64, u64) {
@@ -110,6 +125,23 @@ impl<const N: usize> SlidingCount<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_taken_back_leaves_its_own_slot_and_only_while_it_counts() {
+        let t0 = Instant::now();
+        let count = SlidingCount::<10>::new(Duration::from_secs(10), t0);
+        count.add(t0, 3);
+        count.add(t0 + Duration::from_secs(5), 4);
+        count.take_back(t0, 1);
+        assert_eq!(count.sum(t0 + Duration::from_secs(5)), 6);
+        // Never below zero.
+        count.take_back(t0, 5);
+        assert_eq!(count.sum(t0 + Duration::from_secs(5)), 4);
+        // Once the ring has turned past the slot, it holds a later second: nothing is taken.
+        count.add(t0 + Duration::from_secs(10), 2);
+        count.take_back(t0, 2);
+        assert_eq!(count.sum(t0 + Duration::from_secs(10)), 6);
+    }
 
     #[test]
     fn counts_slide_out_slot_by_slot() {

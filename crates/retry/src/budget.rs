@@ -198,14 +198,16 @@ impl RetryBudget {
         true
     }
 
-    /// Gives back a retry taken for an attempt that was never sent: a deposit of one whole
-    /// retry at `now`, which leaves the window a little after the withdrawal it makes up for
-    /// (by the backoff it was taken for).
-    pub(crate) fn refund(&self, now: Instant) {
-        let now = self.at(now);
-        self.deposits
-            .get_or(|| CachePadded::new(SlidingCount::new(self.ttl, self.origin)))
-            .add_unshared(now, UNIT);
+    /// Gives back a retry taken `ago` for an attempt that was never sent: the withdrawal is
+    /// taken back where it was counted, unless it has left the window already (a backoff
+    /// longer than the window), so that a refund never adds a retry the window no longer
+    /// holds. On the counter's clock the withdrawal's instant is found by going `ago` back
+    /// from a reading now.
+    pub(crate) fn refund(&self, ago: Duration) {
+        let now = self.at(Instant::now());
+        if let Some(withdrawn) = now.checked_sub(ago) {
+            self.withdrawals.take_back(withdrawn, UNIT);
+        }
     }
 
     /// How many whole retries are available at `now` (on the counter's clock, now).

@@ -42,20 +42,18 @@ struct Retrying<S, C> {
     state: RetryState,
     /// The service for retries, cloned when the first one is due.
     service: Option<S>,
-    /// The layer's budget, when a retry taken from it is not sent yet.
-    unsent: Option<Arc<Shared<C>>>,
+    /// The layer's budget and when a retry was taken from it, while that retry is not sent.
+    unsent: Option<(Arc<Shared<C>>, Instant)>,
 }
 
 impl<S, C> Drop for Retrying<S, C> {
     /// A request dropped during its backoff (a caller's timeout, say) gives back the retry
     /// it took from the budget: a retry never sent must not starve other callers of theirs.
     fn drop(&mut self) {
-        if let Some(budget) = self
-            .unsent
-            .as_ref()
-            .and_then(|shared| shared.budget.as_ref())
+        if let Some((shared, withdrawn)) = &self.unsent
+            && let Some(budget) = &shared.budget
         {
-            budget.refund(Instant::now());
+            budget.refund(Instant::now().saturating_duration_since(*withdrawn));
         }
     }
 }
@@ -162,7 +160,7 @@ where
                         }
                         Decision::Retry { delay, reason } => {
                             if shared.budget.is_some() {
-                                *unsent = Some(Arc::clone(&this.bound.shared));
+                                *unsent = Some((Arc::clone(&this.bound.shared), now));
                             }
                             shared.counters.retry(reason);
                             tracing::debug!(

@@ -487,6 +487,25 @@ async fn a_request_cancelled_during_its_backoff_sends_nothing_more() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_whose_withdrawal_left_the_window_gives_nothing_back() {
+    // A backoff of 20 s, twice the budget's window: by the time the caller gives up, the
+    // retry taken has left the window by itself, and giving it back again would add one.
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let (upstream, _calls) = scripted(vec![Ok(status(502, &[]))]);
+    let mut future = Box::pin(layer.layer(upstream).oneshot(get()));
+    assert!((&mut future).now_or_never().is_none());
+    assert_eq!(layer.handle().budget_available(), Some(99));
+    tokio::time::advance(Duration::from_secs(15)).await;
+    // The floor alone: the withdrawal and the request's deposit have both left the window.
+    assert_eq!(layer.handle().budget_available(), Some(100));
+    drop(future);
+    assert_eq!(layer.handle().budget_available(), Some(100));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_retry_sent_keeps_its_budget_withdrawal() {
     let layer = RetryLayer::builder()
         .fixed_backoff(Duration::from_secs(1))
