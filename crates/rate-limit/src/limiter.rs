@@ -253,8 +253,8 @@ impl<K, St: RateStore> Limiter<K, St> {
             .map_or(&[], |set| set)
     }
 
-    /// The most tokens a settlement may take beyond a request's estimate: as many as hold a
-    /// key's rate quota (the one that allows most) for the longer of one full refill and the
+    /// The most tokens a settlement may take beyond a request's estimate: as many as hold
+    /// each of a key's rate quotas for at most the longer of its own full refill and the
     /// hint policy's `max_delay` (5 minutes by default), as a server's `Retry-After` may. A
     /// larger figure (a server's header of four billion tokens, say) would hold the key for
     /// years. A window quota is held for its window at most whatever the figure, and a key
@@ -273,7 +273,7 @@ impl<K, St: RateStore> Limiter<K, St> {
                 let held = quota.tolerance_nanos().max(hold_nanos);
                 held / quota.interval_nanos().max(1)
             })
-            .max()
+            .min()
             .map_or(u32::MAX, |tokens| u32::try_from(tokens).unwrap_or(u32::MAX))
     }
 

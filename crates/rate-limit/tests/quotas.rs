@@ -368,6 +368,28 @@ async fn an_absurd_settled_cost_holds_the_key_five_minutes_at_most() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_absurd_settled_cost_holds_every_quota_of_a_key_five_minutes_at_most() {
+    // 100 a second (30,000 tokens in 5 minutes) and one a second (300): the settlement takes
+    // the fewer, so the slower quota too is held 5 minutes, not 8 hours.
+    let layer = RateLimitLayer::builder()
+        .per_second(100)
+        .burst(100)
+        .per_second(1)
+        .burst(1)
+        .store(seawall_rate_limit::InMemoryStore::new(2))
+        .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
+        .wait(10, Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let mut service = layer.layer(token_counting_upstream());
+    service.call(costing(1, u32::MAX)).await.unwrap();
+    let started = Instant::now();
+    service.call(costing(1, 1)).await.unwrap();
+    // The slower schedule stands 301 s ahead: 1 s for the request, 300 s for the settlement.
+    assert_eq!(started.elapsed(), ms(301_000));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_that_cost_less_than_its_estimate_is_refunded() {
     let layer = token_budget();
     let handle = layer.handle();
