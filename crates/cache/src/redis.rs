@@ -122,6 +122,9 @@ impl CacheStore for RedisStore {
             let value: Option<Vec<u8>> = connection.query(redis::cmd("GET").arg(&key)).await?;
             match value {
                 None => Ok(None),
+                // Another layout's entry (a process of another version sharing the server)
+                // is a miss, not a store error: the answer fetched replaces it.
+                Some(value) if value.first() != Some(&VERSION) => Ok(None),
                 Some(value) => Ok(Some(Arc::new(decode(Bytes::from(value))?))),
             }
         })

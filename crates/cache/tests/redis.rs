@@ -160,3 +160,39 @@ async fn an_answer_varying_on_a_header_that_is_not_utf8_is_found_again() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn an_entry_of_another_layout_is_a_miss_not_a_store_error() {
+    let server =
+        RedisServer::start().expect("redis-server on the PATH (Debian's redis-server package)");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache = layer(&server.url(), Duration::from_secs(1));
+    assert_eq!(
+        get(&cache, &calls).await,
+        (CacheStatus::Miss, "call 1".into())
+    );
+    // A process of an earlier version wrote its own layout (version 1) under the same key.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("test:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    let () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg(&[1u8, 2, 0, 0, 0, b'{', b'}'][..])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&cache, &calls).await,
+        (CacheStatus::Miss, "call 2".into())
+    );
+    assert_eq!(
+        get(&cache, &calls).await,
+        (CacheStatus::Hit, "call 2".into())
+    );
+    assert_eq!(cache.handle().stats().store_errors, 0);
+}
