@@ -12,17 +12,15 @@
 //! by its first key on a Cluster): the rate-limit store does, and so can any other part that
 //! keeps state in Redis (a response cache, window quotas), with the same URLs, timeouts and
 //! failure handling; a plain command would be one more method of the same shape. Each call is
-//! bounded by the caller's timeout; an error or a timeout concerns
-//! that call's key only, which on a Cluster lets the caller put only that key into its failure
-//! policy.
+//! bounded by the caller's timeout; an error or a timeout concerns that call's key only, which
+//! on a Cluster lets the caller put only that key into its failure policy.
 //!
 //! On one node, a call that times out drops the connection it went on, and the next call
-//! makes a new one.
-//! The redis crate remakes a connection only after an error it reads as a broken link, and a
-//! timeout is not one: a connection that went silent (a NAT or load balancer that dropped its
-//! flow, a host gone without a reset) would otherwise stay in use, every call timing out,
-//! until the kernel gave up on it (about 15 minutes on Linux), and fail-closed would refuse
-//! every request meanwhile.
+//! makes a new one. The redis crate remakes a connection only after an error it reads as a
+//! broken link, and a timeout is not one: a connection that went silent (a NAT or load
+//! balancer that dropped its flow, a host gone without a reset) would otherwise stay in use,
+//! every call timing out, until the kernel gave up on it (about 15 minutes on Linux), and
+//! fail-closed would refuse every request meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,17 +97,11 @@ impl Connection {
             Self::Node(node) => {
                 let used = node.manager.load_full();
                 let mut manager = (*used).clone();
-                let call = invocation.invoke_async(&mut manager);
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(error)) if !error.is_timeout() => Err(CallError::Redis(error)),
-                    // The redis crate's own response timeout, of the same length, usually
-                    // fires in the same tick as this one, and first.
-                    Ok(Err(_)) | Err(_) => {
-                        node.replace(&used);
-                        Err(CallError::Timeout)
-                    }
+                let answer = within(timeout, invocation.invoke_async(&mut manager)).await;
+                if matches!(answer, Err(CallError::Timeout)) {
+                    node.replace(&used);
                 }
+                answer
             }
             Self::Cluster(cluster) => {
                 // The cluster client keeps a connection per node; a timeout on one node's is
@@ -118,13 +110,23 @@ impl Connection {
                     let mut connection = cluster.connection().await?.clone();
                     invocation.invoke_async(&mut connection).await
                 };
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(error)) if !error.is_timeout() => Err(CallError::Redis(error)),
-                    Ok(Err(_)) | Err(_) => Err(CallError::Timeout),
-                }
+                within(timeout, call).await
             }
         }
+    }
+}
+
+/// `call`'s answer within `timeout`. The redis crate's own response timeout, of the same
+/// length, usually fires in the same tick as this one, and first: its error is a timeout
+/// too.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = RedisResult<T>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) if !error.is_timeout() => Err(CallError::Redis(error)),
+        Ok(Err(_)) | Err(_) => Err(CallError::Timeout),
     }
 }
 
