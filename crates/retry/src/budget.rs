@@ -198,15 +198,24 @@ impl RetryBudget {
         true
     }
 
-    /// Gives back a retry taken `ago` for an attempt that was never sent: the withdrawal is
-    /// taken back where it was counted, unless it has left the window already (a backoff
-    /// longer than the window), so that a refund never adds a retry the window no longer
-    /// holds. On the counter's clock the withdrawal's instant is found by going `ago` back
-    /// from a reading now.
-    pub(crate) fn refund(&self, ago: Duration) {
-        let now = self.at(Instant::now());
-        if let Some(withdrawn) = now.checked_sub(ago) {
+    /// Gives back a retry taken at `withdrawn` (tokio's clock) for an attempt that was never
+    /// sent: the withdrawal is taken back where it was counted, unless it has left the window
+    /// already (a backoff longer than the window), so that a refund never adds a retry the
+    /// window no longer holds. On the counter's clock the withdrawal's instant is found by
+    /// going back from a reading now as far as tokio's clock went since.
+    pub(crate) fn refund(&self, withdrawn: Instant) {
+        let ago = Instant::now().saturating_duration_since(withdrawn);
+        if let Some(withdrawn) = self.at(Instant::now()).checked_sub(ago) {
             self.withdrawals.take_back(withdrawn, UNIT);
+        }
+    }
+
+    /// A retry taken at `withdrawn`, given back if the guard is dropped before
+    /// [`Unsent::sent`] (its request was dropped during the backoff).
+    pub(crate) fn unsent(&self, withdrawn: Instant) -> Unsent<'_> {
+        Unsent {
+            budget: Some(self),
+            withdrawn,
         }
     }
 
@@ -218,6 +227,27 @@ impl RetryBudget {
     fn balance_units(&self, now: Instant) -> u64 {
         let deposits: u64 = self.deposits.iter().map(|count| count.sum(now)).sum();
         (self.reserve_units + deposits).saturating_sub(self.withdrawals.sum(now))
+    }
+}
+
+/// A retry taken from a budget and not sent yet: given back when dropped unsent.
+pub(crate) struct Unsent<'a> {
+    budget: Option<&'a RetryBudget>,
+    withdrawn: Instant,
+}
+
+impl Unsent<'_> {
+    /// The retry went out: it stays spent.
+    pub(crate) fn sent(mut self) {
+        self.budget = None;
+    }
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if let Some(budget) = self.budget {
+            budget.refund(self.withdrawn);
+        }
     }
 }
 

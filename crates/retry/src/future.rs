@@ -53,7 +53,7 @@ impl<S, C> Drop for Retrying<S, C> {
         if let Some((shared, withdrawn)) = &self.unsent
             && let Some(budget) = &shared.budget
         {
-            budget.refund(Instant::now().saturating_duration_since(*withdrawn));
+            budget.refund(*withdrawn);
         }
     }
 }

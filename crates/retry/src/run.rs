@@ -103,7 +103,13 @@ impl<C> RetryLayer<C> {
                             on_retry(attempts, delay, reason);
                         }
                         drop(result);
+                        // Given back if this future is dropped during the wait, as a
+                        // request's is.
+                        let unsent = shared.budget.as_ref().map(|budget| budget.unsent(now));
                         tokio::time::sleep(delay).await;
+                        if let Some(unsent) = unsent {
+                            unsent.sent();
+                        }
                         attempts += 1;
                         continue;
                     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use seawall_core::FailureKind;
+use seawall_core::{FailureKind, Outcome};
 use seawall_retry::{Jitter, ReplayBody, RetryError, RetryLayer, RetryReport, StopReason};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -484,6 +484,30 @@ async fn a_request_cancelled_during_its_backoff_sends_nothing_more() {
     tokio::time::advance(Duration::from_secs(5)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(layer.handle().stats().total_retries(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operation_dropped_during_its_backoff_gives_its_retry_back() {
+    // `run_with` takes its retries from the same budget as requests, and gives them back the
+    // same way.
+    let layer = RetryLayer::builder()
+        .fixed_backoff(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let transient = |_: &Result<(), &str>| Outcome::Failure(FailureKind::Transport);
+    let calls = AtomicU32::new(0);
+    let mut run = Box::pin(layer.run_with(&transient, || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async { Err("reset") }
+    }));
+    assert!(
+        run.as_mut().now_or_never().is_none(),
+        "waiting out the backoff"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.handle().budget_available(), Some(99));
+    drop(run);
+    assert_eq!(layer.handle().budget_available(), Some(100));
 }
 
 #[tokio::test(start_paused = true)]
