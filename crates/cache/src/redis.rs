@@ -16,8 +16,8 @@ use crate::key::CacheKey;
 use crate::store::{CacheStore, StoreError, StoreFuture};
 
 /// A store in Redis: each entry is one string value (the answer's head and freshness in a
-/// binary form, then the body) under `prefix` + the key's hex digest, set to expire when the entry
-/// may be forgotten, so that every process sharing the server shares the answers.
+/// binary form, then the body) under `prefix` + the key's hex digest, set to expire when the
+/// entry may be forgotten, so that every process sharing the server shares the answers.
 ///
 /// A Redis failure or timeout is a miss (or an answer not stored), counted in
 /// [`CacheStats::store_errors`](crate::CacheStats::store_errors); it never fails a request.

@@ -81,8 +81,9 @@ impl CoalesceBuilder {
     /// The request headers whose values two requests must share, besides method and URI, to
     /// share a call: like a response's `Vary`. Replaces the default (`Authorization`,
     /// `Cookie`). Name every header the upstream answers differently by (`Accept`,
-    /// `Accept-Language`, a tenant header), and keep the default's: requests that differ in a header not named here share the
-    /// first one's answer. At most [`MAX_VARY_HEADERS`] names (field `vary`).
+    /// `Accept-Language`, a tenant header), and keep the default's: requests that differ in a
+    /// header not named here share the first one's answer. At most [`MAX_VARY_HEADERS`]
+    /// names (field `vary`).
     pub fn vary(mut self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         self.vary = headers.into_iter().collect();
         self

@@ -68,9 +68,9 @@
 //! [`max_hosts`](MetricsBuilder::max_hosts) hosts (default [`DEFAULT_MAX_HOSTS`]); attempts to
 //! any other host are recorded under `server_address="_OTHER"`, and one host keeps at most 32
 //! status codes apart (a later code is `http_response_status_code="_OTHER"`). User
-//! information in a URL never becomes a label. Durations carry an OpenMetrics `# UNIT` line. With
-//! [`MetricsBuilder::exemplars`], a traced attempt leaves an OpenMetrics exemplar with its
-//! trace id on its bucket of `http_client_request_duration_seconds`.
+//! information in a URL never becomes a label. Durations carry an OpenMetrics `# UNIT` line.
+//! With [`MetricsBuilder::exemplars`], a traced attempt leaves an OpenMetrics exemplar with
+//! its trace id on its bucket of `http_client_request_duration_seconds`.
 //!
 //! Recording the logical request is a few stores into fixed arrays that only the recording
 //! thread writes (one set per thread, added up when read), not atomic read-modify-writes: no

@@ -209,8 +209,9 @@ impl<X, St> RateLimitBuilder<X, St> {
     /// in the `header` given (if any), replaces the request's [`Cost`](crate::Cost); the
     /// difference is taken from its key's quotas (the next admissions wait for it, beyond the
     /// burst if need be, but never longer than the hint policy's `max_delay` or one full
-    /// refill of the quota, whichever is longer: an absurd figure is clamped) or given back. A response with neither keeps its estimate; a cost
-    /// known later still is settled with [`RateLimitHandle::settle`](crate::RateLimitHandle::settle).
+    /// refill of the quota, whichever is longer: an absurd figure is clamped) or given back.
+    /// A response with neither keeps its estimate; a cost known later still is settled with
+    /// [`RateLimitHandle::settle`](crate::RateLimitHandle::settle).
     pub fn settle_costs(mut self, header: Option<http::HeaderName>) -> Self {
         self.settle = Some(Settle { header });
         self

@@ -346,14 +346,10 @@ async fn a_request_that_cost_more_than_its_estimate_is_debited() {
     assert_eq!(started.elapsed(), ms(2_010));
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_absurd_settled_cost_holds_the_key_five_minutes_at_most() {
-    // The server says a request took four billion tokens: at 100 a second that would hold
-    // the key for 490 days. A settlement takes at most what holds it for the hint policy's
-    // `max_delay` (5 minutes), as a `Retry-After` may: 30,000 tokens here.
-    let layer = RateLimitLayer::builder()
-        .per_second(100)
-        .burst(100)
+/// How long the request after one the server says took four billion tokens waits, under
+/// `quotas` settled from `x-tokens-used` (with a wait allowed of 10 minutes).
+async fn wait_after_an_absurd_settlement(quotas: seawall_rate_limit::RateLimitBuilder) -> Duration {
+    let layer = quotas
         .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
         .wait(10, Duration::from_secs(600))
         .build()
@@ -362,31 +358,31 @@ async fn an_absurd_settled_cost_holds_the_key_five_minutes_at_most() {
     service.call(costing(1, u32::MAX)).await.unwrap();
     let started = Instant::now();
     service.call(costing(1, 1)).await.unwrap();
-    // The schedule moved 10 ms for the request and 300 s for the settlement; the next one
-    // goes once it is within the burst's second of it.
-    assert_eq!(started.elapsed(), ms(299_020));
+    started.elapsed()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_absurd_settled_cost_holds_the_key_five_minutes_at_most() {
+    // Four billion tokens at 100 a second would hold the key for 490 days. A settlement
+    // takes at most what holds it for the hint policy's `max_delay` (5 minutes), as a
+    // `Retry-After` may: 30,000 tokens here. The schedule moved 10 ms for the request and
+    // 300 s for the settlement; the next one goes once it is within the burst's second of it.
+    let quotas = RateLimitLayer::builder().per_second(100).burst(100);
+    assert_eq!(wait_after_an_absurd_settlement(quotas).await, ms(299_020));
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_absurd_settled_cost_holds_every_quota_of_a_key_five_minutes_at_most() {
     // 100 a second (30,000 tokens in 5 minutes) and one a second (300): the settlement takes
-    // the fewer, so the slower quota too is held 5 minutes, not 8 hours.
-    let layer = RateLimitLayer::builder()
+    // the fewer, so the slower quota too is held 5 minutes, not 8 hours. Its schedule stands
+    // 301 s ahead: 1 s for the request, 300 s for the settlement.
+    let quotas = RateLimitLayer::builder()
         .per_second(100)
         .burst(100)
         .per_second(1)
         .burst(1)
-        .store(seawall_rate_limit::InMemoryStore::new(2))
-        .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
-        .wait(10, Duration::from_secs(600))
-        .build()
-        .unwrap();
-    let mut service = layer.layer(token_counting_upstream());
-    service.call(costing(1, u32::MAX)).await.unwrap();
-    let started = Instant::now();
-    service.call(costing(1, 1)).await.unwrap();
-    // The slower schedule stands 301 s ahead: 1 s for the request, 300 s for the settlement.
-    assert_eq!(started.elapsed(), ms(301_000));
+        .store(seawall_rate_limit::InMemoryStore::new(2));
+    assert_eq!(wait_after_an_absurd_settlement(quotas).await, ms(301_000));
 }
 
 #[tokio::test(start_paused = true)]
