@@ -299,8 +299,9 @@ impl KeyExtractor for ByHost {
     }
 }
 
-/// The port a scheme implies, for the two schemes that imply one.
-fn default_port(scheme: Option<&Scheme>) -> Option<u16> {
+/// The port a scheme implies, for the two schemes that imply one (the keys here, and the
+/// metrics' `server.port`, fill it in when a URI leaves it out).
+pub fn default_port(scheme: Option<&Scheme>) -> Option<u16> {
     match scheme {
         Some(s) if *s == Scheme::HTTP => Some(80),
         Some(s) if *s == Scheme::HTTPS => Some(443),

@@ -485,11 +485,7 @@ impl HostTable {
     #[cold]
     fn find_or_insert(&self, index: usize, key: &str, uri: &Uri) -> Option<Arc<HostSeries>> {
         let host = uri.host().unwrap_or(key);
-        let default_port = match index {
-            0 => Some(80),
-            1 => Some(443),
-            _ => None,
-        };
+        let default_port = seawall_core::key::default_port(uri.scheme());
         let explicit_port = uri.port_u16().filter(|&port| Some(port) != default_port);
         let port = explicit_port.or(default_port);
         // Spelled as the table spells it (the common case, and every request to a host past

@@ -46,11 +46,7 @@ fn record_request<B>(span: &Span, request: &Request<B>) {
     let port = request
         .uri()
         .port_u16()
-        .or(match request.uri().scheme_str() {
-            Some("http") => Some(80),
-            Some("https") => Some(443),
-            _ => None,
-        });
+        .or_else(|| seawall_core::key::default_port(request.uri().scheme()));
     if let Some(port) = port {
         span.record("server.port", port);
     }
