@@ -6,7 +6,7 @@
 //!   connection per node, routes each call by its key's slot, follows `MOVED` and `ASK`,
 //!   refreshes its slot map when the cluster changes, and sends `SCRIPT LOAD` to every node. It
 //!   is made on the first call (so an unreachable cluster is not an error when the store is
-//!   built) and kept once made.
+//!   built) and kept until a call times out.
 //!
 //! Whatever needs Redis goes through [`Connection::invoke`] (a Lua script on its keys, routed
 //! by its first key on a Cluster): the rate-limit store does, and so can any other part that
@@ -21,6 +21,15 @@
 //! balancer that dropped its flow, a host gone without a reset) would otherwise stay in use,
 //! every call timing out, until the kernel gave up on it (about 15 minutes on Linux), and
 //! fail-closed would refuse every request meanwhile.
+//!
+//! On a Cluster the same holds for each node's connection, and the cluster client offers no
+//! way to remake one node's: a call that times out drops the whole cluster connection, and
+//! the next call makes a new one (the slot map and a connection to each node it uses). The
+//! keys of the other masters pay that one reconnection; calls in flight on the old connection
+//! finish on it. A node that stays silent costs one reconnection per timeout at most, since
+//! a call must wait a whole timeout on the new connection before it can drop it: a flow that
+//! a middlebox dropped is mended by the first reconnection, and a node gone for good stops
+//! costing them once the cluster has failed it over (after its `cluster-node-timeout`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,10 +64,11 @@ pub(crate) struct Node {
     manager: ArcSwap<ConnectionManager>,
 }
 
-/// A Redis Cluster's client and, once made, its connection.
+/// A Redis Cluster's client and its connection, made on the first call that finds the cell
+/// empty, and replaced by an empty cell after a timeout.
 pub(crate) struct Cluster {
     client: ClusterClient,
-    connection: OnceCell<ClusterConnection>,
+    connection: ArcSwap<OnceCell<ClusterConnection>>,
 }
 
 /// Why a call through a [`Connection`] failed.
@@ -104,13 +114,16 @@ impl Connection {
                 answer
             }
             Self::Cluster(cluster) => {
-                // The cluster client keeps a connection per node; a timeout on one node's is
-                // left to it, so that keys on the other masters are not disturbed.
+                let used = cluster.connection.load_full();
                 let call = async {
-                    let mut connection = cluster.connection().await?.clone();
+                    let mut connection = cluster.connection(&used).await?.clone();
                     invocation.invoke_async(&mut connection).await
                 };
-                within(timeout, call).await
+                let answer = within(timeout, call).await;
+                if matches!(answer, Err(CallError::Timeout)) {
+                    cluster.replace(&used);
+                }
+                answer
             }
         }
     }
@@ -145,11 +158,24 @@ impl Node {
 }
 
 impl Cluster {
-    /// The cluster connection, made now if it has not been yet.
-    async fn connection(&self) -> RedisResult<&ClusterConnection> {
-        self.connection
-            .get_or_try_init(|| self.client.get_async_connection())
+    /// The cluster connection in `cell`, made now if it has not been yet.
+    async fn connection<'a>(
+        &self,
+        cell: &'a OnceCell<ClusterConnection>,
+    ) -> RedisResult<&'a ClusterConnection> {
+        cell.get_or_try_init(|| self.client.get_async_connection())
             .await
+    }
+
+    /// Puts an empty cell in place of `used`, unless a call that timed out at the same time
+    /// already did: the next call makes a new cluster connection. Calls still running on the
+    /// old one finish on it.
+    fn replace(&self, used: &Arc<OnceCell<ClusterConnection>>) {
+        self.connection
+            .compare_and_swap(used, Arc::new(OnceCell::new()));
+        tracing::debug!(
+            "a Redis Cluster call timed out; the cluster connection is dropped and a new one made"
+        );
     }
 }
 
@@ -214,7 +240,7 @@ fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connecti
         .map_err(|_| ConfigError::new("nodes", shown(), URL_EXPECTED))?;
     Ok(Connection::Cluster(Arc::new(Cluster {
         client,
-        connection: OnceCell::new(),
+        connection: ArcSwap::from_pointee(OnceCell::new()),
     })))
 }
 

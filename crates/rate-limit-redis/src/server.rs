@@ -263,10 +263,7 @@ impl RedisCluster {
     /// The port of the master that serves `key` now, asked of a live node.
     pub fn master_of(&self, key: &str) -> io::Result<u16> {
         let mut last = io::Error::other("no live node");
-        for (node, &port) in self.nodes.iter().zip(&self.ports) {
-            if node.is_none() {
-                continue;
-            }
+        for port in self.live_ports() {
             match master_of(port, key) {
                 Ok(master) => return Ok(master),
                 Err(error) => last = error,
@@ -284,8 +281,8 @@ impl RedisCluster {
             return Ok(());
         };
         let mut masters = vec![to, migration.from];
-        for (node, &port) in self.nodes.iter().zip(&self.ports) {
-            if node.is_some() && !masters.contains(&port) && is_master(port) {
+        for port in self.live_ports() {
+            if !masters.contains(&port) && is_master(port) {
                 masters.push(port);
             }
         }
@@ -356,10 +353,7 @@ impl RedisCluster {
     /// The live master migrating `slot` to the node `to_id`, if one is.
     fn migrating_from(&self, slot: u16, to_id: &str) -> io::Result<Option<u16>> {
         let marker = format!("[{slot}->-{to_id}]");
-        for (node, &port) in self.nodes.iter().zip(&self.ports) {
-            if node.is_none() {
-                continue;
-            }
+        for port in self.live_ports() {
             let nodes: String = query_as(port, redis::cmd("CLUSTER").arg("NODES"))?;
             let myself = nodes.lines().find(|line| line.contains("myself"));
             if myself.is_some_and(|line| line.contains(&marker)) {
@@ -367,6 +361,52 @@ impl RedisCluster {
             }
         }
         Ok(None)
+    }
+
+    /// Puts a [`SilencingProxy`] in front of the node on `port` and has the node announce the
+    /// proxy's port as its own (`cluster-announce-port`; its cluster bus stays where it is),
+    /// so that a client following the cluster's slot map reaches that node only through the
+    /// proxy. Returns once every live node's slot map names the proxy's port.
+    pub fn proxy_node(&self, port: u16) -> io::Result<SilencingProxy> {
+        let proxy = SilencingProxy::in_front_of(port)?;
+        let bus = port
+            .checked_add(10_000)
+            .ok_or_else(|| io::Error::other(format!("node port {port} has no cluster bus port")))?;
+        for (setting, value) in [
+            ("cluster-announce-bus-port", bus),
+            ("cluster-announce-port", proxy.port()),
+        ] {
+            query(
+                port,
+                redis::cmd("CONFIG").arg("SET").arg(setting).arg(value),
+            )?;
+        }
+        let since = Instant::now();
+        loop {
+            let announced = self.live_ports().all(|node| {
+                slot_ranges(node)
+                    .is_ok_and(|ranges| ranges.iter().any(|&(_, _, master)| master == proxy.port()))
+            });
+            if announced {
+                return Ok(proxy);
+            }
+            if since.elapsed() > READY_WITHIN {
+                return Err(io::Error::other(format!(
+                    "the cluster's slot maps did not name port {} within {READY_WITHIN:?}",
+                    proxy.port()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The ports of the nodes not killed.
+    fn live_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.nodes
+            .iter()
+            .zip(&self.ports)
+            .filter(|(node, _)| node.is_some())
+            .map(|(_, &port)| port)
     }
 
     /// Kills the node on `port` at once (`SIGKILL`, as a crash would) and waits for it to be
@@ -486,16 +526,18 @@ fn is_master(port: u16) -> bool {
 
 /// The port of the master that serves `key`, as the node on `port` sees it.
 fn master_of(port: u16, key: &str) -> io::Result<u16> {
-    let mut connection = node_connection(port)?;
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(key)
-        .query(&mut connection)
-        .map_err(io::Error::other)?;
-    let ranges: Vec<(u16, u16, u16)> = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query::<Vec<redis::Value>>(&mut connection)
-        .map_err(io::Error::other)?
+    let slot: u16 = query_as(port, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))?;
+    slot_ranges(port)?
+        .into_iter()
+        .find(|(start, end, _)| (*start..=*end).contains(&slot))
+        .map(|(_, _, master)| master)
+        .ok_or_else(|| io::Error::other(format!("no master serves slot {slot}")))
+}
+
+/// The slot map as the node on `port` sees it: each range's first and last slot and the
+/// port its master announces.
+fn slot_ranges(port: u16) -> io::Result<Vec<(u16, u16, u16)>> {
+    let ranges = query_as::<Vec<redis::Value>>(port, redis::cmd("CLUSTER").arg("SLOTS"))?
         .into_iter()
         .filter_map(|range| {
             let redis::Value::Array(parts) = range else {
@@ -510,11 +552,7 @@ fn master_of(port: u16, key: &str) -> io::Result<u16> {
             Some((start, end, master))
         })
         .collect();
-    ranges
-        .into_iter()
-        .find(|(start, end, _)| (*start..=*end).contains(&slot))
-        .map(|(_, _, master)| master)
-        .ok_or_else(|| io::Error::other(format!("no master serves slot {slot}")))
+    Ok(ranges)
 }
 
 /// A TCP proxy on a free loopback port in front of a server, which can go silent on the
@@ -524,6 +562,7 @@ fn master_of(port: u16, key: &str) -> io::Result<u16> {
 #[derive(Debug)]
 pub struct SilencingProxy {
     url: String,
+    port: u16,
     accepted: Arc<AtomicUsize>,
     generation: Arc<AtomicUsize>,
 }
@@ -531,9 +570,16 @@ pub struct SilencingProxy {
 impl SilencingProxy {
     /// Starts forwarding to `server`; its threads live as long as the process.
     pub fn start(server: &RedisServer) -> io::Result<Self> {
+        Self::in_front_of(server.port())
+    }
+
+    /// Starts forwarding to whatever listens on `port` of 127.0.0.1 (a node of a
+    /// [`RedisCluster`], say); its threads live as long as the process.
+    pub fn in_front_of(port: u16) -> io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
-        let url = format!("redis://{}/", listener.local_addr()?);
-        let upstream = ("127.0.0.1", server.port());
+        let address = listener.local_addr()?;
+        let url = format!("redis://{address}/");
+        let upstream = ("127.0.0.1", port);
         let accepted = Arc::new(AtomicUsize::new(0));
         let generation = Arc::new(AtomicUsize::new(0));
         let (counted, current) = (Arc::clone(&accepted), Arc::clone(&generation));
@@ -559,9 +605,15 @@ impl SilencingProxy {
         });
         Ok(Self {
             url,
+            port: address.port(),
             accepted,
             generation,
         })
+    }
+
+    /// The port the proxy listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `redis://127.0.0.1:<port>/` of the proxy.

@@ -451,3 +451,55 @@ async fn a_killed_master_fails_only_its_own_keys_and_they_resume_once_its_replic
         "every refusal was the failure policy's, for the killed master's key"
     );
 }
+
+#[tokio::test]
+async fn a_master_s_connection_gone_silent_is_remade_and_the_other_masters_keep_answering() {
+    let Some(cluster) = cluster(3, 0) else { return };
+    // One master reached only through a proxy that can silence the flows it holds, as a NAT
+    // or a load balancer that dropped them would.
+    let proxy = cluster.proxy_node(cluster.ports()[0]).unwrap();
+    let store = RedisStore::cluster_builder(cluster.urls())
+        // Long enough that a new cluster connection is made within it on a busy machine.
+        .timeout(Duration::from_millis(250))
+        .failure_policy(FailurePolicy::FailClosed)
+        .recheck_after(support::RECHECK)
+        .clock(Clock::Local)
+        .connect()
+        .await
+        .unwrap();
+    let keys = key_per_master(&store, &cluster, 3);
+    let silent = keys.iter().position(|(_, port)| *port == proxy.port());
+    let silent = &keys[silent.unwrap()].0;
+    let quotas = [quota(1_000, 1_000)];
+    for (slot, _) in &keys {
+        assert_eq!(
+            support::attempt(&store, slot, &quotas).await.unwrap(),
+            Decision::Admitted
+        );
+    }
+    assert_eq!(proxy.accepted(), 1);
+    proxy.silence();
+    // The silent master's key times out once; a call after the recheck pause goes out on a
+    // new connection and is admitted by Redis.
+    assert!(
+        support::resumes(&store, silent, &quotas).await,
+        "{:?}",
+        store.stats()
+    );
+    assert_eq!(proxy.accepted(), 2);
+    // The other masters answered throughout and answer still.
+    for (slot, port) in &keys {
+        if *port != proxy.port() {
+            assert_eq!(
+                support::attempt(&store, slot, &quotas).await.unwrap(),
+                Decision::Admitted
+            );
+        }
+    }
+    let stats = store.stats();
+    assert_eq!(
+        (stats.timeouts, stats.errors, stats.remote_admitted),
+        (1, 0, 6),
+        "{stats:?}"
+    );
+}

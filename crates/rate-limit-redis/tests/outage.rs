@@ -10,15 +10,11 @@ mod support;
 
 use std::time::Duration;
 
-use seawall_rate_limit::{Decision, Quota, RateStore, StoreError};
+use seawall_rate_limit::{Decision, RateStore};
 use seawall_rate_limit_redis::server::{RedisServer, SilencingProxy};
-use seawall_rate_limit_redis::{FailurePolicy, RedisSlot, RedisStore};
-use support::{connection, hung_server, quota, server, until};
+use seawall_rate_limit_redis::{FailurePolicy, RedisStore};
+use support::{HANG, RECHECK, attempt, connection, hung_server, quota, resumes, server, until};
 use tokio::time::Instant;
-
-const RECHECK: Duration = Duration::from_millis(100);
-/// Far beyond any timeout here: an attempt still pending by then has hung.
-const HANG: Duration = Duration::from_secs(5);
 
 async fn store(server: &RedisServer, policy: FailurePolicy) -> RedisStore {
     RedisStore::builder(&server.url())
@@ -27,31 +23,6 @@ async fn store(server: &RedisServer, policy: FailurePolicy) -> RedisStore {
         .connect()
         .await
         .unwrap()
-}
-
-async fn attempt(
-    store: &RedisStore,
-    slot: &RedisSlot,
-    quotas: &[Quota],
-) -> Result<Decision, StoreError> {
-    tokio::time::timeout(HANG, store.acquire(slot, quotas, 1, Instant::now()))
-        .await
-        .expect("an admission attempt hung")
-}
-
-/// Asks again after each recheck pause until Redis itself admits; false if it never does
-/// within `HANG`.
-async fn resumes(store: &RedisStore, slot: &RedisSlot, quotas: &[Quota]) -> bool {
-    let since = std::time::Instant::now();
-    while since.elapsed() < HANG {
-        tokio::time::sleep(RECHECK).await;
-        let before = store.stats().remote_admitted;
-        let _ = attempt(store, slot, quotas).await;
-        if store.stats().remote_admitted > before {
-            return true;
-        }
-    }
-    false
 }
 
 #[tokio::test]

@@ -10,10 +10,41 @@
 use std::io::Write;
 use std::time::Duration;
 
-use seawall_rate_limit::{Decision, Quota, RateStore};
+use seawall_rate_limit::{Decision, Quota, RateStore, StoreError};
 use seawall_rate_limit_redis::server::{RedisCluster, RedisServer};
-use seawall_rate_limit_redis::{Clock, RedisStore, RedisStoreBuilder};
+use seawall_rate_limit_redis::{Clock, RedisSlot, RedisStore, RedisStoreBuilder};
 use tokio::time::Instant;
+
+/// The pause after a failed call before a key asks Redis again, in the outage tests.
+pub(crate) const RECHECK: Duration = Duration::from_millis(100);
+/// Far beyond any timeout here: an attempt still pending by then has hung.
+pub(crate) const HANG: Duration = Duration::from_secs(5);
+
+/// One admission of one token on `slot`, which must end within `HANG`.
+pub(crate) async fn attempt(
+    store: &RedisStore,
+    slot: &RedisSlot,
+    quotas: &[Quota],
+) -> Result<Decision, StoreError> {
+    tokio::time::timeout(HANG, store.acquire(slot, quotas, 1, Instant::now()))
+        .await
+        .expect("an admission attempt hung")
+}
+
+/// Asks again after each recheck pause until Redis itself admits; false if it never does
+/// within `HANG`.
+pub(crate) async fn resumes(store: &RedisStore, slot: &RedisSlot, quotas: &[Quota]) -> bool {
+    let since = std::time::Instant::now();
+    while since.elapsed() < HANG {
+        tokio::time::sleep(RECHECK).await;
+        let before = store.stats().remote_admitted;
+        let _ = attempt(store, slot, quotas).await;
+        if store.stats().remote_admitted > before {
+            return true;
+        }
+    }
+    false
+}
 
 /// A throwaway `redis-server` on a free port, or `None` when this machine has no
 /// `redis-server`: the test then says so on the terminal and passes, unless it runs under CI
