@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use seawall_core::{Attempts, CallTime, Classify, HintPolicy, QueueWait, ServerHints};
+use seawall_core::{Attempts, CallTime, Classify, FailureKind, HintPolicy, QueueWait, ServerHints};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -44,6 +44,9 @@ struct Retrying<S, C> {
     service: Option<S>,
     /// The layer's budget and when a retry was taken from it, while that retry is not sent.
     unsent: Option<(Arc<Shared<C>>, Instant)>,
+    /// The cause of the retry decided and not yet sent, counted when it is sent: a retry
+    /// cancelled during its backoff was never made.
+    due: Option<FailureKind>,
 }
 
 impl<S, C> Drop for Retrying<S, C> {
@@ -142,9 +145,11 @@ where
                             state: shared.retry_state(),
                             service: None,
                             unsent: None,
+                            due: None,
                         })
                     });
-                    let (state, unsent) = (&mut retrying.state, &mut retrying.unsent);
+                    let (state, unsent, due) =
+                        (&mut retrying.state, &mut retrying.unsent, &mut retrying.due);
                     match shared
                         .policy
                         .decide(&attempt, state, shared.budget.as_ref(), now)
@@ -162,7 +167,7 @@ where
                             if shared.budget.is_some() {
                                 *unsent = Some((Arc::clone(&this.bound.shared), now));
                             }
-                            shared.counters.retry(reason);
+                            *due = Some(reason);
                             tracing::debug!(
                                 attempt = *this.attempts,
                                 delay_ms = delay.as_millis() as u64,
@@ -215,8 +220,11 @@ where
                     // Later than the call this future came from: the layers below share a
                     // reading of their own.
                     let (_, _call_time) = CallTime::enter_fresh();
-                    // Sent: the retry taken from the budget is spent.
+                    // Sent: the retry taken from the budget is spent, and counted.
                     retrying.unsent = None;
+                    if let Some(reason) = retrying.due.take() {
+                        this.bound.shared.counters.retry(reason);
+                    }
                     let future = service.call(request);
                     this.state.set(State::Called { future });
                 }

@@ -98,7 +98,6 @@ impl<C> RetryLayer<C> {
                         (Some(reason), hint)
                     }
                     Decision::Retry { delay, reason } => {
-                        shared.counters.retry(reason);
                         if let Some(on_retry) = &shared.on_retry {
                             on_retry(attempts, delay, reason);
                         }
@@ -110,6 +109,8 @@ impl<C> RetryLayer<C> {
                         if let Some(unsent) = unsent {
                             unsent.sent();
                         }
+                        // Counted when made: a retry cancelled during its backoff was not.
+                        shared.counters.retry(reason);
                         attempts += 1;
                         continue;
                     }
