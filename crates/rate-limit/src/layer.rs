@@ -209,7 +209,8 @@ impl<X, St> RateLimitBuilder<X, St> {
     /// in the `header` given (if any), replaces the request's [`Cost`](crate::Cost); the
     /// difference is taken from its key's quotas (the next admissions wait for it, beyond the
     /// burst if need be, but never longer than the hint policy's `max_delay` or one full
-    /// refill of the quota, whichever is longer: an absurd figure is clamped) or given back.
+    /// refill of the quota, whichever is longer: an absurd figure is clamped, with a warning
+    /// in the `tracing` log) or given back.
     /// A response with neither keeps its estimate; a cost known later still is settled with
     /// [`RateLimitHandle::settle`](crate::RateLimitHandle::settle).
     pub fn settle_costs(mut self, header: Option<http::HeaderName>) -> Self {

@@ -295,7 +295,16 @@ impl<K, St: RateStore> Limiter<K, St> {
 
     /// Settles `entry`'s request admitted at `estimate` with its true cost `actual`.
     pub(crate) fn settle_entry(&self, entry: &KeyEntry<St>, estimate: u32, actual: u32) {
-        let actual = actual.min(estimate.saturating_add(self.largest_debit(entry)));
+        let bound = estimate.saturating_add(self.largest_debit(entry));
+        if actual > bound {
+            // Off the steady state: only a figure past what any quota of the key allows.
+            tracing::warn!(
+                settled = actual,
+                taken = bound,
+                "a settled cost larger than the key's quotas can hold was cut"
+            );
+        }
+        let actual = actual.min(bound);
         let delta = i64::from(actual) - i64::from(estimate);
         if delta != 0 {
             self.store

@@ -9,6 +9,9 @@
 
 mod support;
 use support::{logging_upstream, ms};
+#[path = "../../metrics/tests/support/capture.rs"]
+mod capture;
+use capture::Capture;
 
 use std::future::ready;
 use std::sync::{Arc, Mutex};
@@ -347,8 +350,13 @@ async fn a_request_that_cost_more_than_its_estimate_is_debited() {
 }
 
 /// How long the request after one the server says took four billion tokens waits, under
-/// `quotas` settled from `x-tokens-used` (with a wait allowed of 10 minutes).
-async fn wait_after_an_absurd_settlement(quotas: seawall_rate_limit::RateLimitBuilder) -> Duration {
+/// `quotas` settled from `x-tokens-used` (with a wait allowed of 10 minutes), and the
+/// warnings the cut logged: the figure settled and the tokens taken.
+async fn wait_after_an_absurd_settlement(
+    quotas: seawall_rate_limit::RateLimitBuilder,
+) -> (Duration, Vec<(String, String)>) {
+    let capture = Capture::default();
+    let _logging = tracing::subscriber::set_default(capture.clone());
     let layer = quotas
         .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
         .wait(10, Duration::from_secs(600))
@@ -358,7 +366,15 @@ async fn wait_after_an_absurd_settlement(quotas: seawall_rate_limit::RateLimitBu
     service.call(costing(1, u32::MAX)).await.unwrap();
     let started = Instant::now();
     service.call(costing(1, 1)).await.unwrap();
-    started.elapsed()
+    let cuts = capture
+        .captured
+        .lock()
+        .unwrap()
+        .events_named("a settled cost larger than the key's quotas can hold was cut")
+        .into_iter()
+        .map(|(_, fields)| (fields["settled"].clone(), fields["taken"].clone()))
+        .collect();
+    (started.elapsed(), cuts)
 }
 
 #[tokio::test(start_paused = true)]
@@ -368,7 +384,10 @@ async fn an_absurd_settled_cost_holds_the_key_five_minutes_at_most() {
     // `Retry-After` may: 30,000 tokens here. The schedule moved 10 ms for the request and
     // 300 s for the settlement; the next one goes once it is within the burst's second of it.
     let quotas = RateLimitLayer::builder().per_second(100).burst(100);
-    assert_eq!(wait_after_an_absurd_settlement(quotas).await, ms(299_020));
+    let (wait, cuts) = wait_after_an_absurd_settlement(quotas).await;
+    assert_eq!(wait, ms(299_020));
+    // Said in the log: the request's one token and 30,000 for the settlement.
+    assert_eq!(cuts, [(u32::MAX.to_string(), "30001".to_owned())]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -382,7 +401,9 @@ async fn an_absurd_settled_cost_holds_every_quota_of_a_key_five_minutes_at_most(
         .per_second(1)
         .burst(1)
         .store(seawall_rate_limit::InMemoryStore::new(2));
-    assert_eq!(wait_after_an_absurd_settlement(quotas).await, ms(301_000));
+    let (wait, cuts) = wait_after_an_absurd_settlement(quotas).await;
+    assert_eq!(wait, ms(301_000));
+    assert_eq!(cuts, [(u32::MAX.to_string(), "301".to_owned())]);
 }
 
 #[tokio::test(start_paused = true)]
