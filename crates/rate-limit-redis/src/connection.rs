@@ -23,15 +23,16 @@
 //! fail-closed would refuse every request meanwhile.
 //!
 //! On a Cluster the same holds for each node's connection, and the cluster client offers no
-//! way to remake one node's: a call that times out drops the whole cluster connection, and
-//! the next call makes a new one (the slot map and a connection to each node it uses). The
-//! keys of the other masters pay that one reconnection; calls in flight on the old connection
-//! finish on it. A node that stays silent costs one reconnection per timeout at most, since
-//! a call must wait a whole timeout on the new connection before it can drop it: a flow that
-//! a middlebox dropped is mended by the first reconnection, and a node gone for good stops
-//! costing them once the cluster has failed it over (after its `cluster-node-timeout`).
+//! way to remake one node's. A call that times out has a new cluster connection made in the
+//! background (the slot map, and a connection to each node), which takes the old one's place
+//! once made; calls go on over the old one meanwhile, so the other masters' keys wait for
+//! nothing, whatever the new connection's making costs (a node gone for good makes it wait
+//! for its connection timeout). At most one is made at a time, and at most one each
+//! `recheck_after`: a flow that a middlebox dropped is mended by the first, and a master gone
+//! for good costs one background reconnection per pause until the cluster has failed it
+//! over.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -41,8 +42,12 @@ use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, RedisError, RedisResult, ScriptInvocation};
 use seawall_core::ConfigError;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 use crate::builder::{RedisStoreBuilder, redacted};
+
+/// How many call timeouts a Cluster's replacement connection may take to be made.
+const REPLACEMENT_TIMEOUTS: u32 = 10;
 
 /// What a node's URL must be.
 pub(crate) const URL_EXPECTED: &str =
@@ -64,11 +69,24 @@ pub(crate) struct Node {
     manager: ArcSwap<ConnectionManager>,
 }
 
-/// A Redis Cluster's client and its connection, made on the first call that finds the cell
-/// empty, and replaced by an empty cell after a timeout.
+/// A Redis Cluster's client and its connection: made by the first call, and replaced after
+/// a timeout by one made in the background (see the module's docs).
 pub(crate) struct Cluster {
     client: ClusterClient,
     connection: ArcSwap<OnceCell<ClusterConnection>>,
+    /// Whether a replacement is being made, and when the last one began.
+    replacing: Mutex<Replacing>,
+    /// The least time between two replacements' starts.
+    pause: Duration,
+    /// How long a replacement may take to be made.
+    budget: Duration,
+}
+
+/// The state of a Cluster's replacement connection.
+#[derive(Default)]
+struct Replacing {
+    running: bool,
+    last_start: Option<Instant>,
 }
 
 /// Why a call through a [`Connection`] failed.
@@ -76,7 +94,7 @@ pub(crate) struct Cluster {
 pub(crate) enum CallError {
     /// Redis answered with an error, or the link broke.
     Redis(RedisError),
-    /// No answer within the timeout (on one node, the connection was dropped).
+    /// No answer within the timeout (the connection is replaced).
     Timeout,
 }
 
@@ -96,8 +114,8 @@ impl Connection {
     }
 
     /// Runs `invocation` (`EVALSHA`, loading the script again when Redis answers
-    /// `NOSCRIPT`), on the node serving its keys, within `timeout`; on one node, a call that
-    /// times out drops the connection it used (see the module's docs).
+    /// `NOSCRIPT`), on the node serving its keys, within `timeout`; a call that times out
+    /// has the connection it used replaced (see the module's docs).
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
@@ -121,7 +139,7 @@ impl Connection {
                 };
                 let answer = within(timeout, call).await;
                 if matches!(answer, Err(CallError::Timeout)) {
-                    cluster.replace(&used);
+                    Cluster::replace(cluster, &used);
                 }
                 answer
             }
@@ -167,15 +185,67 @@ impl Cluster {
             .await
     }
 
-    /// Puts an empty cell in place of `used`, unless a call that timed out at the same time
-    /// already did: the next call makes a new cluster connection. Calls still running on the
-    /// old one finish on it.
-    fn replace(&self, used: &Arc<OnceCell<ClusterConnection>>) {
-        self.connection
-            .compare_and_swap(used, Arc::new(OnceCell::new()));
-        tracing::debug!(
-            "a Redis Cluster call timed out; the cluster connection is dropped and a new one made"
-        );
+    /// Has a new cluster connection made in the background to take the place of `used`,
+    /// unless one is being made, one began less than `pause` ago, or `used` was replaced
+    /// already. A call that timed out while `used` was being made leaves the making to the
+    /// next call, as before the first connection.
+    fn replace(this: &Arc<Self>, used: &Arc<OnceCell<ClusterConnection>>) {
+        if used.get().is_none() || !Arc::ptr_eq(&this.connection.load(), used) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut replacing = this
+                .replacing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let recent = (replacing.last_start)
+                .is_some_and(|start| now.saturating_duration_since(start) < this.pause);
+            if replacing.running || recent {
+                return;
+            }
+            *replacing = Replacing {
+                running: true,
+                last_start: Some(now),
+            };
+        }
+        tracing::debug!("a Redis Cluster call timed out; a new cluster connection is being made");
+        let (cluster, used) = (Arc::clone(this), Arc::clone(used));
+        runtime.spawn(async move {
+            // Cleared however the task ends, a runtime shutting down included.
+            let _running = RunningGuard(&cluster.replacing);
+            let made = tokio::time::timeout(cluster.budget, cluster.client.get_async_connection());
+            match made.await {
+                Ok(Ok(fresh)) => {
+                    cluster
+                        .connection
+                        .compare_and_swap(&used, Arc::new(OnceCell::from(fresh)));
+                    tracing::debug!("a new Redis Cluster connection took the old one's place");
+                }
+                Ok(Err(error)) => tracing::debug!(
+                    %error,
+                    "no new Redis Cluster connection could be made; the old one stays"
+                ),
+                Err(_) => tracing::debug!(
+                    "no new Redis Cluster connection was made in time; the old one stays"
+                ),
+            }
+        });
+    }
+}
+
+/// Marks a Cluster's replacement as no longer running when dropped.
+struct RunningGuard<'a>(&'a Mutex<Replacing>);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .running = false;
     }
 }
 
@@ -241,6 +311,11 @@ fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connecti
     Ok(Connection::Cluster(Arc::new(Cluster {
         client,
         connection: ArcSwap::from_pointee(OnceCell::new()),
+        replacing: Mutex::new(Replacing::default()),
+        pause: config.recheck_after,
+        // Seed connections, the slot map, then a connection and a ping to each node: each
+        // step within the timeout, with room to spare.
+        budget: config.timeout.saturating_mul(REPLACEMENT_TIMEOUTS),
     })))
 }
 

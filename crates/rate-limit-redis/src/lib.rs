@@ -89,9 +89,9 @@
 //!   and `ASK`, and loads the script on every node. An error or a timeout puts only the key
 //!   that met it into the failure policy for `recheck_after`, so keys on the other masters are
 //!   not disturbed by one master's loss; its keys resume once a replica has taken over. A
-//!   timeout also drops the cluster connection, which the next call makes anew: the redis
-//!   crate never remakes a node's connection that went silent, and the other masters' keys
-//!   pay that one reconnection. The
+//!   timeout also has a new cluster connection made in the background, which takes the old
+//!   one's place once made (the redis crate never remakes a node's connection that went
+//!   silent); the other masters' keys go on over the old one meanwhile. The
 //!   cluster's nodes should run with `cluster-require-full-coverage no`: with Redis's default,
 //!   every node refuses every key (`CLUSTERDOWN`) while any slot is uncovered. Coalescing and
 //!   leases stay per key, as on one node. Sentinel is not supported: the redis crate offers no

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` child process that keeps nothing on disk; killed when dropped.
@@ -565,6 +565,7 @@ pub struct SilencingProxy {
     port: u16,
     accepted: Arc<AtomicUsize>,
     generation: Arc<AtomicUsize>,
+    all_silent: Arc<AtomicBool>,
 }
 
 impl SilencingProxy {
@@ -582,7 +583,12 @@ impl SilencingProxy {
         let upstream = ("127.0.0.1", port);
         let accepted = Arc::new(AtomicUsize::new(0));
         let generation = Arc::new(AtomicUsize::new(0));
-        let (counted, current) = (Arc::clone(&accepted), Arc::clone(&generation));
+        let all_silent = Arc::new(AtomicBool::new(false));
+        let (counted, current, silent) = (
+            Arc::clone(&accepted),
+            Arc::clone(&generation),
+            Arc::clone(&all_silent),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let (Ok(client), Ok(redis)) = (client, TcpStream::connect(upstream)) else {
@@ -596,9 +602,11 @@ impl SilencingProxy {
                 ];
                 for pair in pairs {
                     let (Ok(from), Ok(to)) = pair else { continue };
-                    let current = Arc::clone(&current);
+                    let (current, silent) = (Arc::clone(&current), Arc::clone(&silent));
                     std::thread::spawn(move || {
-                        forward(from, to, || current.load(Ordering::SeqCst) != born)
+                        forward(from, to, || {
+                            silent.load(Ordering::SeqCst) || current.load(Ordering::SeqCst) != born
+                        })
                     });
                 }
             }
@@ -608,6 +616,7 @@ impl SilencingProxy {
             port: address.port(),
             accepted,
             generation,
+            all_silent,
         })
     }
 
@@ -629,6 +638,13 @@ impl SilencingProxy {
     /// Every connection held now goes silent, for good.
     pub fn silence(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Every connection, held now or made later, goes silent, for good: as a host gone
+    /// without a reset looks to a client whose new connections are never answered.
+    pub fn silence_all(&self) {
+        self.all_silent.store(true, Ordering::SeqCst);
+        self.silence();
     }
 }
 

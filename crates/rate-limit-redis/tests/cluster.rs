@@ -503,3 +503,42 @@ async fn a_master_s_connection_gone_silent_is_remade_and_the_other_masters_keep_
         "{stats:?}"
     );
 }
+
+#[tokio::test]
+async fn a_master_gone_for_good_fails_only_its_own_keys_while_a_new_connection_is_tried() {
+    let Some(cluster) = cluster(3, 0) else { return };
+    let proxy = cluster.proxy_node(cluster.ports()[0]).unwrap();
+    let store = RedisStore::cluster_builder(cluster.urls())
+        .timeout(Duration::from_millis(250))
+        .failure_policy(FailurePolicy::FailClosed)
+        .recheck_after(support::RECHECK)
+        .clock(Clock::Local)
+        .connect()
+        .await
+        .unwrap();
+    let keys = key_per_master(&store, &cluster, 3);
+    let quotas = [quota(1_000, 1_000)];
+    for (slot, _) in &keys {
+        assert_eq!(
+            support::attempt(&store, slot, &quotas).await.unwrap(),
+            Decision::Admitted
+        );
+    }
+    // The master's host as if gone without a reset: its flows and every new connection to
+    // it stay silent, so each new cluster connection waits out its connection timeout.
+    proxy.silence_all();
+    for round in 0..6 {
+        for (slot, port) in &keys {
+            let answer = support::attempt(&store, slot, &quotas).await;
+            if *port == proxy.port() {
+                assert!(answer.is_err(), "round {round}: {answer:?}");
+            } else {
+                // Sent over the connection in use while a new one is tried in the background.
+                assert_eq!(answer.unwrap(), Decision::Admitted, "round {round}");
+            }
+        }
+        tokio::time::sleep(support::RECHECK).await;
+    }
+    let stats = store.stats();
+    assert_eq!(stats.remote_admitted, 3 + 6 * 2, "{stats:?}");
+}
