@@ -207,6 +207,8 @@ pub(crate) struct Limiter<K, St: RateStore> {
     entries: Entries<K, St>,
     pub(crate) counters: Counters,
     figure_top_keys: usize,
+    /// Settlements cut to what their key's quotas can hold (see `largest_debit`).
+    settle_cuts: AtomicU64,
 }
 
 impl<K, St: RateStore> fmt::Debug for Limiter<K, St> {
@@ -297,12 +299,18 @@ impl<K, St: RateStore> Limiter<K, St> {
     pub(crate) fn settle_entry(&self, entry: &KeyEntry<St>, estimate: u32, actual: u32) {
         let bound = estimate.saturating_add(self.largest_debit(entry));
         if actual > bound {
-            // Off the steady state: only a figure past what any quota of the key allows.
-            tracing::warn!(
-                settled = actual,
-                taken = bound,
-                "a settled cost larger than the key's quotas can hold was cut"
-            );
+            // Off the steady state: only a figure past what any quota of the key allows. A
+            // header that always names such a figure (bytes for tokens, say) is said once,
+            // then every 1,024th time, not on every answer.
+            let cuts = self.settle_cuts.fetch_add(1, Ordering::Relaxed) + 1;
+            if cuts == 1 || cuts.is_multiple_of(1_024) {
+                tracing::warn!(
+                    settled = actual,
+                    taken = bound,
+                    cuts,
+                    "a settled cost larger than the key's quotas can hold was cut"
+                );
+            }
         }
         let actual = actual.min(bound);
         let delta = i64::from(actual) - i64::from(estimate);
@@ -538,6 +546,7 @@ where
             entries: Entries::Keyed(KeyedMap::new(key_limits)),
             counters: Counters::default(),
             figure_top_keys: options.figure_top_keys,
+            settle_cuts: AtomicU64::new(0),
         };
         if let Some((slot, tier)) = single {
             let entry = limiter.new_entry(slot, tier);

@@ -372,7 +372,10 @@ async fn wait_after_an_absurd_settlement(
         .unwrap()
         .events_named("a settled cost larger than the key's quotas can hold was cut")
         .into_iter()
-        .map(|(_, fields)| (fields["settled"].clone(), fields["taken"].clone()))
+        .map(|(_, fields)| {
+            assert_eq!(fields["cuts"], "1");
+            (fields["settled"].clone(), fields["taken"].clone())
+        })
         .collect();
     (started.elapsed(), cuts)
 }

@@ -264,8 +264,10 @@ impl<C> RetryBuilder<C> {
         self
     }
 
-    /// Calls `on_retry(attempt, delay, reason)` before every retry: the attempt that failed
-    /// (1 for the first), the wait before the next, and how it failed.
+    /// Calls `on_retry(attempt, delay, reason)` when a retry is decided, before its backoff:
+    /// the attempt that failed (1 for the first), the wait before the next, and how it
+    /// failed. A retry whose request is dropped during the backoff was told here and is never
+    /// sent, so it is not among the retries the figures count.
     pub fn on_retry<F>(mut self, on_retry: F) -> Self
     where
         F: Fn(u32, Duration, FailureKind) + Send + Sync + 'static,
