@@ -6,7 +6,8 @@
 //!   connection per node, routes each call by its key's slot, follows `MOVED` and `ASK`,
 //!   refreshes its slot map when the cluster changes, and sends `SCRIPT LOAD` to every node. It
 //!   is made on the first call (so an unreachable cluster is not an error when the store is
-//!   built) and kept until a call times out.
+//!   built), in a task of its own that the call's timeout does not cancel, and replaced after
+//!   a timeout (below).
 //!
 //! Whatever needs Redis goes through [`Connection::invoke`] (a Lua script on its keys, routed
 //! by its first key on a Cluster): the rate-limit store does, and so can any other part that
@@ -24,13 +25,15 @@
 //!
 //! On a Cluster the same holds for each node's connection, and the cluster client offers no
 //! way to remake one node's. A call that times out has a new cluster connection made in the
-//! background (the slot map, and a connection to each node), which takes the old one's place
-//! once made; calls go on over the old one meanwhile, so the other masters' keys wait for
-//! nothing, whatever the new connection's making costs (a node gone for good makes it wait
-//! for its connection timeout). At most one is made at a time, and at most one each
-//! `recheck_after`: a flow that a middlebox dropped is mended by the first, and a master gone
-//! for good costs one background reconnection per pause until the cluster has failed it
-//! over.
+//! background, which takes the old one's place only once it reaches every master of its slot
+//! map: the cluster client makes a connection without the nodes it cannot reach, and a call
+//! for such a node's keys has it refresh its slot map, holding back every other call while
+//! it tries that node again. Calls go on over the old connection meanwhile, so the other
+//! masters' keys wait for nothing, whatever the making costs. At most one is made at a time,
+//! and at most one each `recheck_after`: a flow that a middlebox dropped is mended by the
+//! first, and while a master's host is gone for good the old connection stays (its keys
+//! follow the failure policy) until the cluster has failed the master over, when a new
+//! connection reaches every master again.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -39,6 +42,7 @@ use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{FromRedisValue, RedisError, RedisResult, ScriptInvocation};
 use seawall_core::ConfigError;
 use tokio::sync::OnceCell;
@@ -134,7 +138,7 @@ impl Connection {
             Self::Cluster(cluster) => {
                 let used = cluster.connection.load_full();
                 let call = async {
-                    let mut connection = cluster.connection(&used).await?.clone();
+                    let mut connection = cluster.connection(&used).await?;
                     invocation.invoke_async(&mut connection).await
                 };
                 let answer = within(timeout, call).await;
@@ -176,19 +180,37 @@ impl Node {
 }
 
 impl Cluster {
-    /// The cluster connection in `cell`, made now if it has not been yet.
-    async fn connection<'a>(
+    /// The cluster connection in `cell`, made now if it has not been yet. It is made in a
+    /// task of its own, which a call's timeout does not cancel: making it waits for every
+    /// node's connection, a node whose host is gone without a reset takes its whole
+    /// connection timeout (the call's timeout), and a making cancelled with each call would
+    /// leave every key of every master refused until that host came back.
+    async fn connection(
         &self,
-        cell: &'a OnceCell<ClusterConnection>,
-    ) -> RedisResult<&'a ClusterConnection> {
-        cell.get_or_try_init(|| self.client.get_async_connection())
-            .await
+        cell: &Arc<OnceCell<ClusterConnection>>,
+    ) -> RedisResult<ClusterConnection> {
+        if let Some(connection) = cell.get() {
+            return Ok(connection.clone());
+        }
+        let (cell, client) = (Arc::clone(cell), self.client.clone());
+        let making = async move {
+            let made = cell.get_or_try_init(|| client.get_async_connection()).await;
+            made.cloned()
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn(making).await.unwrap_or_else(|_| {
+                Err(RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the Redis Cluster connection's making was stopped",
+                )))
+            }),
+            Err(_) => making.await,
+        }
     }
 
     /// Has a new cluster connection made in the background to take the place of `used`,
     /// unless one is being made, one began less than `pause` ago, or `used` was replaced
-    /// already. A call that timed out while `used` was being made leaves the making to the
-    /// next call, as before the first connection.
+    /// already. A call that timed out while `used` was being made leaves it to that making.
     fn replace(this: &Arc<Self>, used: &Arc<OnceCell<ClusterConnection>>) {
         if used.get().is_none() || !Arc::ptr_eq(&this.connection.load(), used) {
             return;
@@ -196,28 +218,16 @@ impl Cluster {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        {
-            let mut replacing = this
-                .replacing
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let now = Instant::now();
-            let recent = (replacing.last_start)
-                .is_some_and(|start| now.saturating_duration_since(start) < this.pause);
-            if replacing.running || recent {
-                return;
-            }
-            *replacing = Replacing {
-                running: true,
-                last_start: Some(now),
-            };
-        }
+        let Some(running) = Running::start(this) else {
+            return;
+        };
         tracing::debug!("a Redis Cluster call timed out; a new cluster connection is being made");
-        let (cluster, used) = (Arc::clone(this), Arc::clone(used));
+        let used = Arc::clone(used);
         runtime.spawn(async move {
-            // Cleared however the task ends, a runtime shutting down included.
-            let _running = RunningGuard(&cluster.replacing);
-            let made = tokio::time::timeout(cluster.budget, cluster.client.get_async_connection());
+            // The guard goes with the task: dropped when it ends, or with it if the runtime
+            // never runs it.
+            let cluster = &running.0;
+            let made = tokio::time::timeout(cluster.budget, cluster.make_whole());
             match made.await {
                 Ok(Ok(fresh)) => {
                     cluster
@@ -227,7 +237,7 @@ impl Cluster {
                 }
                 Ok(Err(error)) => tracing::debug!(
                     %error,
-                    "no new Redis Cluster connection could be made; the old one stays"
+                    "no new Redis Cluster connection reached every master; the old one stays"
                 ),
                 Err(_) => tracing::debug!(
                     "no new Redis Cluster connection was made in time; the old one stays"
@@ -235,17 +245,82 @@ impl Cluster {
             }
         });
     }
+
+    /// A new cluster connection that has a connection to every master of its slot map, each
+    /// answering a `PING`. The redis crate makes a cluster connection without the nodes it
+    /// cannot reach, and a call for such a node's keys then has it refresh its slot map,
+    /// holding back every call on the connection while it tries that node again: one made
+    /// while a master's host is gone must not take the place of one that reaches the
+    /// others.
+    async fn make_whole(&self) -> RedisResult<ClusterConnection> {
+        let mut fresh = self.client.get_async_connection().await?;
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut fresh)
+            .await?;
+        let mut masters: Vec<(String, u16)> = slots.iter().filter_map(master_address).collect();
+        masters.sort_unstable();
+        masters.dedup();
+        if masters.is_empty() {
+            return Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "the cluster's slot map names no master",
+            )));
+        }
+        for (host, port) in masters {
+            let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            fresh.route_command(redis::cmd("PING"), node).await?;
+        }
+        Ok(fresh)
+    }
 }
 
-/// Marks a Cluster's replacement as no longer running when dropped.
-struct RunningGuard<'a>(&'a Mutex<Replacing>);
+/// The address of the master of one range of a `CLUSTER SLOTS` answer.
+fn master_address(range: &redis::Value) -> Option<(String, u16)> {
+    let redis::Value::Array(parts) = range else {
+        return None;
+    };
+    let redis::Value::Array(master) = parts.get(2)? else {
+        return None;
+    };
+    let host = redis::from_redis_value_ref::<String>(master.first()?).ok()?;
+    let port = redis::from_redis_value_ref::<u16>(master.get(1)?).ok()?;
+    Some((host, port))
+}
 
-impl Drop for RunningGuard<'_> {
-    fn drop(&mut self) {
-        self.0
+/// A Cluster's replacement being made: marks it as no longer running when dropped.
+struct Running(Arc<Cluster>);
+
+impl Running {
+    /// Marks a replacement of `cluster`'s connection as running, unless one is, or one began
+    /// less than the cluster's pause ago.
+    fn start(cluster: &Arc<Cluster>) -> Option<Self> {
+        let mut replacing = cluster
+            .replacing
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .running = false;
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let recent = (replacing.last_start)
+            .is_some_and(|start| now.saturating_duration_since(start) < cluster.pause);
+        if replacing.running || recent {
+            return None;
+        }
+        *replacing = Replacing {
+            running: true,
+            last_start: Some(now),
+        };
+        Some(Self(Arc::clone(cluster)))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut replacing = self
+            .0
+            .replacing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        replacing.running = false;
     }
 }
 

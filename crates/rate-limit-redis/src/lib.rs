@@ -90,8 +90,9 @@
 //!   that met it into the failure policy for `recheck_after`, so keys on the other masters are
 //!   not disturbed by one master's loss; its keys resume once a replica has taken over. A
 //!   timeout also has a new cluster connection made in the background, which takes the old
-//!   one's place once made (the redis crate never remakes a node's connection that went
-//!   silent); the other masters' keys go on over the old one meanwhile. The
+//!   one's place once it reaches every master (the redis crate never remakes a node's
+//!   connection that went silent); the other masters' keys go on over the old one meanwhile.
+//!   The
 //!   cluster's nodes should run with `cluster-require-full-coverage no`: with Redis's default,
 //!   every node refuses every key (`CLUSTERDOWN`) while any slot is uncovered. Coalescing and
 //!   leases stay per key, as on one node. Sentinel is not supported: the redis crate offers no
