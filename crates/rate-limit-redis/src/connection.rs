@@ -24,34 +24,38 @@
 //! fail-closed would refuse every request meanwhile.
 //!
 //! On a Cluster the same holds for each node's connection, and the cluster client offers no
-//! way to remake one node's. A call that times out has a new cluster connection made in the
-//! background, which takes the old one's place only once it reaches every master of its slot
-//! map: the cluster client makes a connection without the nodes it cannot reach, and a call
-//! for such a node's keys has it refresh its slot map, holding back every other call while
-//! it tries that node again. Calls go on over the old connection meanwhile, so the other
-//! masters' keys wait for nothing, whatever the making costs. At most one is made at a time,
-//! and at most one each `recheck_after`: a flow that a middlebox dropped is mended by the
-//! first, and while a master's host is gone for good the old connection stays (its keys
-//! follow the failure policy) until the cluster has failed the master over, when a new
-//! connection reaches every master again.
+//! way to remake one node's. Each cluster connection is made in the background (see the
+//! `cluster` module), and then each master that the slot map (as one node gives it) names is
+//! sent a `PING` at its address: the cluster client makes a connection without the nodes it
+//! cannot reach, and a call for such a node's keys would have it refresh its slot map,
+//! holding back every call on the connection while it tries that node again, as long as a
+//! call's timeout. So:
+//! - the first connection is made in a task that a call's timeout does not cancel, and put in
+//!   place whatever it reaches; the keys of a master it did not reach fail at once (their
+//!   failure policy answers), each such call having a new connection tried;
+//! - a call that times out has a new connection made, which takes the old one's place only
+//!   if it reaches every master; calls go on over the old one meanwhile.
+//!
+//! At most one is made at a time, and at most one each `recheck_after`: a flow that a
+//! middlebox dropped is mended by the first, and while a master's host is gone for good its
+//! keys follow the failure policy and the others' wait for nothing, until the cluster has
+//! failed the master over or the host is back and a new connection reaches every master.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterClientBuilder};
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster::ClusterClientBuilder;
 use redis::{FromRedisValue, RedisError, RedisResult, ScriptInvocation};
 use seawall_core::ConfigError;
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::builder::{RedisStoreBuilder, redacted};
+use crate::cluster::Cluster;
 
-/// How many call timeouts a Cluster's replacement connection may take to be made.
-const REPLACEMENT_TIMEOUTS: u32 = 10;
+/// How many call timeouts making a Cluster's connection may take.
+const MAKING_TIMEOUTS: u32 = 10;
 
 /// What a node's URL must be.
 pub(crate) const URL_EXPECTED: &str =
@@ -71,26 +75,6 @@ pub(crate) struct Node {
     client: redis::Client,
     config: ConnectionManagerConfig,
     manager: ArcSwap<ConnectionManager>,
-}
-
-/// A Redis Cluster's client and its connection: made by the first call, and replaced after
-/// a timeout by one made in the background (see the module's docs).
-pub(crate) struct Cluster {
-    client: ClusterClient,
-    connection: ArcSwap<OnceCell<ClusterConnection>>,
-    /// Whether a replacement is being made, and when the last one began.
-    replacing: Mutex<Replacing>,
-    /// The least time between two replacements' starts.
-    pause: Duration,
-    /// How long a replacement may take to be made.
-    budget: Duration,
-}
-
-/// The state of a Cluster's replacement connection.
-#[derive(Default)]
-struct Replacing {
-    running: bool,
-    last_start: Option<Instant>,
 }
 
 /// Why a call through a [`Connection`] failed.
@@ -122,6 +106,7 @@ impl Connection {
     /// has the connection it used replaced (see the module's docs).
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
+        key: &str,
         invocation: &ScriptInvocation<'_>,
         timeout: Duration,
     ) -> Result<T, CallError> {
@@ -136,14 +121,26 @@ impl Connection {
                 answer
             }
             Self::Cluster(cluster) => {
-                let used = cluster.connection.load_full();
-                let call = async {
-                    let mut connection = cluster.connection(&used).await?;
-                    invocation.invoke_async(&mut connection).await
-                };
-                let answer = within(timeout, call).await;
+                let deadline = Instant::now() + timeout;
+                let made =
+                    match tokio::time::timeout_at(deadline, Cluster::connection(cluster)).await {
+                        Ok(Ok(made)) => made,
+                        Ok(Err(error)) => return Err(CallError::Redis(error)),
+                        Err(_) => return Err(CallError::Timeout),
+                    };
+                if !made.reaches(key) {
+                    Cluster::replace(cluster, &made);
+                    return Err(CallError::Redis(RedisError::from((
+                        redis::ErrorKind::Io,
+                        "the master serving this key did not answer when the cluster \
+                         connection was made",
+                    ))));
+                }
+                let mut connection = made.connection.clone();
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let answer = within(remaining, invocation.invoke_async(&mut connection)).await;
                 if matches!(answer, Err(CallError::Timeout)) {
-                    Cluster::replace(cluster, &used);
+                    Cluster::replace(cluster, &made);
                 }
                 answer
             }
@@ -176,151 +173,6 @@ impl Node {
         };
         self.manager.compare_and_swap(used, Arc::new(fresh));
         tracing::debug!("a Redis call timed out; its connection is dropped and a new one made");
-    }
-}
-
-impl Cluster {
-    /// The cluster connection in `cell`, made now if it has not been yet. It is made in a
-    /// task of its own, which a call's timeout does not cancel: making it waits for every
-    /// node's connection, a node whose host is gone without a reset takes its whole
-    /// connection timeout (the call's timeout), and a making cancelled with each call would
-    /// leave every key of every master refused until that host came back.
-    async fn connection(
-        &self,
-        cell: &Arc<OnceCell<ClusterConnection>>,
-    ) -> RedisResult<ClusterConnection> {
-        if let Some(connection) = cell.get() {
-            return Ok(connection.clone());
-        }
-        let (cell, client) = (Arc::clone(cell), self.client.clone());
-        let making = async move {
-            let made = cell.get_or_try_init(|| client.get_async_connection()).await;
-            made.cloned()
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime.spawn(making).await.unwrap_or_else(|_| {
-                Err(RedisError::from((
-                    redis::ErrorKind::Io,
-                    "the Redis Cluster connection's making was stopped",
-                )))
-            }),
-            Err(_) => making.await,
-        }
-    }
-
-    /// Has a new cluster connection made in the background to take the place of `used`,
-    /// unless one is being made, one began less than `pause` ago, or `used` was replaced
-    /// already. A call that timed out while `used` was being made leaves it to that making.
-    fn replace(this: &Arc<Self>, used: &Arc<OnceCell<ClusterConnection>>) {
-        if used.get().is_none() || !Arc::ptr_eq(&this.connection.load(), used) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let Some(running) = Running::start(this) else {
-            return;
-        };
-        tracing::debug!("a Redis Cluster call timed out; a new cluster connection is being made");
-        let used = Arc::clone(used);
-        runtime.spawn(async move {
-            // The guard goes with the task: dropped when it ends, or with it if the runtime
-            // never runs it.
-            let cluster = &running.0;
-            let made = tokio::time::timeout(cluster.budget, cluster.make_whole());
-            match made.await {
-                Ok(Ok(fresh)) => {
-                    cluster
-                        .connection
-                        .compare_and_swap(&used, Arc::new(OnceCell::from(fresh)));
-                    tracing::debug!("a new Redis Cluster connection took the old one's place");
-                }
-                Ok(Err(error)) => tracing::debug!(
-                    %error,
-                    "no new Redis Cluster connection reached every master; the old one stays"
-                ),
-                Err(_) => tracing::debug!(
-                    "no new Redis Cluster connection was made in time; the old one stays"
-                ),
-            }
-        });
-    }
-
-    /// A new cluster connection that has a connection to every master of its slot map, each
-    /// answering a `PING`. The redis crate makes a cluster connection without the nodes it
-    /// cannot reach, and a call for such a node's keys then has it refresh its slot map,
-    /// holding back every call on the connection while it tries that node again: one made
-    /// while a master's host is gone must not take the place of one that reaches the
-    /// others.
-    async fn make_whole(&self) -> RedisResult<ClusterConnection> {
-        let mut fresh = self.client.get_async_connection().await?;
-        let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query_async(&mut fresh)
-            .await?;
-        let mut masters: Vec<(String, u16)> = slots.iter().filter_map(master_address).collect();
-        masters.sort_unstable();
-        masters.dedup();
-        if masters.is_empty() {
-            return Err(RedisError::from((
-                redis::ErrorKind::Client,
-                "the cluster's slot map names no master",
-            )));
-        }
-        for (host, port) in masters {
-            let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-            fresh.route_command(redis::cmd("PING"), node).await?;
-        }
-        Ok(fresh)
-    }
-}
-
-/// The address of the master of one range of a `CLUSTER SLOTS` answer.
-fn master_address(range: &redis::Value) -> Option<(String, u16)> {
-    let redis::Value::Array(parts) = range else {
-        return None;
-    };
-    let redis::Value::Array(master) = parts.get(2)? else {
-        return None;
-    };
-    let host = redis::from_redis_value_ref::<String>(master.first()?).ok()?;
-    let port = redis::from_redis_value_ref::<u16>(master.get(1)?).ok()?;
-    Some((host, port))
-}
-
-/// A Cluster's replacement being made: marks it as no longer running when dropped.
-struct Running(Arc<Cluster>);
-
-impl Running {
-    /// Marks a replacement of `cluster`'s connection as running, unless one is, or one began
-    /// less than the cluster's pause ago.
-    fn start(cluster: &Arc<Cluster>) -> Option<Self> {
-        let mut replacing = cluster
-            .replacing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let recent = (replacing.last_start)
-            .is_some_and(|start| now.saturating_duration_since(start) < cluster.pause);
-        if replacing.running || recent {
-            return None;
-        }
-        *replacing = Replacing {
-            running: true,
-            last_start: Some(now),
-        };
-        Some(Self(Arc::clone(cluster)))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut replacing = self
-            .0
-            .replacing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        replacing.running = false;
     }
 }
 
@@ -383,15 +235,13 @@ fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connecti
     let client = builder
         .build()
         .map_err(|_| ConfigError::new("nodes", shown(), URL_EXPECTED))?;
-    Ok(Connection::Cluster(Arc::new(Cluster {
+    Ok(Connection::Cluster(Arc::new(Cluster::new(
         client,
-        connection: ArcSwap::from_pointee(OnceCell::new()),
-        replacing: Mutex::new(Replacing::default()),
-        pause: config.recheck_after,
+        config.recheck_after,
         // Seed connections, the slot map, then a connection and a ping to each node: each
         // step within the timeout, with room to spare.
-        budget: config.timeout.saturating_mul(REPLACEMENT_TIMEOUTS),
-    })))
+        config.timeout.saturating_mul(MAKING_TIMEOUTS),
+    ))))
 }
 
 /// The redis crate's client for the builder's URL.

@@ -444,7 +444,7 @@ impl Inner {
         }
         let answer = self
             .connection
-            .invoke::<Vec<u64>>(&invocation, self.timeout)
+            .invoke::<Vec<u64>>(&slot.key, &invocation, self.timeout)
             .await;
         let error = match answer {
             Ok(answers) if answers.len() == 2 * batch.len() => {
@@ -714,7 +714,7 @@ impl RateStore for RedisStore {
         let quotas: Box<[Quota]> = quotas.into();
         runtime.spawn(async move {
             let mut invocation = inner.settle_script.prepare_invoke();
-            invocation.key(key);
+            invocation.key(&key);
             match inner.clock {
                 Clock::Server => invocation.arg(""),
                 Clock::Local => invocation.arg(inner.epoch_micros(now)),
@@ -734,7 +734,7 @@ impl RateStore for RedisStore {
             }
             match inner
                 .connection
-                .invoke::<i64>(&invocation, inner.timeout)
+                .invoke::<i64>(&key, &invocation, inner.timeout)
                 .await
             {
                 Ok(_) => {}
