@@ -8,10 +8,11 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{ErrorKind, RedisError, RedisResult};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::connection::NodeClients;
 
 /// How many slots a Redis Cluster has.
 const SLOTS: u16 = 16_384;
@@ -19,6 +20,10 @@ const SLOTS: u16 = 16_384;
 /// A Redis Cluster's client and the connection calls use.
 pub(crate) struct Cluster {
     client: ClusterClient,
+    /// Clients for single nodes, for checking that each master answers.
+    nodes: NodeClients,
+    /// A call's timeout: each master's check has as long.
+    timeout: Duration,
     /// Made by a task that the first call starts; replaced after a timeout.
     current: ArcSwapOption<Made>,
     /// Whether a connection is being made, and when the last making began.
@@ -31,12 +36,10 @@ pub(crate) struct Cluster {
     budget: Duration,
 }
 
-/// A cluster connection, and the slots whose masters it could not reach when it was made.
+/// A cluster connection, and the slots whose masters did not answer when it was made.
 pub(crate) struct Made {
     pub(crate) connection: ClusterConnection,
-    /// `None` when no master answered at the address the slot map gives (an endpoint the
-    /// redis crate spells otherwise): nothing is known to be unreachable then.
-    unreachable: Option<Box<[RangeInclusive<u16>]>>,
+    unreachable: Box<[RangeInclusive<u16>]>,
 }
 
 impl Made {
@@ -45,20 +48,11 @@ impl Made {
     /// `MOVED` has it refresh its slot map while holding back every call on the connection
     /// until that master's connection attempt times out.
     pub(crate) fn reaches(&self, key: &str) -> bool {
-        match &self.unreachable {
-            Some(ranges) if !ranges.is_empty() => {
-                let slot = key_slot(key);
-                !ranges.iter().any(|range| range.contains(&slot))
-            }
-            _ => true,
+        if self.unreachable.is_empty() {
+            return true;
         }
-    }
-
-    /// Whether every master of the slot map answered.
-    fn whole(&self) -> bool {
-        self.unreachable
-            .as_ref()
-            .is_some_and(|ranges| ranges.is_empty())
+        let slot = key_slot(key);
+        !self.unreachable.iter().any(|range| range.contains(&slot))
     }
 }
 
@@ -71,10 +65,18 @@ struct Making {
 
 impl Cluster {
     /// A cluster whose connections `client` makes, at most one each `pause`, each within
-    /// `budget`.
-    pub(crate) fn new(client: ClusterClient, pause: Duration, budget: Duration) -> Self {
+    /// `budget`; `nodes` makes clients for its masters' checks, which take `timeout` each.
+    pub(crate) fn new(
+        client: ClusterClient,
+        nodes: NodeClients,
+        timeout: Duration,
+        pause: Duration,
+        budget: Duration,
+    ) -> Self {
         Self {
             client,
+            nodes,
+            timeout,
             current: ArcSwapOption::empty(),
             making: Mutex::new(Making::default()),
             made: Notify::new(),
@@ -83,9 +85,9 @@ impl Cluster {
         }
     }
 
-    /// The connection in use; the first call waits for the first one to be made (in a task
-    /// of its own, which the call's timeout does not cancel) and gets the making's failure
-    /// if it failed.
+    /// The connection in use; the first calls wait for the first one to be made (in a task
+    /// of its own, which a call's timeout does not cancel), and get an error if that making
+    /// failed (its reason is in the debug log).
     pub(crate) async fn connection(this: &Arc<Self>) -> RedisResult<Arc<Made>> {
         loop {
             let ended = this.made.notified();
@@ -97,6 +99,10 @@ impl Cluster {
                 return Ok(made);
             }
             if !Self::make(this, None) && !this.is_making() {
+                // A making that ended since the look above may have put one in place.
+                if let Some(made) = this.current.load_full() {
+                    return Ok(made);
+                }
                 return Err(RedisError::from((
                     ErrorKind::Io,
                     "no connection to the Redis Cluster could be made; the next is tried after \
@@ -107,8 +113,8 @@ impl Cluster {
         }
     }
 
-    /// Has a new connection made in the background to take the place of `used` once it
-    /// reaches every master, unless `used` was replaced already (see [`make`](Self::make)).
+    /// Has a new connection made in the background to take the place of `used`, unless
+    /// `used` was replaced already (see [`make`](Self::make)).
     pub(crate) fn replace(this: &Arc<Self>, used: &Arc<Made>) {
         let current = this.current.load();
         if current
@@ -127,9 +133,9 @@ impl Cluster {
     }
 
     /// Starts a making in the background, unless one runs, one began less than `pause`
-    /// ago, or there is no runtime: the first connection (`used` is `None`) is put in place
-    /// whatever it reaches, a replacement only if it reaches every master. Whether one
-    /// started.
+    /// ago, or there is no runtime; the connection made takes the place of `used` (of none,
+    /// for the first) whatever it reaches, since it knows what it did not reach. Whether
+    /// one started.
     fn make(this: &Arc<Self>, used: Option<Arc<Made>>) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
@@ -153,63 +159,59 @@ impl Cluster {
         true
     }
 
-    /// Puts `made` in place of `used` (of nothing, for the first), if it may.
+    /// Puts `made` in place of `used` (of nothing, for the first).
     fn put_in_place(&self, made: Made, used: Option<Arc<Made>>) {
-        match used {
-            None => {
-                if !made.whole() {
-                    tracing::warn!(
-                        "the first Redis Cluster connection does not reach every master; \
-                         their keys follow the failure policy until one that does is made"
-                    );
-                }
-                self.current.store(Some(Arc::new(made)));
-            }
-            Some(_) if !made.whole() => tracing::debug!(
-                "a new Redis Cluster connection does not reach every master; the old one stays"
-            ),
-            Some(used) => {
-                self.current.compare_and_swap(&used, Some(Arc::new(made)));
-                tracing::debug!("a new Redis Cluster connection took the old one's place");
-            }
+        if !made.unreachable.is_empty() {
+            tracing::warn!(
+                unreachable_ranges = made.unreachable.len(),
+                "a Redis Cluster connection was made without every master; their keys follow \
+                 the failure policy until a connection reaches them"
+            );
         }
+        self.current.compare_and_swap(&used, Some(Arc::new(made)));
+        tracing::debug!("a new Redis Cluster connection is in place");
     }
 
     /// A new cluster connection, with the slots of the masters that did not answer a `PING`
-    /// sent to each by its address in the slot map: the redis crate makes a connection
-    /// without the nodes it cannot reach.
+    /// each, sent over a connection of its own at the address the slot map gives (the redis
+    /// crate makes a cluster connection without the nodes it cannot reach, and asking one
+    /// through it that it does not hold would have it reconnect from its seeds meanwhile).
+    /// A master named otherwise than by a host (an empty or unknown endpoint) is not
+    /// checked.
     async fn connect(&self) -> RedisResult<Made> {
         let mut connection = self.client.get_async_connection().await?;
         let answer: Vec<redis::Value> = redis::cmd("CLUSTER")
             .arg("SLOTS")
             .query_async(&mut connection)
             .await?;
-        let mut ranges: Vec<(String, u16, RangeInclusive<u16>)> =
+        let ranges: Vec<(String, u16, RangeInclusive<u16>)> =
             answer.iter().filter_map(master_range).collect();
-        ranges.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        let (mut unreachable, mut answered) = (Vec::new(), 0);
-        let mut at = 0;
-        while at < ranges.len() {
-            let (host, port) = (ranges[at].0.clone(), ranges[at].1);
-            let end = at
-                + ranges[at..]
-                    .iter()
-                    .take_while(|(h, p, _)| *h == host && *p == port)
-                    .count();
-            let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-            match connection.route_command(redis::cmd("PING"), node).await {
-                Ok(_) => answered += 1,
-                Err(_) => unreachable.extend(ranges[at..end].iter().map(|(_, _, r)| r.clone())),
+        let mut masters: Vec<(String, u16)> = ranges
+            .iter()
+            .map(|(host, port, _)| (host.clone(), *port))
+            .filter(|(host, _)| !matches!(host.as_str(), "" | "?" | "0.0.0.0" | "::"))
+            .collect();
+        masters.sort_unstable();
+        masters.dedup();
+        // Every master at once, each within a call's timeout.
+        let checks: Vec<_> = masters
+            .iter()
+            .map(|(host, port)| {
+                let client = self.nodes.client(host, *port);
+                tokio::spawn(answers_ping(client, self.timeout))
+            })
+            .collect();
+        let mut silent = Vec::new();
+        for (master, check) in masters.into_iter().zip(checks) {
+            if !check.await.unwrap_or(false) {
+                silent.push(master);
             }
-            at = end;
         }
-        let unreachable = (answered > 0).then(|| unreachable.into_boxed_slice());
-        if unreachable.is_none() {
-            tracing::warn!(
-                "no Redis Cluster master answered at the address its slot map gives; a \
-                 connection gone silent will not be replaced"
-            );
-        }
+        let unreachable = ranges
+            .into_iter()
+            .filter(|(host, port, _)| silent.iter().any(|(h, p)| h == host && p == port))
+            .map(|(_, _, range)| range)
+            .collect();
         Ok(Made {
             connection,
             unreachable,
@@ -217,8 +219,27 @@ impl Cluster {
     }
 }
 
+/// Whether the node `client` is for answers a `PING` within `timeout`, on a connection of
+/// its own.
+async fn answers_ping(client: Option<redis::Client>, timeout: Duration) -> bool {
+    let Some(client) = client else { return false };
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let ping = async {
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+    };
+    // Bounded whole, the connection's timeouts being per step.
+    matches!(tokio::time::timeout(timeout * 2, ping).await, Ok(Ok(_)))
+}
+
 /// The master's address and the slots of one range of a `CLUSTER SLOTS` answer.
-fn master_range(range: &redis::Value) -> Option<(String, u16, RangeInclusive<u16>)> {
+pub(crate) fn master_range(range: &redis::Value) -> Option<(String, u16, RangeInclusive<u16>)> {
     let redis::Value::Array(parts) = range else {
         return None;
     };

@@ -25,21 +25,22 @@
 //!
 //! On a Cluster the same holds for each node's connection, and the cluster client offers no
 //! way to remake one node's. Each cluster connection is made in the background (see the
-//! `cluster` module), and then each master that the slot map (as one node gives it) names is
-//! sent a `PING` at its address: the cluster client makes a connection without the nodes it
-//! cannot reach, and a call for such a node's keys would have it refresh its slot map,
-//! holding back every call on the connection while it tries that node again, as long as a
-//! call's timeout. So:
-//! - the first connection is made in a task that a call's timeout does not cancel, and put in
-//!   place whatever it reaches; the keys of a master it did not reach fail at once (their
-//!   failure policy answers), each such call having a new connection tried;
-//! - a call that times out has a new connection made, which takes the old one's place only
-//!   if it reaches every master; calls go on over the old one meanwhile.
+//! `cluster` module), and each master that the slot map (as one node gives it) names is then
+//! sent a `PING` at its address over a connection of its own: the cluster client makes a
+//! connection without the nodes it cannot reach, and a call for such a node's keys would have
+//! it refresh its slot map, holding back every call on the connection while it tries that
+//! node again, for as long as a call's timeout. So:
+//! - the first connection is made in a task that a call's timeout does not cancel;
+//! - a call that times out has a new connection made, and calls go on over the old one
+//!   meanwhile;
+//! - a connection made takes the place of the one before whatever it reaches, and the keys
+//!   of a master it did not reach fail at once (their failure policy answers), each such call
+//!   having a new connection tried.
 //!
 //! At most one is made at a time, and at most one each `recheck_after`: a flow that a
-//! middlebox dropped is mended by the first, and while a master's host is gone for good its
-//! keys follow the failure policy and the others' wait for nothing, until the cluster has
-//! failed the master over or the host is back and a new connection reaches every master.
+//! middlebox dropped is mended by the first, and while a master's host is gone its keys
+//! follow the failure policy without holding back the others', until the cluster has failed
+//! the master over or the host is back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +104,8 @@ impl Connection {
 
     /// Runs `invocation` (`EVALSHA`, loading the script again when Redis answers
     /// `NOSCRIPT`), on the node serving its keys, within `timeout`; a call that times out
-    /// has the connection it used replaced (see the module's docs).
+    /// has the connection it used replaced (see the module's docs). `key` is the key the
+    /// invocation is routed by (its first).
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         key: &str,
@@ -139,7 +141,9 @@ impl Connection {
                 let mut connection = made.connection.clone();
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 let answer = within(remaining, invocation.invoke_async(&mut connection)).await;
-                if matches!(answer, Err(CallError::Timeout)) {
+                // A call left little of its time by the wait for the first connection says
+                // nothing of the connection by timing out.
+                if matches!(answer, Err(CallError::Timeout)) && remaining >= timeout / 2 {
                     Cluster::replace(cluster, &made);
                 }
                 answer
@@ -180,7 +184,7 @@ fn open_node(config: &RedisStoreBuilder) -> Result<Connection, ConfigError> {
     // The errors show the URL without its credentials, and not the redis crate's reason,
     // which may quote the URL.
     let url_error = || ConfigError::new("url", redacted(&config.url), URL_EXPECTED);
-    let client = open_client(config).map_err(|_| url_error())?;
+    let client = open_client(&config.url, config).map_err(|_| url_error())?;
     let connection_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.timeout))
         .set_response_timeout(Some(config.timeout))
@@ -235,8 +239,16 @@ fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connecti
     let client = builder
         .build()
         .map_err(|_| ConfigError::new("nodes", shown(), URL_EXPECTED))?;
+    let seed = url::Url::parse(&nodes[0])
+        .map_err(|_| ConfigError::new("nodes", redacted(&nodes[0]), URL_EXPECTED))?;
+    let node_clients = NodeClients {
+        seed,
+        config: config.clone(),
+    };
     Ok(Connection::Cluster(Arc::new(Cluster::new(
         client,
+        node_clients,
+        config.timeout,
         config.recheck_after,
         // Seed connections, the slot map, then a connection and a ping to each node: each
         // step within the timeout, with room to spare.
@@ -244,10 +256,10 @@ fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connecti
     ))))
 }
 
-/// The redis crate's client for the builder's URL.
+/// The redis crate's client for `url`.
 #[cfg(not(feature = "tls"))]
-fn open_client(config: &RedisStoreBuilder) -> RedisResult<redis::Client> {
-    redis::Client::open(config.url.as_str())
+fn open_client(url: &str, _config: &RedisStoreBuilder) -> RedisResult<redis::Client> {
+    redis::Client::open(url)
 }
 
 /// The redis crate builds its TLS configuration from the process's default provider, and
@@ -264,19 +276,36 @@ fn install_crypto_provider<S: AsRef<str>>(urls: &[S]) {
     }
 }
 
-/// The redis crate's client for the builder's URL, trusting the builder's root certificates
-/// if it has any.
+/// The redis crate's client for `url`, trusting the builder's root certificates if it has
+/// any.
 #[cfg(feature = "tls")]
-fn open_client(config: &RedisStoreBuilder) -> RedisResult<redis::Client> {
-    install_crypto_provider(&[&config.url]);
+fn open_client(url: &str, config: &RedisStoreBuilder) -> RedisResult<redis::Client> {
+    install_crypto_provider(&[url]);
     match &config.root_certificates {
         Some(pem) => redis::Client::build_with_tls(
-            config.url.as_str(),
+            url,
             redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(pem.clone()),
             },
         ),
-        None => redis::Client::open(config.url.as_str()),
+        None => redis::Client::open(url),
+    }
+}
+
+/// Makes a client for any node of a Cluster from the URL of one: the same scheme,
+/// credentials, database and root certificates, another host and port.
+pub(crate) struct NodeClients {
+    seed: url::Url,
+    config: RedisStoreBuilder,
+}
+
+impl NodeClients {
+    /// A client for the node at `host:port`.
+    pub(crate) fn client(&self, host: &str, port: u16) -> Option<redis::Client> {
+        let mut url = self.seed.clone();
+        url.set_host(Some(host)).ok()?;
+        url.set_port(Some(port)).ok()?;
+        open_client(url.as_str(), &self.config).ok()
     }
 }

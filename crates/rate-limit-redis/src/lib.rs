@@ -89,13 +89,13 @@
 //!   and `ASK`, and loads the script on every node. An error or a timeout puts only the key
 //!   that met it into the failure policy for `recheck_after`, so keys on the other masters are
 //!   not disturbed by one master's loss; its keys resume once a replica has taken over. A
-//!   timeout also has a new cluster connection made in the background, which takes the old
-//!   one's place once it reaches every master (the redis crate never remakes a node's
-//!   connection that went silent); the other masters' keys go on over the old one
-//!   meanwhile, and a master the connection did not reach has its keys refused at once
-//!   rather than sent. The cluster's nodes should run with `cluster-require-full-coverage
-//!   no`: with Redis's default, every node refuses every key (`CLUSTERDOWN`) while any slot
-//!   is uncovered. Coalescing and leases stay per key, as on one node. Sentinel is not supported: the redis crate offers no
+//!   timeout also has a new cluster connection made in the background, which then takes the
+//!   old one's place (the redis crate never remakes a node's connection that went silent);
+//!   the other masters' keys go on over the old one meanwhile, and a master a connection did
+//!   not reach when made has its keys refused at once rather than sent. The cluster's nodes
+//!   should run with `cluster-require-full-coverage no`: with Redis's default, every node
+//!   refuses every key (`CLUSTERDOWN`) while any slot is uncovered. Coalescing and leases
+//!   stay per key, as on one node. Sentinel is not supported: the redis crate offers no
 //!   connection that follows a Sentinel failover by itself.
 //! - **One connection layer** for one node and for a Cluster: whatever else keeps state in
 //!   Redis (a response cache, window quotas) is meant to share it, with the same URLs,

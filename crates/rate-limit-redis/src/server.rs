@@ -537,20 +537,11 @@ fn master_of(port: u16, key: &str) -> io::Result<u16> {
 /// The slot map as the node on `port` sees it: each range's first and last slot and the
 /// port its master announces.
 fn slot_ranges(port: u16) -> io::Result<Vec<(u16, u16, u16)>> {
-    let ranges = query_as::<Vec<redis::Value>>(port, redis::cmd("CLUSTER").arg("SLOTS"))?
-        .into_iter()
-        .filter_map(|range| {
-            let redis::Value::Array(parts) = range else {
-                return None;
-            };
-            let start = redis::from_redis_value_ref::<u16>(parts.first()?).ok()?;
-            let end = redis::from_redis_value_ref::<u16>(parts.get(1)?).ok()?;
-            let redis::Value::Array(master) = parts.get(2)? else {
-                return None;
-            };
-            let master = redis::from_redis_value_ref::<u16>(master.get(1)?).ok()?;
-            Some((start, end, master))
-        })
+    let answer = query_as::<Vec<redis::Value>>(port, redis::cmd("CLUSTER").arg("SLOTS"))?;
+    let ranges = answer
+        .iter()
+        .filter_map(crate::cluster::master_range)
+        .map(|(_, master, range)| (*range.start(), *range.end(), master))
         .collect();
     Ok(ranges)
 }

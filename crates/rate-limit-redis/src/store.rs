@@ -402,10 +402,11 @@ impl Inner {
             .unwrap_or(u32::MAX);
         self.counters.remote_calls.fetch_add(1, Ordering::Relaxed);
         let mut invocation = self.script.prepare_invoke();
-        invocation.key(match quotas.len() {
+        let key = match quotas.len() {
             1 => &slot.key,
             _ => &slot.multi_key,
-        });
+        };
+        invocation.key(key);
         match self.clock {
             Clock::Server => invocation.arg(""),
             // The earliest instant of the batch: an admission decided earlier than its own
@@ -444,7 +445,7 @@ impl Inner {
         }
         let answer = self
             .connection
-            .invoke::<Vec<u64>>(&slot.key, &invocation, self.timeout)
+            .invoke::<Vec<u64>>(key, &invocation, self.timeout)
             .await;
         let error = match answer {
             Ok(answers) if answers.len() == 2 * batch.len() => {
