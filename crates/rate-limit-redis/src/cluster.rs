@@ -140,6 +140,10 @@ impl Cluster {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
+        // The first connection, put in place since the caller looked, needs no other.
+        if used.is_none() && this.current.load().is_some() {
+            return false;
+        }
         let Some(running) = Running::start(this) else {
             return false;
         };
@@ -193,16 +197,23 @@ impl Cluster {
             .collect();
         masters.sort_unstable();
         masters.dedup();
-        // Every master at once, each within a call's timeout.
+        // Every master at once, each within a call's timeout. One no client can be made for
+        // (an address a URL cannot hold) is left unchecked rather than refused.
         let checks: Vec<_> = masters
-            .iter()
-            .map(|(host, port)| {
-                let client = self.nodes.client(host, *port);
-                tokio::spawn(answers_ping(client, self.timeout))
+            .into_iter()
+            .filter_map(|(host, port)| {
+                let Some(client) = self.nodes.client(&host, port) else {
+                    tracing::warn!(%host, port, "a Redis Cluster master could not be checked");
+                    return None;
+                };
+                Some((
+                    (host, port),
+                    tokio::spawn(answers_ping(client, self.timeout)),
+                ))
             })
             .collect();
         let mut silent = Vec::new();
-        for (master, check) in masters.into_iter().zip(checks) {
+        for (master, check) in checks {
             if !check.await.unwrap_or(false) {
                 silent.push(master);
             }
@@ -221,8 +232,7 @@ impl Cluster {
 
 /// Whether the node `client` is for answers a `PING` within `timeout`, on a connection of
 /// its own.
-async fn answers_ping(client: Option<redis::Client>, timeout: Duration) -> bool {
-    let Some(client) = client else { return false };
+async fn answers_ping(client: redis::Client, timeout: Duration) -> bool {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));

@@ -304,8 +304,45 @@ impl NodeClients {
     /// A client for the node at `host:port`.
     pub(crate) fn client(&self, host: &str, port: u16) -> Option<redis::Client> {
         let mut url = self.seed.clone();
-        url.set_host(Some(host)).ok()?;
+        // An IPv6 address comes without brackets, which `set_host` would cut at its first
+        // colon.
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => url.set_ip_host(ip).ok()?,
+            Err(_) => url.set_host(Some(host)).ok()?,
+        }
         url.set_port(Some(port)).ok()?;
         open_client(url.as_str(), &self.config).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeClients;
+
+    #[test]
+    fn a_node_s_client_keeps_the_seed_s_credentials_and_database_at_its_own_address() {
+        let seed = "redis://user:secret@127.0.0.1:7000/2";
+        let nodes = NodeClients {
+            seed: url::Url::parse(seed).expect("a valid URL"),
+            config: crate::RedisStore::builder(seed),
+        };
+        for (host, port) in [
+            ("10.0.0.7", 7001),
+            ("::1", 7002),
+            ("redis-3.internal", 7003),
+        ] {
+            let client = nodes.client(host, port).expect("a client");
+            let info = client.get_connection_info();
+            assert_eq!(
+                *info.addr(),
+                redis::ConnectionAddr::Tcp(host.to_owned(), port),
+                "{host}"
+            );
+            let settings = info.redis_settings();
+            assert_eq!(
+                (settings.username(), settings.password(), settings.db()),
+                (Some("user"), Some("secret"), 2)
+            );
+        }
     }
 }
