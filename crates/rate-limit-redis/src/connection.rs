@@ -32,7 +32,9 @@
 //! node again, for as long as a call's timeout. So:
 //! - the first connection is made in a task that a call's timeout does not cancel;
 //! - a call that times out has a new connection made, and calls go on over the old one
-//!   meanwhile;
+//!   meanwhile; so does a call whose connection was dropped, which the cluster client
+//!   remakes by itself except when its own task is gone (it runs on the runtime the
+//!   connection was made on, and a store may outlive that runtime);
 //! - a connection made takes the place of the one before whatever it reaches, and the keys
 //!   of a master it did not reach fail at once (their failure policy answers), each such call
 //!   having a new connection tried.
@@ -141,9 +143,17 @@ impl Connection {
                 let mut connection = made.connection.clone();
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 let answer = within(remaining, invocation.invoke_async(&mut connection)).await;
-                // A call left little of its time by the wait for the first connection says
-                // nothing of the connection by timing out.
-                if matches!(answer, Err(CallError::Timeout)) && remaining >= timeout / 2 {
+                let replace = match &answer {
+                    // A call left little of its time by the wait for the first connection
+                    // says nothing of the connection by timing out.
+                    Err(CallError::Timeout) => remaining >= timeout / 2,
+                    // Among them, the connection's own driver gone with the runtime it was
+                    // made on (a store outliving a runtime, as in a test suite with a runtime
+                    // per test): the cluster client does not remake itself then.
+                    Err(CallError::Redis(error)) => error.is_connection_dropped(),
+                    Ok(_) => false,
+                };
+                if replace {
                     Cluster::replace(cluster, &made);
                 }
                 answer

@@ -584,3 +584,40 @@ async fn a_store_whose_first_connection_meets_a_master_gone_serves_the_others() 
     let stats = store.stats();
     assert_eq!(stats.remote_admitted, 1 + 6 * 2, "{stats:?}");
 }
+
+#[test]
+fn a_cluster_store_outlives_the_runtime_that_made_its_connection() {
+    // As a test suite of a user's does with one store and a runtime per test.
+    let Some(cluster) = cluster(3, 0) else { return };
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let quotas = [quota(1_000, 1_000)];
+    let (store, slot) = runtime().block_on(async {
+        let store = RedisStore::cluster_builder(cluster.urls())
+            .timeout(Duration::from_millis(250))
+            .failure_policy(FailurePolicy::FailClosed)
+            .recheck_after(support::RECHECK)
+            .clock(Clock::Local)
+            .connect()
+            .await
+            .unwrap();
+        let slot = store.new_slot(&"outliving");
+        assert_eq!(
+            support::attempt(&store, &slot, &quotas).await.unwrap(),
+            Decision::Admitted
+        );
+        (store, slot)
+    });
+    // That runtime is gone, and with it the tasks that drove the connection.
+    runtime().block_on(async {
+        assert!(
+            support::resumes(&store, &slot, &quotas).await,
+            "{:?}",
+            store.stats()
+        );
+    });
+}
