@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use seawall_rate_limit::{Decision, RateStore};
 use seawall_rate_limit_redis::server::{RedisCluster, SilencingProxy};
-use seawall_rate_limit_redis::{Clock, FailurePolicy, RedisSlot, RedisStore};
+use seawall_rate_limit_redis::{Clock, FailurePolicy, RedisSlot, RedisStore, RedisStoreBuilder};
 use support::{cluster, quota};
 use tokio::time::Instant;
 
@@ -464,16 +464,19 @@ async fn store_with_a_proxied_master() -> Option<(
 )> {
     let cluster = cluster(3, 0)?;
     let proxy = cluster.proxy_node(cluster.ports()[0]).unwrap();
-    let store = RedisStore::cluster_builder(cluster.urls())
+    let store = fail_closed(&cluster).connect().await.unwrap();
+    let keys = key_per_master(&store, &cluster, 3);
+    Some((cluster, proxy, store, keys))
+}
+
+/// A fail-closed store on `cluster`, with a timeout long enough for a busy machine and the
+/// outage tests' recheck pause.
+fn fail_closed(cluster: &RedisCluster) -> RedisStoreBuilder {
+    RedisStore::cluster_builder(cluster.urls())
         .timeout(Duration::from_millis(250))
         .failure_policy(FailurePolicy::FailClosed)
         .recheck_after(support::RECHECK)
         .clock(Clock::Local)
-        .connect()
-        .await
-        .unwrap();
-    let keys = key_per_master(&store, &cluster, 3);
-    Some((cluster, proxy, store, keys))
 }
 
 /// Six rounds, each a call for every key at once (the other masters' calls in flight while
@@ -587,37 +590,6 @@ async fn a_store_whose_first_connection_meets_a_master_gone_serves_the_others() 
 
 #[test]
 fn a_cluster_store_outlives_the_runtime_that_made_its_connection() {
-    // As a test suite of a user's does with one store and a runtime per test.
     let Some(cluster) = cluster(3, 0) else { return };
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let quotas = [quota(1_000, 1_000)];
-    let (store, slot) = runtime().block_on(async {
-        let store = RedisStore::cluster_builder(cluster.urls())
-            .timeout(Duration::from_millis(250))
-            .failure_policy(FailurePolicy::FailClosed)
-            .recheck_after(support::RECHECK)
-            .clock(Clock::Local)
-            .connect()
-            .await
-            .unwrap();
-        let slot = store.new_slot(&"outliving");
-        assert_eq!(
-            support::attempt(&store, &slot, &quotas).await.unwrap(),
-            Decision::Admitted
-        );
-        (store, slot)
-    });
-    // That runtime is gone, and with it the tasks that drove the connection.
-    runtime().block_on(async {
-        assert!(
-            support::resumes(&store, &slot, &quotas).await,
-            "{:?}",
-            store.stats()
-        );
-    });
+    support::outlives_the_runtime_that_made_its_connection(fail_closed(&cluster));
 }

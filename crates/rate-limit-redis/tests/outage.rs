@@ -360,26 +360,9 @@ async fn a_connection_gone_silent_is_dropped_after_a_timeout_and_admission_resum
 
 #[test]
 fn a_store_outlives_the_runtime_that_made_its_connection() {
-    // As a test suite of a user's does with one store and a runtime per test.
     let Some(server) = server() else { return };
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let quotas = [quota(1_000, 1_000)];
-    let (store, slot) = runtime().block_on(async {
-        let store = store(&server, FailurePolicy::FailClosed).await;
-        let slot = store.new_slot(&"outliving");
-        assert_eq!(
-            attempt(&store, &slot, &quotas).await.unwrap(),
-            Decision::Admitted
-        );
-        (store, slot)
-    });
-    // That runtime is gone, and with it the tasks that drove the connection.
-    runtime().block_on(async {
-        assert!(resumes(&store, &slot, &quotas).await, "{:?}", store.stats());
-    });
+    let store = RedisStore::builder(&server.url())
+        .failure_policy(FailurePolicy::FailClosed)
+        .recheck_after(RECHECK);
+    support::outlives_the_runtime_that_made_its_connection(store);
 }

@@ -173,3 +173,29 @@ pub(crate) async fn window_golden_table_one_trip_a_step(store: &RedisStore) {
     );
     assert_eq!((stats.errors, stats.timeouts), (0, 0));
 }
+
+/// Admits once through the store `builder` makes, on a runtime of its own that is then
+/// dropped, and asks on another runtime until Redis admits again: as a user's test suite
+/// does with one store and a runtime per test.
+pub(crate) fn outlives_the_runtime_that_made_its_connection(builder: RedisStoreBuilder) {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let quotas = [quota(1_000, 1_000)];
+    let (store, slot) = runtime().block_on(async {
+        let store = builder.connect().await.unwrap();
+        let slot = store.new_slot(&"outliving");
+        assert_eq!(
+            attempt(&store, &slot, &quotas).await.unwrap(),
+            Decision::Admitted
+        );
+        (store, slot)
+    });
+    // That runtime is gone, and with it the tasks that drove the connection.
+    runtime().block_on(async {
+        assert!(resumes(&store, &slot, &quotas).await, "{:?}", store.stats());
+    });
+}
