@@ -98,16 +98,16 @@ impl Cluster {
             if let Some(made) = this.current.load_full() {
                 return Ok(made);
             }
-            if !Self::make(this, None) && !this.is_making() {
-                // A making that ended since the look above may have put one in place.
-                if let Some(made) = this.current.load_full() {
-                    return Ok(made);
-                }
-                return Err(RedisError::from((
-                    ErrorKind::Io,
-                    "no connection to the Redis Cluster could be made; the next is tried after \
-                     `recheck_after`",
-                )));
+            if !Self::make(this, None) {
+                // None runs: one put a connection in place since the look above, or the
+                // last failed less than `pause` ago.
+                return this.current.load_full().ok_or_else(|| {
+                    RedisError::from((
+                        ErrorKind::Io,
+                        "no connection to the Redis Cluster could be made; the next is tried \
+                         after `recheck_after`",
+                    ))
+                });
             }
             ended.await;
         }
@@ -125,17 +125,10 @@ impl Cluster {
         }
     }
 
-    fn is_making(&self) -> bool {
-        self.making
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .running
-    }
-
     /// Starts a making in the background, unless one runs, one began less than `pause`
     /// ago, or there is no runtime; the connection made takes the place of `used` (of none,
-    /// for the first) whatever it reaches, since it knows what it did not reach. Whether
-    /// one started.
+    /// for the first) whatever it reaches, since it knows what it did not reach. Whether a
+    /// making runs now, started here or before.
     fn make(this: &Arc<Self>, used: Option<Arc<Made>>) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
@@ -144,8 +137,9 @@ impl Cluster {
         if used.is_none() && this.current.load().is_some() {
             return false;
         }
-        let Some(running) = Running::start(this) else {
-            return false;
+        let running = match Running::start(this) {
+            Ok(running) => running,
+            Err(Busy { running }) => return running,
         };
         runtime.spawn(async move {
             // The guard goes with the task: dropped when it ends, or with it if the runtime
@@ -281,7 +275,7 @@ struct Running(Arc<Cluster>);
 impl Running {
     /// Marks a making of `cluster`'s connection as running, unless one is, or one began
     /// less than the cluster's pause ago.
-    fn start(cluster: &Arc<Cluster>) -> Option<Self> {
+    fn start(cluster: &Arc<Cluster>) -> Result<Self, Busy> {
         let mut making = cluster
             .making
             .lock()
@@ -290,14 +284,22 @@ impl Running {
         let recent = (making.last_start)
             .is_some_and(|start| now.saturating_duration_since(start) < cluster.pause);
         if making.running || recent {
-            return None;
+            return Err(Busy {
+                running: making.running,
+            });
         }
         *making = Making {
             running: true,
             last_start: Some(now),
         };
-        Some(Self(Arc::clone(cluster)))
+        Ok(Self(Arc::clone(cluster)))
     }
+}
+
+/// Why no making was started: one runs, or (`running` false) one began less than the
+/// cluster's pause ago.
+struct Busy {
+    running: bool,
 }
 
 impl Drop for Running {

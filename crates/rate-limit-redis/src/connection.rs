@@ -223,11 +223,15 @@ fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connecti
             "the URL of one or more of the cluster's nodes",
         ));
     }
-    // Each URL must parse on its own, so the error can name the one that does not.
+    // Each URL must parse on its own, so the error can name the one that does not. The
+    // first, parsed, is the pattern of every node's own URL (see `NodeClients`).
+    let mut seed = None;
     for url in nodes {
-        let parsed = url::Url::parse(url);
-        if redis::Client::open(url.as_str()).is_err() || parsed.is_err() {
-            return Err(ConfigError::new("nodes", redacted(url), URL_EXPECTED));
+        match (url::Url::parse(url), redis::Client::open(url.as_str())) {
+            (Ok(parsed), Ok(_)) => {
+                seed.get_or_insert(parsed);
+            }
+            _ => return Err(ConfigError::new("nodes", redacted(url), URL_EXPECTED)),
         }
     }
     #[cfg(feature = "tls")]
@@ -249,10 +253,8 @@ fn open_cluster(config: &RedisStoreBuilder, nodes: &[String]) -> Result<Connecti
     let client = builder
         .build()
         .map_err(|_| ConfigError::new("nodes", shown(), URL_EXPECTED))?;
-    let seed = url::Url::parse(&nodes[0])
-        .map_err(|_| ConfigError::new("nodes", redacted(&nodes[0]), URL_EXPECTED))?;
     let node_clients = NodeClients {
-        seed,
+        seed: seed.ok_or_else(|| ConfigError::new("nodes", shown(), URL_EXPECTED))?,
         config: config.clone(),
     };
     Ok(Connection::Cluster(Arc::new(Cluster::new(
