@@ -441,20 +441,28 @@ impl HostTable {
         let Some(authority) = uri.authority() else {
             return Arc::clone(&self.other_refs[index]);
         };
-        // Credentials never become a label.
-        let key = match authority.as_str().rsplit_once('@') {
-            Some((_, host)) => host,
-            None => authority.as_str(),
-        };
+        let text = authority.as_str();
         let last = self.last.get_or_default();
-        if let Some((_, _, host)) = last
-            .borrow()
-            .0
-            .iter()
-            .flatten()
-            .find(|(last_index, last_key, _)| *last_index == index && **last_key == *key)
-        {
-            return Arc::clone(host);
+        let remembered = |key: &str| {
+            last.borrow()
+                .0
+                .iter()
+                .flatten()
+                .find(|(last_index, last_key, _)| *last_index == index && **last_key == *key)
+                .map(|(_, _, host)| Arc::clone(host))
+        };
+        // The whole authority first: a remembered key has no credentials, so the common case
+        // needs no search for them.
+        if let Some(host) = remembered(text) {
+            return host;
+        }
+        // Credentials never become a label, nor stay among the thread's last hosts.
+        let (key, credentials) = match text.rsplit_once('@') {
+            Some((_, host)) => (host, true),
+            None => (text, false),
+        };
+        if credentials && let Some(host) = remembered(key) {
+            return host;
         }
         let map = &self.maps[index];
         let found = match map.pin().get(key) {
@@ -470,7 +478,7 @@ impl HostTable {
             series,
             shared: Arc::clone(&self.shared),
         });
-        if let Ok(mut last) = last.try_borrow_mut() {
+        if !credentials && let Ok(mut last) = last.try_borrow_mut() {
             let (remembered, next) = &mut *last;
             remembered[*next] = Some((index, key.into(), Arc::clone(&host)));
             *next = (*next + 1) % REMEMBERED;
