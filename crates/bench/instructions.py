@@ -10,8 +10,15 @@ clock read on a virtual machine count as one). Each id runs for one second under
 (valgrind must be installed); the figure is the instructions inside `seawall_bench::call_once`
 (readiness, call, completion) divided by the number of its calls. Dropping the response is
 outside that function, so ids that drop it in the timed section do that part uncounted.
+
+The second figure is the locked instructions a request executes inside that function (those
+with a `lock` prefix, and `xchg` with memory, which is locked without one): each one waits
+for the core's pending stores, so on a virtual machine one of them may cost as much as dozens
+of plain instructions. They are counted by a second run with callgrind's per-instruction
+counts, matched against the executable's and its libraries' disassembly (`objdump`).
 """
 
+import collections
 import json
 import re
 import subprocess
@@ -61,14 +68,87 @@ def instructions_per_call(binary, bench_id):
     return best[0] // best[1], best[1]
 
 
+def executed_per_address(profile):
+    """Reads a callgrind profile made with `--dump-instr=yes`: executions of each instruction,
+    as {(object file, address): count}. A cost line after `calls=` is the call's inclusive
+    cost, not the instruction's own, so it is skipped."""
+    names, counts = {}, collections.Counter()
+    obj, address, after_call = None, 0, False
+    for line in open(profile, encoding="utf-8", errors="replace"):
+        line = line.rstrip("\n")
+        if line.startswith(("ob=", "cob=")):
+            compressed = re.match(r"\((\d+)\)(?: (.*))?", line.split("=", 1)[1])
+            if compressed and compressed.group(2):
+                names[compressed.group(1)] = compressed.group(2)
+            if line.startswith("ob=") and compressed:
+                obj = names.get(compressed.group(1))
+            continue
+        if line.startswith("calls="):
+            after_call = True
+            continue
+        if not line or line[0] not in "0123456789+-*":
+            continue
+        fields = line.split()
+        position = fields[0]
+        if position.startswith("0x"):
+            address = int(position, 16)
+        elif position.startswith("+"):
+            address += int(position[1:], 0)
+        elif position.startswith("-"):
+            address -= int(position[1:], 0)
+        if after_call:
+            after_call = False
+            continue
+        if len(fields) >= 3:
+            counts[(obj, address)] += int(fields[-1])
+    return counts
+
+
+def locked_addresses(obj):
+    """The addresses of `obj`'s locked instructions."""
+    text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj],
+                          capture_output=True, text=True, check=True).stdout
+    return {int(found.group(1), 16)
+            for found in re.finditer(r"^\s*([0-9a-f]+):\s+(?:lock |xchg\s+\S*\()",
+                                     text, re.MULTILINE)}
+
+
+def locked_per_call(binary, bench_id):
+    """Runs one id under callgrind, counting only inside `call_once`; returns the locked
+    instructions executed per call."""
+    with tempfile.NamedTemporaryFile(suffix=".callgrind") as profile:
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--dump-instr=yes",
+             "--toggle-collect=seawall_bench::call_once*",
+             f"--callgrind-out-file={profile.name}", binary,
+             "--bench", "--profile-time", "1", f"^{bench_id}$"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        counts = executed_per_address(profile.name)
+    symbols = subprocess.run(["nm", "-C", binary], capture_output=True, text=True,
+                             check=True).stdout
+    entries = [int(line.split()[0], 16) for line in symbols.splitlines()
+               if line.endswith("seawall_bench::call_once") or "seawall_bench::call_once<" in line]
+    calls = max((counts[(binary, entry)] for entry in entries), default=0)
+    if not calls:
+        sys.exit(f"{bench_id}: no calls of seawall_bench::call_once were recorded")
+    locked = 0
+    for obj in {obj for obj, _ in counts if obj and obj.startswith("/")}:
+        addresses = locked_addresses(obj)
+        locked += sum(count for (o, address), count in counts.items()
+                      if o == obj and address in addresses)
+    return locked / calls
+
+
 def main():
     ids = sys.argv[1:]
     if not ids:
         sys.exit(__doc__)
     binary = bench_binary()
+    print("id\tinstructions\tlocked\t(calls)")
     for bench_id in ids:
         per_call, calls = instructions_per_call(binary, bench_id)
-        print(f"{bench_id}\t{per_call}\t({calls} calls)")
+        locked = locked_per_call(binary, bench_id)
+        print(f"{bench_id}\t{per_call}\t{locked:.1f}\t({calls} calls)")
 
 
 if __name__ == "__main__":
