@@ -302,9 +302,11 @@ impl KeyExtractor for ByHost {
 /// The port a scheme implies, for the two schemes that imply one (the keys here, and the
 /// metrics' `server.port`, fill it in when a URI leaves it out).
 pub fn default_port(scheme: Option<&Scheme>) -> Option<u16> {
-    match scheme {
-        Some(s) if *s == Scheme::HTTP => Some(80),
-        Some(s) if *s == Scheme::HTTPS => Some(443),
+    // By name, which decides the same: http never holds `http` or `https` as a scheme it
+    // does not know, and its equality costs a case-insensitive comparison for those.
+    match scheme.map(Scheme::as_str) {
+        Some("http") => Some(80),
+        Some("https") => Some(443),
         _ => None,
     }
 }
@@ -341,6 +343,25 @@ mod tests {
     fn key(uri: &str) -> HostKey {
         let request = Request::builder().uri(uri).body(()).expect("valid uri");
         ByHost.extract_from(&request)
+    }
+
+    /// Only the two schemes http knows imply a port, whatever case a URI spells them in; a
+    /// scheme made from other text, `HTTP` among them, implies none, as http's own equality
+    /// with `Scheme::HTTP` says.
+    #[test]
+    fn a_port_is_implied_by_http_and_https_only() {
+        let scheme_of = |uri: &str| uri.parse::<Uri>().expect("valid uri").scheme().cloned();
+        assert_eq!(default_port(scheme_of("HTTP://a.test/").as_ref()), Some(80));
+        assert_eq!(
+            default_port(scheme_of("hTTps://a.test/").as_ref()),
+            Some(443)
+        );
+        assert_eq!(default_port(scheme_of("ftp://a.test/").as_ref()), None);
+        assert_eq!(default_port(scheme_of("/relative").as_ref()), None);
+        let spelled = Scheme::try_from("HTTP").expect("a valid scheme");
+        assert_ne!(spelled, Scheme::HTTP);
+        assert_eq!(default_port(Some(&spelled)), None);
+        assert_eq!(default_port(Some(&Scheme::HTTPS)), Some(443));
     }
 
     #[test]
