@@ -451,17 +451,16 @@ impl HostTable {
                 .find(|(last_index, last_key, _)| *last_index == index && **last_key == *key)
                 .map(|(_, _, host)| Arc::clone(host))
         };
-        // The whole authority first: a remembered key has no credentials, so the common case
-        // needs no search for them.
+        // The whole authority first: remembered keys carry no credentials, so the common
+        // case, an authority without them, needs no search for them.
         if let Some(host) = remembered(text) {
             return host;
         }
-        // Credentials never become a label, nor stay among the thread's last hosts.
-        let (key, credentials) = match text.rsplit_once('@') {
-            Some((_, host)) => (host, true),
-            None => (text, false),
-        };
-        if credentials && let Some(host) = remembered(key) {
+        // Credentials never become a label: the key is what follows them.
+        let key = text.rsplit_once('@').map_or(text, |(_, host)| host);
+        if key.len() < text.len()
+            && let Some(host) = remembered(key)
+        {
             return host;
         }
         let map = &self.maps[index];
@@ -478,7 +477,7 @@ impl HostTable {
             series,
             shared: Arc::clone(&self.shared),
         });
-        if !credentials && let Ok(mut last) = last.try_borrow_mut() {
+        if let Ok(mut last) = last.try_borrow_mut() {
             let (remembered, next) = &mut *last;
             remembered[*next] = Some((index, key.into(), Arc::clone(&host)));
             *next = (*next + 1) % REMEMBERED;
@@ -634,6 +633,22 @@ mod tests {
         assert_eq!(remembered, 2);
         assert!(Arc::ptr_eq(&table.entry(&a).series, &first_a));
         assert_eq!(table.hosts(), 2);
+    }
+
+    /// A host a thread calls only with credentials in its URIs is remembered as well, under
+    /// its key without them: the next request finds the thread's handle again, and the
+    /// credentials are kept nowhere.
+    #[test]
+    fn a_host_called_with_credentials_is_remembered_without_them() {
+        let table = table(4);
+        let with_user: Uri = "https://user:secret@d.example/x"
+            .parse()
+            .expect("valid uri");
+        let first = table.entry(&with_user);
+        assert!(Arc::ptr_eq(&first, &table.entry(&with_user)));
+        let last = table.last.get_or_default().borrow();
+        let keys: Vec<&str> = last.0.iter().flatten().map(|(_, key, _)| &**key).collect();
+        assert_eq!(keys, ["d.example"]);
     }
 
     /// Attempts to one host on one thread hold that thread's handle, not the entry's own
