@@ -2,6 +2,7 @@
 """Instructions per request for benchmark ids of the `layers` bench, counted by callgrind.
 
     python3 crates/bench/instructions.py stack/baseline stack/seawall_full ...
+    python3 crates/bench/instructions.py --wire
 
 Wall-clock medians on a shared virtual machine move by a third between runs; the number of
 instructions a request executes does not, so it shows what a change does to the code's own
@@ -16,6 +17,12 @@ with a `lock` prefix, and `xchg` with memory, which is locked without one): each
 for the core's pending stores, so on a virtual machine one of them may cost as much as dozens
 of plain instructions. They are counted by a second run with callgrind's per-instruction
 counts, matched against the executable's and its libraries' disassembly (`objdump`).
+
+With `--wire`, the same two figures for a request over loopback (the `wire` bin: the bare
+hyper-util client, the standard stack over it, tower-resilience's stack over it), counted
+inside the bin's `measured` function, which runs the requests and the runtime's work for
+them: the client, the server and the runtime, the kernel calls' user side. Building the
+client and a warm-up are not counted.
 """
 
 import collections
@@ -26,18 +33,22 @@ import sys
 import tempfile
 
 
-def bench_binary():
-    """Builds the layers bench and returns the path of its executable."""
-    out = subprocess.run(
-        ["cargo", "bench", "-p", "seawall-bench", "--bench", "layers", "--no-run",
-         "--message-format=json"],
-        capture_output=True, text=True, check=True).stdout
+def built_executable(command, name):
+    """Runs a cargo build `command` and returns the path of the executable `name` it made."""
+    out = subprocess.run(command + ["--message-format=json"],
+                         capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         message = json.loads(line)
         if message.get("reason") == "compiler-artifact" and message.get("executable") \
-                and message["target"]["name"] == "layers":
+                and message["target"]["name"] == name:
             return message["executable"]
-    sys.exit("no layers bench executable was built")
+    sys.exit(f"no {name} executable was built")
+
+
+def bench_binary():
+    """Builds the layers bench and returns the path of its executable."""
+    return built_executable(
+        ["cargo", "bench", "-p", "seawall-bench", "--bench", "layers", "--no-run"], "layers")
 
 
 def instructions_per_call(binary, bench_id):
@@ -131,18 +142,54 @@ def locked_per_call(binary, bench_id):
     calls = max((counts[(binary, entry)] for entry in entries), default=0)
     if not calls:
         sys.exit(f"{bench_id}: no calls of seawall_bench::call_once were recorded")
+    return locked_executed(counts) / calls
+
+
+def locked_executed(counts):
+    """How many locked instructions `counts` (from `executed_per_address`) executed."""
     locked = 0
     for obj in {obj for obj, _ in counts if obj and obj.startswith("/")}:
         addresses = locked_addresses(obj)
         locked += sum(count for (o, address), count in counts.items()
                       if o == obj and address in addresses)
-    return locked / calls
+    return locked
+
+
+def wire_per_request(binary, client, requests):
+    """Runs the `wire` bin under callgrind, counting inside its `measured` function only;
+    returns (instructions, locked instructions) per request."""
+    with tempfile.NamedTemporaryFile(suffix=".callgrind") as profile:
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--dump-instr=yes",
+             "--toggle-collect=wire::measured*",
+             f"--callgrind-out-file={profile.name}", binary, client, str(requests)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        counts = executed_per_address(profile.name)
+    if not counts:
+        sys.exit(f"{client}: nothing was counted inside wire::measured")
+    return sum(counts.values()) / requests, locked_executed(counts) / requests
+
+
+def wire():
+    """Per request over loopback, for each client and beyond the bare client's."""
+    binary = built_executable(
+        ["cargo", "build", "--release", "-p", "seawall-bench", "--bin", "wire"], "wire")
+    print("client\tinstructions\tlocked\tbeyond bare")
+    bare = None
+    for client in ["bare", "seawall", "tower_resilience"]:
+        per_request, locked = wire_per_request(binary, client, 2_000)
+        bare = bare or (per_request, locked)
+        print(f"{client}\t{per_request:.0f}\t{locked:.1f}\t"
+              f"+{per_request - bare[0]:.0f} instructions, +{locked - bare[1]:.1f} locked")
 
 
 def main():
     ids = sys.argv[1:]
     if not ids:
         sys.exit(__doc__)
+    if ids == ["--wire"]:
+        wire()
+        return
     binary = bench_binary()
     print("id\tinstructions\tlocked\t(calls)")
     for bench_id in ids:

@@ -194,3 +194,31 @@ where
         limit.layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(30)).layer(upstream)),
     )))
 }
+
+/// Serves a small fixed JSON answer over HTTP/1 on a free loopback port, from tasks on the
+/// current runtime; returns the URL to request. The server of the end-to-end bins.
+pub async fn serve_small_answer() -> std::io::Result<String> {
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let url = format!("http://{}/items", listener.local_addr()?);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|_request: Request<hyper::body::Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"{\"id\":7,\"name\":\"anchor\"}"),
+                        )))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(url)
+}

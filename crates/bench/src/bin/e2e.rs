@@ -19,18 +19,15 @@
 //! 1.07 for one client); a ratio taken within a round leaves out what moves slower than a
 //! round, and the orders' symmetry what moves steadily within one.
 
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use seawall_bench::{CloneableRequest, tower_resilience_stack};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tower::{Layer, Service, ServiceExt};
 
 /// How long each timed run lasts.
@@ -48,31 +45,6 @@ const ORDERS: [[usize; 3]; 6] = [
 ];
 /// How long each run sends before it starts counting, to open connections and warm caches.
 const WARM_UP: Duration = Duration::from_millis(100);
-
-/// Serves a small fixed answer on a free loopback port.
-async fn serve() -> std::io::Result<String> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let url = format!("http://{}/items", listener.local_addr()?);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                        b"{\"id\":7,\"name\":\"anchor\"}",
-                    ))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(url)
-}
 
 /// Requests completed and their latencies in one run.
 #[derive(Default)]
@@ -191,7 +163,7 @@ fn main() -> Result<(), BoxError> {
 
 /// Every client at each concurrency, as the JSON object the last line prints.
 async fn measure(json_only: bool) -> Result<serde_json::Value, BoxError> {
-    let url = serve().await?;
+    let url = seawall_bench::serve_small_answer().await?;
     let mut summary = serde_json::Map::new();
     for concurrency in [1, 32] {
         let bare_client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
