@@ -8,7 +8,11 @@
 //! - `waiter_future_bytes` and `request_bytes`: the size of a waiting request's future, which
 //!   the caller holds, and of the `http::Request<()>` inside it;
 //! - `waiter_bytes_beyond_request`: heap plus future, less the request (target ≤ 256);
-//! - `limiter_key_bytes` and `breaker_key_bytes`: heap per idle key, over 100,000 hosts.
+//! - `limiter_key_bytes` and `breaker_key_bytes`: heap per idle key, over 100,000 hosts;
+//! - `stack_future_bytes` and `stack_over_hyper_future_bytes`: the size of the standard
+//!   stack's response future over the no-op upstream (as the `stack` group's `seawall_full`)
+//!   and over hyper-util's client. Each layer's `call` moves the future of the layer below
+//!   into its own, so these bytes are copied about once per layer on every request.
 
 use std::alloc::System;
 use std::future::Future;
@@ -16,12 +20,12 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use http::Request;
-use seawall_bench::{NoopUpstream, call_once};
+use seawall_bench::{NoopUpstream, call_once, complete};
 use seawall_circuit_breaker::CircuitBreakerLayer;
 use seawall_rate_limit::RateLimitLayer;
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
 
 /// Counts every allocation of this process.
 #[global_allocator]
@@ -107,6 +111,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let breaker_key = (live() - before) / KEYS as i64;
 
     let beyond = waiter_heap + (future_bytes as i64 - request_bytes as i64);
+
+    // The standard stack's future, built as the `stack` group and the `e2e` bin build it.
+    let stack = seawall::stack()
+        .rate_limit(|limit| limit.per_second(1_000_000_000).burst(1_000_000))
+        .build()?;
+    type Body = http_body_util::Empty<bytes::Bytes>;
+    let empty = || Request::new(Body::new());
+    let mut over_noop = stack.service(NoopUpstream);
+    complete(ServiceExt::<Request<Body>>::ready(&mut over_noop)).map_err(|e| e.to_string())?;
+    let stack_future = size_of_future(&over_noop.call(empty()));
+    let mut over_hyper = stack.hyper_client::<Body>();
+    complete(ServiceExt::<Request<Body>>::ready(&mut over_hyper)).map_err(|e| e.to_string())?;
+    // Never polled: nothing is sent.
+    let stack_over_hyper_future = size_of_future(&over_hyper.call(empty()));
     let summary = json!({
         "waiters": queued,
         "waiter_heap_bytes": waiter_heap,
@@ -116,6 +134,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "target_bytes_beyond_request": 256,
         "limiter_key_bytes": limiter_key,
         "breaker_key_bytes": breaker_key,
+        "stack_future_bytes": stack_future,
+        "stack_over_hyper_future_bytes": stack_over_hyper_future,
     });
     if !json_only {
         println!("{WAITERS} waiters queued, {KEYS} idle hosts per layer");
