@@ -45,20 +45,10 @@ where
     Ok(answered)
 }
 
-/// The counted requests: the only frame callgrind counts in (`--toggle-collect`), the runtime's
-/// work for them included, as it runs inside `block_on`.
+/// Runs `counted`: the only frame callgrind counts in (`--toggle-collect`).
 #[inline(never)]
-fn measured<S, B>(
-    runtime: &tokio::runtime::Runtime,
-    client: S,
-    url: &str,
-    requests: u64,
-) -> Result<u64, BoxError>
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone,
-    B: hyper::body::Body,
-{
-    runtime.block_on(send(client, url, requests))
+fn measured<T>(counted: impl FnOnce() -> T) -> T {
+    counted()
 }
 
 /// Warms `client` up, then sends the counted requests; returns how many of all were answered.
@@ -73,7 +63,8 @@ where
     B: hyper::body::Body,
 {
     let warm = runtime.block_on(send(client.clone(), url, WARM_UP))?;
-    Ok(warm + measured(runtime, client, url, requests)?)
+    // The runtime's work for the counted requests runs inside `block_on`, so it is counted.
+    Ok(warm + measured(|| runtime.block_on(send(client, url, requests)))?)
 }
 
 fn main() -> Result<(), BoxError> {
