@@ -87,12 +87,20 @@ def executed_per_address(profile):
     obj, address, after_call = None, 0, False
     for line in open(profile, encoding="utf-8", errors="replace"):
         line = line.rstrip("\n")
+        if line.startswith("events:") and line.split()[1:] != ["Ir"]:
+            sys.exit(f"{profile}: expected instructions (Ir) as the only event, got {line}")
         if line.startswith(("ob=", "cob=")):
-            compressed = re.match(r"\((\d+)\)(?: (.*))?", line.split("=", 1)[1])
-            if compressed and compressed.group(2):
-                names[compressed.group(1)] = compressed.group(2)
-            if line.startswith("ob=") and compressed:
-                obj = names.get(compressed.group(1))
+            value = line.split("=", 1)[1]
+            compressed = re.match(r"\((\d+)\)(?: (.*))?$", value)
+            if compressed is None:
+                # Uncompressed (`--compress-strings=no`): the value is the name.
+                name = value
+            else:
+                if compressed.group(2):
+                    names[compressed.group(1)] = compressed.group(2)
+                name = names.get(compressed.group(1))
+            if line.startswith("ob="):
+                obj = name
             continue
         if line.startswith("calls="):
             after_call = True
@@ -120,8 +128,9 @@ def locked_addresses(obj):
     text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj],
                           capture_output=True, text=True, check=True).stdout
     return {int(found.group(1), 16)
-            for found in re.finditer(r"^\s*([0-9a-f]+):\s+(?:lock |xchg\s+\S*\()",
-                                     text, re.MULTILINE)}
+            for found in re.finditer(
+                r"^\s*([0-9a-f]+):\s+(?:(?:xacquire |xrelease )?lock |xchg[bwlq]?\s+\S*\()",
+                text, re.MULTILINE)}
 
 
 def locked_per_call(binary, bench_id):
@@ -138,7 +147,8 @@ def locked_per_call(binary, bench_id):
     symbols = subprocess.run(["nm", "-C", binary], capture_output=True, text=True,
                              check=True).stdout
     entries = [int(line.split()[0], 16) for line in symbols.splitlines()
-               if line.endswith("seawall_bench::call_once") or "seawall_bench::call_once<" in line]
+               if line.endswith("seawall_bench::call_once")
+               or "seawall_bench::call_once<" in line or "seawall_bench::call_once::<" in line]
     calls = max((counts[(binary, entry)] for entry in entries), default=0)
     if not calls:
         sys.exit(f"{bench_id}: no calls of seawall_bench::call_once were recorded")
