@@ -195,30 +195,46 @@ where
     )))
 }
 
-/// Serves a small fixed JSON answer over HTTP/1 on a free loopback port, from tasks on the
-/// current runtime; returns the URL to request. The server of the end-to-end bins.
-pub async fn serve_small_answer() -> std::io::Result<String> {
-    use hyper_util::rt::TokioIo;
+/// Serves HTTP/1 on a free loopback port from tasks on the current runtime, each connection
+/// with a service `make_service` makes; returns the URL of `path` there. The server of the
+/// end-to-end bins.
+pub async fn serve_on_loopback<M, S>(path: &str, make_service: M) -> std::io::Result<String>
+where
+    M: Fn() -> S + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let url = format!("http://{}/items", listener.local_addr()?);
+    let url = format!("http://{}{path}", listener.local_addr()?);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let service = make_service();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|_request: Request<hyper::body::Incoming>| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from_static(b"{\"id\":7,\"name\":\"anchor\"}"),
-                        )))
-                    });
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
             });
         }
     });
     Ok(url)
+}
+
+/// [`serve_on_loopback`] with a small fixed JSON answer to every request, at `/items`.
+pub async fn serve_small_answer() -> std::io::Result<String> {
+    serve_on_loopback("/items", || {
+        hyper::service::service_fn(|_request: Request<hyper::body::Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"{\"id\":7,\"name\":\"anchor\"}"),
+            )))
+        })
+    })
+    .await
 }

@@ -27,9 +27,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
 
 /// The callers driving the client.
@@ -83,37 +82,24 @@ impl ServerLimit {
 
 /// Serves 200 within the limit and a bare 429 beyond it, on a free loopback port.
 async fn serve(limit: Arc<ServerLimit>) -> std::io::Result<String> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let url = format!("http://{}/work", listener.local_addr()?);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    seawall_bench::serve_on_loopback("/work", move || {
+        let limit = Arc::clone(&limit);
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let sequence = request
+                .headers()
+                .get(SEQUENCE)
+                .and_then(|value| value.to_str().ok()?.parse().ok());
+            let status = if limit.admit(sequence) {
+                StatusCode::OK
+            } else {
+                StatusCode::TOO_MANY_REQUESTS
             };
-            let _ = stream.set_nodelay(true);
-            let limit = Arc::clone(&limit);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let sequence = request
-                        .headers()
-                        .get(SEQUENCE)
-                        .and_then(|value| value.to_str().ok()?.parse().ok());
-                    let status = if limit.admit(sequence) {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::TOO_MANY_REQUESTS
-                    };
-                    let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
-                    *response.status_mut() = status;
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(url)
+            let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+            *response.status_mut() = status;
+            async move { Ok::<_, Infallible>(response) }
+        })
+    })
+    .await
 }
 
 fn argument(name: &str, default: u32) -> u32 {
