@@ -42,18 +42,26 @@ struct Retrying<S, C> {
     state: RetryState,
     /// The service for retries, cloned when the first one is due.
     service: Option<S>,
-    /// The layer's budget and when a retry was taken from it, while that retry is not sent.
-    unsent: Option<(Arc<Shared<C>>, Instant)>,
-    /// The cause of the retry decided and not yet sent, counted when it is sent: a retry
-    /// cancelled during its backoff was never made.
-    due: Option<FailureKind>,
+    /// The retry decided and not yet sent.
+    due: Option<DueRetry<C>>,
+}
+
+/// A retry decided and not yet sent: counted when it is sent (a retry cancelled during its
+/// backoff was never made), and given back to the budget if it never is.
+struct DueRetry<C> {
+    reason: FailureKind,
+    /// The layer's shared state and when the retry was taken from its budget (with one).
+    withdrawn: Option<(Arc<Shared<C>>, Instant)>,
 }
 
 impl<S, C> Drop for Retrying<S, C> {
     /// A request dropped during its backoff (a caller's timeout, say) gives back the retry
     /// it took from the budget: a retry never sent must not starve other callers of theirs.
     fn drop(&mut self) {
-        if let Some((shared, withdrawn)) = &self.unsent
+        if let Some(DueRetry {
+            withdrawn: Some((shared, withdrawn)),
+            ..
+        }) = &self.due
             && let Some(budget) = &shared.budget
         {
             budget.refund(*withdrawn);
@@ -144,12 +152,10 @@ where
                         Box::new(Retrying {
                             state: shared.retry_state(),
                             service: None,
-                            unsent: None,
                             due: None,
                         })
                     });
-                    let (state, unsent, due) =
-                        (&mut retrying.state, &mut retrying.unsent, &mut retrying.due);
+                    let (state, due) = (&mut retrying.state, &mut retrying.due);
                     match shared
                         .policy
                         .decide(&attempt, state, shared.budget.as_ref(), now)
@@ -164,10 +170,13 @@ where
                             return Poll::Ready(finish(result, *this.attempts, Some(reason), hint));
                         }
                         Decision::Retry { delay, reason } => {
-                            if shared.budget.is_some() {
-                                *unsent = Some((Arc::clone(&this.bound.shared), now));
-                            }
-                            *due = Some(reason);
+                            *due = Some(DueRetry {
+                                reason,
+                                withdrawn: shared
+                                    .budget
+                                    .is_some()
+                                    .then(|| (Arc::clone(&this.bound.shared), now)),
+                            });
                             tracing::debug!(
                                 attempt = *this.attempts,
                                 delay_ms = delay.as_millis() as u64,
@@ -220,10 +229,9 @@ where
                     // Later than the call this future came from: the layers below share a
                     // reading of their own.
                     let (_, _call_time) = CallTime::enter_fresh();
-                    // Sent: the retry taken from the budget is spent, and counted.
-                    retrying.unsent = None;
-                    if let Some(reason) = retrying.due.take() {
-                        this.bound.shared.counters.retry(reason);
+                    // Sent: counted, and the retry taken from the budget is spent.
+                    if let Some(due) = retrying.due.take() {
+                        this.bound.shared.counters.retry(due.reason);
                     }
                     let future = service.call(request);
                     this.state.set(State::Called { future });
