@@ -16,7 +16,7 @@ use seawall_circuit_breaker::{BreakerError, CircuitBreakerLayer, State};
 use seawall_rate_limit::RateLimitLayer;
 use tokio::time::{Instant, sleep};
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 /// The service a layer under test wraps: what sits between it and the upstream.
 type Below = BoxCloneSyncService<Request<()>, Response<()>, BoxError>;
@@ -257,6 +257,47 @@ async fn a_request_waiting_in_the_limiter_holds_no_concurrency_permit() {
 #[tokio::test(start_paused = true)]
 async fn a_request_waiting_in_the_limiter_holds_no_buffer_slot() {
     a_waiting_request_leaves_the_service_below_free(buffer_of_one).await;
+}
+
+/// The facade's per-route limiter over `below`, kept and readied by its caller between
+/// requests (the `ready().await?.call(..)` idiom): a request that takes a route goes through
+/// the route's limiter, over a clone of `below`, and must not wait for the permit that
+/// readying the default limiter took.
+async fn a_routed_request_leaves_the_service_below_free(below: impl FnOnce(Below) -> Below) {
+    let (service, calls) = upstream(200, Duration::ZERO);
+    let stack = seawall::stack()
+        .rate_limit(|limit| limit.per_second(100))
+        .route("/search", |limit| limit.per_second(100))
+        .build()
+        .expect("valid stack");
+    let mut client = stack
+        .rate_limit_layer()
+        .layer(below(Below::new(service.map_err(BoxError::from))));
+    for (round, path) in ["/search", "/items", "/search/books"]
+        .into_iter()
+        .enumerate()
+    {
+        let request = Request::get(format!("http://a.test{path}"))
+            .body(())
+            .expect("a valid request");
+        let call = client.ready().await.expect("ready").call(request);
+        let response = tokio::time::timeout(Duration::from_secs(1), call)
+            .await
+            .unwrap_or_else(|_| panic!("{path} (request {round}) was answered, not held"))
+            .expect("answered");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_routed_request_holds_no_concurrency_permit_of_the_default_limiter() {
+    a_routed_request_leaves_the_service_below_free(concurrency_limit_of_one).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_routed_request_holds_no_buffer_slot_of_the_default_limiter() {
+    a_routed_request_leaves_the_service_below_free(buffer_of_one).await;
 }
 
 /// A breaker over `below`, whose only permit a hung call holds: once the breaker is open, a

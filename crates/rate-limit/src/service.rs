@@ -198,6 +198,20 @@ where
     St: RateStore,
     St::Future: Unpin,
 {
+    /// Gives back what readying the wrapped service took (a `ConcurrencyLimit` permit, a
+    /// `Buffer` slot) if it was readied: it is replaced by a fresh clone, which the next
+    /// request readies again. For a service that readied this limiter and then sends a
+    /// request through another one made over a clone of the same service (a per-route
+    /// limiter), whose request would otherwise wait for the permit this one keeps.
+    pub fn release_readiness(&mut self)
+    where
+        S: Clone,
+    {
+        if std::mem::take(&mut self.inner_ready) {
+            drop(self.take_inner());
+        }
+    }
+
     /// The wrapped service as it is (readied, or with its readiness under way), leaving a
     /// fresh clone in its place.
     fn take_inner(&mut self) -> S
@@ -228,11 +242,8 @@ where
         S: Clone,
     {
         // A waiting request holds nothing of the service below: the readied one is dropped
-        // (giving back a `ConcurrencyLimit` permit or a `Buffer` slot) and the request takes
-        // a clone it readies when admitted.
-        if std::mem::take(&mut self.inner_ready) {
-            drop(self.take_inner());
-        }
+        // and the request takes a clone it readies when admitted.
+        self.release_readiness();
         let mut queued = Queued::new(
             self.inner.clone(),
             request,

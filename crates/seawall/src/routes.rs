@@ -195,7 +195,12 @@ where
         // limiter's `call` would.
         let mut routed = None;
         let limiter = match route {
-            Some(route) => routed.insert(route.layer(self.default.get_ref().clone())),
+            Some(route) => {
+                // `poll_ready` readied the default limiter's service; the route's limiter
+                // readies a clone of its own, which must not wait for that one's permit.
+                self.default.release_readiness();
+                routed.insert(route.layer(self.default.get_ref().clone()))
+            }
             None => &mut self.default,
         };
         limiter.call(request)
