@@ -541,7 +541,15 @@ impl Client {
             let path = format!("{}/", directory.path());
             directory.set_path(&path);
         }
-        let url = directory.join(path.trim_start_matches('/'))?;
+        let relative = path.trim_start_matches('/');
+        // A path given from its root (`/users:search`) is one whatever its first segment
+        // holds; made relative, a colon in that segment would read as a scheme
+        // (RFC 3986, section 4.2), so it is joined as `./users:search`.
+        let url = if relative.len() < path.len() {
+            directory.join(&format!("./{relative}"))?
+        } else {
+            directory.join(relative)?
+        };
         let inside = url.scheme() == base.scheme()
             && url.host() == base.host()
             && url.port_or_known_default() == base.port_or_known_default()
@@ -639,6 +647,26 @@ impl RequestBuilder {
         self
     }
 
+    /// Sets `name` to `value` on a request that has no such header of its own, when the
+    /// client's default headers have none either: a default (`Accept:
+    /// application/vnd.github+json`, say) is the user's choice, which a helper's generic
+    /// value must not replace.
+    fn unless_set(
+        &self,
+        name: HeaderName,
+        value: &'static str,
+    ) -> impl FnOnce(&mut Pending) + use<> {
+        let defaulted = self.client.shared.default_headers.contains_key(&name);
+        move |pending| {
+            if !defaulted {
+                pending
+                    .headers
+                    .entry(name)
+                    .or_insert(HeaderValue::from_static(value));
+            }
+        }
+    }
+
     /// Appends `query`'s fields to the URL's query, percent-encoded (`&[("q", "a b")]`, a map,
     /// or a struct with `Serialize`).
     pub fn query<T: Serialize + ?Sized>(self, query: &T) -> Self {
@@ -716,33 +744,28 @@ impl RequestBuilder {
         })
     }
 
-    /// `body` as JSON, with `Content-Type: application/json` unless one is set.
+    /// `body` as JSON, with `Content-Type: application/json` unless the request or the
+    /// client's default headers set one.
     pub fn json<T: Serialize + ?Sized>(self, body: &T) -> Self {
+        let content_type = self.unless_set(CONTENT_TYPE, "application/json");
         self.with(|pending| {
             let json = serde_json::to_vec(body)
                 .map_err(|error| ClientErrorKind::Encode(Box::new(error)))?;
             pending.body = Bytes::from(json);
-            pending
-                .headers
-                .entry(CONTENT_TYPE)
-                .or_insert(HeaderValue::from_static("application/json"));
+            content_type(pending);
             Ok(())
         })
     }
 
     /// `body` as a URL-encoded form, with `Content-Type: application/x-www-form-urlencoded`
-    /// unless one is set.
+    /// unless the request or the client's default headers set one.
     pub fn form<T: Serialize + ?Sized>(self, body: &T) -> Self {
+        let content_type = self.unless_set(CONTENT_TYPE, "application/x-www-form-urlencoded");
         self.with(|pending| {
             let form = serde_urlencoded::to_string(body)
                 .map_err(|error| ClientErrorKind::Encode(Box::new(error)))?;
             pending.body = Bytes::from(form);
-            pending
-                .headers
-                .entry(CONTENT_TYPE)
-                .or_insert(HeaderValue::from_static(
-                    "application/x-www-form-urlencoded",
-                ));
+            content_type(pending);
             Ok(())
         })
     }
@@ -842,15 +865,14 @@ impl RequestBuilder {
         }
     }
 
-    /// Sends with `Accept: application/json` (unless set), fails on a status other than 2xx
-    /// (keeping its body), and reads the answer as JSON.
+    /// Sends with `Accept: application/json` (unless the request or the client's default
+    /// headers set one), fails on a status other than 2xx (keeping its body), and reads the
+    /// answer as JSON.
     async fn send_json<T: DeserializeOwned>(self) -> Result<T, ClientError> {
+        let accept = self.unless_set(ACCEPT, "application/json");
         let response = self
             .with(|pending| {
-                pending
-                    .headers
-                    .entry(ACCEPT)
-                    .or_insert(HeaderValue::from_static("application/json"));
+                accept(pending);
                 Ok(())
             })
             .send()

@@ -256,6 +256,83 @@ async fn a_path_that_leaves_the_base_url_is_refused_and_nothing_is_sent() {
 }
 
 #[tokio::test]
+async fn a_path_from_the_root_whose_first_segment_holds_a_colon_stays_under_the_base_url() {
+    let server = serve().await;
+    let api = server.client(&single_attempt_stack(), "/v1");
+
+    // A custom method (`/users:search`) and a key with a colon: paths, not schemes.
+    for path in [
+        "/users:search",
+        "/items/user:42",
+        "/documents:runQuery?page=2",
+    ] {
+        let response = api.get(path).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let targets: Vec<String> = server.seen().into_iter().map(|seen| seen.target).collect();
+    assert_eq!(
+        targets,
+        [
+            "/v1/users:search",
+            "/v1/items/user:42",
+            "/v1/documents:runQuery?page=2"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_json_helpers_keep_the_client_s_default_accept_and_content_type() {
+    let server = serve().await;
+    // A user of an API that chooses its version by media type.
+    let api = server
+        .client_builder(&single_attempt_stack(), "/")
+        .default_header("accept", "application/vnd.example.v2+json")
+        .default_header("content-type", "application/vnd.api+json")
+        .build()
+        .unwrap();
+    let plain = server.client(&single_attempt_stack(), "/");
+
+    let _: serde_json::Value = api.get_json("/a").await.unwrap();
+    let _: serde_json::Value = api.post_json("/b", &[1, 2]).await.unwrap();
+    api.post("/c").form(&[("q", "1")]).send().await.unwrap();
+    let _: serde_json::Value = plain.post_json("/d", &[1, 2]).await.unwrap();
+    api.post("/e")
+        .header("content-type", "application/merge-patch+json")
+        .json(&[1])
+        .send()
+        .await
+        .unwrap();
+
+    let seen = server.seen();
+    let heads: Vec<(Option<&str>, Option<&str>)> = seen
+        .iter()
+        .map(|seen| (seen.header("accept"), seen.header("content-type")))
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            (
+                Some("application/vnd.example.v2+json"),
+                Some("application/vnd.api+json")
+            ),
+            (
+                Some("application/vnd.example.v2+json"),
+                Some("application/vnd.api+json")
+            ),
+            (
+                Some("application/vnd.example.v2+json"),
+                Some("application/vnd.api+json")
+            ),
+            (Some("application/json"), Some("application/json")),
+            (
+                Some("application/vnd.example.v2+json"),
+                Some("application/merge-patch+json")
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn default_headers_and_request_headers_arrive_the_requests_winning() {
     let server = serve().await;
     let api = server
