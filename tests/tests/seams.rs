@@ -259,6 +259,57 @@ async fn a_request_waiting_in_the_limiter_holds_no_buffer_slot() {
     a_waiting_request_leaves_the_service_below_free(buffer_of_one).await;
 }
 
+/// A breaker that trips on slow calls, over a limiter of one request a second, over an
+/// upstream that refuses every connection at once (as a host that is down does): the second
+/// call waits a second in the limiter and then fails at once. Its failure is the upstream's;
+/// its second in the queue is not the upstream's slowness, though an error, unlike a
+/// response, carries no `QueueWait` to say so.
+#[tokio::test(start_paused = true)]
+async fn time_held_in_the_limiter_is_not_a_slow_call_when_the_call_then_fails() {
+    let breaker = CircuitBreakerLayer::builder()
+        .no_consecutive_failures()
+        .no_failure_rate()
+        .slow_calls(Duration::from_millis(500), 50.0)
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .expect("valid breaker");
+    let limiter = RateLimitLayer::builder()
+        .per_second(1)
+        .burst(1)
+        .build()
+        .expect("valid limiter");
+    let refusing = tower::service_fn(|_request: Request<()>| async {
+        Err::<Response<()>, BoxError>(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        )
+    });
+    let client = ServiceBuilder::new()
+        .layer(breaker.clone())
+        .layer(limiter)
+        .service(refusing);
+    let start = Instant::now();
+    for _ in 0..2 {
+        let error = client
+            .clone()
+            .oneshot(get("a.test"))
+            .await
+            .expect_err("the upstream refuses");
+        assert!(
+            error.as_open().is_none(),
+            "failed below, not refused: {error}"
+        );
+    }
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(1),
+        "the second call waited"
+    );
+    let stats = &breaker.handle().stats()[0];
+    assert_eq!(stats.state, State::Closed, "not opened for slowness");
+    assert_eq!((stats.window.calls, stats.window.slow), (2, 0));
+}
+
 /// The facade's per-route limiter over `below`, kept and readied by its caller between
 /// requests (the `ready().await?.call(..)` idiom): a request that takes a route goes through
 /// the route's limiter, over a clone of `below`, and must not wait for the permit that

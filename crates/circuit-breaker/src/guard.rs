@@ -90,9 +90,15 @@ impl<K: fmt::Debug + Send + Sync + 'static> BreakerGuard<K> {
     }
 
     /// The time now, read only if the breaker times calls, and whether the operation was
-    /// slow: longer than the slow-call threshold, without the `waited` part (time held back
-    /// below, which says nothing about the upstream).
+    /// slow: longer than the slow-call threshold, without the time it was held back below
+    /// (which says nothing about the upstream): `waited` as its response says, or as the
+    /// layer that held it recorded on its readmission, which an error carries no room for.
     pub(crate) fn timing(&self, waited: Duration) -> (Option<Instant>, bool) {
+        let waited = waited.max(
+            self.held
+                .as_ref()
+                .map_or(Duration::ZERO, Readmission::waited),
+        );
         let now = self.started.map(|_| Instant::now());
         let slow = match (self.started, now, self.breaker.slow_threshold()) {
             (Some(started), Some(now), Some(threshold)) => {

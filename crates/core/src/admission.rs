@@ -25,6 +25,7 @@ use std::error::Error;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tower::BoxError;
 
@@ -53,6 +54,7 @@ pub trait Gate: Send + Sync + 'static {
 struct Shared {
     gate: OnceLock<(Arc<dyn Gate>, u64)>,
     refusal: OnceLock<BoxError>,
+    waited: OnceLock<Duration>,
 }
 
 /// One held-back request's link to the layer that admitted it. Cheap to clone.
@@ -73,6 +75,7 @@ impl Readmission {
         Readmission(Arc::new(Shared {
             gate: OnceLock::new(),
             refusal: OnceLock::new(),
+            waited: OnceLock::new(),
         }))
     }
 
@@ -105,6 +108,20 @@ impl Readmission {
     /// to answer with its own error instead of the holding layer's).
     pub fn refusal(&self) -> Option<&(dyn Error + Send + Sync + 'static)> {
         self.0.refusal.get().map(|refusal| &**refusal)
+    }
+
+    /// Records how long the request was held back (by the holding layer, when it lets the
+    /// request go). A response says it too ([`QueueWait`](crate::QueueWait)); an error has no
+    /// room for it, and the admitting layer must not take that time for the upstream's (a
+    /// breaker's slow calls). Only the first record counts.
+    pub fn record_wait(&self, waited: Duration) {
+        let _ = self.0.waited.set(waited);
+    }
+
+    /// How long the request was held back, as the holding layer recorded it; zero until it
+    /// lets the request go.
+    pub fn waited(&self) -> Duration {
+        self.0.waited.get().copied().unwrap_or_default()
     }
 }
 

@@ -488,6 +488,9 @@ where
 {
     queued.leave(now);
     let waited = now.saturating_duration_since(queued.entry.context.instant(queued.since));
+    if let Some(readmission) = &queued.readmission {
+        readmission.record_wait(waited);
+    }
     let counters = &queued.limiter.counters;
     counters.admitted.add(1);
     if queued.joined {
