@@ -638,7 +638,14 @@ impl<K: fmt::Debug> Breaker<K> {
                         return;
                     }
                 }
-                Verdict::Success { .. } => {
+                // Slow only when the breaker counts slow calls: an upstream as slow as the
+                // one the breaker may have opened on is not recovered.
+                Verdict::Success { slow: true } => {
+                    if self.trip(word, now, Reason::ProbeSlow, None) {
+                        return;
+                    }
+                }
+                Verdict::Success { slow: false } => {
                     let successes = word.successes() + 1;
                     if successes >= self.config.half_open_successes {
                         let next = word.next(State::Closed, 0);

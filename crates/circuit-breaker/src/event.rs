@@ -87,6 +87,8 @@ pub enum Reason {
     ProbesSucceeded,
     /// A half-open probe failed.
     ProbeFailed,
+    /// A half-open probe succeeded, but took longer than the slow-call threshold.
+    ProbeSlow,
     /// Half-open probes did not finish within the maximum wait.
     HalfOpenTimedOut,
     /// Changed through the handle.

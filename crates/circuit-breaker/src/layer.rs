@@ -129,7 +129,8 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
     }
 
     /// Trip when at least `percent` of the window's calls took longer than `threshold`
-    /// (time spent waiting in a rate limiter below excluded). Off by default.
+    /// (time spent waiting in a rate limiter below excluded). Off by default. When on, a
+    /// half-open probe that succeeds slowly reopens the breaker, as a failed one does.
     pub fn slow_calls(mut self, threshold: Duration, percent: f64) -> Self {
         self.config.slow_call = Some((threshold, percent));
         self

@@ -432,6 +432,54 @@ async fn slow_calls_trip_and_exclude_queue_wait() {
     assert_eq!(handle.state(&()), State::Open);
 }
 
+/// A breaker that opened on slow calls probes an upstream that still answers as slowly: the
+/// probe's success does not close it (it would admit full traffic until the window tripped
+/// again); a prompt probe does.
+#[tokio::test(start_paused = true)]
+async fn a_slow_probe_reopens_a_breaker_that_counts_slow_calls() {
+    let (events, listener) = recorder();
+    let layer = single()
+        .no_consecutive_failures()
+        .no_failure_rate()
+        .slow_calls(secs(1), 50.0)
+        .count_window(2)
+        .minimum_calls(2)
+        .open_duration(secs(10))
+        .half_open_permits(1)
+        .half_open_successes(1)
+        .on_transition(listener)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let service = ServiceBuilder::new().layer(layer).service(upstream());
+    for _ in 0..2 {
+        send(&service, Script::After(secs(2), 200)).await.unwrap();
+    }
+    assert_eq!(handle.state(&()), State::Open);
+    advance(secs(10)).await;
+    assert_eq!(
+        send(&service, Script::After(secs(2), 200)).await.unwrap(),
+        200,
+        "the probe's answer reaches its caller"
+    );
+    assert_eq!(handle.state(&()), State::Open);
+    advance(secs(10)).await;
+    send(&service, Script::After(Duration::from_millis(100), 200))
+        .await
+        .unwrap();
+    assert_eq!(handle.state(&()), State::Closed);
+    assert_eq!(
+        take(&events),
+        [
+            (State::Closed, State::Open, Reason::SlowCallRate(100.0)),
+            (State::Open, State::HalfOpen, Reason::OpenElapsed),
+            (State::HalfOpen, State::Open, Reason::ProbeSlow),
+            (State::Open, State::HalfOpen, Reason::OpenElapsed),
+            (State::HalfOpen, State::Closed, Reason::ProbesSucceeded),
+        ]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn time_window_forgets_old_failures() {
     let layer = single()
