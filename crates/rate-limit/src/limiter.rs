@@ -159,7 +159,10 @@ impl<K, St: RateStore> Settling<K, St> {
             .map(|actual| actual.0)
             .or_else(|| {
                 let value = response.headers().get(settle.header.as_ref()?)?;
-                value.to_str().ok()?.trim().parse::<u32>().ok()
+                // A figure beyond `u32` is absurd like any too large for the quotas, and is
+                // cut the same way, not ignored (which would keep a far smaller estimate).
+                let figure = value.to_str().ok()?.trim().parse::<u64>().ok()?;
+                Some(u32::try_from(figure).unwrap_or(u32::MAX))
             });
         if let Some(actual) = actual {
             self.limiter.settle_entry(entry, self.cost, actual);

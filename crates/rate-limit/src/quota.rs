@@ -150,6 +150,15 @@ impl Quota {
         // Both are finite and positive here; the casts saturate at the type's range.
         let interval_nanos = (self.interval_nanos as f64 / fraction).ceil() as u64;
         let burst = ((f64::from(self.burst) * fraction).floor() as u32).max(1);
+        // As `burst` bounds it: a saturated interval would make the tolerance unbounded too,
+        // and every request pass.
+        if u128::from(interval_nanos) * u128::from(burst) > u128::from(MAX_BURST_SPAN_NANOS) {
+            return Err(ConfigError::new(
+                "share",
+                fraction,
+                "a fraction that leaves a burst spanning at most 100 years",
+            ));
+        }
         Ok(Self {
             interval_nanos,
             burst,
@@ -195,5 +204,13 @@ mod tests {
         for bad in [0.0, -0.5, 1.5, f64::NAN] {
             assert_eq!(quota.share(bad).unwrap_err().field(), "share");
         }
+        // A sliver whose interval would pass 100 years (one a second, shared 1e-11: 3,170
+        // years between requests) is refused, not saturated into no limit at all.
+        let one_a_second = Quota::per_second(1).unwrap();
+        assert_eq!(one_a_second.share(1e-11).unwrap_err().field(), "share");
+        assert_eq!(
+            one_a_second.share(1e-9).unwrap().interval(),
+            Duration::from_secs(1_000_000_000)
+        );
     }
 }

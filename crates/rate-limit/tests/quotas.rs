@@ -394,6 +394,31 @@ async fn an_absurd_settled_cost_holds_the_key_five_minutes_at_most() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_settled_cost_beyond_u32_is_cut_as_an_absurd_one_not_ignored() {
+    // A server's `x-tokens-used: 5000000000` (past `u32`): ignored, the request would keep
+    // its estimate of one token and the next would go at once.
+    let layer = RateLimitLayer::builder()
+        .per_second(100)
+        .burst(100)
+        .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
+        .wait(10, Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let mut service = layer.layer(service_fn(|request: Request<&'static str>| {
+        let response = Response::builder()
+            .header("x-tokens-used", *request.body())
+            .body(())
+            .unwrap();
+        ready(Ok::<_, std::io::Error>(response))
+    }));
+    service.call(Request::new("5000000000")).await.unwrap();
+    let started = Instant::now();
+    service.call(Request::new("1")).await.unwrap();
+    // As for `u32::MAX` tokens: held the hint policy's five minutes, less the burst's second.
+    assert_eq!(started.elapsed(), ms(299_020));
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_absurd_settled_cost_holds_every_quota_of_a_key_five_minutes_at_most() {
     // 100 a second (30,000 tokens in 5 minutes) and one a second (300): the settlement takes
     // the fewer, so the slower quota too is held 5 minutes, not 8 hours. Its schedule stands
