@@ -218,7 +218,9 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
         self
     }
 
-    /// Hold at most this many per-key breakers (1 to 100,000,000; default 10,000).
+    /// Hold at most this many per-key breakers (1 to 100,000,000; default 10,000). At the
+    /// bound the least recently used tenth is dropped, breakers with calls in flight or not
+    /// closed last.
     pub fn max_keys(mut self, n: usize) -> Self {
         self.key_limits.0 = n;
         self

@@ -581,19 +581,24 @@ where
         let len = map.len();
         if len >= self.limits.max_keys {
             // Drop the least recently used tenth (at least one), so that the next sweep is
-            // many inserts away and the cost per insert stays constant.
+            // many inserts away and the cost per insert stays constant. Entries that requests
+            // hold or whose state matters (waiters, a server's pause, an open breaker) go
+            // only when there are not enough others: dropped, their key would start afresh
+            // while its old state still served the requests that held it.
             let target = self.limits.max_keys - self.limits.max_keys.div_ceil(10);
             let excess = len - target.min(len);
-            let mut ages: Vec<(u64, K)> = map
+            let mut ages: Vec<(bool, u64, K)> = map
                 .iter()
                 .map(|(key, slot)| {
-                    let used = slot.shared.last_used_ms.load(Ordering::Relaxed);
-                    (used, key.clone())
+                    let shared = &slot.shared;
+                    let matters = shared.in_flight() > 0 || keep(&shared.value);
+                    let used = shared.last_used_ms.load(Ordering::Relaxed);
+                    (matters, used, key.clone())
                 })
                 .collect();
             if excess > 0 && excess <= ages.len() {
-                ages.select_nth_unstable_by_key(excess - 1, |(used, _)| *used);
-                for (_, key) in &ages[..excess] {
+                ages.select_nth_unstable_by_key(excess - 1, |(matters, used, _)| (*matters, *used));
+                for (_, _, key) in &ages[..excess] {
                     if let Some(slot) = map.remove(key) {
                         slot.shared.evicted.store(true, Ordering::Relaxed);
                     }
@@ -766,10 +771,10 @@ mod tests {
         assert_eq!(made.load(Ordering::Relaxed), 3);
     }
 
-    /// The hard bound drops even a key in flight; its holder keeps the state it has, which
-    /// says it was evicted, and the next lookup gets a fresh one.
+    /// At the bound, keys nobody holds go first: the least recently used key, still in
+    /// flight, outlasts twenty newer ones dropped as soon as they were used.
     #[tokio::test(start_paused = true)]
-    async fn max_keys_drops_a_key_in_flight_and_its_next_lookup_is_fresh() {
+    async fn max_keys_drops_idle_keys_before_one_in_flight() {
         let map = KeyedMap::new(KeyLimits::new(10, Duration::from_secs(60)).unwrap());
         let start = Instant::now();
         let held = map.get_or_insert_with(&0u64, start, || 0, |_| false);
@@ -778,11 +783,29 @@ mod tests {
             drop(map.get_or_insert_with(&key, at, || key * 100, |_| false));
             assert!(map.len() <= 10);
         }
-        assert!(held.is_evicted(), "the least recently used key went");
+        assert!(!held.is_evicted());
+        assert!(map.get(&0).is_some_and(|state| state.same_state(&held)));
+    }
+
+    /// The hard bound drops even a key in flight when every key is: its holder keeps the
+    /// state it has, which says it was evicted, and the next lookup gets a fresh one.
+    #[tokio::test(start_paused = true)]
+    async fn max_keys_drops_a_key_in_flight_when_all_are_and_its_next_lookup_is_fresh() {
+        let map = KeyedMap::new(KeyLimits::new(10, Duration::from_secs(60)).unwrap());
+        let start = Instant::now();
+        let held: Vec<_> = (0..20u64)
+            .map(|key| {
+                let at = start + Duration::from_millis(key);
+                let state = map.get_or_insert_with(&key, at, || key * 100, |_| false);
+                assert!(map.len() <= 10);
+                state
+            })
+            .collect();
+        assert!(held[0].is_evicted(), "the least recently used key went");
         assert!(map.get(&0).is_none());
         let fresh = map.get_or_insert_with(&0, start + Duration::from_secs(1), || 7, |_| false);
-        assert_eq!((**held, **fresh), (0, 7));
-        assert!(!fresh.same_state(&held));
+        assert_eq!((**held[0], **fresh), (0, 7));
+        assert!(!fresh.same_state(&held[0]));
     }
 
     #[test]

@@ -285,7 +285,9 @@ impl<X, St> RateLimitBuilder<X, St> {
         self
     }
 
-    /// Hold at most this many per-key limiters (1 to 100,000,000; default 10,000).
+    /// Hold at most this many per-key limiters (1 to 100,000,000; default 10,000). At the
+    /// bound the least recently used tenth is dropped, keys with waiters, requests in flight,
+    /// a server's pause or a quota not yet refilled last.
     pub fn max_keys(mut self, n: usize) -> Self {
         self.key_limits.0 = n;
         self

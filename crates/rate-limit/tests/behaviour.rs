@@ -391,6 +391,58 @@ fn every_invalid_config_names_its_field() {
     }
 }
 
+/// At `max_keys`, the keys dropped to make room are the idle ones first: a key a server
+/// paused (`Retry-After`) is kept over one used since whose quota has refilled, so its
+/// next request still waits out the pause instead of finding a fresh burst.
+#[tokio::test(start_paused = true)]
+async fn at_max_keys_a_paused_key_outlasts_an_idle_one_used_since() {
+    let start = Instant::now();
+    let (log, upstream) = logging_upstream(start);
+    let layer = RateLimitLayer::builder()
+        .per_second(100)
+        .burst(1)
+        .key_by(|head: &seawall_core::RequestHead<'_>| head.uri.path().to_owned())
+        .max_keys(2)
+        .wait(10, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut service = layer.layer(upstream);
+    let call = |path: &str, n: u32| Request::builder().uri(path).body(n).unwrap();
+    handle.pause("/a".to_owned(), Duration::from_secs(30));
+    tokio::time::advance(ms(20)).await;
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(call("/b", 1))
+        .await
+        .unwrap();
+    tokio::time::advance(ms(20)).await;
+    // A third key: one of the two must go, and b's quota has refilled.
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(call("/c", 2))
+        .await
+        .unwrap();
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(call("/a", 3))
+        .await
+        .unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(
+        log.last().map(|(n, at)| (*n, *at)),
+        Some((3, ms(30_000))),
+        "a waited out its pause"
+    );
+    assert_eq!(handle.stats().keys, 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_head_that_is_never_polled_does_not_wedge_the_queue() {
     let start = Instant::now();
