@@ -414,9 +414,11 @@ fn parse_base(base_url: &str) -> Result<(Url, Option<HeaderValue>), ConfigError>
     });
     let Some(mut base) = parsed else {
         // The error shows no credentials: where they end in a URL that does not parse cannot
-        // be told, so such a URL is not shown at all.
+        // be told, so such a URL is not shown at all; nor is a query, which may hold a key.
         let shown = if base_url.contains('@') {
             "(a URL with user information; not shown)"
+        } else if let Some((before, _)) = base_url.split_once('?') {
+            &format!("{before}?…")
         } else {
             base_url
         };
@@ -627,7 +629,7 @@ impl fmt::Debug for RequestBuilder {
             // Sensitive header values (the auth helpers') show as `Sensitive`.
             Ok(pending) => debug
                 .field("method", &pending.method)
-                .field("url", &pending.url.as_str())
+                .field("url", &format_args!("{}", Shown(&pending.url)))
                 .field("headers", &pending.headers)
                 .field("timeout", &pending.timeout),
             Err(error) => debug.field("error", error),
@@ -912,7 +914,7 @@ impl fmt::Debug for Response {
             }
         }
         f.debug_struct("Response")
-            .field("url", &self.url.as_str())
+            .field("url", &format_args!("{}", Shown(&self.url)))
             .field("status", &self.status())
             .field("version", &self.version())
             .field("headers", &headers)
@@ -1011,7 +1013,8 @@ impl Response {
 
 /// Why a [`Client`] call did not give an answer or a value: [`kind`](Self::kind) says what
 /// went wrong, the accessors answer the common questions, and [`url`](Self::url) says where
-/// (never with credentials, which no part of the error shows).
+/// (never with credentials, which no part of the error shows). Its `Display` and `Debug`
+/// show the URL without its query, which may carry a key; `url()` has it whole.
 pub struct ClientError {
     inner: Box<(ClientErrorKind, Option<Url>)>,
 }
@@ -1124,7 +1127,7 @@ impl fmt::Debug for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientError")
             .field("kind", self.kind())
-            .field("url", &self.url().map(Url::as_str))
+            .field("url", &self.url().map(|url| format!("{}", Shown(url))))
             .finish()
     }
 }
@@ -1145,7 +1148,22 @@ impl fmt::Display for ClientError {
             ClientErrorKind::Decode(_) => f.write_str("reading the response as JSON")?,
         }
         if let Some(url) = self.url() {
-            write!(f, " ({url})")?;
+            write!(f, " ({})", Shown(url))?;
+        }
+        Ok(())
+    }
+}
+
+/// A URL as logs and errors show it: without its query, which may carry a key
+/// (`?api_key=`, `?access_token=`, a signature), marked `?…` when there was one. The
+/// credentials of the base URL never reach a request's URL.
+struct Shown<'a>(&'a Url);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0[..url::Position::AfterPath])?;
+        if self.0.query().is_some() {
+            f.write_str("?…")?;
         }
         Ok(())
     }

@@ -333,6 +333,39 @@ async fn the_json_helpers_keep_the_client_s_default_accept_and_content_type() {
 }
 
 #[tokio::test]
+async fn a_key_in_the_query_stays_out_of_errors_and_debug_output() {
+    let server = serve().await;
+    let api = server.client(&single_attempt_stack(), "/v1");
+
+    // A user of an API that takes its key in the query, whose call fails.
+    let error = api
+        .get_json::<serde_json::Value>("/status/500?access_token=s3cret")
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    let shown = error.to_string();
+    assert!(shown.ends_with("/v1/status/500?…)"), "{shown}");
+    for text in [shown, format!("{error:?}")] {
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+    // The URL itself is whole, for a caller that wants it.
+    assert_eq!(
+        error.url().and_then(|url| url.query()),
+        Some("access_token=s3cret")
+    );
+    let pending = format!("{:?}", api.get("/a").query(&[("access_token", "s3cret")]));
+    assert!(!pending.contains("s3cret"), "{pending}");
+
+    let refused = seawall::stack()
+        .build()
+        .unwrap()
+        .client("https://api.test/v1?api_key=s3cret")
+        .unwrap_err();
+    assert_eq!(refused.field(), "base_url");
+    assert!(!refused.to_string().contains("s3cret"), "{refused}");
+}
+
+#[tokio::test]
 async fn default_headers_and_request_headers_arrive_the_requests_winning() {
     let server = serve().await;
     let api = server
