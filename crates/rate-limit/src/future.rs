@@ -505,7 +505,7 @@ where
             readying: Some(parts),
             entry: queued.entry.clone(),
             waited: Some(waited),
-            settling: queued.limiter.settling(queued.cost),
+            settling: queued.limiter.settling(queued.cost, now),
         },
         // Admission happens once per request; the parts are still here.
         None => State::Rejected { rejected: None },

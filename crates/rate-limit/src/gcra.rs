@@ -256,6 +256,25 @@ impl GcraCells {
         }
     }
 
+    /// Gives back `held(quota)` tokens to each quota: a rate quota's schedule moves back by
+    /// them, a window takes them off the admission recorded at `admitted` (if it is still
+    /// there; one recorded at a later instant, in a race for the log, keeps them).
+    pub fn refund(&self, quotas: &[Quota], held: impl Fn(&Quota) -> u64, admitted: u64, now: u64) {
+        if has_window(quotas) {
+            let mut logs = self.logs(quotas, now);
+            for (quota, log) in quotas.iter().zip(logs.iter_mut()) {
+                if quota.is_window() {
+                    log.refund_at(admitted, held(quota));
+                }
+            }
+        }
+        for (quota, tat) in quotas.iter().zip(self.tats.iter()) {
+            if !quota.is_window() {
+                refund(quota, tat, held(quota));
+            }
+        }
+    }
+
     /// How many tokens every quota would admit at `now`.
     pub fn available(&self, quotas: &[Quota], now: u64) -> u64 {
         let mut free = u64::MAX;

@@ -49,13 +49,14 @@ where
         self.limiter.tokens_available(&key)
     }
 
-    /// Settles a request of `key` admitted at `estimate` tokens whose true cost, `actual`,
-    /// is known only now (say, once a streamed answer has been read): the difference is
-    /// taken from the key's quotas (the next admissions wait for it, for as long as
-    /// [`settle_costs`](crate::RateLimitBuilder::settle_costs) allows at most) or given
-    /// back.
-    pub fn settle(&self, key: K, estimate: u32, actual: u32) {
-        self.limiter.settle_key(&key, estimate, actual);
+    /// Settles a request of `key` admitted at `estimate` tokens at `admitted` whose true
+    /// cost, `actual`, is known only now (say, once a streamed answer has been read): the
+    /// difference is taken from the key's quotas (the next admissions wait for it, for as
+    /// long as [`settle_costs`](crate::RateLimitBuilder::settle_costs) allows at most) or
+    /// given back, as far as the quotas still hold it: tokens they have refilled since
+    /// `admitted` went to later requests (see [`RateStore::refund`](crate::RateStore::refund)).
+    pub fn settle(&self, key: K, estimate: u32, actual: u32, admitted: tokio::time::Instant) {
+        self.limiter.settle_key(&key, estimate, actual, admitted);
     }
 
     /// `key`'s adaptive rate in force, in requests per second (its quotas' own rate until

@@ -210,7 +210,9 @@ impl<X, St> RateLimitBuilder<X, St> {
     /// difference is taken from its key's quotas (the next admissions wait for it, beyond the
     /// burst if need be, but never longer than the hint policy's `max_delay` or one full
     /// refill of the quota, whichever is longer: an absurd figure is clamped, with a warning
-    /// in the `tracing` log) or given back.
+    /// in the `tracing` log) or given back, as far as the quotas still hold it: a rate
+    /// quota the tokens it has not refilled since the admission, a window those of the
+    /// request's own admission while it is in the window.
     /// A response with neither keeps its estimate; a cost known later still is settled with
     /// [`RateLimitHandle::settle`](crate::RateLimitHandle::settle).
     pub fn settle_costs(mut self, header: Option<http::HeaderName>) -> Self {

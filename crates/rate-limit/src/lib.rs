@@ -40,7 +40,8 @@
 //!   give each key the quotas of its tier (`free` 10 a minute, `pro` 1,000 a minute).
 //! - **Token budgets**: with [`settle_costs`](RateLimitBuilder::settle_costs) a request's
 //!   [`Cost`] is settled after its answer ([`ActualCost`], a header, or
-//!   [`RateLimitHandle::settle`]): the key is debited or refunded the difference.
+//!   [`RateLimitHandle::settle`]): the key is debited the difference, or refunded what its
+//!   quotas still hold of it (tokens refilled since the admission went to later requests).
 //! - **Adaptive rate**: [`adaptive`](RateLimitBuilder::adaptive) finds a server's unknown
 //!   limit (CUBIC, as the AWS SDKs' adaptive retry mode) from its bare 429s.
 //! - **Fair waiting** (the default): first come, first served, or by [`Priority`]; each
@@ -119,4 +120,4 @@ pub use layer::{DEFAULT_FIGURE_TOP_KEYS, RateLimitBuilder, RateLimitLayer};
 pub use limiter::LimiterStats;
 pub use quota::{MAX_WINDOW_COUNT, Quota};
 pub use service::RateLimit;
-pub use store::{Decision, InMemoryStore, RateStore, StoreError};
+pub use store::{Decision, InMemoryStore, RateStore, Refund, StoreError};

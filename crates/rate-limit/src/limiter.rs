@@ -140,10 +140,12 @@ pub(crate) struct KeyFigures<K> {
     pub(crate) queue_depth: usize,
 }
 
-/// A request to settle once its answer came: its limiter and the cost it was admitted at.
+/// A request to settle once its answer came: its limiter, the cost it was admitted at, and
+/// when.
 pub(crate) struct Settling<K, St: RateStore> {
     pub(crate) limiter: Arc<Limiter<K, St>>,
     pub(crate) cost: u32,
+    pub(crate) admitted: Instant,
 }
 
 impl<K, St: RateStore> Settling<K, St> {
@@ -165,7 +167,8 @@ impl<K, St: RateStore> Settling<K, St> {
                 Some(u32::try_from(figure).unwrap_or(u32::MAX))
             });
         if let Some(actual) = actual {
-            self.limiter.settle_entry(entry, self.cost, actual);
+            self.limiter
+                .settle_entry(entry, self.cost, actual, self.admitted);
         }
     }
 }
@@ -289,17 +292,30 @@ impl<K, St: RateStore> Limiter<K, St> {
             .any(|quota| cost > quota.burst_size())
     }
 
-    /// What a request admitted at `cost` needs to be settled after its answer, if this
-    /// limiter settles costs.
-    pub(crate) fn settling(self: &Arc<Self>, cost: u32) -> Option<Settling<K, St>> {
+    /// What a request admitted at `cost` at `admitted` needs to be settled after its answer,
+    /// if this limiter settles costs.
+    pub(crate) fn settling(
+        self: &Arc<Self>,
+        cost: u32,
+        admitted: Instant,
+    ) -> Option<Settling<K, St>> {
         self.settle.as_ref().map(|_| Settling {
             limiter: Arc::clone(self),
             cost,
+            admitted,
         })
     }
 
-    /// Settles `entry`'s request admitted at `estimate` with its true cost `actual`.
-    pub(crate) fn settle_entry(&self, entry: &KeyEntry<St>, estimate: u32, actual: u32) {
+    /// Settles `entry`'s request admitted at `estimate` tokens at `admitted` with its true
+    /// cost `actual`: a debit takes the difference now; a refund gives back only what the
+    /// quotas still hold of the request (see [`RateStore::refund`]).
+    pub(crate) fn settle_entry(
+        &self,
+        entry: &KeyEntry<St>,
+        estimate: u32,
+        actual: u32,
+        admitted: Instant,
+    ) {
         let bound = estimate.saturating_add(self.largest_debit(entry));
         if actual > bound {
             // Off the steady state: only a figure past what any quota of the key allows. A
@@ -316,10 +332,19 @@ impl<K, St: RateStore> Limiter<K, St> {
             }
         }
         let actual = actual.min(bound);
-        let delta = i64::from(actual) - i64::from(estimate);
-        if delta != 0 {
+        let now = self.now();
+        if actual > estimate {
+            let delta = i64::from(actual) - i64::from(estimate);
             self.store
-                .settle(&entry.slot, self.quotas_of(entry), delta, self.now());
+                .settle(&entry.slot, self.quotas_of(entry), delta, now);
+        } else if actual < estimate {
+            let refund = crate::Refund {
+                estimate,
+                tokens: estimate - actual,
+                admitted,
+            };
+            self.store
+                .refund(&entry.slot, self.quotas_of(entry), refund, now);
         }
     }
 
@@ -678,10 +703,11 @@ where
         all
     }
 
-    /// Settles `key`'s request admitted at `estimate` with its true cost `actual`.
-    pub(crate) fn settle_key(&self, key: &K, estimate: u32, actual: u32) {
+    /// Settles `key`'s request admitted at `estimate` tokens at `admitted` with its true
+    /// cost `actual`.
+    pub(crate) fn settle_key(&self, key: &K, estimate: u32, actual: u32, admitted: Instant) {
         let entry = self.entry(key, self.now());
-        self.settle_entry(&entry, estimate, actual);
+        self.settle_entry(&entry, estimate, actual, admitted);
     }
 
     /// How many tokens `key`'s quotas would admit now.

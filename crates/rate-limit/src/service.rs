@@ -159,7 +159,7 @@ where
                 match decision {
                     Some(Ok(Decision::Admitted)) => {
                         limiter.counters.admitted.add(1);
-                        let settling = limiter.settling(cost);
+                        let settling = limiter.settling(cost, now);
                         if std::mem::take(&mut self.inner_ready) {
                             let future = self.inner.call(request);
                             return ResponseFuture::called(future, entry, settling);

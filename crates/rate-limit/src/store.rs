@@ -46,6 +46,40 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// A refund of a settled request (see [`RateStore::refund`]): the tokens it was admitted
+/// for, those it turned out not to need, and when it was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refund {
+    /// The tokens the request was admitted for.
+    pub estimate: u32,
+    /// The tokens to give back (at most `estimate`).
+    pub tokens: u32,
+    /// When the request was admitted, on the limiter's clock.
+    pub admitted: Instant,
+}
+
+impl Refund {
+    /// The tokens of the refund that `quota` still holds at `now`. A rate quota's schedule
+    /// moved `estimate` intervals ahead of the admission for it; once the clock has passed
+    /// that, the quota has refilled them whatever the request cost. A window holds them
+    /// until the admission leaves it.
+    pub fn held_by(&self, quota: &Quota, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.admitted).as_nanos();
+        if quota.is_window() {
+            return if since < u128::from(quota.window_nanos()) {
+                u64::from(self.tokens)
+            } else {
+                0
+            };
+        }
+        let interval = u128::from(quota.interval_nanos().max(1));
+        let ahead = (interval * u128::from(self.estimate)).saturating_sub(since);
+        // Whole tokens only: a part of one given back would be a part too many.
+        let held = ahead / interval;
+        u64::try_from(held.min(u128::from(self.tokens))).unwrap_or(0)
+    }
+}
+
 /// Keeps quota state and takes tokens from it.
 ///
 /// The layer keeps one [`Slot`](RateStore::Slot) per key in its own bounded map, so a store
@@ -112,6 +146,23 @@ pub trait RateStore: Send + Sync + 'static {
     /// the difference), or, if negative, given back. A shared store may send it in the
     /// background; the default does nothing.
     fn settle(&self, _slot: &Self::Slot, _quotas: &[Quota], _delta: i64, _now: Instant) {}
+
+    /// Gives back `tokens` of a request admitted at `admitted` for `estimate` tokens that
+    /// cost less. Only what the request still holds is given back: tokens the quota has
+    /// refilled since (a rate quota past `admitted + estimate × interval`, a window past
+    /// `admitted + period`) were spent by later requests, and giving them back would admit
+    /// more than the quota. The default takes the fewest tokens that every quota still holds
+    /// of it and gives them back through [`settle`](Self::settle).
+    fn refund(&self, slot: &Self::Slot, quotas: &[Quota], refund: Refund, now: Instant) {
+        let held = quotas
+            .iter()
+            .map(|quota| refund.held_by(quota, now))
+            .min()
+            .unwrap_or(0);
+        if held > 0 {
+            self.settle(slot, quotas, -i64::try_from(held).unwrap_or(i64::MAX), now);
+        }
+    }
 
     /// How many tokens every quota would admit for `slot` at `now`, if the store can tell
     /// without a round trip.
@@ -214,6 +265,17 @@ impl RateStore for InMemoryStore {
 
     fn settle(&self, slot: &GcraCells, quotas: &[Quota], delta: i64, now: Instant) {
         slot.settle(quotas, delta, self.nanos(now));
+    }
+
+    /// Each quota gives back what it still holds of the request, a window from the
+    /// request's own admission (not from later ones, which would leave the window later).
+    fn refund(&self, slot: &GcraCells, quotas: &[Quota], refund: Refund, now: Instant) {
+        slot.refund(
+            quotas,
+            |quota| refund.held_by(quota, now),
+            self.nanos(refund.admitted),
+            self.nanos(now),
+        );
     }
 
     fn available(&self, slot: &GcraCells, quotas: &[Quota], now: Instant) -> Option<u64> {

@@ -102,6 +102,24 @@ impl WindowLog {
         }
     }
 
+    /// Gives back up to `tokens` of the admission recorded at `at`, if it is still in the
+    /// window.
+    pub(crate) fn refund_at(&mut self, at: u64, tokens: u64) {
+        let Ok(index) = self
+            .entries
+            .binary_search_by_key(&at, |&(entry_at, _)| entry_at)
+        else {
+            return;
+        };
+        let held = &mut self.entries[index].1;
+        let give = tokens.min(*held);
+        *held -= give;
+        self.total -= give;
+        if *held == 0 {
+            self.entries.remove(index);
+        }
+    }
+
     /// The tokens in the window (after [`expire`](Self::expire)).
     pub(crate) fn total(&self) -> u64 {
         self.total

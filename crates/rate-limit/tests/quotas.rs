@@ -449,6 +449,71 @@ async fn a_request_that_cost_less_than_its_estimate_is_refunded() {
     assert_eq!(started.elapsed(), ms(10));
 }
 
+/// A settled request gives back only the tokens its quota still holds: those the quota has
+/// refilled since the request's admission went to later requests. A user of a token budget
+/// whose answers stream for longer than the budget takes to refill.
+#[tokio::test(start_paused = true)]
+async fn a_late_refund_gives_back_only_what_the_rate_quota_still_holds() {
+    let layer = RateLimitLayer::builder()
+        .per_second(10)
+        .burst(10)
+        .wait(10, Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut service = layer.layer(token_counting_upstream());
+    let start = Instant::now();
+    // A takes the whole burst at 0 s; by 1 s the quota has refilled, and B takes it again.
+    service.call(costing(10, 0)).await.unwrap();
+    tokio::time::advance(ms(1_000)).await;
+    service.call(costing(10, 0)).await.unwrap();
+    // At 1.5 s A turns out to have cost 1: its 9 other tokens came back by 0.9 s and went to
+    // B. C, for the whole burst, waits for the 5 tokens that B's 10 leave missing.
+    tokio::time::advance(ms(500)).await;
+    handle.settle((), 10, 1, start);
+    let before = Instant::now();
+    service.call(costing(10, 0)).await.unwrap();
+    assert_eq!(before.elapsed(), ms(500));
+
+    // A refund while the quota still holds the request: what the clock has not refilled
+    // comes back. D takes the burst at 3 s and costs 1; at 3.2 s 2 tokens have refilled
+    // anyway, and the other 8 come back, so the burst is whole again.
+    tokio::time::advance(ms(1_000)).await;
+    let admitted = Instant::now();
+    service.call(costing(10, 0)).await.unwrap();
+    tokio::time::advance(ms(200)).await;
+    handle.settle((), 10, 1, admitted);
+    assert_eq!(handle.tokens_available(()), Some(10));
+}
+
+/// A window quota takes a refund off the request's own admission, which leaves the window
+/// first: taken off the newest admissions instead, the window would free room when the
+/// request's admission left it, and admit more than its count in one period.
+#[tokio::test(start_paused = true)]
+async fn a_refund_comes_off_the_window_s_own_admission_not_the_newest() {
+    let layer = RateLimitLayer::builder()
+        .window(10, Duration::from_secs(1))
+        .wait(10, Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut service = layer.layer(token_counting_upstream());
+    let start = Instant::now();
+    service.call(costing(5, 0)).await.unwrap();
+    tokio::time::advance(ms(500)).await;
+    service.call(costing(5, 0)).await.unwrap();
+    // The first turns out to have cost 1: 4 tokens back, off its own admission at 0 s.
+    handle.settle((), 5, 1, start);
+    service.call(costing(4, 0)).await.unwrap();
+    assert_eq!(start.elapsed(), ms(500), "4 fit at once");
+    // At 1 s the first's 1 token leaves; 5 more need the 5 of 0.5 s gone too (at 1.5 s):
+    // [0.5 s, 1.5 s) then holds 4 + 5.
+    tokio::time::advance(ms(500)).await;
+    let before = Instant::now();
+    service.call(costing(5, 0)).await.unwrap();
+    assert_eq!(before.elapsed(), ms(500));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_cost_known_later_is_settled_through_the_handle_or_the_response() {
     let layer = RateLimitLayer::builder()
@@ -474,7 +539,7 @@ async fn a_cost_known_later_is_settled_through_the_handle_or_the_response() {
     // No figure on the answer: the estimate stands until the caller reports the cost.
     service.call(costing(60, 0)).await.unwrap();
     assert_eq!(handle.tokens_available(()), Some(0));
-    handle.settle((), 60, 160);
+    handle.settle((), 60, 160, Instant::now());
     let started = Instant::now();
     service.call(costing(1, 0)).await.unwrap();
     assert_eq!(started.elapsed(), ms(1_010));
