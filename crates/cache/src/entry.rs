@@ -178,15 +178,21 @@ fn directive_seconds(headers: &HeaderMap, wanted: &str) -> Option<u64> {
 }
 
 /// Clamps the answer's `Age` to [`MAX_DELTA_SECONDS`], before the policy reads it (it adds
-/// the time the answer was kept to it, which overflows for an age near `u64::MAX`).
+/// the time the answer was kept to it, which overflows for an age near `u64::MAX`), and
+/// drops an `Age` that is not delta-seconds: the policy reads it with Rust's integer parser,
+/// which takes `+18446744073709551615` for `u64::MAX`.
 fn clamp_age(headers: &mut HeaderMap) {
-    let clamped = headers
-        .get(header::AGE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(delta_seconds)
-        .filter(|&age| age == MAX_DELTA_SECONDS);
-    if let Some(age) = clamped {
-        headers.insert(header::AGE, HeaderValue::from(age));
+    let Some(value) = headers.get(header::AGE) else {
+        return;
+    };
+    match value.to_str().ok().and_then(delta_seconds) {
+        Some(MAX_DELTA_SECONDS) => {
+            headers.insert(header::AGE, HeaderValue::from(MAX_DELTA_SECONDS));
+        }
+        Some(_) => {}
+        None => {
+            headers.remove(header::AGE);
+        }
     }
 }
 

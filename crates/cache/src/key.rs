@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use sha2::{Digest, Sha256};
 
 /// The key of a stored answer: a SHA-256 digest of the method, the URI (with the `Host`
-/// header when the URI has no authority) and the values of the key headers
+/// header, which names the virtual host whether or not the URI has an authority) and the values of the key headers
 /// ([`key_header`](crate::CacheLayerBuilder::key_header); `authorization` and `cookie` by
 /// default), so that each credential has its own entries and no store (Redis included) ever
 /// holds a credential in a key.
@@ -38,7 +38,16 @@ impl CacheKey {
         }
         digest.update([0]);
         match uri.authority() {
-            Some(authority) => digest.update(authority.as_str().as_bytes()),
+            Some(authority) => {
+                digest.update(authority.as_str().as_bytes());
+                // A `Host` header beside the authority names the virtual host the request
+                // reaches (the client sends it as it is): two hosts behind one address hold
+                // two resources.
+                if let Some(host) = headers.get(http::header::HOST) {
+                    digest.update([2]);
+                    digest.update(host.as_bytes());
+                }
+            }
             None => {
                 if let Some(host) = headers.get(http::header::HOST) {
                     digest.update(host.as_bytes());

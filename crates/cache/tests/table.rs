@@ -393,6 +393,43 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
+            name: "an Age the cache cannot read (a sign before its digits) is dropped, not read \
+                   by the policy as u64::MAX seconds, which overflowed on a request's own \
+                   directives",
+            config: same,
+            script: vec![ok(
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("etag", "\"v1\""),
+                    ("age", "+18446744073709551615"),
+                ],
+                "v1",
+            )],
+            steps: vec![
+                get(0, expect(Miss, 200, "v1"), 1),
+                get(5, expect(Hit, 200, "v1"), 1).age(5),
+                get(6, expect(Hit, 200, "v1"), 1)
+                    .header("cache-control", "max-stale=100")
+                    .age(6),
+            ],
+        },
+        Row {
+            name: "two virtual hosts behind one address (the `Host` header beside the URI's \
+                   authority) keep answers of their own",
+            config: same,
+            script: vec![
+                ok(&[("cache-control", "max-age=60")], "v1"),
+                ok(&[("cache-control", "max-age=60")], "v2"),
+            ],
+            steps: vec![
+                get(0, expect(Miss, 200, "v1"), 1).header("host", "a.example"),
+                get(1, expect(Miss, 200, "v2"), 2).header("host", "b.example"),
+                get(2, expect(Hit, 200, "v1"), 2)
+                    .header("host", "a.example")
+                    .age(2),
+            ],
+        },
+        Row {
             name: "a 200 to a revalidation replaces the entry",
             config: same,
             script: vec![
