@@ -2,13 +2,30 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use http::{HeaderName, Request};
+use http::{HeaderName, Request, header};
 
 /// Key texts up to this many bytes are kept inside the flight's own allocation.
 const INLINE: usize = 118;
 
-/// The identity of a request for coalescing: method, URI and the values of the headers the
-/// layer was told to compare (`vary`), like a response's `Vary` names them.
+/// Headers that make a request's answer its own, so that it shares a call only with requests
+/// that send the same: the virtual host (`Host` beside the URI's authority), a range (a `206`
+/// with part of the body) and validators (a `304` without one, or a `412`).
+const OWN_ANSWER: [HeaderName; 7] = [
+    header::HOST,
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// The index byte of `OWN_ANSWER`'s first header in a key, past any `vary` index (at most 32).
+const OWN_ANSWER_INDEX: u8 = 64;
+
+/// The identity of a request for coalescing: method, URI, the values of the headers the
+/// layer was told to compare (`vary`), like a response's `Vary` names them, and those of the
+/// headers that make an answer the request's own (`OWN_ANSWER`: `Host`, `Range`, `If-*`).
 ///
 /// Kept as one byte string, `method NUL scheme NUL authority NUL path-and-query`, then
 /// `NUL index NUL value` for every value of a named header present (`index` in the vary
@@ -96,6 +113,14 @@ impl FlightKey {
         for (index, name) in vary.iter().enumerate() {
             for value in headers.get_all(name) {
                 key.push(&[0, index as u8, 0]);
+                key.push(value.as_bytes());
+            }
+        }
+        // Headers that change the answer itself, whatever `vary` says: one pass over the
+        // request's headers (usually a few), which a request without any skips.
+        for (name, value) in headers {
+            if let Some(index) = OWN_ANSWER.iter().position(|own| own == name) {
+                key.push(&[0, OWN_ANSWER_INDEX + index as u8, 0]);
                 key.push(value.as_bytes());
             }
         }

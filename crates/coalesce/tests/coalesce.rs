@@ -149,6 +149,51 @@ async fn different_cookies_make_separate_calls() {
     users_told_apart_by("cookie", "session=a", "session=b").await;
 }
 
+/// A request for a range, or with validators, or for another virtual host is answered for
+/// itself (a `206` with part of the body, a `304` with none, another site): it shares a call
+/// only with requests that send the same, never with a plain one.
+#[tokio::test]
+async fn a_range_a_conditional_or_another_host_shares_only_with_its_like() {
+    for (header, value) in [
+        ("range", "bytes=0-9"),
+        ("if-range", "\"v1\""),
+        ("if-none-match", "\"v1\""),
+        ("if-modified-since", "Sat, 05 Dec 2026 10:00:00 GMT"),
+        ("host", "other.example"),
+    ] {
+        let (upstream, calls) = counting_server("whole").await;
+        let layer = CoalesceLayer::builder().build().expect("valid config");
+        let mut client = layer.layer(http_client());
+        let url = upstream.url("/file");
+        let own = || {
+            Request::get(&url)
+                .header(header, value)
+                .body(Empty::new())
+                .expect("a valid request")
+        };
+        let own1 = client.ready().await.expect("ready").call(own());
+        let plain = client.ready().await.expect("ready").call(get(&url));
+        let own2 = client.ready().await.expect("ready").call(own());
+        let (own1, plain, own2) = tokio::join!(own1, plain, own2);
+        let (own1, plain, own2) = (
+            own1.expect("own1"),
+            plain.expect("plain"),
+            own2.expect("own2"),
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "{header}");
+        assert_eq!(
+            own1.headers()["x-call"],
+            own2.headers()["x-call"],
+            "{header}"
+        );
+        assert_ne!(
+            own1.headers()["x-call"],
+            plain.headers()["x-call"],
+            "{header}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_cancelled_leader_leaves_its_followers_answered() {
     // The first call never gets an answer; the second does.
