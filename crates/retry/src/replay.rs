@@ -80,6 +80,22 @@ struct Streamed<B> {
     /// The first chunk, read while peeking, when it alone outgrew the cap: the first reader
     /// still needs it.
     peeked: Option<Bytes>,
+    /// Readers that found nothing new and polled the body in vain. A body keeps only the
+    /// waker of its latest poll, so when one reader is woken and reads on, it wakes these
+    /// (two attempts reading at once: a first whose connection still pulls the body while
+    /// the retry sends it again).
+    waiting: Vec<Waker>,
+}
+
+impl<B> Streamed<B> {
+    /// Wakes the other readers waiting at the body's end, after `reader` read on from it.
+    fn wake_others(&mut self, reader: &Waker) {
+        for waker in self.waiting.drain(..) {
+            if !waker.will_wake(reader) {
+                waker.wake();
+            }
+        }
+    }
 }
 
 impl<B> ReplayBody<B>
@@ -131,6 +147,7 @@ where
             trailers: None,
             failed: false,
             pending_error: None,
+            waiting: Vec::new(),
             peeked: None,
         };
         match peeked {
@@ -308,7 +325,19 @@ where
                     }
                     return Poll::Ready(None);
                 }
-                match Pin::new(&mut state.body).poll_frame(cx) {
+                let polled = Pin::new(&mut state.body).poll_frame(cx);
+                if polled.is_pending() {
+                    if !state
+                        .waiting
+                        .iter()
+                        .any(|waker| waker.will_wake(cx.waker()))
+                    {
+                        state.waiting.push(cx.waker().clone());
+                    }
+                } else {
+                    state.wake_others(cx.waker());
+                }
+                match polled {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(None) => {
                         state.ended = true;

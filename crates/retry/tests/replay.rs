@@ -30,6 +30,57 @@ async fn read_all<B: Body<Data = Bytes>>(body: B) -> Result<(Bytes, Option<Heade
     Ok((collected.to_bytes(), trailers))
 }
 
+/// Two readers wait at the end of a streamed body (a first attempt whose connection still
+/// pulls it while the retry sends it again): the body wakes only its latest poller, so the
+/// reader that reads on wakes the other, which finds the new chunk in the buffer.
+#[test]
+fn two_readers_waiting_at_the_body_s_end_are_both_woken() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Counting(AtomicUsize);
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let (tx, stream) = channel_body();
+    let mut first = ReplayBody::new(stream, 1024);
+    let mut second = first.clone();
+    let (w1, w2) = (
+        Arc::new(Counting(AtomicUsize::new(0))),
+        Arc::new(Counting(AtomicUsize::new(0))),
+    );
+    let (waker1, waker2) = (Waker::from(Arc::clone(&w1)), Waker::from(Arc::clone(&w2)));
+    let mut poll = |body: &mut ReplayBody<_>, waker: &Waker| {
+        std::pin::Pin::new(body)
+            .poll_frame(&mut Context::from_waker(waker))
+            .map(|frame| frame.map(|frame| frame.unwrap().into_data().unwrap()))
+    };
+    assert!(poll(&mut first, &waker1).is_pending());
+    assert!(poll(&mut second, &waker2).is_pending());
+    tx.unbounded_send(data(b"chunk")).unwrap();
+    // The body woke its latest poller only.
+    assert_eq!(
+        (w1.0.load(Ordering::SeqCst), w2.0.load(Ordering::SeqCst)),
+        (0, 1)
+    );
+    assert_eq!(
+        poll(&mut second, &waker2),
+        Poll::Ready(Some(Bytes::from_static(b"chunk")))
+    );
+    assert_eq!(
+        w1.0.load(Ordering::SeqCst),
+        1,
+        "the first reader is woken too"
+    );
+    assert_eq!(
+        poll(&mut first, &waker1),
+        Poll::Ready(Some(Bytes::from_static(b"chunk")))
+    );
+}
+
 #[tokio::test]
 async fn a_complete_body_is_captured_whole_and_copied_for_free() {
     let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 64);
