@@ -402,3 +402,53 @@ async fn the_report_shows_each_hosts_breaker_trips() {
         assert!(table.contains(&line), "missing `{line}` in\n{table}");
     }
 }
+
+/// A user with one breaker per dependency, neither keyed, in one exposition: the two report
+/// the same series, which a scrape would partly refuse. Each series is written once, and
+/// each breaker included with a label of its own gives series of its own.
+#[test]
+fn two_breakers_that_are_not_keyed_give_one_series_each_or_one_labelled_each() {
+    let payments = CircuitBreakerLayer::builder().build().unwrap();
+    let search = CircuitBreakerLayer::builder().build().unwrap();
+    search.handle().force_open(&());
+    let state_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| line.starts_with("seawall_circuit_breaker_state{"))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let metrics = MetricsLayer::builder().build().unwrap();
+    metrics.include(payments.handle());
+    metrics.include(search.handle());
+    let text = metrics.encode();
+    let lines = state_lines(&text);
+    let mut unique = lines.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(lines.len(), unique.len(), "no series twice:\n{text}");
+    assert!(
+        lines.contains(&r#"seawall_circuit_breaker_state{state="closed"} 1.0"#.to_owned()),
+        "the first source's:\n{text}"
+    );
+
+    let metrics = MetricsLayer::builder().build().unwrap();
+    metrics.include(seawall_core::Labelled::new(
+        "breaker",
+        "payments",
+        payments.handle(),
+    ));
+    metrics.include(seawall_core::Labelled::new(
+        "breaker",
+        "search",
+        search.handle(),
+    ));
+    let text = metrics.encode();
+    let lines = state_lines(&text);
+    for line in [
+        r#"seawall_circuit_breaker_state{breaker="payments",state="closed"} 1.0"#,
+        r#"seawall_circuit_breaker_state{breaker="search",state="forced_open"} 1.0"#,
+    ] {
+        assert!(lines.contains(&line.to_owned()), "{line} in:\n{text}");
+    }
+}

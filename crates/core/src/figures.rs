@@ -42,6 +42,42 @@ impl<T: FigureSource + ?Sized> FigureSource for std::sync::Arc<T> {
     }
 }
 
+/// Another source's figures, each with one more label first: so that two sources of one kind
+/// (two breakers that are not keyed, one per dependency) give series of their own in one
+/// exposition, where their figures would otherwise have the same names and labels.
+#[derive(Debug, Clone)]
+pub struct Labelled<S> {
+    label: &'static str,
+    value: std::sync::Arc<str>,
+    source: S,
+}
+
+impl<S> Labelled<S> {
+    /// `source`'s figures, each with `label="value"` first.
+    pub fn new(label: &'static str, value: impl Into<std::sync::Arc<str>>, source: S) -> Self {
+        Self {
+            label,
+            value: value.into(),
+            source,
+        }
+    }
+}
+
+impl<S: FigureSource> FigureSource for Labelled<S> {
+    fn figures(&self, visit: &mut dyn FnMut(Figure<'_>)) {
+        // At scrape time only: a small vector a figure.
+        self.source.figures(&mut |figure| {
+            let labels: Vec<(&'static str, &str)> = std::iter::once((self.label, &*self.value))
+                .chain(figure.labels.iter().copied())
+                .collect();
+            visit(Figure {
+                labels: &labels,
+                ..figure
+            });
+        });
+    }
+}
+
 /// A helper for implementations: reports `value` as a counter.
 pub fn counter<'a>(
     name: &'static str,

@@ -73,7 +73,7 @@ pub use counter::ThreadCounter;
 pub use divisor::Divisor;
 pub use error::{ConfigError, check_range};
 pub use extensions::{Attempts, QueueWait};
-pub use figures::{Figure, FigureKind, FigureSource, KeyLabel};
+pub use figures::{Figure, FigureKind, FigureSource, KeyLabel, Labelled};
 pub use held::{Held, SingleState};
 pub use hints::{HintPolicy, HintPolicyBuilder, ResetFormat, ServerHints};
 pub use idempotency::{IDEMPOTENCY_KEY, Idempotency, is_idempotent_method};

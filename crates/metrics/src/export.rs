@@ -290,6 +290,10 @@ struct Owned {
     value: f64,
 }
 
+/// Whether a duplicate series has been reported in the log (once a process).
+static DUPLICATE_SERIES_TOLD: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 fn encode_sources(
     sources: &[Arc<dyn FigureSource>],
     encoder: &mut DescriptorEncoder<'_>,
@@ -328,7 +332,22 @@ fn encode_sources(
             FigureKind::Gauge => MetricType::Gauge,
         };
         let mut metric = encoder.encode_descriptor(first.name, first.help, None, kind)?;
+        // One series per label set: two sources that report the same series (two breakers
+        // that are not keyed) would make a scrape that Prometheus refuses in part. The first
+        // is kept, and a user is told once how to tell them apart.
+        let mut series = std::collections::HashSet::with_capacity(group.len());
         for figure in group {
+            if !series.insert(&figure.labels) {
+                if !DUPLICATE_SERIES_TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        name = figure.name,
+                        "two included sources report the same series; the second is left out \
+                         of the exposition (include each with a label of its own: \
+                         `seawall_core::Labelled`)"
+                    );
+                }
+                continue;
+            }
             if figure.labels.is_empty() {
                 encode_value(&mut metric, figure)?;
             } else {

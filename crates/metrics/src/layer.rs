@@ -53,7 +53,10 @@ impl MetricsLayer {
 }
 
 impl<C> MetricsLayer<C> {
-    /// Adds another layer's figures (its handle) to this layer's exposition.
+    /// Adds another layer's figures (its handle) to this layer's exposition. Two sources of
+    /// one kind that are not keyed (a breaker per dependency) report the same series: include
+    /// each with a label of its own, `seawall_core::Labelled::new("breaker", "payments",
+    /// handle)`; a series reported twice is written once, the first source's.
     pub fn include(&self, source: impl FigureSource + 'static) {
         self.sources
             .lock()

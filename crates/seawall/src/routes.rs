@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use seawall_core::{Figure, FigureSource, KeyExtractor, KeyLabel};
+use seawall_core::{Figure, FigureSource, KeyExtractor, KeyLabel, Labelled};
 use seawall_rate_limit::{RateLimit, RateLimitError, RateLimitHandle, RateLimitLayer, RateStore};
 use tower::{Layer, Service};
 
@@ -93,7 +93,7 @@ impl<K: KeyExtractor, St: RateStore> RouteLimitLayer<K, St> {
             routes: self
                 .routes
                 .iter()
-                .map(|(prefix, layer)| (Arc::clone(prefix), layer.handle()))
+                .map(|(prefix, layer)| Labelled::new("route", Arc::clone(prefix), layer.handle()))
                 .collect(),
         }
     }
@@ -103,7 +103,8 @@ impl<K: KeyExtractor, St: RateStore> RouteLimitLayer<K, St> {
 /// route's with a `route` label (its prefix).
 pub(crate) struct RouteFigures<Key, St: RateStore> {
     default: RateLimitHandle<Key, St>,
-    routes: Vec<(Arc<str>, RateLimitHandle<Key, St>)>,
+    /// Each route's limiter, its figures labelled `route` with its prefix.
+    routes: Vec<Labelled<RateLimitHandle<Key, St>>>,
 }
 
 impl<Key, St> FigureSource for RouteFigures<Key, St>
@@ -113,16 +114,8 @@ where
 {
     fn figures(&self, visit: &mut dyn FnMut(Figure<'_>)) {
         self.default.figures(visit);
-        for (prefix, handle) in &self.routes {
-            handle.figures(&mut |figure| {
-                let labels: Vec<(&'static str, &str)> = std::iter::once(("route", &**prefix))
-                    .chain(figure.labels.iter().copied())
-                    .collect();
-                visit(Figure {
-                    labels: &labels,
-                    ..figure
-                });
-            });
+        for route in &self.routes {
+            route.figures(visit);
         }
     }
 }
