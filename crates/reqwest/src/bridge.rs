@@ -54,7 +54,7 @@ where
             return BridgeFuture::failed(BridgeError::OutsideMiddleware);
         };
         let (reply, answer) = oneshot::channel();
-        let request = request.map(reqwest::Body::wrap);
+        let request = request.map(body_for_reqwest);
         match sender.0.send((request, reply)) {
             Ok(()) => BridgeFuture {
                 answer: Some(answer),
@@ -62,6 +62,88 @@ where
             },
             Err(_) => BridgeFuture::failed(BridgeError::Abandoned),
         }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An attempt's body for reqwest: whole when it is complete at once (the retry layer's copy
+/// of a body it holds whole, as a JSON or form body is), so that reqwest can send it again
+/// after a 307 or 308 as it does with its own bodies (a wrapped stream cannot be copied,
+/// and reqwest then hands the redirect to the caller); otherwise streamed from where it is.
+fn body_for_reqwest<B>(body: B) -> reqwest::Body
+where
+    B: http_body::Body + Send + Sync + 'static,
+    B::Data: Into<Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if body.is_end_stream() {
+        return reqwest::Body::wrap(body);
+    }
+    let mut rest = Box::pin(body);
+    let first = match rest
+        .as_mut()
+        .poll_frame(&mut Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Pending => None,
+        Poll::Ready(None) => return reqwest::Body::from(Bytes::new()),
+        Poll::Ready(Some(Err(error))) => Some(Err(error.into())),
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) if rest.is_end_stream() => return reqwest::Body::from(data.into()),
+            Ok(data) => Some(Ok(http_body::Frame::data(data.into()))),
+            Err(frame) => Some(Ok(frame.map_data(Into::into))),
+        },
+    };
+    reqwest::Body::wrap(Resumed { first, rest })
+}
+
+/// A body whose first frame was read to see whether it was whole, then the rest of it.
+struct Resumed<B> {
+    first: Option<Result<http_body::Frame<Bytes>, BoxError>>,
+    rest: Pin<Box<B>>,
+}
+
+impl<B> http_body::Body for Resumed<B>
+where
+    B: http_body::Body,
+    B::Data: Into<Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(first));
+        }
+        self.rest.as_mut().poll_frame(cx).map(|frame| {
+            frame.map(|frame| {
+                frame
+                    .map(|frame| frame.map_data(Into::into))
+                    .map_err(Into::into)
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut hint = self.rest.size_hint();
+        if let Some(Ok(first)) = &self.first
+            && let Some(data) = first.data_ref()
+        {
+            let len = data.len() as u64;
+            hint.set_lower(hint.lower().saturating_add(len));
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper.saturating_add(len));
+            }
+        }
+        hint
     }
 }
 

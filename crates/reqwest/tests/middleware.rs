@@ -287,6 +287,38 @@ async fn a_post_with_an_idempotency_key_is_resent_with_the_same_body() {
     assert!(bodies.iter().all(|body| body[..] == payload[..]));
 }
 
+/// A user's POST answered with a 307 or 308 (a moved endpoint): reqwest follows it, sending
+/// the body again, as it does without the middleware.
+#[tokio::test(start_paused = true)]
+async fn a_post_answered_with_307_or_308_follows_the_redirect_with_its_body() {
+    use http_body_util::BodyExt;
+    let server = Upstream::start(|request: http::Request<hyper::body::Incoming>| async move {
+        let path = request.uri().path().to_owned();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        match path.as_str() {
+            "/old-307" => respond(307, &[("location", "/new")], ""),
+            "/old-308" => respond(308, &[("location", "/new")], ""),
+            _ => http::Response::new(http_body_util::Full::new(body)),
+        }
+    })
+    .await
+    .unwrap();
+    let stack = seawall::stack().build().unwrap();
+    let attempts = CountAttempts::default();
+    let client = client(&stack, &attempts);
+    for path in ["/old-307", "/old-308"] {
+        let response = client
+            .post(server.url(path))
+            .body(r#"{"order":42}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.url().path(), "/new", "{path}");
+        assert_eq!(response.text().await.unwrap(), r#"{"order":42}"#, "{path}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_reqwest_timeout_is_a_timeout_the_stack_retries() {
     let start = Instant::now();
