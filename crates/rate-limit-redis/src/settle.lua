@@ -5,19 +5,30 @@
 -- KEYS[1]  as for gcra.lua: a string (one GCRA quota) or a hash (several), and the window
 --          quotas' sorted sets KEYS[1]..':w'..i
 -- ARGV[1]  now in microseconds, or '' to read the server's clock
--- ARGV[2]  delta, the tokens to take (positive) or give back (negative)
+-- ARGV[2]  delta, the tokens to take (positive) or give back (negative); a refund may name
+--          its request's age, `-tokens:age` in microseconds
 -- ARGV[3], ARGV[4], ...  each quota's two arguments, as for gcra.lua
 --
 -- A debit moves a GCRA quota's TAT on by delta intervals from now at the earliest, past the
 -- burst if need be, so that the next admissions wait for it; a refund moves it back. A
--- window records a debit as tokens admitted now, and a refund takes back its newest tokens.
+-- window records a debit as tokens admitted now. A refund with the request's age takes back
+-- the newest tokens admitted no later than the request (its own, and older ones that leave
+-- the window no later): taken off later admissions, it would free room early. Without an
+-- age it takes back the newest tokens.
 
 local now = tonumber(ARGV[1])
 if not now then
   local time = redis.call('TIME')
   now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
-local delta = tonumber(ARGV[2])
+local delta_arg = ARGV[2]
+local age = nil
+local colon = string.find(delta_arg, ':', 1, true)
+if colon then
+  age = tonumber(string.sub(delta_arg, colon + 1))
+  delta_arg = string.sub(delta_arg, 1, colon - 1)
+end
+local delta = tonumber(delta_arg)
 local quotas = (#ARGV - 2) / 2
 local single = quotas == 1 and string.sub(ARGV[3], 1, 1) ~= 'w'
 
@@ -43,6 +54,10 @@ for i = 1, quotas do
       local ttl = math.ceil(period / 1000) + 1
       redis.call('PEXPIRE', set, ttl)
       redis.call('PEXPIRE', set .. ':n', ttl)
+    elseif age then
+      local members = redis.call('ZREVRANGEBYSCORE', set, string.format('%.17g', now - age),
+        '-inf', 'LIMIT', 0, -delta)
+      if #members > 0 then redis.call('ZREM', set, unpack(members)) end
     else
       redis.call('ZPOPMAX', set, -delta)
     end

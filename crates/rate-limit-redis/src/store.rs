@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::Script;
 use seawall_core::ConfigError;
 use seawall_rate_limit::gcra::GcraCells;
-use seawall_rate_limit::{Decision, InMemoryStore, Quota, RateStore, StoreError};
+use seawall_rate_limit::{Decision, InMemoryStore, Quota, RateStore, Refund, StoreError};
 use tokio::time::Instant;
 
 use tokio::sync::oneshot;
@@ -699,10 +699,63 @@ impl RateStore for RedisStore {
         (slot.shared.lease.available(self.inner.millis(now)) >= cost).then_some(Duration::ZERO)
     }
 
-    /// Sent in the background (on the runtime of the caller): a settlement changes what
-    /// later admissions find, and nobody waits for its answer. One that fails is logged and
-    /// counted among the errors.
+    /// Sent in the background (see `send_settlement`).
     fn settle(&self, slot: &RedisSlot, quotas: &[Quota], delta: i64, now: Instant) {
+        self.send_settlement(slot, quotas, delta.to_string(), now);
+    }
+
+    /// Gives back the fewest tokens every quota still holds of the request (as the default
+    /// does), and tells the script how long ago the request was admitted, so that a window
+    /// takes them off the request's own admission and older ones, never off later ones.
+    fn refund(&self, slot: &RedisSlot, quotas: &[Quota], refund: Refund, now: Instant) {
+        let held = quotas
+            .iter()
+            .map(|quota| refund.held_by(quota, now))
+            .min()
+            .unwrap_or(0);
+        if held == 0 {
+            return;
+        }
+        let age = now.saturating_duration_since(refund.admitted).as_micros();
+        self.send_settlement(slot, quotas, format!("-{held}:{age}"), now);
+    }
+
+    /// The script keeps time in microseconds since 1970 as Lua numbers (doubles), which
+    /// hold steps of a quarter of a microsecond there: an interval is off by up to an eighth
+    /// of a microsecond per admission. Under 16 µs between admissions that error passes 1 %
+    /// (at ten million a second the schedule would not move at all), so such a rate is
+    /// refused rather than enforced wrongly; one key on one Redis node serves far fewer.
+    fn check_quotas(&self, quotas: &[Quota]) -> Result<(), seawall_core::ConfigError> {
+        for quota in quotas {
+            if !quota.is_window() && quota.interval_nanos() < MIN_INTERVAL_NANOS {
+                return Err(seawall_core::ConfigError::new(
+                    "rate",
+                    quota,
+                    "at most 62,500 requests a second per key in the Redis store",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn is_idle(&self, slot: &RedisSlot) -> bool {
+        let now = Instant::now();
+        slot.shared.queue.is_quiet()
+            && slot.shared.lease.available(self.inner.millis(now)) == 0
+            && slot
+                .shared
+                .fallback
+                .get()
+                .is_none_or(|cells| self.inner.fallback.is_idle(cells))
+    }
+}
+
+impl RedisStore {
+    /// Sends `delta` (tokens to take, or `-tokens:age` to give back tokens of a request
+    /// admitted `age` microseconds ago) to the settle script, in the background on the
+    /// caller's runtime: a settlement changes what later admissions find, and nobody waits
+    /// for its answer. One that fails is logged and counted among the errors.
+    fn send_settlement(&self, slot: &RedisSlot, quotas: &[Quota], delta: String, now: Instant) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("a cost settled outside a tokio runtime was not sent to Redis");
             return;
@@ -751,37 +804,6 @@ impl RateStore for RedisStore {
         });
     }
 
-    /// The script keeps time in microseconds since 1970 as Lua numbers (doubles), which
-    /// hold steps of a quarter of a microsecond there: an interval is off by up to an eighth
-    /// of a microsecond per admission. Under 16 µs between admissions that error passes 1 %
-    /// (at ten million a second the schedule would not move at all), so such a rate is
-    /// refused rather than enforced wrongly; one key on one Redis node serves far fewer.
-    fn check_quotas(&self, quotas: &[Quota]) -> Result<(), seawall_core::ConfigError> {
-        for quota in quotas {
-            if !quota.is_window() && quota.interval_nanos() < MIN_INTERVAL_NANOS {
-                return Err(seawall_core::ConfigError::new(
-                    "rate",
-                    quota,
-                    "at most 62,500 requests a second per key in the Redis store",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn is_idle(&self, slot: &RedisSlot) -> bool {
-        let now = Instant::now();
-        slot.shared.queue.is_quiet()
-            && slot.shared.lease.available(self.inner.millis(now)) == 0
-            && slot
-                .shared
-                .fallback
-                .get()
-                .is_none_or(|cells| self.inner.fallback.is_idle(cells))
-    }
-}
-
-impl RedisStore {
     /// Queues `waiting` for its key's next call, starting the key's sending task if none runs;
     /// gives it back when `max_pending` admissions of the key wait already.
     fn enqueue(&self, slot: &Arc<SlotState>, waiting: Waiting) -> Result<(), Waiting> {

@@ -12,7 +12,9 @@ use std::future::ready;
 use std::time::Duration;
 
 use http::{Request, Response};
-use seawall_rate_limit::{Decision, Quota, RateLimitError, RateLimitLayer, RateStore, Rejected};
+use seawall_rate_limit::{
+    Decision, Quota, RateLimitError, RateLimitLayer, RateStore, Refund, Rejected,
+};
 use support::{ask, local_clock, quota, server, wait_ms};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
@@ -103,6 +105,43 @@ async fn a_window_settles_in_redis() {
     store.settle(&slot, &quotas, 3, at);
     let probe = |before| once_settled(&store, &slot, &quotas, 5, at, before);
     assert_eq!(probe(wait_ms(300)).await, wait_ms(800));
+}
+
+/// A refund comes off the request's own admission in Redis too: taken off a later
+/// admission (which leaves the window later), the window would free room early and admit
+/// more than its count in one period.
+#[tokio::test]
+async fn a_window_refund_in_redis_comes_off_the_request_s_own_admission() {
+    let Some(server) = server() else { return };
+    let store = local_clock(&server).connect().await.unwrap();
+    let quotas = [Quota::window(10, Duration::from_secs(1)).unwrap()];
+    let start = Instant::now();
+    let slot = store.new_slot(&"window refunded late");
+    // R takes 5 at 0 ms, Q 5 at 500 ms; at 600 ms R turns out to have cost 1.
+    for at in [0, 500] {
+        assert_eq!(
+            ask(&store, &slot, &quotas, 5, start, at).await,
+            Decision::Admitted
+        );
+    }
+    let at = start + Duration::from_millis(600);
+    let refund = Refund {
+        estimate: 5,
+        tokens: 4,
+        admitted: start,
+    };
+    store.refund(&slot, &quotas, refund, at);
+    let probe = |before| once_settled(&store, &slot, &quotas, 4, at, before);
+    assert_eq!(
+        probe(wait_ms(400)).await,
+        Decision::Admitted,
+        "4 fit at 600 ms"
+    );
+    // At 1 s R's 1 token leaves; 5 more need Q's 5 gone too (at 1.5 s).
+    assert_eq!(
+        ask(&store, &slot, &quotas, 5, start, 1_000).await,
+        wait_ms(500)
+    );
 }
 
 #[tokio::test]
