@@ -53,7 +53,7 @@ fn two_readers_waiting_at_the_body_s_end_are_both_woken() {
         Arc::new(Counting(AtomicUsize::new(0))),
     );
     let (waker1, waker2) = (Waker::from(Arc::clone(&w1)), Waker::from(Arc::clone(&w2)));
-    let mut poll = |body: &mut ReplayBody<_>, waker: &Waker| {
+    let poll = |body: &mut ReplayBody<_>, waker: &Waker| {
         std::pin::Pin::new(body)
             .poll_frame(&mut Context::from_waker(waker))
             .map(|frame| frame.map(|frame| frame.unwrap().into_data().unwrap()))
