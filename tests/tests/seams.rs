@@ -340,6 +340,54 @@ async fn a_routed_request_leaves_the_service_below_free(below: impl FnOnce(Below
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
+/// As above, with the only permit taken by another request while the caller readies its
+/// service: readying leaves the caller's service waiting in the semaphore's line, and a
+/// released permit goes to whoever is first there. The routed request must get it.
+async fn a_routed_request_gets_the_permit_another_request_releases(
+    below: impl FnOnce(Below) -> Below,
+) {
+    let (service, calls) = upstream(200, Duration::from_secs(5));
+    let stack = seawall::stack()
+        .rate_limit(|limit| limit.per_second(100))
+        .route("/search", |limit| limit.per_second(100))
+        .build()
+        .expect("valid stack");
+    let mut client = stack
+        .rate_limit_layer()
+        .layer(below(Below::new(service.map_err(BoxError::from))));
+    let start = Instant::now();
+    let first = client.ready().await.expect("ready").call(get("a.test"));
+    let first = tokio::spawn(first);
+    tokio::task::yield_now().await;
+    let search = Request::get("http://a.test/search")
+        .body(())
+        .expect("a valid request");
+    let routed = client.ready().await.expect("ready").call(search);
+    let answered = tokio::time::timeout(Duration::from_secs(60), routed).await;
+    assert!(answered.is_ok(), "the routed request was held");
+    assert_eq!(
+        answered.expect("checked").expect("answered").status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(10),
+        "after the first's 5 s, its own 5 s"
+    );
+    first.await.expect("no panic").expect("answered");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_routed_request_gets_a_concurrency_permit_released_while_it_waited() {
+    a_routed_request_gets_the_permit_another_request_releases(concurrency_limit_of_one).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_routed_request_gets_a_buffer_slot_released_while_it_waited() {
+    a_routed_request_gets_the_permit_another_request_releases(buffer_of_one).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_routed_request_holds_no_concurrency_permit_of_the_default_limiter() {
     a_routed_request_leaves_the_service_below_free(concurrency_limit_of_one).await;

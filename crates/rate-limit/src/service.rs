@@ -198,18 +198,21 @@ where
     St: RateStore,
     St::Future: Unpin,
 {
-    /// Gives back what readying the wrapped service took (a `ConcurrencyLimit` permit, a
-    /// `Buffer` slot) if it was readied: it is replaced by a fresh clone, which the next
-    /// request readies again. For a service that readied this limiter and then sends a
-    /// request through another one made over a clone of the same service (a per-route
-    /// limiter), whose request would otherwise wait for the permit this one keeps.
+    /// Gives back what readying the wrapped service took or is waiting for (a
+    /// `ConcurrencyLimit` permit, its place in the semaphore's line, a `Buffer` slot): it is
+    /// replaced by a fresh clone, which the next request readies again. For a service that
+    /// readied this limiter and then sends a request through another one made over a clone of
+    /// the same service (a per-route limiter), whose request would otherwise wait for a permit
+    /// this one holds, or that a released permit hands to this one's place in line, which
+    /// nobody polls.
     pub fn release_readiness(&mut self)
     where
         S: Clone,
     {
-        if std::mem::take(&mut self.inner_ready) {
-            drop(self.take_inner());
-        }
+        // `poll_ready` answers ready whatever the service below said, so whether it is
+        // waiting for a permit is not known here: it is let go in any case.
+        self.inner_ready = false;
+        drop(self.take_inner());
     }
 
     /// The wrapped service as it is (readied, or with its readiness under way), leaving a
