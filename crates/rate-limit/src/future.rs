@@ -37,9 +37,10 @@ pub(crate) struct Queued<S, B, K, St: RateStore> {
     cost: u32,
     /// When it was called, in nanoseconds from the limiter's origin (one word, not two).
     since: u64,
-    /// An answer still out with a shared store. Boxed: a store that answers at once (the
-    /// in-process one) never leaves one here, so its waiters do not carry the room.
-    attempt: Option<Box<St::Future>>,
+    /// An answer still out with a shared store, and when it was asked for (a refund gives
+    /// back only what the quotas still hold from then). Boxed: a store that answers at once
+    /// (the in-process one) never leaves one here, so its waiters do not carry the room.
+    attempt: Option<Box<(St::Future, Instant)>>,
     pub(crate) place: Option<Place>,
     /// Whether it ever joined the queue (a remote store's first answer may admit it without).
     pub(crate) joined: bool,
@@ -58,6 +59,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
         since: Instant,
         attempt: Option<St::Future>,
     ) -> Self {
+        let asked = since;
         let since = entry.context.nanos(since);
         Self {
             parts: Some(Box::new((service, request))),
@@ -65,7 +67,7 @@ impl<S, B, K, St: RateStore> Queued<S, B, K, St> {
             entry,
             cost,
             since,
-            attempt: attempt.map(Box::new),
+            attempt: attempt.map(|attempt| Box::new((attempt, asked))),
             place: None,
             joined: false,
             polled: false,
@@ -147,14 +149,14 @@ pin_project! {
             readying: Option<Box<(S, Request<B>)>>,
             entry: Held<KeyEntry<St>>,
             waited: Option<Duration>,
-            settling: Option<Settling<K, St>>,
+            settling: Option<Box<Settling<K, St>>>,
         },
         Called {
             #[pin]
             future: S::Future,
             entry: Held<KeyEntry<St>>,
             waited: Option<Duration>,
-            settling: Option<Settling<K, St>>,
+            settling: Option<Box<Settling<K, St>>>,
         },
         Queued {
             #[pin]
@@ -191,7 +193,7 @@ where
     pub(crate) fn called(
         future: S::Future,
         entry: Held<KeyEntry<St>>,
-        settling: Option<Settling<K, St>>,
+        settling: Option<Box<Settling<K, St>>>,
     ) -> Self {
         Self {
             state: State::Called {
@@ -207,7 +209,7 @@ where
         service: S,
         request: Request<B>,
         entry: Held<KeyEntry<St>>,
-        settling: Option<Settling<K, St>>,
+        settling: Option<Box<Settling<K, St>>>,
     ) -> Self {
         Self {
             state: State::Readying {
@@ -321,27 +323,29 @@ where
         counters.wakeups.fetch_add(1, Ordering::Relaxed);
     }
     queued.polled = true;
-    // A store's answer that came at once, for the next turn of the loop.
+    // A store's answer that came at once, and when it was asked for, for the next turn of
+    // the loop.
     let mut answered = None;
     loop {
         let now = queued.limiter.now();
         let decision = match (answered.take(), queued.attempt.as_mut()) {
-            (Some(decision), _) => Some(decision),
+            (Some(answered), _) => Some(answered),
             (None, Some(attempt)) => {
-                let Poll::Ready(decision) = Pin::new(attempt.as_mut()).poll(cx) else {
+                let Poll::Ready(decision) = Pin::new(&mut attempt.0).poll(cx) else {
                     return out_with_the_store(sleep, queued, now, cx);
                 };
+                let asked = attempt.1;
                 queued.attempt = None;
-                Some(decision)
+                Some((decision, asked))
             }
             (None, None) => None,
         };
-        if let Some(decision) = decision {
+        if let Some((decision, asked)) = decision {
             if !matches!(decision, Ok(Decision::Admitted)) {
                 queued.limiter.adaptive_refund(&queued.entry, queued.cost);
             }
             match decision {
-                Ok(Decision::Admitted) => return Poll::Ready(admit(queued, now)),
+                Ok(Decision::Admitted) => return Poll::Ready(admit(queued, now, asked)),
                 Ok(Decision::Wait(wait)) => match queued.place {
                     Some(place) => queued.entry.retry_at(place, later(now, wait)),
                     None => {
@@ -401,8 +405,8 @@ where
                     now,
                 );
                 match Pin::new(&mut attempt).poll(cx) {
-                    Poll::Ready(decision) => answered = Some(decision),
-                    Poll::Pending => queued.attempt = Some(Box::new(attempt)),
+                    Poll::Ready(decision) => answered = Some((decision, now)),
+                    Poll::Pending => queued.attempt = Some(Box::new((attempt, now))),
                 }
             }
             Turn::Sleep(slot) => {
@@ -480,7 +484,12 @@ where
     ))
 }
 
-fn admit<S, B, K, St, ResBody>(queued: &mut Queued<S, B, K, St>, now: Instant) -> State<S, B, K, St>
+/// Admits a waiting request at `now`, whose tokens the store took when asked at `asked`.
+fn admit<S, B, K, St, ResBody>(
+    queued: &mut Queued<S, B, K, St>,
+    now: Instant,
+    asked: Instant,
+) -> State<S, B, K, St>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
     K: Clone + Eq + std::hash::Hash + fmt::Debug + Send + Sync + 'static,
@@ -505,7 +514,7 @@ where
             readying: Some(parts),
             entry: queued.entry.clone(),
             waited: Some(waited),
-            settling: queued.limiter.settling(queued.cost, now),
+            settling: queued.limiter.settling(queued.cost, asked),
         },
         // Admission happens once per request; the parts are still here.
         None => State::Rejected { rejected: None },

@@ -257,8 +257,8 @@ impl GcraCells {
     }
 
     /// Gives back `held(quota)` tokens to each quota: a rate quota's schedule moves back by
-    /// them, a window takes them off the admission recorded at `admitted` (if it is still
-    /// there; one recorded at a later instant, in a race for the log, keeps them).
+    /// them, a window takes them off the newest admissions recorded no later than
+    /// `admitted`.
     pub fn refund(&self, quotas: &[Quota], held: impl Fn(&Quota) -> u64, admitted: u64, now: u64) {
         if has_window(quotas) {
             let mut logs = self.logs(quotas, now);

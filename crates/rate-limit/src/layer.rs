@@ -212,7 +212,7 @@ impl<X, St> RateLimitBuilder<X, St> {
     /// refill of the quota, whichever is longer: an absurd figure is clamped, with a warning
     /// in the `tracing` log) or given back, as far as the quotas still hold it: a rate
     /// quota the tokens it has not refilled since the admission, a window those of the
-    /// request's own admission while it is in the window.
+    /// request's own admission (or older ones) while it is in the window.
     /// A response with neither keeps its estimate; a cost known later still is settled with
     /// [`RateLimitHandle::settle`](crate::RateLimitHandle::settle).
     pub fn settle_costs(mut self, header: Option<http::HeaderName>) -> Self {

@@ -293,16 +293,19 @@ impl<K, St: RateStore> Limiter<K, St> {
     }
 
     /// What a request admitted at `cost` at `admitted` needs to be settled after its answer,
-    /// if this limiter settles costs.
+    /// if this limiter settles costs. Boxed: only a layer that settles costs has one, and
+    /// every response future of the layer and of those above it carries the room for it.
     pub(crate) fn settling(
         self: &Arc<Self>,
         cost: u32,
         admitted: Instant,
-    ) -> Option<Settling<K, St>> {
-        self.settle.as_ref().map(|_| Settling {
-            limiter: Arc::clone(self),
-            cost,
-            admitted,
+    ) -> Option<Box<Settling<K, St>>> {
+        self.settle.as_ref().map(|_| {
+            Box::new(Settling {
+                limiter: Arc::clone(self),
+                cost,
+                admitted,
+            })
         })
     }
 

@@ -267,8 +267,9 @@ impl RateStore for InMemoryStore {
         slot.settle(quotas, delta, self.nanos(now));
     }
 
-    /// Each quota gives back what it still holds of the request, a window from the
-    /// request's own admission (not from later ones, which would leave the window later).
+    /// Each quota gives back what it still holds of the request, a window from the newest
+    /// admissions no later than the request's (its own and older ones, never later ones,
+    /// which would leave the window later).
     fn refund(&self, slot: &GcraCells, quotas: &[Quota], refund: Refund, now: Instant) {
         slot.refund(
             quotas,

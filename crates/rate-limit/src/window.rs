@@ -102,21 +102,23 @@ impl WindowLog {
         }
     }
 
-    /// Gives back up to `tokens` of the admission recorded at `at`, if it is still in the
-    /// window.
-    pub(crate) fn refund_at(&mut self, at: u64, tokens: u64) {
-        let Ok(index) = self
+    /// Gives back up to `tokens` of a request admitted at `at`: the newest of those recorded
+    /// no later (its own, unless a race for the log recorded it later, and older ones, which
+    /// leave the window no later than it), never later ones, which would free room early.
+    pub(crate) fn refund_at(&mut self, at: u64, mut tokens: u64) {
+        let mut end = self
             .entries
-            .binary_search_by_key(&at, |&(entry_at, _)| entry_at)
-        else {
-            return;
-        };
-        let held = &mut self.entries[index].1;
-        let give = tokens.min(*held);
-        *held -= give;
-        self.total -= give;
-        if *held == 0 {
-            self.entries.remove(index);
+            .partition_point(|&(entry_at, _)| entry_at <= at);
+        while tokens > 0 && end > 0 {
+            end -= 1;
+            let held = &mut self.entries[end].1;
+            let give = tokens.min(*held);
+            *held -= give;
+            self.total -= give;
+            tokens -= give;
+            if *held == 0 {
+                self.entries.remove(end);
+            }
         }
     }
 

@@ -502,8 +502,9 @@ async fn a_refund_comes_off_the_window_s_own_admission_not_the_newest() {
     service.call(costing(5, 0)).await.unwrap();
     tokio::time::advance(ms(500)).await;
     service.call(costing(5, 0)).await.unwrap();
-    // The first turns out to have cost 1: 4 tokens back, off its own admission at 0 s.
-    handle.settle((), 5, 1, start);
+    // The first turns out to have cost 1: 4 tokens back, off its own admission at 0 s (a
+    // caller's reading of when it sent it, a little after the limiter's, finds it too).
+    handle.settle((), 5, 1, start + ms(100));
     service.call(costing(4, 0)).await.unwrap();
     assert_eq!(start.elapsed(), ms(500), "4 fit at once");
     // At 1 s the first's 1 token leaves; 5 more need the 5 of 0.5 s gone too (at 1.5 s):

@@ -649,16 +649,23 @@ impl RequestBuilder {
         self
     }
 
-    /// Sets `name` to `value` on a request that has no such header of its own, when the
-    /// client's default headers have none either: a default (`Accept:
-    /// application/vnd.github+json`, say) is the user's choice, which a helper's generic
-    /// value must not replace.
+    /// Sets `name` to `value` on a request that has no such header of its own, unless the
+    /// client's default for it is of the same kind (JSON for the JSON helpers): such a
+    /// default (`Accept: application/vnd.github+json`, say) is the user's choice, which a
+    /// helper's generic value must not replace; one of another kind (a JSON:API
+    /// `Content-Type` on a form) would mislabel the body.
     fn unless_set(
         &self,
         name: HeaderName,
         value: &'static str,
     ) -> impl FnOnce(&mut Pending) + use<> {
-        let defaulted = self.client.shared.default_headers.contains_key(&name);
+        let defaulted = self
+            .client
+            .shared
+            .default_headers
+            .get(&name)
+            .and_then(|default| default.to_str().ok())
+            .is_some_and(|default| same_kind(default, value));
         move |pending| {
             if !defaulted {
                 pending
@@ -1152,6 +1159,28 @@ impl fmt::Display for ClientError {
         }
         Ok(())
     }
+}
+
+/// Whether a media type a client sends by default is of the kind a helper would send: JSON
+/// (`application/json`, `application/vnd.api+json`, with parameters or not) for JSON,
+/// the same type for anything else.
+fn same_kind(default: &str, helper: &str) -> bool {
+    let essence = |media: &str| {
+        media
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    };
+    let (default, helper) = (essence(default), essence(helper));
+    if helper == "application/json" {
+        return default.split(',').any(|one| {
+            let one = essence(one);
+            one == "application/json" || one.ends_with("+json")
+        });
+    }
+    default == helper
 }
 
 /// A URL as logs and errors show it: without its query, which may carry a key

@@ -294,6 +294,7 @@ async fn the_json_helpers_keep_the_client_s_default_accept_and_content_type() {
 
     let _: serde_json::Value = api.get_json("/a").await.unwrap();
     let _: serde_json::Value = api.post_json("/b", &[1, 2]).await.unwrap();
+    // A form is a form whatever JSON the client sends by default.
     api.post("/c").form(&[("q", "1")]).send().await.unwrap();
     let _: serde_json::Value = plain.post_json("/d", &[1, 2]).await.unwrap();
     api.post("/e")
@@ -321,7 +322,7 @@ async fn the_json_helpers_keep_the_client_s_default_accept_and_content_type() {
             ),
             (
                 Some("application/vnd.example.v2+json"),
-                Some("application/vnd.api+json")
+                Some("application/x-www-form-urlencoded")
             ),
             (Some("application/json"), Some("application/json")),
             (
