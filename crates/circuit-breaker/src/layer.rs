@@ -129,8 +129,9 @@ impl<C, X> CircuitBreakerBuilder<C, X> {
     }
 
     /// Trip when at least `percent` of the window's calls took longer than `threshold`
-    /// (time spent waiting in a rate limiter below excluded). Off by default. When on, a
-    /// half-open probe that succeeds slowly reopens the breaker, as a failed one does.
+    /// (time spent waiting in a rate limiter below excluded). Off by default. When on, one
+    /// half-open probe that succeeds slowly reopens the breaker, as one failed probe does
+    /// (stricter than Resilience4j, which weighs the probes' slow-call rate together).
     pub fn slow_calls(mut self, threshold: Duration, percent: f64) -> Self {
         self.config.slow_call = Some((threshold, percent));
         self

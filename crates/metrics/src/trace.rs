@@ -22,19 +22,56 @@ use crate::labels::METHODS;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AttemptCount(Arc<AtomicU32>);
 
-/// `url.full` without user information (OpenTelemetry: credentials are never recorded).
+/// Query keys whose values OpenTelemetry's conventions say to record as `REDACTED`
+/// (matched case-sensitively): signatures and keys of signed URLs.
+const SENSITIVE_QUERY_KEYS: [&str; 4] = ["AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"];
+
+/// `url.full` as OpenTelemetry records it: without user information, and with the values of
+/// the sensitive query keys replaced by `REDACTED` (the keys kept).
 fn url_full(uri: &Uri) -> String {
-    match (uri.authority(), uri.scheme_str()) {
-        (Some(authority), Some(scheme)) if authority.as_str().contains('@') => {
-            let host = authority
-                .as_str()
-                .rsplit_once('@')
-                .map_or(authority.as_str(), |(_, host)| host);
-            let path = uri.path_and_query().map_or("", |p| p.as_str());
-            format!("{scheme}://{host}{path}")
-        }
-        _ => uri.to_string(),
+    let sensitive = |pair: &str| {
+        let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+        SENSITIVE_QUERY_KEYS.contains(&key)
+    };
+    let redacting = uri
+        .query()
+        .is_some_and(|query| query.split('&').any(sensitive));
+    let credentials = uri
+        .authority()
+        .is_some_and(|authority| authority.as_str().contains('@'));
+    if !(redacting || credentials) {
+        return uri.to_string();
     }
+    let mut url = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        url.push_str(scheme);
+        url.push_str("://");
+    }
+    if let Some(authority) = uri.authority() {
+        let authority = authority.as_str();
+        url.push_str(
+            authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host),
+        );
+    }
+    url.push_str(uri.path());
+    if let Some(query) = uri.query() {
+        url.push('?');
+        for (index, pair) in query.split('&').enumerate() {
+            if index > 0 {
+                url.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) if sensitive(pair) => {
+                    url.push_str(key);
+                    url.push_str("=REDACTED");
+                }
+                _ => url.push_str(pair),
+            }
+        }
+    }
+    url
 }
 
 /// Records the request's attributes on a span that a subscriber wants.

@@ -163,8 +163,11 @@ impl<K, St: RateStore> Settling<K, St> {
                 let value = response.headers().get(settle.header.as_ref()?)?;
                 // A figure beyond `u32` is absurd like any too large for the quotas, and is
                 // cut the same way, not ignored (which would keep a far smaller estimate).
-                let figure = value.to_str().ok()?.trim().parse::<u64>().ok()?;
-                Some(u32::try_from(figure).unwrap_or(u32::MAX))
+                let figure = value.to_str().ok()?.trim();
+                if figure.is_empty() || !figure.bytes().all(|byte| byte.is_ascii_digit()) {
+                    return None;
+                }
+                Some(figure.parse::<u32>().unwrap_or(u32::MAX))
             });
         if let Some(actual) = actual {
             self.limiter

@@ -395,27 +395,30 @@ async fn an_absurd_settled_cost_holds_the_key_five_minutes_at_most() {
 
 #[tokio::test(start_paused = true)]
 async fn a_settled_cost_beyond_u32_is_cut_as_an_absurd_one_not_ignored() {
-    // A server's `x-tokens-used: 5000000000` (past `u32`): ignored, the request would keep
-    // its estimate of one token and the next would go at once.
-    let layer = RateLimitLayer::builder()
-        .per_second(100)
-        .burst(100)
-        .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
-        .wait(10, Duration::from_secs(600))
-        .build()
-        .unwrap();
-    let mut service = layer.layer(service_fn(|request: Request<&'static str>| {
-        let response = Response::builder()
-            .header("x-tokens-used", *request.body())
-            .body(())
+    // A server's `x-tokens-used: 5000000000` (past `u32`), or a figure past `u64`: ignored,
+    // the request would keep its estimate of one token and the next would go at once.
+    for figure in ["5000000000", "99999999999999999999999"] {
+        let layer = RateLimitLayer::builder()
+            .per_second(100)
+            .burst(100)
+            .settle_costs(Some(http::HeaderName::from_static("x-tokens-used")))
+            .wait(10, Duration::from_secs(600))
+            .build()
             .unwrap();
-        ready(Ok::<_, std::io::Error>(response))
-    }));
-    service.call(Request::new("5000000000")).await.unwrap();
-    let started = Instant::now();
-    service.call(Request::new("1")).await.unwrap();
-    // As for `u32::MAX` tokens: held the hint policy's five minutes, less the burst's second.
-    assert_eq!(started.elapsed(), ms(299_020));
+        let mut service = layer.layer(service_fn(|request: Request<&'static str>| {
+            let response = Response::builder()
+                .header("x-tokens-used", *request.body())
+                .body(())
+                .unwrap();
+            ready(Ok::<_, std::io::Error>(response))
+        }));
+        service.call(Request::new(figure)).await.unwrap();
+        let started = Instant::now();
+        service.call(Request::new("1")).await.unwrap();
+        // As for `u32::MAX` tokens: held the hint policy's five minutes, less the burst's
+        // second.
+        assert_eq!(started.elapsed(), ms(299_020), "{figure}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
