@@ -94,16 +94,15 @@ impl<K: fmt::Debug + Send + Sync + 'static> BreakerGuard<K> {
     /// (which says nothing about the upstream): `waited` as its response says, or as the
     /// layer that held it recorded on its readmission, which an error carries no room for.
     pub(crate) fn timing(&self, waited: Duration) -> (Option<Instant>, bool) {
-        let waited = waited.max(
-            self.held
-                .as_ref()
-                .map_or(Duration::ZERO, Readmission::waited),
-        );
         let now = self.started.map(|_| Instant::now());
         let slow = match (self.started, now, self.breaker.slow_threshold()) {
             (Some(started), Some(now), Some(threshold)) => {
+                let held = self
+                    .held
+                    .as_ref()
+                    .map_or(Duration::ZERO, Readmission::waited);
                 now.saturating_duration_since(started)
-                    .saturating_sub(waited)
+                    .saturating_sub(waited.max(held))
                     > threshold
             }
             _ => false,
