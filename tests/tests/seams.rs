@@ -310,20 +310,33 @@ async fn time_held_in_the_limiter_is_not_a_slow_call_when_the_call_then_fails() 
     assert_eq!((stats.window.calls, stats.window.slow), (2, 0));
 }
 
-/// The facade's per-route limiter over `below`, kept and readied by its caller between
-/// requests (the `ready().await?.call(..)` idiom): a request that takes a route goes through
-/// the route's limiter, over a clone of `below`, and must not wait for the permit that
-/// readying the default limiter took.
-async fn a_routed_request_leaves_the_service_below_free(below: impl FnOnce(Below) -> Below) {
-    let (service, calls) = upstream(200, Duration::ZERO);
+/// The facade's limits, with a route for `/search`, over `below` over an upstream answering
+/// after `latency`; and the upstream's count of calls.
+fn routed_limits_over(
+    below: impl FnOnce(Below) -> Below,
+    latency: Duration,
+) -> (
+    seawall::RouteLimit<Below, seawall_core::ByHost, seawall_rate_limit::InMemoryStore>,
+    Arc<AtomicU32>,
+) {
+    let (service, calls) = upstream(200, latency);
     let stack = seawall::stack()
         .rate_limit(|limit| limit.per_second(100))
         .route("/search", |limit| limit.per_second(100))
         .build()
         .expect("valid stack");
-    let mut client = stack
+    let client = stack
         .rate_limit_layer()
         .layer(below(Below::new(service.map_err(BoxError::from))));
+    (client, calls)
+}
+
+/// The facade's per-route limiter over `below`, kept and readied by its caller between
+/// requests (the `ready().await?.call(..)` idiom): a request that takes a route goes through
+/// the route's limiter, over a clone of `below`, and must not wait for the permit that
+/// readying the default limiter took.
+async fn a_routed_request_leaves_the_service_below_free(below: impl FnOnce(Below) -> Below) {
+    let (mut client, calls) = routed_limits_over(below, Duration::ZERO);
     for (round, path) in ["/search", "/items", "/search/books"]
         .into_iter()
         .enumerate()
@@ -346,15 +359,7 @@ async fn a_routed_request_leaves_the_service_below_free(below: impl FnOnce(Below
 async fn a_routed_request_gets_the_permit_another_request_releases(
     below: impl FnOnce(Below) -> Below,
 ) {
-    let (service, calls) = upstream(200, Duration::from_secs(5));
-    let stack = seawall::stack()
-        .rate_limit(|limit| limit.per_second(100))
-        .route("/search", |limit| limit.per_second(100))
-        .build()
-        .expect("valid stack");
-    let mut client = stack
-        .rate_limit_layer()
-        .layer(below(Below::new(service.map_err(BoxError::from))));
+    let (mut client, calls) = routed_limits_over(below, Duration::from_secs(5));
     let start = Instant::now();
     let first = client.ready().await.expect("ready").call(get("a.test"));
     let first = tokio::spawn(first);

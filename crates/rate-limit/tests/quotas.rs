@@ -452,19 +452,25 @@ async fn a_request_that_cost_less_than_its_estimate_is_refunded() {
     assert_eq!(started.elapsed(), ms(10));
 }
 
+/// A layer of `quotas` whose requests wait up to 10 s, over an upstream that names no cost
+/// (costs are settled through the handle), and its handle.
+fn settled_through_the_handle(
+    quotas: seawall_rate_limit::RateLimitBuilder,
+) -> (
+    seawall_rate_limit::RateLimitHandle<(), InMemoryStore>,
+    impl Service<Request<u32>, Response = Response<()>, Error: std::fmt::Debug>,
+) {
+    let layer = quotas.wait(10, Duration::from_secs(10)).build().unwrap();
+    (layer.handle(), layer.layer(token_counting_upstream()))
+}
+
 /// A settled request gives back only the tokens its quota still holds: those the quota has
 /// refilled since the request's admission went to later requests. A user of a token budget
 /// whose answers stream for longer than the budget takes to refill.
 #[tokio::test(start_paused = true)]
 async fn a_late_refund_gives_back_only_what_the_rate_quota_still_holds() {
-    let layer = RateLimitLayer::builder()
-        .per_second(10)
-        .burst(10)
-        .wait(10, Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut service = layer.layer(token_counting_upstream());
+    let (handle, mut service) =
+        settled_through_the_handle(RateLimitLayer::builder().per_second(10).burst(10));
     let start = Instant::now();
     // A takes the whole burst at 0 s; by 1 s the quota has refilled, and B takes it again.
     service.call(costing(10, 0)).await.unwrap();
@@ -494,13 +500,8 @@ async fn a_late_refund_gives_back_only_what_the_rate_quota_still_holds() {
 /// request's admission left it, and admit more than its count in one period.
 #[tokio::test(start_paused = true)]
 async fn a_refund_comes_off_the_window_s_own_admission_not_the_newest() {
-    let layer = RateLimitLayer::builder()
-        .window(10, Duration::from_secs(1))
-        .wait(10, Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut service = layer.layer(token_counting_upstream());
+    let (handle, mut service) =
+        settled_through_the_handle(RateLimitLayer::builder().window(10, Duration::from_secs(1)));
     let start = Instant::now();
     service.call(costing(5, 0)).await.unwrap();
     tokio::time::advance(ms(500)).await;
