@@ -12,9 +12,10 @@
 -- A debit moves a GCRA quota's TAT on by delta intervals from now at the earliest, past the
 -- burst if need be, so that the next admissions wait for it; a refund moves it back. A
 -- window records a debit as tokens admitted now. A refund with the request's age takes back
--- the newest tokens admitted no later than the request (its own, and older ones that leave
--- the window no later): taken off later admissions, it would free room early. Without an
--- age it takes back the newest tokens.
+-- the newest tokens admitted no later than now less that age (the request's own, and older
+-- ones that leave the window no later): taken off later admissions, it would free room
+-- early. On the server's clock the cut is off by the difference between this call's and
+-- the admission's trips. Without an age it takes back the newest tokens.
 
 local now = tonumber(ARGV[1])
 if not now then

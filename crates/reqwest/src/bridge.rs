@@ -71,6 +71,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// of a body it holds whole, as a JSON or form body is), so that reqwest can send it again
 /// after a 307 or 308 as it does with its own bodies (a wrapped stream cannot be copied,
 /// and reqwest then hands the redirect to the caller); otherwise streamed from where it is.
+/// An empty body is wrapped as it is: its exact size of 0 lets the redirect copy it.
 fn body_for_reqwest<B>(body: B) -> reqwest::Body
 where
     B: http_body::Body + Send + Sync + 'static,

@@ -753,8 +753,8 @@ impl RequestBuilder {
         })
     }
 
-    /// `body` as JSON, with `Content-Type: application/json` unless the request or the
-    /// client's default headers set one.
+    /// `body` as JSON, with `Content-Type: application/json` unless the request sets one or
+    /// the client's default is JSON too (`application/vnd.api+json`, say).
     pub fn json<T: Serialize + ?Sized>(self, body: &T) -> Self {
         let content_type = self.unless_set(CONTENT_TYPE, "application/json");
         self.with(|pending| {
@@ -767,7 +767,7 @@ impl RequestBuilder {
     }
 
     /// `body` as a URL-encoded form, with `Content-Type: application/x-www-form-urlencoded`
-    /// unless the request or the client's default headers set one.
+    /// unless the request sets one (a client's default of another type is not kept).
     pub fn form<T: Serialize + ?Sized>(self, body: &T) -> Self {
         let content_type = self.unless_set(CONTENT_TYPE, "application/x-www-form-urlencoded");
         self.with(|pending| {
@@ -874,9 +874,9 @@ impl RequestBuilder {
         }
     }
 
-    /// Sends with `Accept: application/json` (unless the request or the client's default
-    /// headers set one), fails on a status other than 2xx (keeping its body), and reads the
-    /// answer as JSON.
+    /// Sends with `Accept: application/json` (unless the request sets one, or the client's
+    /// default accepts JSON too), fails on a status other than 2xx (keeping its body), and
+    /// reads the answer as JSON.
     async fn send_json<T: DeserializeOwned>(self) -> Result<T, ClientError> {
         let accept = self.unless_set(ACCEPT, "application/json");
         let response = self
@@ -1173,14 +1173,16 @@ fn same_kind(default: &str, helper: &str) -> bool {
             .trim()
             .to_ascii_lowercase()
     };
-    let (default, helper) = (essence(default), essence(helper));
+    let helper = essence(helper);
     if helper == "application/json" {
+        // A list (`Accept: text/html;q=0.9, application/vnd.x+json`) is of the kind if one
+        // of its types is.
         return default.split(',').any(|one| {
             let one = essence(one);
             one == "application/json" || one.ends_with("+json")
         });
     }
-    default == helper
+    essence(default) == helper
 }
 
 /// A URL as logs and errors show it: without its query, which may carry a key

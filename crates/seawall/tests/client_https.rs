@@ -291,6 +291,12 @@ async fn the_json_helpers_keep_the_client_s_default_accept_and_content_type() {
         .build()
         .unwrap();
     let plain = server.client(&single_attempt_stack(), "/");
+    // A list with a JSON type among others accepts JSON too.
+    let listing = server
+        .client_builder(&single_attempt_stack(), "/")
+        .default_header("accept", "text/html;q=0.9, application/vnd.x+json")
+        .build()
+        .unwrap();
 
     let _: serde_json::Value = api.get_json("/a").await.unwrap();
     let _: serde_json::Value = api.post_json("/b", &[1, 2]).await.unwrap();
@@ -303,6 +309,7 @@ async fn the_json_helpers_keep_the_client_s_default_accept_and_content_type() {
         .send()
         .await
         .unwrap();
+    let _: serde_json::Value = listing.get_json("/f").await.unwrap();
 
     let seen = server.seen();
     let heads: Vec<(Option<&str>, Option<&str>)> = seen
@@ -329,6 +336,7 @@ async fn the_json_helpers_keep_the_client_s_default_accept_and_content_type() {
                 Some("application/vnd.example.v2+json"),
                 Some("application/merge-patch+json")
             ),
+            (Some("text/html;q=0.9, application/vnd.x+json"), None),
         ]
     );
 }
