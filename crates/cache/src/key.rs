@@ -6,10 +6,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use sha2::{Digest, Sha256};
 
 /// The key of a stored answer: a SHA-256 digest of the method, the URI (with the `Host`
-/// header, which names the virtual host whether or not the URI has an authority) and the values of the key headers
-/// ([`key_header`](crate::CacheLayerBuilder::key_header); `authorization` and `cookie` by
-/// default), so that each credential has its own entries and no store (Redis included) ever
-/// holds a credential in a key.
+/// header, which names the virtual host whether or not the URI has an authority) and the
+/// values of the key headers ([`key_header`](crate::CacheLayerBuilder::key_header);
+/// `authorization` and `cookie` by default), so that each credential has its own entries
+/// and no store (Redis included) ever holds a credential in a key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheKey([u8; 32]);
 
@@ -37,22 +37,18 @@ impl CacheKey {
             digest.update(scheme.as_bytes());
         }
         digest.update([0]);
-        match uri.authority() {
-            Some(authority) => {
-                digest.update(authority.as_str().as_bytes());
-                // A `Host` header beside the authority names the virtual host the request
-                // reaches (the client sends it as it is): two hosts behind one address hold
-                // two resources.
-                if let Some(host) = headers.get(http::header::HOST) {
-                    digest.update([2]);
-                    digest.update(host.as_bytes());
-                }
+        let host = headers.get(http::header::HOST);
+        if let Some(authority) = uri.authority() {
+            digest.update(authority.as_str().as_bytes());
+            // A `Host` header beside the authority names the virtual host the request
+            // reaches (the client sends it as it is): two hosts behind one address hold two
+            // resources.
+            if host.is_some() {
+                digest.update([2]);
             }
-            None => {
-                if let Some(host) = headers.get(http::header::HOST) {
-                    digest.update(host.as_bytes());
-                }
-            }
+        }
+        if let Some(host) = host {
+            digest.update(host.as_bytes());
         }
         digest.update([0]);
         match uri.path_and_query() {

@@ -49,8 +49,9 @@
 //!   `Retry-After` sets it when present.
 //! - **Half-open**: a fixed number of probe permits, a number of successes to close, any
 //!   failure reopens, and so does a slow probe when the breaker counts slow calls (it would
-//!   not close on an upstream as slow as the one it opened on); a cancelled probe returns its permit; probes that hang past a maximum
-//!   wait reopen the breaker at that deadline instead of wedging it.
+//!   not close on an upstream as slow as the one it opened on); a cancelled probe returns
+//!   its permit; probes that hang past a maximum wait reopen the breaker at that deadline
+//!   instead of wedging it.
 //! - **Classification** from `seawall-core`: connect errors, timeouts, resets and 5xx fail;
 //!   other 4xx succeed; 429 is ignored (a rate signal, see `throttled_is_failure`); refusals
 //!   by layers below are ignored.

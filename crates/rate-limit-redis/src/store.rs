@@ -708,11 +708,7 @@ impl RateStore for RedisStore {
     /// does), and tells the script how long ago the request was admitted, so that a window
     /// takes them off the request's own admission and older ones, never off later ones.
     fn refund(&self, slot: &RedisSlot, quotas: &[Quota], refund: Refund, now: Instant) {
-        let held = quotas
-            .iter()
-            .map(|quota| refund.held_by(quota, now))
-            .min()
-            .unwrap_or(0);
+        let held = refund.held_by_all(quotas, now);
         if held == 0 {
             return;
         }

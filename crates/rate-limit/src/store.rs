@@ -78,6 +78,16 @@ impl Refund {
         let held = ahead / interval;
         u64::try_from(held.min(u128::from(self.tokens))).unwrap_or(0)
     }
+
+    /// The tokens of the refund that every one of `quotas` still holds at `now`: what a store
+    /// that settles all of a key's quotas by one figure may give back.
+    pub fn held_by_all(&self, quotas: &[Quota], now: Instant) -> u64 {
+        quotas
+            .iter()
+            .map(|quota| self.held_by(quota, now))
+            .min()
+            .unwrap_or(0)
+    }
 }
 
 /// Keeps quota state and takes tokens from it.
@@ -154,11 +164,7 @@ pub trait RateStore: Send + Sync + 'static {
     /// more than the quota. The default takes the fewest tokens that every quota still holds
     /// of it and gives them back through [`settle`](Self::settle).
     fn refund(&self, slot: &Self::Slot, quotas: &[Quota], refund: Refund, now: Instant) {
-        let held = quotas
-            .iter()
-            .map(|quota| refund.held_by(quota, now))
-            .min()
-            .unwrap_or(0);
+        let held = refund.held_by_all(quotas, now);
         if held > 0 {
             self.settle(slot, quotas, -i64::try_from(held).unwrap_or(i64::MAX), now);
         }

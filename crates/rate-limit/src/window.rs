@@ -87,19 +87,8 @@ impl WindowLog {
     }
 
     /// Gives back up to `tokens` of the newest admissions.
-    pub(crate) fn refund(&mut self, mut tokens: u64) {
-        while tokens > 0 {
-            let Some((_, held)) = self.entries.back_mut() else {
-                return;
-            };
-            let give = tokens.min(*held);
-            *held -= give;
-            self.total -= give;
-            tokens -= give;
-            if *held == 0 {
-                self.entries.pop_back();
-            }
-        }
+    pub(crate) fn refund(&mut self, tokens: u64) {
+        self.refund_at(u64::MAX, tokens);
     }
 
     /// Gives back up to `tokens` of a request admitted at `at`: the newest of those recorded

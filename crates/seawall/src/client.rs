@@ -1161,9 +1161,9 @@ impl fmt::Display for ClientError {
     }
 }
 
-/// Whether a media type a client sends by default is of the kind a helper would send: JSON
-/// (`application/json`, `application/vnd.api+json`, with parameters or not) for JSON,
-/// the same type for anything else.
+/// Whether a media type a client sends by default is of the kind a helper would send (a bare
+/// type): JSON (`application/json`, `application/vnd.api+json`, with parameters or not) for
+/// JSON, the same type for anything else.
 fn same_kind(default: &str, helper: &str) -> bool {
     let essence = |media: &str| {
         media
@@ -1173,7 +1173,6 @@ fn same_kind(default: &str, helper: &str) -> bool {
             .trim()
             .to_ascii_lowercase()
     };
-    let helper = essence(helper);
     if helper == "application/json" {
         // A list (`Accept: text/html;q=0.9, application/vnd.x+json`) is of the kind if one
         // of its types is.
